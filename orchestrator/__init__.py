@@ -1,0 +1,1 @@
+"""Who decides: environments, workers, scheduling and the pipeline."""

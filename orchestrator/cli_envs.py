@@ -1,0 +1,91 @@
+"""`orchestrator envs ...`: list, build, lock, check, locate and clean environments."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from orchestrator.envs import EnvRegistry
+from orchestrator.envs.locking import compile_conda_lock, compile_uv_lock
+from orchestrator.envs.tools import conda_executable
+from orchestrator.errors import LockError
+from orchestrator.render import console, error_console, human_size
+
+envs_app = typer.Typer(no_args_is_help=True, help="Declare, lock, build and cache model environments.")
+Names = Annotated[list[str] | None, typer.Argument(help="Env names (default: all declared envs).")]
+
+
+def _selected(registry: EnvRegistry, names: list[str] | None) -> list[str]:
+    chosen = names or registry.names()
+    for name in chosen:
+        registry.spec(name)
+    return chosen
+
+
+@envs_app.command("list")
+def list_envs(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+    """Show each env: backend, python, lock hash, built?, path, size."""
+    registry = EnvRegistry()
+    rows = [registry.status(name) for name in registry.names()]
+    if as_json:
+        print(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
+        return
+    table = Table("name", "backend", "python", "lock hash", "built", "path", "size", "problem")
+    for r in rows:
+        table.add_row(r.name, r.backend, r.python, r.lock_hash or "-", "yes" if r.built else "no",
+                      r.path or "-", human_size(r.size_bytes), r.problem or "")
+    console.print(table)
+
+
+@envs_app.command("build")
+def build(names: Names = None) -> None:
+    """Build envs from their locks (a no-op for envs already built)."""
+    registry = EnvRegistry()
+    for name in _selected(registry, names):
+        started = time.perf_counter()
+        with error_console.status(f"building env [bold]{name}[/]..."):
+            env = registry.ensure(name)
+        error_console.print(f"[green]✓[/] {name} ({env.backend}) ready in {time.perf_counter() - started:.1f}s: "
+                            f"{env.python}", highlight=False)
+
+
+@envs_app.command("lock")
+def lock(names: Names = None) -> None:
+    """Regenerate the uv lock from environment.yml (and the conda lock where conda is available)."""
+    registry = EnvRegistry()
+    for name in _selected(registry, names):
+        spec = registry.spec(name)
+        with error_console.status(f"locking env [bold]{name}[/]..."):
+            path = compile_uv_lock(spec, registry.settings.find_links)
+            if conda_executable() is not None:
+                compile_conda_lock(spec)
+        error_console.print(f"[green]✓[/] {name}: wrote {path}", highlight=False)
+
+
+@envs_app.command("python")
+def python(name: str) -> None:
+    """Print the env's interpreter path, building the env first if needed."""
+    print(EnvRegistry().ensure(name).python)
+
+
+@envs_app.command("check")
+def check() -> None:
+    """Fail if any env's lock is missing or no longer matches its environment.yml."""
+    problems = EnvRegistry().check()
+    if problems:
+        raise LockError("; ".join(problems))
+    console.print("all env locks match their specs")
+
+
+@envs_app.command("gc")
+def gc() -> None:
+    """Remove cached envs that no declared env uses any more (never one in use)."""
+    removed = EnvRegistry().gc()
+    for path in removed:
+        console.print(f"removed {path}")
+    console.print(f"{len(removed)} cache entries removed")

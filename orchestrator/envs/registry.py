@@ -1,0 +1,113 @@
+"""The declared environments and which backend serves each: the one entry point the rest uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.envs.backends import CondaBackend, Env, EnvBackend, ExistingBackend, UvBackend
+from orchestrator.envs.cache import EnvCache, directory_size
+from orchestrator.envs.locking import check_uv_lock
+from orchestrator.envs.spec import EnvSpec, list_env_names, load_spec, validate_env_name
+from orchestrator.errors import EnvSpecError, OrchestratorError
+from orchestrator.settings import Settings
+
+BACKENDS = ("uv", "conda", "existing")
+
+
+@dataclass(frozen=True)
+class EnvStatus:
+    """One row of `orchestrator envs list`."""
+
+    name: str
+    backend: str
+    python: str
+    lock_hash: str | None
+    built: bool
+    path: str | None
+    size_bytes: int | None
+    problem: str | None = None
+
+
+class EnvRegistry:
+    """Find, build and describe the environments declared under `settings.envs_dir`."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings.from_environ()
+        self.cache = EnvCache(self.settings.env_cache_dir)
+        self._backends: dict[str, EnvBackend] = {
+            "uv": UvBackend(self.cache, self.settings.find_links),
+            "conda": CondaBackend(self.cache),
+            "existing": ExistingBackend(self.settings.existing_pythons),
+        }
+
+    def names(self) -> list[str]:
+        return list_env_names(self.settings.envs_dir)
+
+    def spec(self, name: str) -> EnvSpec:
+        validate_env_name(name)
+        if name not in self.names():
+            known = ", ".join(self.names()) or "none"
+            raise EnvSpecError(
+                f"unknown env {name!r}: no {self.settings.envs_dir / name / 'environment.yml'} "
+                f"(known envs: {known})"
+            )
+        return load_spec(self.settings.envs_dir, name)
+
+    def backend_for(self, spec: EnvSpec) -> EnvBackend:
+        """Explicit setting, else an interpreter given for this env, else conda where usable, else uv."""
+        choice = self.settings.backend
+        if choice is not None and choice not in BACKENDS:
+            raise EnvSpecError(f"ORCHESTRATOR_ENV_BACKEND={choice!r} is not one of {', '.join(BACKENDS)}")
+        if choice is None:
+            if spec.name.lower() in self.settings.existing_pythons:
+                choice = "existing"
+            elif spec.conda_lock.is_file() and CondaBackend.available():
+                choice = "conda"
+            else:
+                choice = "uv"
+        return self._backends[choice]
+
+    def ensure(self, name: str) -> Env:
+        spec = self.spec(name)
+        return self.backend_for(spec).ensure(spec)
+
+    def status(self, name: str) -> EnvStatus:
+        spec = self.spec(name)
+        backend = self.backend_for(spec)
+        try:
+            env = backend.built(spec)
+            key = backend.cache_key(spec)
+        except OrchestratorError as exc:
+            return EnvStatus(name, backend.name, spec.python_version, None, False, None, None, str(exc))
+        size = directory_size(env.prefix) if env and backend.name != "existing" else None
+        return EnvStatus(name, backend.name, spec.python_version, key[:16] if key else None, env is not None,
+                         str(env.prefix) if env else None, size)
+
+    def check(self) -> list[str]:
+        """Problems with the declared specs and their locks (empty when all is well)."""
+        problems = []
+        for name in self.names():
+            try:
+                spec = self.spec(name)
+                if self.backend_for(spec).name == "uv":
+                    check_uv_lock(spec)
+            except OrchestratorError as exc:
+                problems.append(str(exc))
+        return problems
+
+    def current_entries(self) -> set[Path]:
+        keep = set()
+        for name in self.names():
+            try:
+                spec = self.spec(name)
+                key = self.backend_for(spec).cache_key(spec)
+            except OrchestratorError:
+                continue
+            if key:
+                keep.add(self.cache.entry_dir(name, key))
+        return keep
+
+    def gc(self) -> list[Path]:
+        """Remove cache entries no declared env would use now and no process is using."""
+        return self.cache.gc(self.current_entries())

@@ -1,0 +1,39 @@
+"""One error family: every message says what happened, where, and what to do next."""
+
+from __future__ import annotations
+
+
+class OrchestratorError(Exception):
+    """Base of every error the orchestrator reports to a user as one clear line."""
+
+
+class EnvSpecError(OrchestratorError):
+    """An environment declaration (`envs/<name>/environment.yml`) is missing or malformed."""
+
+
+class LockError(OrchestratorError):
+    """A lock is missing, out of date, or would install something it must not."""
+
+
+class EnvBuildError(OrchestratorError):
+    """Building an environment failed; nothing half-built was left behind."""
+
+
+class ProtocolMismatch(OrchestratorError):
+    """A worker spoke a protocol this side does not understand."""
+
+
+class HandshakeTimeout(OrchestratorError):
+    """A worker did not become ready in time."""
+
+
+class WorkerDied(OrchestratorError):
+    """A worker process exited; carries the exit status and the tail of its stderr."""
+
+
+class WorkerError(OrchestratorError):
+    """A worker reported an exception (import, setup or a batch) with its traceback."""
+
+
+class ConfigError(OrchestratorError):
+    """A pipeline or download config names something invalid."""

@@ -1,0 +1,70 @@
+"""Every environment-variable override the orchestrator reads, in one place.
+
+(`models.model_utils` reads the weights root itself, because workers cannot import this package.)
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _cache_home() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+
+
+def _pip_find_links() -> tuple[str, ...]:
+    """The find-links pip is configured with, so uv sees the same local wheels (e.g. CPU torch)."""
+    from_env = os.environ.get("PIP_FIND_LINKS")
+    if from_env:
+        return tuple(from_env.split())
+    candidates = [Path("/etc/pip.conf"), Path("/etc/xdg/pip/pip.conf"), Path.home() / ".config/pip/pip.conf",
+                  Path.home() / ".pip/pip.conf"]
+    links: list[str] = []
+    for path in candidates:
+        parser = configparser.ConfigParser()
+        try:
+            parser.read(path)
+        except configparser.Error:
+            continue
+        for section in ("global", "install"):
+            links.extend(parser.get(section, "find-links", fallback="").split())
+    return tuple(dict.fromkeys(links))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where environments are declared and cached, and how they are built."""
+
+    envs_dir: Path = PROJECT_ROOT / "envs"
+    """Folder of environment declarations (`ORCHESTRATOR_ENVS_DIR`)."""
+    env_cache_dir: Path = field(default_factory=lambda: _cache_home() / "orchestrator" / "envs")
+    """Where built environments live (`ORCHESTRATOR_ENV_CACHE`)."""
+    backend: str | None = None
+    """Force one backend for every env: uv, conda or existing (`ORCHESTRATOR_ENV_BACKEND`)."""
+    find_links: tuple[str, ...] = ()
+    """Local wheel folders handed to uv (`ORCHESTRATOR_FIND_LINKS`, default: pip's find-links)."""
+    existing_pythons: dict[str, Path] = field(default_factory=dict)
+    """Pre-built interpreters per env (`ORCHESTRATOR_ENV_PYTHON_<NAME>`)."""
+
+    @classmethod
+    def from_environ(cls) -> Settings:
+        env = os.environ
+        existing = {
+            key.removeprefix("ORCHESTRATOR_ENV_PYTHON_").lower(): Path(value)
+            for key, value in env.items()
+            if key.startswith("ORCHESTRATOR_ENV_PYTHON_") and value
+        }
+        find_links = env.get("ORCHESTRATOR_FIND_LINKS")
+        return cls(
+            envs_dir=Path(env.get("ORCHESTRATOR_ENVS_DIR") or cls.envs_dir),
+            env_cache_dir=Path(env["ORCHESTRATOR_ENV_CACHE"]) if env.get("ORCHESTRATOR_ENV_CACHE")
+            else _cache_home() / "orchestrator" / "envs",
+            backend=env.get("ORCHESTRATOR_ENV_BACKEND") or None,
+            find_links=tuple(find_links.split()) if find_links is not None else _pip_find_links(),
+            existing_pythons=existing,
+        )
