@@ -1,0 +1,1 @@
+"""Worker processes: how they are launched into an env, handshaked, watched, restarted and stopped."""

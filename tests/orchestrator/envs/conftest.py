@@ -1,0 +1,59 @@
+"""Fixtures: the project's envs built once per session, and a tiny env for cache behaviour."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator.envs import Env, EnvRegistry
+from orchestrator.envs.locking import compile_uv_lock
+from orchestrator.envs.spec import load_spec
+from orchestrator.settings import Settings
+
+PROJECT_ENVS = ("video_splitting", "ocr", "content_filter")
+TINY_SPEC = """\
+name: tiny
+dependencies:
+  - python=3.11
+  - pip
+  - pip:
+      - six==1.17.0
+"""
+
+
+@pytest.fixture(scope="session")
+def project_envs() -> dict[str, Env]:
+    registry = EnvRegistry()
+    return {name: registry.ensure(name) for name in PROJECT_ENVS}
+
+
+@pytest.fixture(scope="session")
+def tiny_envs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An envs folder holding one small env, locked once per session."""
+    envs_dir = tmp_path_factory.mktemp("envs")
+    (envs_dir / "tiny").mkdir()
+    (envs_dir / "tiny" / "environment.yml").write_text(TINY_SPEC)
+    compile_uv_lock(load_spec(envs_dir, "tiny"), Settings.from_environ().find_links)
+    return envs_dir
+
+
+@pytest.fixture
+def tiny_settings(tiny_envs_dir: Path, tmp_path: Path) -> Settings:
+    envs_dir = tmp_path / "envs"
+    shutil.copytree(tiny_envs_dir, envs_dir)
+    base = Settings.from_environ()
+    return Settings(envs_dir=envs_dir, env_cache_dir=tmp_path / "cache", find_links=base.find_links)
+
+
+def cli_env(settings: Settings) -> dict[str, str]:
+    """Variables that point the `orchestrator` CLI at a test's envs folder and cache."""
+    import os
+
+    return {**os.environ, "ORCHESTRATOR_ENVS_DIR": str(settings.envs_dir),
+            "ORCHESTRATOR_ENV_CACHE": str(settings.env_cache_dir)}
+
+
+ORCHESTRATOR = [sys.executable, "-m", "orchestrator.cli"]

@@ -1,0 +1,121 @@
+"""Real uv builds of a small env: once, concurrently, after a kill, on a second root, and gc."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.envs import EnvRegistry
+from orchestrator.envs.cache import MARKER, lease
+from orchestrator.errors import EnvBuildError
+from orchestrator.settings import Settings
+from tests.orchestrator.envs.conftest import ORCHESTRATOR, cli_env
+
+
+def freeze(python: Path) -> str:
+    return subprocess.run([str(python), "-c", "import importlib.metadata as m; print(sorted((d.metadata['Name'].lower(), "
+                        "d.version) for d in m.distributions()))"], capture_output=True, text=True, check=True).stdout
+
+
+def test_second_build_is_a_no_op(tiny_settings: Settings) -> None:
+    registry = EnvRegistry(tiny_settings)
+    env = registry.ensure("tiny")
+    marker = env.prefix / MARKER
+    first_stat = marker.stat()
+    again = registry.ensure("tiny")
+    assert again == env
+    assert marker.stat().st_mtime_ns == first_stat.st_mtime_ns
+    subprocess.run([str(env.python), "-c", "import six, zmq, msgpack, numpy"], check=True)
+    assert registry.status("tiny").built
+
+
+def test_concurrent_builds_make_one_intact_env(tiny_settings: Settings) -> None:
+    argv = [*ORCHESTRATOR, "envs", "build", "tiny"]
+    procs = [subprocess.Popen(argv, env=cli_env(tiny_settings), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+             for _ in range(3)]
+    outputs = [p.communicate(timeout=300)[0].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outputs
+    entries = [p for p in tiny_settings.env_cache_dir.iterdir() if p.is_dir()]
+    assert len(entries) == 1, entries
+    python = EnvRegistry(tiny_settings).ensure("tiny").python
+    subprocess.run([str(python), "-c", "import six, zmq, msgpack, numpy"], check=True)
+
+
+def test_build_killed_midway_is_recovered(tiny_settings: Settings) -> None:
+    proc = subprocess.Popen([*ORCHESTRATOR, "envs", "build", "tiny"], env=cli_env(tiny_settings),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not list(tiny_settings.env_cache_dir.glob("tiny-*.partial")) and time.monotonic() < deadline:
+        assert proc.poll() is None, "build finished before it could be interrupted"
+        time.sleep(0.002)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    registry = EnvRegistry(tiny_settings)
+    assert not registry.status("tiny").built
+    env = registry.ensure("tiny")
+    subprocess.run([str(env.python), "-c", "import six, zmq, msgpack, numpy"], check=True)
+    assert not list(tiny_settings.env_cache_dir.glob("*.partial"))
+
+
+def test_same_lock_on_second_cache_root_gives_same_packages(tiny_settings: Settings, tmp_path: Path) -> None:
+    first = EnvRegistry(tiny_settings).ensure("tiny")
+    other = Settings(envs_dir=tiny_settings.envs_dir, env_cache_dir=tmp_path / "other-cache",
+                     find_links=tiny_settings.find_links)
+    second = EnvRegistry(other).ensure("tiny")
+    assert first.prefix != second.prefix
+    assert freeze(first.python) == freeze(second.python)
+
+
+def test_failed_build_shows_installer_output_and_leaves_nothing(tiny_settings: Settings) -> None:
+    lock = tiny_settings.envs_dir / "tiny" / "requirements.lock"
+    six_block = re.compile(r"(six==1\.17\.0 \\\n(?:\s+--hash=sha256:[0-9a-f]+ ?\\?\n)+)")
+    lock.write_text(six_block.sub(lambda m: re.sub("[0-9a-f]{64}", "ab" * 32, m.group(1)), lock.read_text()))
+    with pytest.raises(EnvBuildError, match=r"building env 'tiny' failed \(exit \d+\); last lines:\n.*six"):
+        EnvRegistry(tiny_settings).ensure("tiny")
+    assert list(tiny_settings.env_cache_dir.glob("tiny-*/")) == []
+
+
+def test_gc_removes_stale_entries_but_not_current_or_in_use(tiny_settings: Settings) -> None:
+    registry = EnvRegistry(tiny_settings)
+    current = registry.ensure("tiny").prefix
+    stale_unused = tiny_settings.env_cache_dir / "tiny-0000000000000000"
+    stale_in_use = tiny_settings.env_cache_dir / "tiny-1111111111111111"
+    for stale in (stale_unused, stale_in_use):
+        stale.mkdir()
+    with lease(stale_in_use):
+        removed = registry.gc()
+    assert removed == [stale_unused]
+    assert current.is_dir() and stale_in_use.is_dir()
+    assert registry.gc() == [stale_in_use]
+
+
+def test_cli_list_python_and_check(tiny_settings: Settings) -> None:
+    env = cli_env(tiny_settings)
+    python = subprocess.run([*ORCHESTRATOR, "envs", "python", "tiny"], env=env, capture_output=True, text=True,
+                            check=True).stdout.strip()
+    import json
+
+    listed = json.loads(subprocess.run([*ORCHESTRATOR, "envs", "list", "--json"], env=env, capture_output=True,
+                                       text=True, check=True).stdout)
+    assert [(r["name"], r["backend"], r["built"], r["python"]) for r in listed] == [("tiny", "uv", True, "3.11")]
+    assert python == str(Path(listed[0]["path"]) / "bin" / "python")
+    spec = tiny_settings.envs_dir / "tiny" / "environment.yml"
+    spec.write_text(spec.read_text() + "      - idna\n")
+    checked = subprocess.run([*ORCHESTRATOR, "envs", "check"], env=env, capture_output=True, text=True)
+    assert checked.returncode == 2
+    assert "env 'tiny'" in checked.stderr and "orchestrator envs lock tiny" in checked.stderr
+    assert "Traceback" not in checked.stderr
+
+
+def test_cli_unknown_env_is_one_line(tiny_settings: Settings) -> None:
+    result = subprocess.run([*ORCHESTRATOR, "envs", "python", "nope"], env=cli_env(tiny_settings),
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "unknown env 'nope'" in result.stderr and "known envs: tiny" in result.stderr
+    assert "Traceback" not in result.stderr

