@@ -31,7 +31,7 @@ def worker_pythonpath(runtime_dir: Path, user_code_dirs: Sequence[Path] = ()) ->
     for package in _SHARED_PACKAGES:
         link = link_dir / package.__name__
         if not link.exists():
-            link.symlink_to(Path(package.__file__).resolve().parent, target_is_directory=True)
+            link.symlink_to(Path(next(iter(package.__path__))).resolve(), target_is_directory=True)
     return os.pathsep.join([str(link_dir), *(str(Path(d).resolve()) for d in user_code_dirs)])
 
 

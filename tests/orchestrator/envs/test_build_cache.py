@@ -17,10 +17,11 @@ from orchestrator.errors import EnvBuildError
 from orchestrator.settings import Settings
 from tests.orchestrator.envs.conftest import ORCHESTRATOR, cli_env
 
+FREEZE = "import importlib.metadata as m; print(sorted((d.metadata['Name'], d.version) for d in m.distributions()))"
+
 
 def freeze(python: Path) -> str:
-    return subprocess.run([str(python), "-c", "import importlib.metadata as m; print(sorted((d.metadata['Name'].lower(), "
-                        "d.version) for d in m.distributions()))"], capture_output=True, text=True, check=True).stdout
+    return subprocess.run([str(python), "-c", FREEZE], capture_output=True, text=True, check=True).stdout
 
 
 def test_second_build_is_a_no_op(tiny_settings: Settings) -> None:

@@ -27,7 +27,7 @@ for name in sys.argv[1].split(","):
         mods[name] = False
 dists = {d.metadata["Name"].lower() for d in md.distributions()}
 print(json.dumps({
-    "version": "%d.%d" % sys.version_info[:2],
+    "version": f"{sys.version_info[0]}.{sys.version_info[1]}",
     "in_env": {n: conda_utils.is_running_in_env(n) for n in sys.argv[2].split(",")},
     "imports": mods,
     "opencv": sorted(d for d in dists if d.startswith("opencv")),
@@ -80,7 +80,7 @@ def test_ocr_and_content_filter_have_different_opencv(probes: dict[str, dict]) -
 
 def test_content_filter_runs_its_own_python_version(probes: dict[str, dict]) -> None:
     assert probes["content_filter"]["version"] == "3.12"
-    assert probes["content_filter"]["version"] != "%d.%d" % sys.version_info[:2]
+    assert probes["content_filter"]["version"] != f"{sys.version_info[0]}.{sys.version_info[1]}"
 
 
 @pytest.mark.parametrize("name", PROJECT_ENVS)

@@ -1,0 +1,44 @@
+"""Timeouts, limits and transport sizes for workers, with documented defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class WorkerPolicy:
+    """How long to wait for what, and how much data may be in flight to one worker."""
+
+    ready_timeout_s: float = 60.0
+    """Spawn to READY: interpreter start plus importing zmq, msgpack and numpy."""
+    setup_timeout_s: float = 600.0
+    """Importing the model's packages and loading its weights."""
+    request_timeout_s: float | None = None
+    """A batch still unanswered after this is treated as a hung worker (killed, reported)."""
+    max_in_flight: int = 2
+    """Batches sent but not answered; `submit` waits beyond this (backpressure)."""
+    shutdown_grace_s: float = 5.0
+    """After asking a worker to stop, wait this long before SIGTERM."""
+    term_grace_s: float = 3.0
+    """After SIGTERM, wait this long before SIGKILL."""
+    use_shared_memory: bool = True
+    """Send big arrays through a shared-memory ring (one host only); frames otherwise."""
+    shm_slots: int = 8
+    shm_slot_bytes: int = 16 * 1024 * 1024
+    shm_threshold: int = 64 * 1024
+    """Arrays at least this big use the ring."""
+    inline_threshold: int = 4096
+    """Arrays at most this big travel inside the message header."""
+    max_message_bytes: int = 1024**3
+    """A reply larger than this is dropped and reported."""
+    stderr_tail_lines: int = 30
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """Restart a dead worker up to `max_restarts` times per `window_s`, waiting `backoff_s` * 2**n."""
+
+    max_restarts: int = 3
+    window_s: float = 300.0
+    backoff_s: float = 0.5
+    max_backoff_s: float = 10.0

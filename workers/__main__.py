@@ -1,0 +1,5 @@
+"""`<env python> -m workers ...`: the worker program."""
+
+from workers.serve import main
+
+main()

@@ -1,0 +1,173 @@
+"""The worker program: handshake, load one model, serve batches until told to stop.
+
+    parent ──data (PAIR)──▶ READY ◀ SETUP ▶ RESULT/ERROR ◀ BATCH ▶ RESULT/ERROR ◀ HEARTBEAT ▶ HEARTBEAT
+    parent ──control (PAIR)─▶ SHUTDOWN   (read by a thread, so it never waits behind queued batches)
+
+Every failure becomes an ERROR message with the worker's traceback; an unexpected crash of the loop
+sends a last DEAD message before exiting. Nothing here imports the model's packages until SETUP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import os
+import sys
+import threading
+import traceback
+from typing import Any
+
+import zmq
+
+from models.conda_utils import current_env_name
+from models.model_interface import ModelInterface
+from workers.model_loader import ModelLoadError, instantiate
+from workers.protocol import Decoder, Encoder, Kind, Message, ProtocolError
+from workers.shm_ring import ShmRingReader
+
+REPORTED_PACKAGES = ("numpy", "pyzmq", "msgpack", "torch", "transformers", "onnxruntime")
+IDLE_POLL_MS = 200
+DEAD_LINGER_MS = 1000
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m workers")
+    parser.add_argument("--data", required=True, help="zmq endpoint for requests and replies")
+    parser.add_argument("--control", required=True, help="zmq endpoint for shutdown requests")
+    parser.add_argument("--name", default="worker", help="label used in logs")
+    parser.add_argument("--ring", help="shared-memory ring name (same host only)")
+    parser.add_argument("--ring-slots", type=int, default=0)
+    parser.add_argument("--ring-slot-bytes", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def ready_header(name: str) -> dict[str, Any]:
+    """What the parent logs and checks: who and where this worker is."""
+    packages = {}
+    for dist in REPORTED_PACKAGES:
+        try:
+            packages[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return {
+        "pid": os.getpid(), "name": name, "env": current_env_name() or "", "executable": sys.executable,
+        "python": ".".join(map(str, sys.version_info[:3])), "packages": packages,
+        "devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+    }
+
+
+def error_header(stage: str, exc: BaseException) -> dict[str, Any]:
+    return {"stage": stage, "type": type(exc).__name__, "message": str(exc),
+            "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))}
+
+
+class Worker:
+    """One model served over one data socket; single-threaded apart from the control listener."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.name = args.name
+        self.context = zmq.Context()
+        self.data = self.context.socket(zmq.PAIR)
+        self.data.connect(args.data)
+        self.stop = threading.Event()
+        ring = ShmRingReader.attach(args.ring, args.ring_slots, args.ring_slot_bytes) if args.ring else None
+        self.decoder = Decoder(ring=ring)
+        self.encoder = Encoder()
+        self.model: ModelInterface | None = None
+        self.parent_pid = os.getppid()
+        self.control_thread = threading.Thread(target=self._listen_control, args=(args.control,), daemon=True)
+
+    def send(self, msg: Message) -> None:
+        frames, _ = self.encoder.encode(msg)
+        self.data.send_multipart(frames, copy=False)
+
+    def reply(self, request: Message, kind: Kind, payload: Any = None, header: dict[str, Any] | None = None) -> None:
+        try:
+            self.send(Message(kind, request.request_id, header or {}, payload))
+        except ProtocolError as exc:
+            self.send(Message(Kind.ERROR, request.request_id, error_header("result", exc)))
+
+    def run(self) -> None:
+        self.control_thread.start()
+        self.send(Message(Kind.READY, 0, ready_header(self.name)))
+        while not self.stop.is_set():
+            if not self.data.poll(IDLE_POLL_MS):
+                continue
+            frames = self.data.recv_multipart(copy=False)
+            try:
+                msg = self.decoder.decode(frames)
+            except ProtocolError as exc:
+                self.send(Message(Kind.ERROR, 0, error_header("protocol", exc)))
+                continue
+            self.handle(msg)
+
+    def handle(self, msg: Message) -> None:
+        if msg.kind is Kind.SETUP:
+            self.setup(msg)
+        elif msg.kind is Kind.BATCH:
+            self.run_batch(msg)
+        elif msg.kind is Kind.HEARTBEAT:
+            self.reply(msg, Kind.HEARTBEAT)
+        elif msg.kind is Kind.SHUTDOWN:
+            self.stop.set()
+        else:
+            self.send(Message(Kind.ERROR, msg.request_id, error_header(
+                "protocol", ProtocolError(f"a worker does not accept {msg.kind.value!r} messages"))))
+
+    def setup(self, msg: Message) -> None:
+        stage = "import"
+        try:
+            model = instantiate(msg.header["class_path"], msg.payload or {})
+            stage = "setup"
+            model.setup()
+        except ModelLoadError as exc:
+            self.reply(msg, Kind.ERROR, header=error_header("import", exc))
+            return
+        except Exception as exc:  # a model's own failure, reported with its traceback
+            self.reply(msg, Kind.ERROR, header=error_header(stage, exc))
+            return
+        self.model = model
+        self.reply(msg, Kind.RESULT, header={"model": type(model).__name__})
+
+    def run_batch(self, msg: Message) -> None:
+        if self.model is None:
+            self.reply(msg, Kind.ERROR, header=error_header("batch", RuntimeError("batch before setup")))
+            return
+        try:
+            result = self.model(msg.payload)
+        except Exception as exc:  # a model's own failure, reported with its traceback
+            self.reply(msg, Kind.ERROR, header=error_header("batch", exc))
+            return
+        self.reply(msg, Kind.RESULT, result)
+
+    def _listen_control(self, endpoint: str) -> None:
+        control = self.context.socket(zmq.PAIR)
+        control.connect(endpoint)
+        try:
+            while not self.stop.is_set():
+                if control.poll(IDLE_POLL_MS):
+                    control.recv_multipart()
+                    self.stop.set()
+                elif os.getppid() != self.parent_pid:
+                    os._exit(3)  # orphaned: the parent died without stopping us
+        finally:
+            control.close(linger=0)
+
+    def die(self, exc: BaseException) -> None:
+        """Tell the parent why the loop crashed, briefly, then let the process exit."""
+        try:
+            self.send(Message(Kind.DEAD, 0, error_header("worker", exc)))
+        finally:
+            self.data.close(linger=DEAD_LINGER_MS)
+
+
+def main(argv: list[str] | None = None) -> None:
+    worker = Worker(parse_args(argv))
+    try:
+        worker.run()
+    except BaseException as exc:
+        worker.die(exc)
+        raise
+    worker.data.close(linger=DEAD_LINGER_MS)
+    worker.control_thread.join()
+    worker.context.term()
