@@ -1,9 +1,30 @@
-"""Suite-wide guards: no test may leave a child process behind."""
+"""Suite-wide guards: no test may leave a child process or a shared-memory segment behind."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from multiprocessing import resource_tracker
+from pathlib import Path
+
 import psutil
 import pytest
+
+from workers.shm_ring import NAME_PREFIX, SHM_DIR
+
+
+@pytest.fixture(scope="session", autouse=True)
+def resource_tracker_running() -> None:
+    """Start multiprocessing's resource tracker up front: the first shared-memory ring would otherwise
+    start it as a long-lived child inside whichever test creates that ring."""
+    resource_tracker.ensure_running()
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_shm_segments() -> Iterator[None]:
+    before = set(Path(SHM_DIR).glob(f"{NAME_PREFIX}*"))
+    yield
+    leaked = set(Path(SHM_DIR).glob(f"{NAME_PREFIX}*")) - before
+    assert not leaked, f"test left shared-memory segments behind: {sorted(map(str, leaked))}"
 
 
 @pytest.fixture(autouse=True)
