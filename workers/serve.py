@@ -10,6 +10,7 @@ sends a last DEAD message before exiting. Nothing here imports the model's packa
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import importlib.metadata
 import os
 import sys
@@ -162,6 +163,7 @@ class Worker:
 
 
 def main(argv: list[str] | None = None) -> None:
+    faulthandler.enable()  # a segfault in a model's native code still leaves a traceback in the stderr tail
     worker = Worker(parse_args(argv))
     try:
         worker.run()
