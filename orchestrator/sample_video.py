@@ -126,6 +126,7 @@ def generate_sample(path: Path, spec: SampleSpec = SampleSpec()) -> list[Shot]:
     The same `spec` always yields the same decoded frames and the same truth file.
     """
     shots = _shot_spans(spec)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream("libx264", rate=spec.fps)
         stream.width, stream.height, stream.pix_fmt = spec.width, spec.height, "yuv420p"
