@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from multiprocessing import resource_tracker
 from pathlib import Path
@@ -21,9 +22,10 @@ def resource_tracker_running() -> None:
 
 @pytest.fixture(autouse=True)
 def no_leaked_shm_segments() -> Iterator[None]:
-    before = set(Path(SHM_DIR).glob(f"{NAME_PREFIX}*"))
+    ours = f"{NAME_PREFIX}{os.getpid()}-*"  # other processes on the machine may hold rings of their own
+    before = set(Path(SHM_DIR).glob(ours))
     yield
-    leaked = set(Path(SHM_DIR).glob(f"{NAME_PREFIX}*")) - before
+    leaked = set(Path(SHM_DIR).glob(ours)) - before
     assert not leaked, f"test left shared-memory segments behind: {sorted(map(str, leaked))}"
 
 

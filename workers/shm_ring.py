@@ -41,7 +41,7 @@ class ShmRingWriter:
             raise ValueError(f"a ring needs at least one slot of one byte, got {n_slots} x {slot_bytes}")
         size = n_slots * slot_bytes
         _check_free_space(size)
-        name = NAME_PREFIX + secrets.token_hex(8)
+        name = f"{NAME_PREFIX}{os.getpid()}-{secrets.token_hex(6)}"  # the creator pid tells whose it is
         try:
             self._shm = shared_memory.SharedMemory(name=name, create=True, size=size)
         except OSError as err:
@@ -168,8 +168,13 @@ def _check_free_space(size: int) -> None:
 
 
 def _destroy(shm: shared_memory.SharedMemory) -> None:
-    shm.close()
+    # Unlink first: the name must go even if a view still pins the mapping (close then raises BufferError,
+    # and the memory itself is freed when the last view goes).
     try:
         shm.unlink()
     except FileNotFoundError:
+        pass
+    try:
+        shm.close()
+    except BufferError:
         pass

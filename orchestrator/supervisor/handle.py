@@ -256,7 +256,7 @@ class WorkerHandle:
                     raise TimeoutError(f"worker {self.spec.label}: no {what} within {timeout:.1f}s")
                 raise HandshakeTimeout(
                     f"worker {self.spec.label} ({self.spec.env.name}): no {what} within {timeout:.0f}s; raise "
-                    f"WorkerPolicy.{setting} if it needs longer; last stderr:\n{self._stderr_tail()}"
+                    f"WorkerPolicy.{setting} if it needs longer; last stderr:\n{self.stderr_tail()}"
                 )
 
     def _receive_message(self) -> Message | None:
@@ -288,7 +288,8 @@ class WorkerHandle:
                              f"the worker was killed")
 
     # --- errors -------------------------------------------------------------------------------
-    def _stderr_tail(self) -> str:
+    def stderr_tail(self) -> str:
+        """The last lines the worker wrote to stderr."""
         return self._pump.tail() if self._pump else ""
 
     def _died(self, context: str) -> WorkerDied:
@@ -300,7 +301,7 @@ class WorkerHandle:
             self._pump.join(timeout=2)
         self.ready = False
         error = WorkerDied(f"worker {self.spec.label} ({self.spec.env.name}) {describe_exit(returncode)} {context}; "
-                           f"last stderr:\n{self._stderr_tail()}")
+                           f"last stderr:\n{self.stderr_tail()}")
         error.returncode = returncode  # type: ignore[attr-defined]
         last = getattr(self, "_last_words", None)
         if last is not None:

@@ -33,12 +33,3 @@ class WorkerPolicy:
     """A reply larger than this is dropped and reported."""
     stderr_tail_lines: int = 30
 
-
-@dataclass(frozen=True)
-class RestartPolicy:
-    """Restart a dead worker up to `max_restarts` times per `window_s`, waiting `backoff_s` * 2**n."""
-
-    max_restarts: int = 3
-    window_s: float = 300.0
-    backoff_s: float = 0.5
-    max_backoff_s: float = 10.0

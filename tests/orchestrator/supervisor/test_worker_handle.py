@@ -158,6 +158,9 @@ def test_close_escalates_and_reaps_a_busy_worker(make_handle) -> None:
     handle = make_handle({"fail_in": "batch", "how": "hang"},
                          policy=WorkerPolicy(shutdown_grace_s=0.2, term_grace_s=5))
     handle.submit({"x": 1})
+    deadline = time.monotonic() + 30
+    while "hanging" not in handle.stderr_tail() and time.monotonic() < deadline:
+        time.sleep(0.01)  # polls for the worker's own signal that the batch is running
     started = time.monotonic()
     returncode = handle.close()
     assert returncode == -signal.SIGTERM
