@@ -92,9 +92,11 @@ class Worker:
         self.control_thread.start()
         self.send(Message(Kind.READY, 0, ready_header(self.name)))
         while not self.stop.is_set():
-            if not self.data.poll(IDLE_POLL_MS):
+            try:
+                frames = self.data.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                self.data.poll(IDLE_POLL_MS)
                 continue
-            frames = self.data.recv_multipart(copy=False)
             try:
                 msg = self.decoder.decode(frames)
             except ProtocolError as exc:
@@ -135,7 +137,11 @@ class Worker:
             self.reply(msg, Kind.ERROR, header=error_header("batch", RuntimeError("batch before setup")))
             return
         try:
-            result = self.model(msg.payload)
+            # A request may carry several items (a stage's batch_size): the model sees one at a time.
+            if msg.header.get("items"):
+                result = [self.model(item) for item in msg.payload]
+            else:
+                result = self.model(msg.payload)
         except Exception as exc:  # a model's own failure, reported with its traceback
             self.reply(msg, Kind.ERROR, header=error_header("batch", exc))
             return

@@ -137,7 +137,15 @@ class WorkerHandle:
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self) -> dict[str, Any]:
         """Spawn, handshake and set up the model; returns the worker's READY info."""
+        self.launch()
+        return self.handshake()
+
+    def launch(self) -> None:
+        """Spawn the process without waiting, so many workers can load their models at once."""
         self._spawn()
+
+    def handshake(self) -> dict[str, Any]:
+        """Wait for READY (or the process's exit), then set the model up."""
         hello = self._await(self.policy.ready_timeout_s, "READY handshake", "ready_timeout_s")
         if hello.kind is not Kind.READY:
             raise ProtocolMismatch(f"worker {self.spec.label}: expected READY first, got {hello.kind.value!r}")
@@ -224,6 +232,13 @@ class WorkerHandle:
             if message.kind is Kind.HEARTBEAT:
                 return time.monotonic() - started
 
+    @property
+    def wait_targets(self) -> tuple[zmq.Socket, int]:
+        """The data socket and the process's pidfd, for callers waiting on many workers at once."""
+        if self._res.pidfd is None:
+            raise RuntimeError(f"worker {self.spec.label} is not running")
+        return self._data, self._res.pidfd
+
     def _finish(self, request_id: int) -> None:
         slots = self.in_flight.pop(request_id, [])
         self.deadlines.pop(request_id, None)
@@ -239,14 +254,17 @@ class WorkerHandle:
         """Next message for us, watching the socket, the process and any request deadline together."""
         limit = None if timeout is None else time.monotonic() + timeout
         while True:
-            now = time.monotonic()
-            deadline = min([d for d in (limit, *self.deadlines.values()) if d is not None], default=None)
-            wait_ms = None if deadline is None else max(0, int((deadline - now) * 1000))
+            message = self._receive_ready_message()
+            if message is not None:
+                if message.kind is not Kind.HEARTBEAT or message.request_id == want_heartbeat:
+                    return message
+                continue
+            deadline = limit
+            if self.deadlines:
+                deadline = min([d for d in (limit, *self.deadlines.values()) if d is not None])
+            wait_ms = None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
             events = dict(self._poller.poll(wait_ms))
             if events.get(self._data):
-                message = self._receive_message()
-                if message is not None and (message.kind is not Kind.HEARTBEAT or message.request_id == want_heartbeat):
-                    return message
                 continue
             if events.get(self._res.pidfd):
                 raise self._died(f"while waiting for {what}")
@@ -259,8 +277,15 @@ class WorkerHandle:
                     f"WorkerPolicy.{setting} if it needs longer; last stderr:\n{self.stderr_tail()}"
                 )
 
-    def _receive_message(self) -> Message | None:
-        frames = self._data.recv_multipart(copy=False)
+    def _receive_ready_message(self) -> Message | None:
+        """A message already queued on the socket, without a poll system call (the fast path)."""
+        try:
+            frames = self._data.recv_multipart(zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return None
+        return self._decode(frames)
+
+    def _decode(self, frames: list[zmq.Frame]) -> Message | None:
         size = sum(len(f.buffer) for f in frames)
         if size > self.policy.max_message_bytes:
             self.on_log(self.spec.label, f"dropped a {size}-byte message (limit {self.policy.max_message_bytes})")
@@ -296,7 +321,7 @@ class WorkerHandle:
         returncode = self.wait()
         with contextlib.suppress(zmq.ZMQError):
             while self._data.poll(50):
-                self._receive_message()
+                self._receive_ready_message()
         if self._pump:
             self._pump.join(timeout=2)
         self.ready = False
