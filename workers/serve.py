@@ -22,6 +22,7 @@ import zmq
 
 from models.conda_utils import current_env_name
 from models.model_interface import ModelInterface
+from workers.gpu import apply_memory_cap
 from workers.model_loader import ModelLoadError, instantiate
 from workers.protocol import Decoder, Encoder, Kind, Message, ProtocolError
 from workers.shm_ring import ShmRingReader
@@ -122,6 +123,7 @@ class Worker:
         try:
             model = instantiate(msg.header["class_path"], msg.payload or {})
             stage = "setup"
+            apply_memory_cap()
             model.setup()
         except ModelLoadError as exc:
             self.reply(msg, Kind.ERROR, header=error_header("import", exc))

@@ -197,12 +197,15 @@ class WorkerHandle:
         return ["--ring", ring.name, "--ring-slots", str(ring.n_slots), "--ring-slot-bytes", str(ring.slot_bytes)]
 
     # --- data path ----------------------------------------------------------------------------
-    def submit(self, payload: Any, request_id: int | None = None) -> int:
-        """Send one batch; the caller must `receive` when `in_flight` is at `max_in_flight`."""
+    def submit(self, payload: Any, request_id: int | None = None, items: bool = False) -> int:
+        """Send one batch; the caller must `receive` when `in_flight` is at `max_in_flight`.
+
+        With `items`, `payload` is a list the worker hands to the model one element at a time, and the
+        reply is the list of their results."""
         if len(self.in_flight) >= self.policy.max_in_flight:
             raise RuntimeError(f"worker {self.spec.label}: {len(self.in_flight)} batches in flight; receive first")
         request_id = next(_ids) if request_id is None else request_id
-        slots = self._send(Message(Kind.BATCH, request_id, {}, payload))
+        slots = self._send(Message(Kind.BATCH, request_id, {"items": True} if items else {}, payload))
         self.in_flight[request_id] = slots
         if self.policy.request_timeout_s is not None:
             self.deadlines[request_id] = time.monotonic() + self.policy.request_timeout_s

@@ -7,6 +7,7 @@ private folder of symlinks to just those two packages, then the user's code fold
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -30,7 +31,7 @@ def worker_pythonpath(runtime_dir: Path, user_code_dirs: Sequence[Path] = ()) ->
     link_dir.mkdir(exist_ok=True)
     for package in _SHARED_PACKAGES:
         link = link_dir / package.__name__
-        if not link.exists():
+        with contextlib.suppress(FileExistsError):  # another worker of this run made it first
             link.symlink_to(Path(next(iter(package.__path__))).resolve(), target_is_directory=True)
     return os.pathsep.join([str(link_dir), *(str(Path(d).resolve()) for d in user_code_dirs)])
 

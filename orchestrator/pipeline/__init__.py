@@ -1,0 +1,1 @@
+"""The pipeline: config, stages, scheduling, execution and outputs."""

@@ -1,0 +1,124 @@
+"""Which GPUs each worker sees: whole GPUs for `num_gpus` >= 1, a share of one GPU for a fraction, none for 0.
+
+    [(stage, num_gpus) per replica] ──pack_replicas(demands, detect_gpu_count())──▶ [GpuAssignment]
+        GpuAssignment((1,), 0.5).environ() ──▶ WorkerSpec.extra_environ
+            {"CUDA_VISIBLE_DEVICES": "1", "ORCHESTRATOR_GPU_MEMORY_FRACTION": "0.5"}
+
+Whole-GPU replicas take the lowest GPUs, each for itself alone; fractional replicas are packed
+first-fit-decreasing onto the GPUs left, so the shares on one GPU never sum past 1. A share is enforced
+only on torch's allocator inside the worker (`workers.gpu`); other libraries there are trusted to fit.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from orchestrator.errors import ConfigError
+from workers.gpu import MEMORY_FRACTION_VAR
+
+_EPSILON = 1e-9  # shares like 0.1 + 0.2 + 0.7 must still fit on one GPU
+
+
+@dataclass(frozen=True)
+class GpuAssignment:
+    """The GPUs one replica sees: none (CPU), whole GPUs, or a `memory_fraction` share of one GPU."""
+
+    devices: tuple[int, ...]
+    memory_fraction: float | None = None
+
+    def environ(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The worker's GPU variables; an empty CUDA_VISIBLE_DEVICES hides every GPU. `devices` count the
+        GPUs this process sees, so they are translated through `base`'s (default: os.environ) own
+        CUDA_VISIBLE_DEVICES when it has one: device 0 of a parent restricted to "2,3" is GPU "2"."""
+        visible = _visible_entries(os.environ if base is None else base)
+        ids = [str(i) if visible is None else visible[i] for i in self.devices]
+        # Always set the fraction ("" = no cap) so a value in the parent's environment never leaks through.
+        fraction = "" if self.memory_fraction is None else f"{self.memory_fraction:g}"
+        return {"CUDA_VISIBLE_DEVICES": ",".join(ids), MEMORY_FRACTION_VAR: fraction}
+
+
+_CPU = GpuAssignment(())
+
+
+def _visible_entries(environ: Mapping[str, str]) -> list[str] | None:
+    value = environ.get("CUDA_VISIBLE_DEVICES")
+    if value is None:
+        return None
+    return [entry.strip() for entry in value.split(",") if entry.strip()]
+
+
+def detect_gpu_count() -> int:
+    """GPUs this process may hand out: those `nvidia-smi -L` lists, no more than CUDA_VISIBLE_DEVICES names
+    when it is set (set but empty means none); 0 when nvidia-smi is missing or fails."""
+    try:
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    if listing.returncode != 0:
+        return 0
+    count = sum(1 for line in listing.stdout.splitlines() if line.startswith("GPU "))  # not the MIG lines
+    visible = _visible_entries(os.environ)
+    return count if visible is None else min(count, len(visible))
+
+
+def pack_replicas(demands: Sequence[tuple[str, float]], n_gpus: int) -> list[GpuAssignment]:
+    """One assignment per replica, given as (stage name, num_gpus), in input order. With `n_gpus` 0 every
+    replica runs on CPU (print `cpu_fallback_warning`); demands that do not fit raise ConfigError."""
+    for label, num_gpus in demands:
+        _check_demand(label, num_gpus)
+    assignments = [_CPU] * len(demands)
+    if n_gpus == 0:
+        return assignments
+    whole_used = 0
+    for i, (_, num_gpus) in enumerate(demands):
+        if num_gpus >= 1:
+            assignments[i] = GpuAssignment(tuple(range(whole_used, whole_used + int(num_gpus))))
+            whole_used += int(num_gpus)
+    loads: list[float] = []  # shares taken on GPUs whole_used, whole_used + 1, ...
+    shared = sorted((i for i, (_, f) in enumerate(demands) if 0 < f < 1), key=lambda i: -demands[i][1])
+    for i in shared:
+        share = demands[i][1]
+        slot = next((g for g, load in enumerate(loads) if load + share <= 1 + _EPSILON), len(loads))
+        if slot == len(loads):
+            loads.append(0.0)
+        loads[slot] += share
+        assignments[i] = GpuAssignment((whole_used + slot,), share)
+    if whole_used + len(loads) > n_gpus:
+        raise ConfigError(_overflow_message(demands, whole_used + len(loads), n_gpus))
+    return assignments
+
+
+def _check_demand(label: str, num_gpus: float) -> None:
+    if not 0 <= num_gpus < math.inf:
+        raise ConfigError(f"stage {label!r}: num_gpus must be 0 (CPU), a fraction or a whole number, got {num_gpus}")
+    if num_gpus > 1 and num_gpus != int(num_gpus):
+        raise ConfigError(f"stage {label!r}: num_gpus above 1 must be a whole number (a replica gets whole GPUs "
+                          f"or a share of one GPU), got {num_gpus:g}; use {math.floor(num_gpus)} or "
+                          f"{math.ceil(num_gpus)}")
+
+
+def _overflow_message(demands: Sequence[tuple[str, float]], needed: int, n_gpus: int) -> str:
+    totals: dict[str, float] = {}
+    for label, num_gpus in demands:
+        totals[label] = totals.get(label, 0.0) + num_gpus
+    biggest = max(totals, key=lambda label: totals[label])
+    per_stage = ", ".join(f"{label} {total:g}" for label, total in totals.items() if total > 0)
+    return (f"GPU demand does not fit: stages ask for {sum(totals.values()):g} GPUs in total ({per_stage}), "
+            f"{needed} GPUs once packed (a share never spans two GPUs), but {n_gpus} are available; lower "
+            f"replicas or num_gpus of stage {biggest!r} ({totals[biggest]:g} GPUs)")
+
+
+def cpu_fallback_warning(demands: Sequence[tuple[str, float]]) -> str | None:
+    """The one line to print when no GPU was found: which stages asked for GPUs and now run on CPU;
+    None when no stage asked for one."""
+    wanting = list(dict.fromkeys(label for label, num_gpus in demands if num_gpus > 0))
+    if not wanting:
+        return None
+    names = ", ".join(repr(label) for label in wanting)
+    many = len(wanting) > 1
+    return (f"stage{'s' if many else ''} {names} asked for GPUs but none was found (nvidia-smi lists none, or "
+            f"CUDA_VISIBLE_DEVICES hides them); {'they run' if many else 'it runs'} on CPU, slowly")
