@@ -1,0 +1,113 @@
+"""`config.yaml` for `orchestrator run`, validated; every error names the file, the field and what is allowed.
+
+    inputs: [videos/, "more/*.mp4"]
+    output: out/run1
+    stages:
+      - {name: shots, split: models.transnetv2.TransNetV2ShotDetector, frames: {size: [48, 27]}}
+      - {name: ocr, model: models.rapidocr.RapidOCRTextReader, frames: {sampling: one_per_clip}}
+      - {name: keep, filter: {min_duration_s: 1.0, max: {content.unsafe_score: 0.5}}}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from orchestrator.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FrameSpec(_Strict):
+    """Which frames a stage sees, and at what size."""
+
+    size: tuple[int, int] | None = None
+    """(width, height) to resize to; None keeps the video's own size."""
+    sampling: Literal["every_frame", "per_second", "one_per_clip"] = "every_frame"
+    rate: float = Field(1.0, gt=0)
+    """Frames per second when sampling is per_second."""
+
+    @field_validator("size")
+    @classmethod
+    def _positive(cls, size: tuple[int, int] | None) -> tuple[int, int] | None:
+        if size is not None and min(size) < 1:
+            raise ValueError("width and height must be positive")
+        return size
+
+
+class FilterSpec(_Strict):
+    """Keep a clip only if every rule holds; a rule reads `<stage>.<field>` of the clip's results."""
+
+    min_duration_s: float = 0.0
+    max: dict[str, float] = Field(default_factory=dict)
+    min: dict[str, float] = Field(default_factory=dict)
+    present: list[str] = Field(default_factory=list)
+    """Fields that must be non-empty (e.g. `ocr.text` for clips with on-screen text)."""
+    absent: list[str] = Field(default_factory=list)
+
+
+class StageConfig(_Strict):
+    """One step: `split` (a model that finds clips in a whole video), `model` (per clip) or `filter`."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    split: str | None = None
+    model: str | None = None
+    filter: FilterSpec | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    replicas: int = Field(1, ge=1)
+    batch_size: int = Field(1, ge=1)
+    """Items per request (clips for `model` stages); the model still sees one item at a time."""
+    frames: FrameSpec = FrameSpec()
+
+    @model_validator(mode="after")
+    def _exactly_one_kind(self) -> StageConfig:
+        kinds = [k for k in ("split", "model", "filter") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(f"stage {self.name!r} needs exactly one of split, model or filter (has {kinds or 'none'})")
+        return self
+
+    @property
+    def class_path(self) -> str | None:
+        return self.split or self.model
+
+
+class PipelineConfig(_Strict):
+    inputs: list[str] = Field(min_length=1)
+    output: str
+    stages: list[StageConfig] = Field(min_length=1)
+    clip_codec: str = "libx264"
+
+    @model_validator(mode="after")
+    def _stage_order(self) -> PipelineConfig:
+        names = [s.name for s in self.stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stage names must be unique, got {names}")
+        if self.stages[0].split is None or any(s.split for s in self.stages[1:]):
+            raise ValueError("the first stage, and only the first, must be a 'split' stage that finds clips")
+        return self
+
+
+def load_config(path: Path, inputs: list[str] | None = None, output: str | None = None) -> tuple[PipelineConfig, Path]:
+    """Parse `path`; `inputs`/`output` override the file's. Relative paths resolve against the config's folder."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError(f"{path}:{mark.line + 1 if mark else '?'}: not valid YAML ({getattr(exc, 'problem', exc)})") \
+            from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping with inputs, output and stages")
+    data = {**data, **({"inputs": inputs} if inputs else {}), **({"output": output} if output else {})}
+    try:
+        return PipelineConfig.model_validate(data), path.resolve().parent
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise ConfigError(f"{path}: field '{where}': {first['msg']}") from None

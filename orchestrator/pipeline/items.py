@@ -1,0 +1,49 @@
+"""What flows between pipeline steps: one `VideoItem` per video, then one `Clip` per clip, in input order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from orchestrator.pipeline.video import VideoInput, VideoMeta
+
+
+@dataclass
+class VideoItem:
+    """A video on its way through decode and split; afterwards it heads its clips to the writer."""
+
+    seq: int
+    video: VideoInput
+    meta: VideoMeta | None = None
+    frames: np.ndarray | None = None
+    """Frames at the split stage's size, dropped once the split stage has answered."""
+    n_frames: int = 0
+    scenes: list[tuple[int, int]] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class Clip:
+    """One clip of a video with what each stage found; frames per stage are dropped once used."""
+
+    video: VideoItem
+    index: int
+    start: int
+    end: int
+    frames: dict[str, np.ndarray] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    filtered_by: list[str] = field(default_factory=list)
+    encoded: Any = None
+    """The clip's encoded file awaiting keep (moved into clips/) or drop."""
+
+    @property
+    def active(self) -> bool:
+        """Still worth running models on: not filtered out and no stage failed."""
+        return not self.filtered_by and not self.errors
+
+
+END = object()
+"""Closes a queue: every step passes it on after its last item."""

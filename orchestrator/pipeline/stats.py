@@ -1,0 +1,37 @@
+"""Counters each step updates and the progress display and run.json read."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class StageStats:
+    name: str
+    replicas: int = 0
+    done: int = 0
+    failed: int = 0
+    restarts: int = 0
+    queued: int = 0
+    states: list[str] = field(default_factory=list)
+    first_at: float | None = None
+    """When the first item was handed to a worker: throughput excludes model loading."""
+    last_at: float | None = None
+
+    def mark_started(self) -> None:
+        if self.first_at is None:
+            self.first_at = time.monotonic()
+
+    def mark_done(self, count: int = 1) -> None:
+        self.done += count
+        self.last_at = time.monotonic()
+
+    def items_per_s(self) -> float:
+        if self.first_at is None or self.last_at is None or self.last_at <= self.first_at:
+            return 0.0
+        return self.done / (self.last_at - self.first_at)
+
+    def summary(self) -> dict[str, float | int]:
+        return {"items": self.done, "failed": self.failed, "items_per_s": round(self.items_per_s(), 3),
+                "replicas": self.replicas, "worker_restarts": self.restarts}
