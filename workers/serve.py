@@ -22,6 +22,7 @@ import zmq
 
 from models.conda_utils import current_env_name
 from models.model_interface import ModelInterface
+from workers.curve import apply_client_keys
 from workers.gpu import apply_memory_cap
 from workers.model_loader import ModelLoadError, instantiate
 from workers.protocol import Decoder, Encoder, Kind, Message, ProtocolError
@@ -70,6 +71,7 @@ class Worker:
         self.name = args.name
         self.context = zmq.Context()
         self.data = self.context.socket(zmq.PAIR)
+        apply_client_keys(self.data)
         self.data.connect(args.data)
         self.stop = threading.Event()
         ring = ShmRingReader.attach(args.ring, args.ring_slots, args.ring_slot_bytes) if args.ring else None
@@ -151,6 +153,7 @@ class Worker:
 
     def _listen_control(self, endpoint: str) -> None:
         control = self.context.socket(zmq.PAIR)
+        apply_client_keys(control)
         control.connect(endpoint)
         try:
             while not self.stop.is_set():

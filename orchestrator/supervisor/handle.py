@@ -27,6 +27,7 @@ import zmq
 
 from orchestrator.envs import Env
 from orchestrator.errors import HandshakeTimeout, ProtocolMismatch, WorkerDied, WorkerError
+from orchestrator.supervisor.endpoints import bind_ipc, bind_tcp
 from orchestrator.supervisor.launch import worker_argv, worker_environ
 from orchestrator.supervisor.output import LogSink, OutputPump, log_to_logger
 from orchestrator.supervisor.policy import WorkerPolicy
@@ -159,22 +160,20 @@ class WorkerHandle:
         return self.info
 
     def _spawn(self) -> None:
-        tag = f"w{next(_ids)}-{os.getpid()}"
         context = zmq.Context.instance()
-        endpoints = {}
-        for role in ("data", "control"):
-            sock = context.socket(zmq.PAIR)
-            self._res.sockets.append(sock)
-            path = self.runtime_dir / f"{tag}.{role[0]}"
-            self._res.endpoints.append(path)
-            sock.bind(f"ipc://{path}")
-            endpoints[role] = (sock, f"ipc://{path}")
-        self._data, self._control = endpoints["data"][0], endpoints["control"][0]
-        args = ["--data", endpoints["data"][1], "--control", endpoints["control"][1], "--name", self.spec.label]
-        args += self._ring_args()
+        if self.policy.transport == "tcp":
+            bound = bind_tcp(context, self.policy.tcp_host)
+        else:
+            bound = bind_ipc(context, self.runtime_dir, f"w{next(_ids)}-{os.getpid()}")
+        self._res.sockets += [bound.data, bound.control]
+        self._res.endpoints += bound.ipc_paths
+        self._data, self._control = bound.data, bound.control
+        args = ["--data", bound.data_url, "--control", bound.control_url, "--name", self.spec.label]
+        args += self._ring_args() if self.policy.transport == "ipc" else []
         self._encoder = Encoder(self.policy.inline_threshold, self._res.ring, self.policy.shm_threshold)
         self._decoder = Decoder()
-        environ = worker_environ(self.spec.env, self.runtime_dir, self.spec.user_code_dirs, self.spec.extra_environ)
+        environ = worker_environ(self.spec.env, self.runtime_dir, self.spec.user_code_dirs,
+                                 {**self.spec.extra_environ, **bound.worker_environ})
         process = subprocess.Popen(worker_argv(self.spec.env, *args), env=environ, stdin=subprocess.DEVNULL,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
         self._res.process = process

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -32,4 +33,8 @@ class WorkerPolicy:
     max_message_bytes: int = 1024**3
     """A reply larger than this is dropped and reported."""
     stderr_tail_lines: int = 30
+    transport: Literal["ipc", "tcp"] = "ipc"
+    """ipc in the run's private folder (one host), or tcp with CURVE authentication (for other hosts)."""
+    tcp_host: str = "127.0.0.1"
+    """Address the parent binds for tcp workers."""
 
