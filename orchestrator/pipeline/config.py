@@ -93,7 +93,8 @@ class PipelineConfig(_Strict):
 
 
 def load_config(path: Path, inputs: list[str] | None = None, output: str | None = None) -> tuple[PipelineConfig, Path]:
-    """Parse `path`; `inputs`/`output` override the file's. Relative paths resolve against the config's folder."""
+    """Parse `path`; `inputs`/`output` override the file's. Relative paths in the file resolve against the
+    config's folder, those given on the command line against the current directory."""
     try:
         data = yaml.safe_load(path.read_text())
     except OSError as exc:
@@ -104,7 +105,10 @@ def load_config(path: Path, inputs: list[str] | None = None, output: str | None 
             from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with inputs, output and stages")
-    data = {**data, **({"inputs": inputs} if inputs else {}), **({"output": output} if output else {})}
+    if inputs:
+        data = {**data, "inputs": [str(Path(i).absolute()) for i in inputs]}
+    if output:
+        data = {**data, "output": str(Path(output).absolute())}
     try:
         return PipelineConfig.model_validate(data), path.resolve().parent
     except ValidationError as exc:

@@ -32,7 +32,8 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_good_config_and_command_line_overrides(tmp_path: Path) -> None:
     config, base = load_config(write(tmp_path, GOOD), inputs=["x.mp4", "dir/"], output="elsewhere")
     assert base == tmp_path
-    assert config.inputs == ["x.mp4", "dir/"] and config.output == "elsewhere"
+    assert config.inputs == [str(Path.cwd() / "x.mp4"), str(Path.cwd() / "dir")]
+    assert config.output == str(Path.cwd() / "elsewhere")
     assert [s.name for s in config.stages] == ["shots", "ocr", "keep"]
     assert config.stages[1].replicas == 2 and config.stages[1].frames.sampling == "one_per_clip"
 

@@ -79,15 +79,16 @@ def test_no_gpus_puts_everything_on_cpu_with_one_warning_naming_the_stages() -> 
 
 
 def test_environ_for_cpu_whole_gpus_and_a_share() -> None:
-    assert GpuAssignment(()).environ({}) == {"CUDA_VISIBLE_DEVICES": ""}
-    assert GpuAssignment((0, 1)).environ({}) == {"CUDA_VISIBLE_DEVICES": "0,1"}
+    no_cap = {"ORCHESTRATOR_GPU_MEMORY_FRACTION": ""}
+    assert GpuAssignment(()).environ({}) == {"CUDA_VISIBLE_DEVICES": "", **no_cap}
+    assert GpuAssignment((0, 1)).environ({}) == {"CUDA_VISIBLE_DEVICES": "0,1", **no_cap}
     assert GpuAssignment((1,), 0.25).environ({}) == {"CUDA_VISIBLE_DEVICES": "1",
                                                       "ORCHESTRATOR_GPU_MEMORY_FRACTION": "0.25"}
 
 
 def test_environ_translates_through_the_parents_own_restriction() -> None:
     parent = {"CUDA_VISIBLE_DEVICES": "2, GPU-abc"}
-    assert GpuAssignment((0, 1)).environ(parent) == {"CUDA_VISIBLE_DEVICES": "2,GPU-abc"}
+    assert GpuAssignment((0, 1)).environ(parent)["CUDA_VISIBLE_DEVICES"] == "2,GPU-abc"
     assert GpuAssignment((1,), 0.5).environ(parent)["CUDA_VISIBLE_DEVICES"] == "GPU-abc"
 
 

@@ -1,0 +1,55 @@
+"""`orchestrator run CONFIG`: the main job."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.live import Live
+from rich.markup import escape
+
+from orchestrator.pipeline.config import load_config
+from orchestrator.pipeline.progress import render, summary_table
+from orchestrator.pipeline.run import execute
+from orchestrator.render import console, error_console
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM stops a run like Ctrl-C: workers are stopped and finished videos kept."""
+    raise KeyboardInterrupt
+
+
+def run(
+    config: Annotated[Path, typer.Argument(help="Pipeline config (YAML).")],
+    inputs: Annotated[list[str] | None, typer.Option("--input", "-i", help="Input video, folder or glob (repeat).")]
+    = None,
+    output: Annotated[str | None, typer.Option("--output", "-o", help="Output directory.")] = None,
+    gpus: Annotated[int | None, typer.Option("--gpus", help="GPUs to use (default: detect).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Logs only, no live display.")] = False,
+) -> None:
+    """Run a pipeline: split videos into clips, annotate and filter them, write clips and metadata."""
+    pipeline, config_dir = load_config(config, inputs, output)
+    signal.signal(signal.SIGTERM, _interrupt)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    def warn(line: str) -> None:
+        error_console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
+
+    if quiet:
+        summary = execute(pipeline, config_dir, gpus=gpus, warn=warn,
+                          on_log=lambda label, line: error_console.print(f"[{label}] {line}", markup=False,
+                                                                         highlight=False))
+    else:
+        with Live(console=error_console, refresh_per_second=4, transient=True) as live:
+            summary = execute(pipeline, config_dir, gpus=gpus, warn=warn,
+                              on_log=lambda label, line: live.console.print(f"[{label}] {line}", markup=False,
+                                                                            highlight=False),
+                              display=lambda state: live.update(render(state)))
+    console.print(summary_table(summary))
+    for failure in summary["failures"]:
+        error_console.print(f"[red]failed:[/] {escape(str(failure))}", highlight=False, soft_wrap=True)
+    if summary["failures"]:
+        raise typer.Exit(1)

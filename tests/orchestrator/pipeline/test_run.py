@@ -1,0 +1,181 @@
+"""`orchestrator run` end to end: real decode, real models in their envs, outputs checked against ground truth."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import psutil
+import pytest
+
+from orchestrator.sample_video import generate_sample
+
+ROOT = Path(__file__).resolve().parents[3]
+FIXTURES = ROOT / "tests" / "fixtures"
+RUN = [sys.executable, "-m", "orchestrator.cli", "run"]
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list]:
+    path = tmp_path_factory.mktemp("media") / "sample.mp4"
+    return path, generate_sample(path)
+
+
+def run(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*RUN, str(config), "--quiet", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+
+
+def outputs(out: Path) -> tuple[list[dict], dict]:
+    rows = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
+    return rows, json.loads((out / "run.json").read_text())
+
+
+def test_quickstart_config_end_to_end(sample, tmp_path: Path) -> None:
+    video, shots = sample
+    out = tmp_path / "out"
+    result = run(ROOT / "examples" / "quickstart.yaml", "--input", str(video), "--output", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows, summary = outputs(out)
+    assert len(rows) == len(shots)
+    for row, shot in zip(rows, shots, strict=True):
+        assert abs(row["start_frame"] - shot.start_frame) <= 1 and abs(row["end_frame"] - shot.end_frame) <= 1
+        assert row["ocr"]["text"].replace(" ", "") == (shot.text or "").replace(" ", "")
+        assert 0.0 <= row["content"]["unsafe_score"] <= 1.0
+        if (shot.end_frame - shot.start_frame + 1) / 24 < 1.5:
+            assert row["path"] is None and row["filtered_by"] == ["keep:min_duration_s"]
+            continue
+        assert row["path"] is not None and row["filtered_by"] is None
+        with av.open(str(out / row["path"])) as clip:
+            assert sum(1 for _ in clip.decode(video=0)) == row["end_frame"] - row["start_frame"] + 1
+    assert summary["videos"] == summary["videos_done"] == 1 and summary["failures"] == []
+    assert summary["clips"] == len(rows) and summary["kept"] == sum(1 for r in rows if r["path"])
+    assert summary["stages"]["ocr"]["items"] == len(rows) and summary["stages"]["shots"]["items"] == 1
+    assert sorted(p.name for p in (out / "clips").iterdir()) == sorted(Path(r["path"]).name for r in rows if r["path"])
+    assert 0 < summary["kept"] < len(rows)
+    assert "[shots/0]" not in result.stdout
+
+
+PIPELINE = """\
+inputs: [{inputs}]
+output: {output}
+stages:
+  - {{name: shots, split: models.transnetv2.TransNetV2ShotDetector, frames: {{size: {size}}}}}
+  - name: stats
+    model: controlled_model.ControlledModel
+    params: {{env: ocr, returns: frame_stats, fail_in: "{fail_in}", how: sigkill, once_marker: "{marker}"}}
+    replicas: {replicas}
+    batch_size: {batch}
+    frames: {{sampling: per_second, rate: 4, size: [64, 48]}}
+  - {{name: keep, filter: {{min_duration_s: 1.6}}}}
+"""
+
+
+def write_pipeline(tmp_path: Path, name: str, inputs: list[Path], *, replicas: int = 1, batch: int = 1,
+                   fail_in: str = "", size: str = "[48, 27]") -> tuple[Path, Path]:
+    out = tmp_path / f"out-{name}"
+    config = tmp_path / f"{name}.yaml"
+    shutil.copy(FIXTURES / "controlled_model.py", tmp_path / "controlled_model.py")
+    config.write_text(PIPELINE.format(inputs=", ".join(str(i) for i in inputs), output=out, replicas=replicas,
+                                      batch=batch, fail_in=fail_in, marker=tmp_path / f"{name}.died", size=size))
+    return config, out
+
+
+def comparable(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "stats"} | {"stats": {k: v for k, v in r["stats"].items()
+                                                                          if k != "pid"}} for r in rows]
+
+
+def test_replicas_batches_and_a_killed_worker_give_the_same_outputs_in_order(sample, tmp_path: Path) -> None:
+    video, shots = sample
+    second = tmp_path / "second.mp4"
+    shutil.copy(video, second)
+    results = {}
+    for name, kwargs in {"one": {}, "many": {"replicas": 2, "batch": 2},
+                         "killed": {"replicas": 2, "fail_in": "batch_once"}}.items():
+        config, out = write_pipeline(tmp_path, name, [video, second], **kwargs)
+        result = run(config)
+        assert result.returncode == 0, result.stderr[-3000:]
+        results[name] = outputs(out)
+    rows, summary = results["one"]
+    assert [(Path(r["video"]).name, r["clip_index"]) for r in rows] == \
+        [(v, i) for v in ("sample.mp4", "second.mp4") for i in range(len(shots))]
+    assert [r["filtered_by"] for r in rows[: len(shots)]] == \
+        [None if (s.end_frame - s.start_frame + 1) / 24 >= 1.6 else ["keep:min_duration_s"] for s in shots]
+    for name in ("many", "killed"):
+        assert comparable(results[name][0]) == comparable(rows), name
+    assert len({r["stats"]["pid"] for r in results["many"][0]}) == 2
+    assert results["killed"][1]["stages"]["stats"]["worker_restarts"] == 1
+    assert results["killed"][1]["stages"]["stats"]["items"] == summary["stages"]["stats"]["items"] == len(rows)
+
+
+def test_bad_inputs_are_reported_and_the_rest_processed(sample, tmp_path: Path) -> None:
+    video, shots = sample
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 100)
+    config, out = write_pipeline(tmp_path, "bad", [tmp_path / "missing.mp4", corrupt, video])
+    result = run(config)
+    assert result.returncode == 1
+    rows, summary = outputs(out)
+    assert len(rows) == len(shots)
+    reasons = {Path(f["video"]).name: f["reason"] for f in summary["failures"]}
+    assert "no such file" in reasons["missing.mp4"]
+    assert "corrupt.mp4: not a readable video" in reasons["corrupt.mp4"]
+    assert summary["videos_done"] == 2
+
+
+def test_frame_size_the_model_rejects_fails_that_video(sample, tmp_path: Path) -> None:
+    video, _ = sample
+    config, out = write_pipeline(tmp_path, "size", [video], size="[64, 64]")
+    result = run(config)
+    assert result.returncode == 1
+    _, summary = outputs(out)
+    assert "frames must have shape (N, 27, 48, 3), got (216, 64, 64, 3)" in summary["failures"][0]["reason"]
+
+
+def test_config_errors_are_one_line(tmp_path: Path) -> None:
+    config, _ = write_pipeline(tmp_path, "typo", [tmp_path / "x.mp4"])
+    config.write_text(config.read_text().replace("controlled_model.ControlledModel", "controlled_model.Nope"))
+    result = run(config)
+    assert result.returncode == 2
+    assert "stage 'stats': model 'controlled_model.Nope'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unwritable_output_directory(sample, tmp_path: Path) -> None:
+    config, _ = write_pipeline(tmp_path, "ro", [sample[0]])
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = run(config, "--output", str(blocker / "out"))
+    assert result.returncode == 2
+    assert "is not writable" in result.stderr and "--output" in result.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_stops_every_worker_and_keeps_the_summary(sample, tmp_path: Path, sig: int) -> None:
+    config, out = write_pipeline(tmp_path, "stop", [sample[0]], replicas=2)
+    proc = subprocess.Popen([*RUN, str(config), "--quiet"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    parent = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 120
+    while len(workers_of(parent)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)  # waits for the observable state "all three workers are running"
+    workers = workers_of(parent)
+    assert len(workers) == 3
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
+    assert "interrupted" in json.loads((out / "run.json").read_text())["failures"][-1]["reason"]
+
+
+def workers_of(parent: psutil.Process) -> list[psutil.Process]:
+    try:
+        return [c for c in parent.children(recursive=True) if "workers" in c.cmdline()]
+    except psutil.NoSuchProcess:
+        return []
