@@ -37,3 +37,7 @@ class WorkerError(OrchestratorError):
 
 class ConfigError(OrchestratorError):
     """A pipeline or download config names something invalid."""
+
+
+class WeightsMissing(OrchestratorError):
+    """A model's weights are not in the local cache; the message gives the command that fetches them."""
