@@ -28,11 +28,21 @@ class HandshakeTimeout(OrchestratorError):
 
 
 class WorkerDied(OrchestratorError):
-    """A worker process exited; carries the exit status and the tail of its stderr."""
+    """A worker process exited; the message carries the exit status and the tail of its stderr."""
+
+    def __init__(self, message: str, returncode: int | None = None) -> None:
+        super().__init__(message)
+        self.returncode = returncode
 
 
 class WorkerError(OrchestratorError):
-    """A worker reported an exception (import, setup or a batch) with its traceback."""
+    """A worker reported an exception (import, setup, a batch or its result) with its traceback."""
+
+    def __init__(self, message: str, request_id: int = 0, stage: str = "", remote_traceback: str = "") -> None:
+        super().__init__(message)
+        self.request_id = request_id
+        self.stage = stage
+        self.remote_traceback = remote_traceback
 
 
 class ConfigError(OrchestratorError):

@@ -111,6 +111,8 @@ class WorkerHandle:
         self._res = _Resources()
         self._finalizer = weakref.finalize(self, self._res.release)
         self._pump: OutputPump | None = None
+        self._last_words: Message | None = None
+        """The worker's DEAD message, if its loop crashed and it managed to say why."""
 
     # --- Popen mirror -------------------------------------------------------------------------
     @property
@@ -328,21 +330,16 @@ class WorkerHandle:
             self._pump.join(timeout=2)
         self.ready = False
         error = WorkerDied(f"worker {self.spec.label} ({self.spec.env.name}) {describe_exit(returncode)} {context}; "
-                           f"last stderr:\n{self.stderr_tail()}")
-        error.returncode = returncode  # type: ignore[attr-defined]
-        last = getattr(self, "_last_words", None)
-        if last is not None:
-            error.__cause__ = WorkerError(last.header.get("traceback", ""))
+                           f"last stderr:\n{self.stderr_tail()}", returncode)
+        if self._last_words is not None:
+            error.__cause__ = WorkerError(self._last_words.header.get("traceback", ""))
         return error
 
     def _worker_error(self, message: Message, what: str) -> WorkerError:
         header = message.header
-        error = WorkerError(f"worker {self.spec.label} ({self.spec.env.name}): {what}: "
-                            f"[{header.get('stage')}] {header.get('type')}: {header.get('message')}")
-        error.request_id = message.request_id  # type: ignore[attr-defined]
-        error.stage = header.get("stage")  # type: ignore[attr-defined]
-        error.remote_traceback = header.get("traceback", "")  # type: ignore[attr-defined]
-        return error
+        return WorkerError(f"worker {self.spec.label} ({self.spec.env.name}): {what}: "
+                           f"[{header.get('stage')}] {header.get('type')}: {header.get('message')}",
+                           message.request_id, str(header.get("stage", "")), str(header.get("traceback", "")))
 
     # --- shutdown -----------------------------------------------------------------------------
     def close(self) -> int | None:
