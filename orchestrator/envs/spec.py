@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from orchestrator.errors import EnvSpecError
+from orchestrator.yaml_errors import describe_yaml_error
 
 SPEC_FILE = "environment.yml"
 UV_LOCK_FILE = "requirements.lock"
@@ -87,9 +88,7 @@ def load_spec(envs_dir: Path, name: str) -> EnvSpec:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise EnvSpecError(f"{path}:{where} is not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        raise EnvSpecError(describe_yaml_error(path, exc)) from None
     if not isinstance(data, dict):
         raise EnvSpecError(f"{path}: expected a mapping with a 'dependencies' list")
     return _spec_from_mapping(path, name, data)

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from orchestrator.errors import ConfigError
+from orchestrator.yaml_errors import describe_yaml_error
 
 
 class _Strict(BaseModel):
@@ -100,9 +101,7 @@ def load_config(path: Path, inputs: list[str] | None = None, output: str | None 
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config ({exc.strerror})") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise ConfigError(f"{path}:{mark.line + 1 if mark else '?'}: not valid YAML ({getattr(exc, 'problem', exc)})") \
-            from None
+        raise ConfigError(describe_yaml_error(path, exc)) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with inputs, output and stages")
     if inputs:

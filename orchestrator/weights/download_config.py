@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from models.model_interface import ModelInterface
 from orchestrator.errors import ConfigError
 from orchestrator.weights.requirements import WeightsRequirement, merge_requirements, requirements_of
+from orchestrator.yaml_errors import describe_yaml_error
 from workers.model_loader import ModelLoadError, instantiate
 
 DEFAULT_CONFIG = Path("model_download.yaml")
@@ -83,9 +84,7 @@ def load_download_config(path: Path) -> DownloadConfig:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "somewhere"
-        raise ConfigError(f"{path}: {where} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        raise ConfigError(describe_yaml_error(path, exc)) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with a 'models' list, like `models: [{{class: ...}}]`")
     try:

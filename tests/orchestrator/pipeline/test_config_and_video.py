@@ -47,7 +47,7 @@ def test_good_config_and_command_line_overrides(tmp_path: Path) -> None:
         (GOOD.replace("split:", "model:"), r"the first stage, and only the first, must be a 'split' stage"),
         (GOOD.replace("name: ocr", "name: shots"), r"stage names must be unique"),
         (GOOD.replace("model: models.rapidocr", "filter: {}, model: models.rapidocr"), r"exactly one of split"),
-        ("inputs: [a\noutput: b\n", r"config.yaml:2: not valid YAML"),
+        ("inputs: [a\noutput: b\n", r"config.yaml: line 2 is not valid YAML"),
         ("- a list", r"expected a mapping with inputs, output and stages"),
         (GOOD.replace("inputs: [a.mp4]", "inputs: []"), r"field 'inputs': List should have at least 1 item"),
     ],
