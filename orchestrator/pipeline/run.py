@@ -11,7 +11,7 @@ from typing import Any
 
 from models.model_interface import ModelInterface
 from orchestrator.envs import Env, EnvRegistry
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, OrchestratorError
 from orchestrator.pipeline.config import PipelineConfig, StageConfig
 from orchestrator.pipeline.executor import LocalExecutor, RunState
 from orchestrator.pipeline.gpus import GpuAssignment, cpu_fallback_warning, detect_gpu_count, pack_replicas
@@ -47,9 +47,7 @@ def resolve_stages(config: PipelineConfig, config_dir: Path, registry: EnvRegist
             sys.path.remove(str(config_dir))
         try:
             env = registry.ensure(model.conda_env_name)
-        except ConfigError:
-            raise
-        except Exception as exc:
+        except OrchestratorError as exc:
             raise ConfigError(f"stage {stage.name!r} (env {model.conda_env_name!r}): {exc}") from None
         resolved[stage.name] = ResolvedStage(stage, model, env)
     return resolved

@@ -139,12 +139,21 @@ def test_frame_size_the_model_rejects_fails_that_video(sample, tmp_path: Path) -
     assert "frames must have shape (N, 27, 48, 3), got (216, 64, 64, 3)" in summary["failures"][0]["reason"]
 
 
-def test_config_errors_are_one_line(tmp_path: Path) -> None:
-    config, _ = write_pipeline(tmp_path, "typo", [tmp_path / "x.mp4"])
-    config.write_text(config.read_text().replace("controlled_model.ControlledModel", "controlled_model.Nope"))
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("controlled_model.ControlledModel", "controlled_model.Nope", "stage 'stats': model 'controlled_model.Nope'"),
+        ("env: ocr", "env: nowhere", "stage 'stats' (env 'nowhere'): unknown env 'nowhere'"),
+        ("min_duration_s", "min_duration", "field 'stages.2.filter.min_duration': Extra inputs are not permitted"),
+    ],
+)
+def test_config_errors_are_one_line(tmp_path: Path, old: str, new: str, message: str) -> None:
+    config, out = write_pipeline(tmp_path, "typo", [tmp_path / "x.mp4"])
+    config.write_text(config.read_text().replace(old, new))
     result = run(config)
     assert result.returncode == 2
-    assert "stage 'stats': model 'controlled_model.Nope'" in result.stderr and "Traceback" not in result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_unwritable_output_directory(sample, tmp_path: Path) -> None:
