@@ -113,11 +113,18 @@ class LocalExecutor:
             except BaseException as exc:
                 errors.append(exc)
 
-        threads = [threading.Thread(target=start, args=(pool,)) for _, pool in pools]
+        threads = [threading.Thread(target=start, args=(pool,), daemon=True) for _, pool in pools]
         for thread in threads:
             thread.start()
-        for thread in threads:
-            thread.join()
+        try:
+            for thread in threads:
+                thread.join()
+        except BaseException:  # Ctrl-C while models load: stop them now rather than after setup
+            for _, pool in pools:
+                pool.kill_starting()
+            for thread in threads:
+                thread.join()
+            raise
         return errors
 
     def _spawn(self, target: Callable[..., None], *args: Any) -> None:

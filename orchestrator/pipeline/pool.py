@@ -77,11 +77,13 @@ class StagePool:
         self.restart = restart or RestartPolicy()
         self._factories = handles
         self.replicas: list[_Replica] = []
+        self._starting: list[WorkerHandle] = []
         self._turn = 0
 
     def start(self) -> None:
         """Launch every replica first, then wait for each: models load in parallel."""
         handles = [make() for make in self._factories]
+        self._starting = handles
         try:
             for handle in handles:
                 handle.launch()
@@ -94,6 +96,12 @@ class StagePool:
         self.replicas = [_Replica(h, m, {}, collections.deque()) for h, m in zip(handles, self._factories, strict=True)]
         self.stats.replicas = len(self.replicas)
         self._update_states()
+
+    def kill_starting(self) -> None:
+        """Kill workers still starting (safe from another thread: it only signals the processes); the
+        starting thread then sees them die and cleans up."""
+        for handle in self._starting:
+            handle.kill()
 
     def close(self) -> None:
         for replica in self.replicas:

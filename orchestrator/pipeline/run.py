@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -93,6 +94,7 @@ def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_lo
     finally:
         summary = _summary(state, time.monotonic() - started)
         writer.write_summary(summary)
+        shutil.rmtree(runtime_dir, ignore_errors=True)
     return summary
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +94,8 @@ def extract_clips(model_stages: list[StageConfig], clips_tmp: Path, codec: str, 
                   outq: queue.Queue, stop: threading.Event) -> None:
     """Second decode pass at full size: encode each clip and sample each clip stage's frames.
 
-    Emits the VideoItem first (the writer learns how many clips follow), then its clips in order."""
+    Emits the VideoItem first (its clips follow until the next VideoItem), then each clip as soon as its
+    last frame is decoded, so annotation starts while the rest of the video is still being cut."""
     while not stop.is_set():
         try:
             item = inq.get(timeout=0.1)
@@ -102,43 +104,52 @@ def extract_clips(model_stages: list[StageConfig], clips_tmp: Path, codec: str, 
         if item is END:
             put(outq, END, stop)
             return
-        clips = [] if item.error else _cut(item, model_stages, clips_tmp, codec)
-        for entry in [item, *clips]:
-            if not put(outq, entry, stop):
+        if not put(outq, item, stop):
+            return
+        for clip in [] if item.error else _cut(item, model_stages, clips_tmp, codec):
+            if not put(outq, clip, stop):
                 return
 
 
-def _cut(item: VideoItem, stages: list[StageConfig], clips_tmp: Path, codec: str) -> list[Clip]:
-    assert item.meta is not None
+def _cut(item: VideoItem, stages: list[StageConfig], clips_tmp: Path, codec: str) -> Iterator[Clip]:
+    """Yield the video's clips in order, each complete; a decode failure marks the clips it left unfinished."""
+    fps = item.meta.fps if item.meta else 1.0
     clips = [Clip(item, i, s, e) for i, (s, e) in enumerate(item.scenes)]
-    wanted = {(c.index, st.name): set(sample_indices(c.start, c.end, item.meta.fps, st.frames.sampling,
-                                                    st.frames.rate)) for c in clips for st in stages}
-    picked: dict[tuple[int, str], list[np.ndarray]] = {key: [] for key in wanted}
     owner = {f: c for c in clips for f in range(c.start, c.end + 1)}
+    finished = 0
     encoder: ClipEncoder | None = None
+    picked: dict[str, list[np.ndarray]] = {}
+    wanted: dict[str, set[int]] = {}
     try:
         for index, frame in enumerate(iter_frames(item.video.path)):
             clip = owner.get(index)
             if clip is None:
                 continue
             if clip.start == index:
-                encoder = ClipEncoder(clips_tmp / f"{item.video.video_id}_{clip.index:04d}.mp4", item.meta.fps,
+                encoder = ClipEncoder(clips_tmp / f"{item.video.video_id}_{clip.index:04d}.mp4", fps,
                                       frame.shape[1], frame.shape[0], codec)
                 clip.encoded = encoder.path
+                wanted = {st.name: set(sample_indices(clip.start, clip.end, fps, st.frames.sampling, st.frames.rate))
+                          for st in stages}
+                picked = {st.name: [] for st in stages}
             encoder.write(frame)
             for stage in stages:
-                if index in wanted[(clip.index, stage.name)]:
-                    picked[(clip.index, stage.name)].append(_resize(frame, stage.frames.size))
+                if index in wanted[stage.name]:
+                    picked[stage.name].append(_resize(frame, stage.frames.size))
             if clip.end == index:
                 encoder.close()
                 encoder = None
+                clip.frames = {name: np.stack(frames) for name, frames in picked.items() if frames}
+                finished += 1
+                yield clip
+        reason = "the video has fewer frames than the split stage reported"
     except VideoError as exc:
-        item.error = str(exc)
-        return []
-    for clip in clips:
-        clip.frames = {st.name: np.stack(picked[(clip.index, st.name)]) for st in stages
-                       if picked[(clip.index, st.name)]}
-    return clips
+        reason = str(exc)
+    if encoder is not None:
+        encoder.close()
+    for clip in clips[finished:]:
+        clip.errors["decode"] = reason
+        yield clip
 
 
 def _resize(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:

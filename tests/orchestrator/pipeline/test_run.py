@@ -165,8 +165,9 @@ def test_unwritable_output_directory(sample, tmp_path: Path) -> None:
     assert "is not writable" in result.stderr and "--output" in result.stderr
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_interrupt_stops_every_worker_and_keeps_the_summary(sample, tmp_path: Path, sig: int) -> None:
+@pytest.mark.parametrize(("sig", "when"), [(signal.SIGINT, "loading"), (signal.SIGTERM, "loading"),
+                                         (signal.SIGINT, "ready")])
+def test_interrupt_stops_every_worker_and_keeps_the_summary(sample, tmp_path: Path, sig: int, when: str) -> None:
     config, out = write_pipeline(tmp_path, "stop", [sample[0]], replicas=2)
     proc = subprocess.Popen([*RUN, str(config), "--quiet"], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -176,6 +177,12 @@ def test_interrupt_stops_every_worker_and_keeps_the_summary(sample, tmp_path: Pa
         time.sleep(0.05)  # waits for the observable state "all three workers are running"
     workers = workers_of(parent)
     assert len(workers) == 3
+    if when == "ready":  # both replicas of the clip stage report their setup (the split model may still load)
+        setups = 0
+        for line in proc.stderr:
+            setups += "setup in" in line
+            if setups == 2:
+                break
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr[-2000:]
