@@ -57,7 +57,7 @@ class LocalExecutor:
     def run(self, on_tick: Callable[[], None] = lambda: None) -> None:
         """Start every stage's workers, stream all videos through, write outputs; always stops workers."""
         try:
-            final = self._start_steps()
+            final = self._start_steps(on_tick)
             self._write(final, on_tick)
         finally:
             self.stop.set()
@@ -76,14 +76,14 @@ class LocalExecutor:
         self.pools.append(pool)
         return pool
 
-    def _start_steps(self) -> queue.Queue:
+    def _start_steps(self, on_tick: Callable[[], None]) -> queue.Queue:
         split, *rest = self.config.stages
         pools = [(split, self._pool(split, SplitLogic(split)))]
         pools += [(s, self._pool(s, ClipModelLogic(s))) for s in rest if s.model]
         for stage in rest:
             if stage.filter:
                 self.state.stages.setdefault(stage.name, StageStats(stage.name))
-        errors = self._start_all(pools)
+        errors = self._start_all(pools, on_tick)
         if errors:
             raise errors[0]
         decoded, split_out = self._queue(), self._queue()
@@ -103,7 +103,8 @@ class LocalExecutor:
             current = following
         return current
 
-    def _start_all(self, pools: list[tuple[StageConfig, StagePool]]) -> list[BaseException]:
+    def _start_all(self, pools: list[tuple[StageConfig, StagePool]], on_tick: Callable[[], None]
+                   ) -> list[BaseException]:
         """Start every stage's workers at once: model loading overlaps across stages."""
         errors: list[BaseException] = []
 
@@ -117,8 +118,9 @@ class LocalExecutor:
         for thread in threads:
             thread.start()
         try:
-            for thread in threads:
-                thread.join()
+            while alive := [thread for thread in threads if thread.is_alive()]:
+                alive[0].join(0.2)
+                on_tick()  # the display shows workers starting while models load
         except BaseException:  # Ctrl-C while models load: stop them now rather than after setup
             for _, pool in pools:
                 pool.kill_starting()

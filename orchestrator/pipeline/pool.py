@@ -77,6 +77,7 @@ class StagePool:
         self.restart = restart or RestartPolicy()
         self._factories = handles
         self.replicas: list[_Replica] = []
+        stats.replicas, stats.states = len(handles), ["starting"] * len(handles)
         self._starting: list[WorkerHandle] = []
         self._turn = 0
 
