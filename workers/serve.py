@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import importlib.metadata
+import logging
 import os
 import sys
 import threading
@@ -175,6 +176,8 @@ class Worker:
 
 def main(argv: list[str] | None = None) -> None:
     faulthandler.enable()  # a segfault in a model's native code still leaves a traceback in the stderr tail
+    # A model's logging records go to stderr, which the parent prints prefixed by stage and replica.
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     worker = Worker(parse_args(argv))
     try:
         worker.run()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -38,6 +39,16 @@ def test_ready_info_and_big_frame_round_trip(make_handle, ocr_env) -> None:
     for name, array in arrays.items():
         assert echoed[name].dtype == array.dtype and echoed[name].shape == array.shape, name
         assert np.array_equal(echoed[name], array), name
+
+
+def test_worker_output_and_logging_reach_the_parent_prefixed(make_handle, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="orchestrator.worker")
+    handle = make_handle()
+    handle.close()
+    lines = [record.getMessage() for record in caplog.records if record.name == "orchestrator.worker"]
+    label = handle.spec.label
+    assert f"[{label}] setup in 3.11" in lines
+    assert f"[{label}] INFO controlled: weights loaded" in lines
 
 
 def test_worker_on_another_python_round_trips(make_handle) -> None:
