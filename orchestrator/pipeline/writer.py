@@ -48,6 +48,8 @@ def to_json(value: Any) -> Any:
 class OutputWriter:
     def __init__(self, out_dir: Path) -> None:
         self.out_dir = out_dir
+        # metadata.jsonl describes this run only: parts left by an earlier run into the same folder go.
+        shutil.rmtree(out_dir / ".parts", ignore_errors=True)
         try:
             for sub in ("clips", ".parts", ".tmp"):
                 (out_dir / sub).mkdir(parents=True, exist_ok=True)
