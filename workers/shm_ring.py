@@ -40,6 +40,7 @@ class ShmRingWriter:
         if n_slots < 1 or slot_bytes < 1:
             raise ValueError(f"a ring needs at least one slot of one byte, got {n_slots} x {slot_bytes}")
         size = n_slots * slot_bytes
+        remove_orphaned_segments()
         _check_free_space(size)
         name = f"{NAME_PREFIX}{os.getpid()}-{secrets.token_hex(6)}"  # the creator pid tells whose it is
         try:
@@ -152,6 +153,36 @@ class ShmRingReader:
         """Stop handing out views. Views already handed out keep the mapping alive, and it is unmapped
         when the last of them is freed, so closing never leaves an array pointing at unmapped memory."""
         self._buffer = None
+
+
+def remove_orphaned_segments() -> list[str]:
+    """Unlink rings whose creator process is gone (a parent killed with SIGKILL cannot clean up); returns
+    their names. A segment whose pid is alive is kept, even if that pid was reused by another process."""
+    removed = []
+    try:
+        names = os.listdir(SHM_DIR)
+    except OSError:
+        return removed
+    for name in names:
+        pid_text = name[len(NAME_PREFIX):].split("-", 1)[0]
+        if not name.startswith(NAME_PREFIX) or not pid_text.isdigit() or _alive(int(pid_text)):
+            continue
+        try:
+            os.unlink(os.path.join(SHM_DIR, name))
+            removed.append(name)
+        except OSError:
+            continue
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _check_free_space(size: int) -> None:

@@ -10,7 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workers.shm_ring import SHM_DIR, ShmRingReader, ShmRingWriter, ShmUnavailable
+from workers.shm_ring import (
+    NAME_PREFIX,
+    SHM_DIR,
+    ShmRingReader,
+    ShmRingWriter,
+    ShmUnavailable,
+    remove_orphaned_segments,
+)
 from workers.tensor_codec import ArrayFormatError, c_strides
 
 Ring = tuple[ShmRingWriter, ShmRingReader]
@@ -169,3 +176,16 @@ def test_worker_process_reads_a_slot_and_leaves_the_segment_to_the_parent(ring: 
     assert result.stdout.split() == [str(sum(range(1000))), "None"]
     assert result.stderr == ""
     assert Path(SHM_DIR, writer.name).exists()
+
+
+def test_segments_of_dead_creators_are_removed_live_ones_kept() -> None:
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = Path(SHM_DIR) / f"{NAME_PREFIX}{int(child.stdout)}-deadbeef"
+    dead.write_bytes(b"x")
+    writer = ShmRingWriter(n_slots=1, slot_bytes=64)
+    try:
+        assert not dead.exists()
+        assert (Path(SHM_DIR) / writer.name.lstrip("/")).exists()
+        assert remove_orphaned_segments() == []
+    finally:
+        writer.close()
