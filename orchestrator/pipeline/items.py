@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,3 +49,15 @@ class Clip:
 
 END = object()
 """Closes a queue: every step passes it on after its last item."""
+
+
+def put(outq: queue.Queue, item: Any, stop: threading.Event) -> bool:
+    """Put with backpressure that still notices a stop (so no step blocks on a consumer that has gone);
+    False if stopped."""
+    while not stop.is_set():
+        try:
+            outq.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False

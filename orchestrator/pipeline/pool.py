@@ -25,7 +25,7 @@ from typing import Any
 import zmq
 
 from orchestrator.errors import OrchestratorError, WorkerDied, WorkerError
-from orchestrator.pipeline.items import END
+from orchestrator.pipeline.items import END, put
 from orchestrator.pipeline.stats import StageStats
 from orchestrator.supervisor.handle import WorkerHandle
 
@@ -95,7 +95,6 @@ class StagePool:
                 handle.close()
             raise
         self.replicas = [_Replica(h, m, {}, collections.deque()) for h, m in zip(handles, self._factories, strict=True)]
-        self.stats.replicas = len(self.replicas)
         self._update_states()
 
     def kill_starting(self) -> None:
@@ -122,7 +121,7 @@ class StagePool:
             next_out = self._emit(ready, next_out, outq)
             self.stats.queued = inq.qsize() + len(pending)
             if input_done and not pending and not any(r.outstanding for r in self.replicas) and not ready:
-                outq.put(END)
+                put(outq, END, self.stop)
                 return
 
     def _capacity(self) -> int:
@@ -213,8 +212,8 @@ class StagePool:
                 ready[seq] = item
 
     def _emit(self, ready: dict[int, Any], next_out: int, outq: queue.Queue) -> int:
-        while next_out in ready:
-            outq.put(ready.pop(next_out))
+        while next_out in ready and put(outq, ready[next_out], self.stop):
+            del ready[next_out]
             next_out += 1
         return next_out
 

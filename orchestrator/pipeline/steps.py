@@ -12,21 +12,10 @@ import numpy as np
 from PIL import Image
 
 from orchestrator.pipeline.config import FilterSpec, StageConfig
-from orchestrator.pipeline.items import END, Clip, VideoItem
+from orchestrator.pipeline.items import END, Clip, VideoItem, put
 from orchestrator.pipeline.pool import StepLogic
 from orchestrator.pipeline.stats import StageStats
 from orchestrator.pipeline.video import ClipEncoder, VideoError, VideoInput, iter_frames, probe, sample_indices
-
-
-def put(outq: queue.Queue, item: Any, stop: threading.Event) -> bool:
-    """Put with backpressure that still notices a stop; False if stopped."""
-    while not stop.is_set():
-        try:
-            outq.put(item, timeout=0.1)
-            return True
-        except queue.Full:
-            continue
-    return False
 
 
 def decode_videos(videos: list[VideoInput], split: StageConfig, outq: queue.Queue, stop: threading.Event) -> None:
