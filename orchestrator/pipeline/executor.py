@@ -78,22 +78,21 @@ class LocalExecutor:
 
     def _start_steps(self, on_tick: Callable[[], None]) -> queue.Queue:
         split, *rest = self.config.stages
-        pools = [(split, self._pool(split, SplitLogic(split)))]
-        pools += [(s, self._pool(s, ClipModelLogic(s))) for s in rest if s.model]
+        model_stages = [s for s in rest if s.model]
+        split_pool = self._pool(split, SplitLogic(split))
+        pool_of = {s.name: self._pool(s, ClipModelLogic(s)) for s in model_stages}
         for stage in rest:
             if stage.filter:
                 self.state.stages.setdefault(stage.name, StageStats(stage.name))
-        errors = self._start_all(pools, on_tick)
+        errors = self._start_all(on_tick)
         if errors:
             raise errors[0]
         decoded, split_out = self._queue(), self._queue()
         self._spawn(decode_videos, self.videos, split, decoded, self.stop)
-        self._spawn(pools[0][1].run, decoded, split_out)
+        self._spawn(split_pool.run, decoded, split_out)
         current = self._queue()
-        model_stages = [s for s in rest if s.model]
         self._spawn(extract_clips, model_stages, self.writer.clips_tmp, self.config.clip_codec, split_out, current,
                     self.stop)
-        pool_of = {s.name: p for s, p in pools}
         for stage in rest:
             following = self._queue()
             if stage.model:
@@ -103,8 +102,7 @@ class LocalExecutor:
             current = following
         return current
 
-    def _start_all(self, pools: list[tuple[StageConfig, StagePool]], on_tick: Callable[[], None]
-                   ) -> list[BaseException]:
+    def _start_all(self, on_tick: Callable[[], None]) -> list[BaseException]:
         """Start every stage's workers at once: model loading overlaps across stages."""
         errors: list[BaseException] = []
 
@@ -114,7 +112,7 @@ class LocalExecutor:
             except BaseException as exc:
                 errors.append(exc)
 
-        threads = [threading.Thread(target=start, args=(pool,), daemon=True) for _, pool in pools]
+        threads = [threading.Thread(target=start, args=(pool,), daemon=True) for pool in self.pools]
         for thread in threads:
             thread.start()
         try:
@@ -122,7 +120,7 @@ class LocalExecutor:
                 alive[0].join(0.2)
                 on_tick()  # the display shows workers starting while models load
         except BaseException:  # Ctrl-C while models load: stop them now rather than after setup
-            for _, pool in pools:
+            for pool in self.pools:
                 pool.kill_starting()
             for thread in threads:
                 thread.join()

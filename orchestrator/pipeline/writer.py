@@ -60,16 +60,12 @@ class OutputWriter:
             raise ConfigError(f"output directory {out_dir} is not writable ({exc.strerror}); choose another with "
                               f"--output") from None
         self.clips_tmp = out_dir / ".tmp"
-        self.videos: list[VideoItem] = []
-        self.rows: list[dict[str, Any]] = []
 
     def finish_video(self, video: VideoItem, clips: list[Clip]) -> list[dict[str, Any]]:
         """Keep or drop each clip's file, then record the video's metadata atomically."""
         rows = [self._finish_clip(clip) for clip in clips]
         name = f"{video.seq:06d}-{video.video.video_id}.jsonl"
         atomic_write(self.out_dir / ".parts" / name, "".join(json.dumps(r, default=to_json) + "\n" for r in rows))
-        self.videos.append(video)
-        self.rows.extend(rows)
         self._write_metadata()
         return rows
 
