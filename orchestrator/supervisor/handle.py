@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import os
@@ -113,6 +114,8 @@ class WorkerHandle:
         self._pump: OutputPump | None = None
         self._last_words: Message | None = None
         """The worker's DEAD message, if its loop crashed and it managed to say why."""
+        self._kept: collections.deque[Message] = collections.deque()
+        """Replies that arrived while a ping waited for its heartbeat, handed out by `receive` next."""
 
     # --- Popen mirror -------------------------------------------------------------------------
     @property
@@ -231,10 +234,8 @@ class WorkerHandle:
         started = time.monotonic()
         request_id = next(_ids)
         self._send(Message(Kind.HEARTBEAT, request_id))
-        while True:
-            message = self._await(timeout, "a heartbeat reply", None, want_heartbeat=request_id)
-            if message.kind is Kind.HEARTBEAT:
-                return time.monotonic() - started
+        self._await(timeout, "a heartbeat reply", None, want_heartbeat=request_id)
+        return time.monotonic() - started
 
     @property
     def wait_targets(self) -> tuple[zmq.Socket, int]:
@@ -255,12 +256,21 @@ class WorkerHandle:
         return slots
 
     def _await(self, timeout: float | None, what: str, setting: str | None, want_heartbeat: int = 0) -> Message:
-        """Next message for us, watching the socket, the process and any request deadline together."""
+        """Next message for us, watching the socket, the process and any request deadline together.
+
+        Waiting for heartbeat `want_heartbeat`, replies that arrive first are kept for `receive`; otherwise
+        stray heartbeat replies are dropped."""
         limit = None if timeout is None else time.monotonic() + timeout
         while True:
-            message = self._receive_ready_message()
+            kept = self._kept if not want_heartbeat else None
+            message = kept.popleft() if kept else self._receive_ready_message()
             if message is not None:
-                if message.kind is not Kind.HEARTBEAT or message.request_id == want_heartbeat:
+                if message.kind is Kind.HEARTBEAT:
+                    if message.request_id == want_heartbeat:
+                        return message
+                elif want_heartbeat:
+                    self._kept.append(message)
+                else:
                     return message
                 continue
             deadline = limit

@@ -165,6 +165,14 @@ def test_heartbeat_goes_through_the_main_loop(make_handle) -> None:
         handle.ping(timeout=0.5)
 
 
+def test_a_ping_keeps_results_that_arrive_before_its_heartbeat(make_handle) -> None:
+    handle = make_handle()
+    request_id = handle.submit({"x": 7})
+    assert handle.ping(timeout=10) > 0
+    reply = handle.receive(timeout=10)
+    assert (reply.request_id, reply.payload) == (request_id, {"x": 7})
+
+
 def test_close_escalates_and_reaps_a_busy_worker(make_handle) -> None:
     handle = make_handle({"fail_in": "batch", "how": "hang"},
                          policy=WorkerPolicy(shutdown_grace_s=0.2, term_grace_s=5))
