@@ -54,14 +54,14 @@ def resolve_stages(config: PipelineConfig, config_dir: Path, registry: EnvRegist
     return resolved
 
 
-def assign_gpus(stages: dict[str, ResolvedStage], n_gpus: int, warn: Callable[[str], None]) -> dict[tuple[str, int],
-                                                                                                    GpuAssignment]:
-    demands = [(f"{name}/{i}", s.model.num_gpus) for name, s in stages.items() for i in range(s.config.replicas)]
+def assign_gpus(stages: dict[str, ResolvedStage], n_gpus: int,
+                warn: Callable[[str], None]) -> dict[tuple[str, int], GpuAssignment]:
+    """The GPU share of each (stage, replica)."""
+    replicas = [(name, i) for name, s in stages.items() for i in range(s.config.replicas)]
+    demands = [(f"{name}/{i}", stages[name].model.num_gpus) for name, i in replicas]
     if n_gpus == 0 and (line := cpu_fallback_warning(demands)):
         warn(line)
-    assignments = pack_replicas(demands, n_gpus)
-    return {(label.split("/")[0], int(label.split("/")[1])): a for (label, _), a in zip(demands, assignments,
-                                                                                          strict=True)}
+    return dict(zip(replicas, pack_replicas(demands, n_gpus), strict=True))
 
 
 def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_log: LogSink,
