@@ -29,9 +29,15 @@ def run(
     output: Annotated[str | None, typer.Option("--output", "-o", help="Output directory.")] = None,
     gpus: Annotated[int | None, typer.Option("--gpus", help="GPUs to use (default: detect).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Logs only, no live display.")] = False,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Start over: drop the results of earlier runs into the "
+                                                        "output folder instead of resuming from them.")] = False,
 ) -> None:
-    """Run a pipeline: split videos into clips, annotate and filter them, write clips and metadata."""
+    """Run a pipeline: split videos into clips, annotate and filter them, write clips and metadata.
+
+    Rerunning the same command after an interrupted or killed run resumes it: videos it finished are kept."""
     pipeline, config_dir = load_config(config, inputs, output)
+    # Set both explicitly: a run started in the background inherits SIGINT ignored, and must still stop on it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -39,12 +45,12 @@ def run(
         error_console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
 
     if quiet:
-        summary = execute(pipeline, config_dir, gpus=gpus, warn=warn,
+        summary = execute(pipeline, config_dir, gpus=gpus, warn=warn, fresh=fresh,
                           on_log=lambda label, line: error_console.print(f"[{label}] {line}", markup=False,
                                                                          highlight=False))
     else:
         with Live(console=error_console, refresh_per_second=4, transient=True) as live:
-            summary = execute(pipeline, config_dir, gpus=gpus, warn=warn,
+            summary = execute(pipeline, config_dir, gpus=gpus, warn=warn, fresh=fresh,
                               on_log=lambda label, line: live.console.print(f"[{label}] {line}", markup=False,
                                                                             highlight=False),
                               display=lambda state: live.update(render(state)))

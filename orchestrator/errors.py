@@ -51,3 +51,8 @@ class ConfigError(OrchestratorError):
 
 class WeightsMissing(OrchestratorError):
     """A model's weights are not in the local cache; the message gives the command that fetches them."""
+
+
+class PipelineError(OrchestratorError):
+    """A pipeline step cannot go on (a stage's model cannot be set up, a step failed unexpectedly); the run
+    stops, keeping every video already finished."""

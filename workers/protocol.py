@@ -32,7 +32,7 @@ from workers.tensor_codec import (
 if TYPE_CHECKING:
     from workers.shm_ring import ShmRingReader, ShmRingWriter
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 _HEAD_KEYS = frozenset({"v", "k", "id", "h", "p"})
 _MAX_DEPTH = 100
@@ -52,6 +52,7 @@ class Kind(str, enum.Enum):
     """What a message is for; the value is what travels."""
 
     READY = "ready"
+    DESCRIBE = "describe"
     SETUP = "setup"
     BATCH = "batch"
     RESULT = "result"
@@ -233,6 +234,18 @@ class Decoder:
         if frame_index is not None:
             incoming.used.append(frame_index)
         return array
+
+
+def peek_request_id(head: memoryview | bytes) -> int | None:
+    """The request id in a header frame whose message failed to decode as a whole, if it still holds a valid
+    one: an error can then answer that request instead of none."""
+    try:
+        value = msgpack.unpackb(head, raw=False, strict_map_key=False)
+    except Exception:  # msgpack documents no common base class for its unpacking errors
+        return None
+    request_id = value.get("id") if isinstance(value, dict) else None
+    valid = isinstance(request_id, int) and not isinstance(request_id, bool) and request_id in _REQUEST_IDS
+    return request_id if valid else None
 
 
 def _unpack_head(buffer: memoryview) -> dict[str, Any]:

@@ -1,10 +1,12 @@
 """The worker program: handshake, load one model, serve batches until told to stop.
 
-    parent ──data (PAIR)──▶ READY ◀ SETUP ▶ RESULT/ERROR ◀ BATCH ▶ RESULT/ERROR ◀ HEARTBEAT ▶ HEARTBEAT
+    parent ──data (PAIR)──▶ READY ◀ DESCRIBE ▶ RESULT ◀ SETUP ▶ RESULT/ERROR ◀ BATCH ▶ RESULT/ERROR
+                            ◀ HEARTBEAT ▶ HEARTBEAT
     parent ──control (PAIR)─▶ SHUTDOWN   (read by a thread, so it never waits behind queued batches)
 
-Every failure becomes an ERROR message with the worker's traceback; an unexpected crash of the loop
-sends a last DEAD message before exiting. Nothing here imports the model's packages until SETUP.
+Every failure becomes an ERROR message with the worker's traceback, naming the request it answers whenever
+that request's id can be read; an unexpected crash of the loop sends a last DEAD message before exiting.
+Nothing here imports the model's packages until DESCRIBE or SETUP.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from models.model_interface import ModelInterface
 from workers.curve import apply_client_keys
 from workers.gpu import apply_memory_cap
 from workers.model_loader import ModelLoadError, instantiate
-from workers.protocol import Decoder, Encoder, Kind, Message, ProtocolError
+from workers.protocol import Decoder, Encoder, Kind, Message, ProtocolError, peek_request_id
 from workers.shm_ring import ShmRingReader
 
 REPORTED_PACKAGES = ("numpy", "pyzmq", "msgpack", "torch", "transformers", "onnxruntime")
@@ -42,6 +44,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ring", help="shared-memory ring name (same host only)")
     parser.add_argument("--ring-slots", type=int, default=0)
     parser.add_argument("--ring-slot-bytes", type=int, default=0)
+    parser.add_argument("--max-message-bytes", type=int, default=1024**3,
+                        help="largest message either side accepts; bigger results are answered with an error")
     return parser.parse_args(argv)
 
 
@@ -60,6 +64,16 @@ def ready_header(name: str) -> dict[str, Any]:
     }
 
 
+def declarations_of(model: ModelInterface) -> dict[str, Any]:
+    """What the parent needs to know of a model before it places and sets it up."""
+    window = getattr(model, "split_window", None)
+    return {"class": f"{type(model).__module__}.{type(model).__qualname__}",
+            "conda_env_name": model.conda_env_name, "weights_names": list(model.weights_names),
+            "id_file_mapping": {k: (list(v) if v is not None else None) for k, v in model.id_file_mapping.items()},
+            "num_gpus": float(model.num_gpus), "batched": bool(getattr(model, "batched", False)),
+            "split_window": None if window is None else {"step": window.step, "context": window.context}}
+
+
 def error_header(stage: str, exc: BaseException) -> dict[str, Any]:
     return {"stage": stage, "type": type(exc).__name__, "message": str(exc),
             "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))}
@@ -72,6 +86,8 @@ class Worker:
         self.name = args.name
         self.context = zmq.Context()
         self.data = self.context.socket(zmq.PAIR)
+        self.max_message_bytes = args.max_message_bytes
+        self.data.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
         apply_client_keys(self.data)
         self.data.connect(args.data)
         self.stop = threading.Event()
@@ -79,11 +95,17 @@ class Worker:
         self.decoder = Decoder(ring=ring)
         self.encoder = Encoder()
         self.model: ModelInterface | None = None
+        self.described: tuple[str, ModelInterface] | None = None
+        """The model DESCRIBE built, kept so SETUP of the same class goes on with it."""
         self.parent_pid = os.getppid()
         self.control_thread = threading.Thread(target=self._listen_control, args=(args.control,), daemon=True)
 
     def send(self, msg: Message) -> None:
         frames, _ = self.encoder.encode(msg)
+        size = sum(len(memoryview(frame)) for frame in frames)
+        if size > self.max_message_bytes:
+            raise ProtocolError(f"the reply is {size} bytes, over the limit of {self.max_message_bytes} "
+                                f"(WorkerPolicy.max_message_bytes); return less per item or raise the limit")
         self.data.send_multipart(frames, copy=False)
 
     def reply(self, request: Message, kind: Kind, payload: Any = None, header: dict[str, Any] | None = None) -> None:
@@ -104,12 +126,14 @@ class Worker:
             try:
                 msg = self.decoder.decode(frames)
             except ProtocolError as exc:
-                self.send(Message(Kind.ERROR, 0, error_header("protocol", exc)))
+                self.send(Message(Kind.ERROR, peek_request_id(frames[0].buffer) or 0, error_header("protocol", exc)))
                 continue
             self.handle(msg)
 
     def handle(self, msg: Message) -> None:
-        if msg.kind is Kind.SETUP:
+        if msg.kind is Kind.DESCRIBE:
+            self.describe(msg)
+        elif msg.kind is Kind.SETUP:
             self.setup(msg)
         elif msg.kind is Kind.BATCH:
             self.run_batch(msg)
@@ -121,10 +145,24 @@ class Worker:
             self.send(Message(Kind.ERROR, msg.request_id, error_header(
                 "protocol", ProtocolError(f"a worker does not accept {msg.kind.value!r} messages"))))
 
+    def describe(self, msg: Message) -> None:
+        try:
+            model = instantiate(msg.header["class_path"], msg.payload or {})
+            declarations = declarations_of(model)
+        except Exception as exc:  # the module, its imports or its constructor raised: reported with its traceback
+            self.reply(msg, Kind.ERROR, header=error_header("import", exc))
+            return
+        self.described = (msg.header["class_path"], model)
+        self.reply(msg, Kind.RESULT, declarations)
+
     def setup(self, msg: Message) -> None:
         stage = "import"
         try:
-            model = instantiate(msg.header["class_path"], msg.payload or {})
+            if self.described is not None and self.described[0] == msg.header["class_path"]:
+                model = self.described[1]
+            else:
+                model = instantiate(msg.header["class_path"], msg.payload or {})
+            self.described = None
             stage = "setup"
             apply_memory_cap()
             model.setup()
@@ -141,16 +179,27 @@ class Worker:
         if self.model is None:
             self.reply(msg, Kind.ERROR, header=error_header("batch", RuntimeError("batch before setup")))
             return
+        if msg.header.get("items"):
+            self.run_items(msg)
+            return
         try:
-            # A request may carry several items (a stage's batch_size): the model sees one at a time.
-            if msg.header.get("items"):
-                result = [self.model(item) for item in msg.payload]
-            else:
-                result = self.model(msg.payload)
+            result = self.model(msg.payload)
         except Exception as exc:  # a model's own failure, reported with its traceback
             self.reply(msg, Kind.ERROR, header=error_header("batch", exc))
             return
         self.reply(msg, Kind.RESULT, result)
+
+    def run_items(self, msg: Message) -> None:
+        """A request carrying several items (a stage's batch_size): each succeeds or fails on its own."""
+        results: list[Any] = []
+        failed: list[list[Any]] = []
+        for index, item in enumerate(msg.payload):
+            try:
+                results.append(self.model(item))
+            except Exception as exc:  # a model's own failure, reported with its traceback
+                results.append(None)
+                failed.append([index, error_header("batch", exc)])
+        self.reply(msg, Kind.RESULT, results, {"failed": failed})
 
     def _listen_control(self, endpoint: str) -> None:
         control = self.context.socket(zmq.PAIR)

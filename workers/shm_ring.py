@@ -165,7 +165,7 @@ def remove_orphaned_segments() -> list[str]:
         return removed
     for name in names:
         pid_text = name[len(NAME_PREFIX):].split("-", 1)[0]
-        if not name.startswith(NAME_PREFIX) or not pid_text.isdigit() or _alive(int(pid_text)):
+        if not name.startswith(NAME_PREFIX) or not pid_text.isdigit() or pid_alive(int(pid_text)):
             continue
         try:
             os.unlink(os.path.join(SHM_DIR, name))
@@ -175,7 +175,8 @@ def remove_orphaned_segments() -> list[str]:
     return removed
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (it may belong to another user)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

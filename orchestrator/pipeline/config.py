@@ -64,6 +64,14 @@ class StageConfig(_Strict):
     batch_size: int = Field(1, ge=1)
     """Items per request (clips for `model` stages); the model still sees one item at a time."""
     frames: FrameSpec = FrameSpec()
+    max_attempts: int = Field(3, ge=1)
+    """Times an item may lose its worker (killed, crashed, hung) before it fails alone."""
+    max_restarts: int = Field(3, ge=0)
+    """Deaths in a row, with nothing answered in between, a replica survives before it is given up."""
+    request_timeout_s: float = Field(600.0, gt=0)
+    """A request a worker has been on this long means it hangs: it is killed and the items retried."""
+    heartbeat_timeout_s: float = Field(60.0, gt=0)
+    """An idle worker that does not answer a heartbeat within this long hangs: it is killed and restarted."""
 
     @model_validator(mode="after")
     def _exactly_one_kind(self) -> StageConfig:
@@ -75,6 +83,14 @@ class StageConfig(_Strict):
     @property
     def class_path(self) -> str | None:
         return self.split or self.model
+
+    def result_fields(self) -> dict[str, Any]:
+        """What decides this stage's results (not how fast or how robustly they are made): a finished video
+        is reused by a later run only if these are unchanged."""
+        return self.model_dump(mode="json", include=_RESULT_FIELDS)
+
+
+_RESULT_FIELDS = {"name", "split", "model", "filter", "params", "frames"}
 
 
 class PipelineConfig(_Strict):
@@ -91,6 +107,10 @@ class PipelineConfig(_Strict):
         if self.stages[0].split is None or any(s.split for s in self.stages[1:]):
             raise ValueError("the first stage, and only the first, must be a 'split' stage that finds clips")
         return self
+
+    def results_key(self) -> dict[str, Any]:
+        """Everything that decides the outputs of a video; resuming needs it unchanged."""
+        return {"stages": [s.result_fields() for s in self.stages], "clip_codec": self.clip_codec}
 
 
 def load_config(path: Path, inputs: list[str] | None = None, output: str | None = None) -> tuple[PipelineConfig, Path]:

@@ -1,9 +1,10 @@
-"""Run a pipeline on this machine: one thread per step, bounded queues between them, workers per stage.
+"""Run a pipeline on this machine: one thread per step, bounded channels between them, workers per stage.
 
-    decode ─q─▶ split pool ─q─▶ extract clips ─q─▶ clip stage pools / filters ─q─▶ writer (this thread)
+    decode ─▶ split pool ─▶ extract clips ─▶ clip stage pools / filters ─▶ writer (the calling thread)
 
-Queues are bounded, so a long input never piles up in memory (backpressure). Each model stage's pool
-owns its workers; everything is stopped and reaped on return, on error and on Ctrl-C.
+Channels are bounded, so a long input never piles up in memory (backpressure). Each model stage's pool owns
+its workers. A step that raises stops the run with its error (never a silent hang); finished videos stay
+written, and every worker is stopped and reaped on return, on error and on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -11,22 +12,28 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.errors import PipelineError
+from orchestrator.pipeline.channel import Channel
 from orchestrator.pipeline.config import PipelineConfig, StageConfig
-from orchestrator.pipeline.items import END, Clip, VideoItem
-from orchestrator.pipeline.pool import StagePool
+from orchestrator.pipeline.items import END, Clip, VideoDone, VideoItem
+from orchestrator.pipeline.pool import RetryPolicy, StagePool, Worker
 from orchestrator.pipeline.stats import StageStats
 from orchestrator.pipeline.steps import ClipModelLogic, SplitLogic, decode_videos, extract_clips, run_filter
 from orchestrator.pipeline.video import VideoInput
 from orchestrator.pipeline.writer import OutputWriter
-from orchestrator.supervisor.handle import WorkerHandle
+from orchestrator.supervisor.shutdown import close_all
 
 QUEUE_DEPTH = 8
+STOP_GRACE_S = 2.0
+"""Workers asked to stop get this long before SIGTERM, then `STOP_TERM_GRACE_S` before SIGKILL."""
+STOP_TERM_GRACE_S = 1.0
+JOIN_TIMEOUT_S = 10.0
 
-HandleFactory = Callable[[StageConfig, int], WorkerHandle]
+WorkerFactory = Callable[[StageConfig, int], Worker]
 
 
 @dataclass
@@ -35,6 +42,7 @@ class RunState:
 
     videos_total: int
     videos_done: int = 0
+    resumed: int = 0
     clips: int = 0
     kept: int = 0
     failures: list[dict[str, str]] = field(default_factory=list)
@@ -44,121 +52,105 @@ class RunState:
 
 class LocalExecutor:
     def __init__(self, config: PipelineConfig, videos: list[VideoInput], writer: OutputWriter,
-                 make_handle: HandleFactory, state: RunState) -> None:
+                 make_worker: WorkerFactory, state: RunState,
+                 adopt: Mapping[str, Mapping[int, Worker]] | None = None) -> None:
         self.config = config
         self.videos = videos
         self.writer = writer
-        self.make_handle = make_handle
+        self.make_worker = make_worker
         self.state = state
+        self.adopt = adopt or {}
         self.stop = threading.Event()
-        self.pools: list[StagePool] = []
+        self.pools: dict[str, StagePool] = {}
         self.threads: list[threading.Thread] = []
+        self._failed: list[tuple[str, BaseException]] = []
 
     def run(self, on_tick: Callable[[], None] = lambda: None) -> None:
-        """Start every stage's workers, stream all videos through, write outputs; always stops workers."""
+        """Stream all videos through every step and write outputs; always stops every worker."""
         try:
-            final = self._start_steps(on_tick)
+            final = self._start_steps()
             self._write(final, on_tick)
         finally:
             self.stop.set()
             for thread in self.threads:
-                thread.join()
-            for pool in self.pools:
-                pool.close()
-
-    def _queue(self) -> queue.Queue:
-        return queue.Queue(maxsize=QUEUE_DEPTH)
+                thread.join(JOIN_TIMEOUT_S)
+            close_all([w for pool in self.pools.values() for w in pool.workers()], STOP_GRACE_S,
+                      STOP_TERM_GRACE_S)
+            for pool in self.pools.values():
+                pool.close(0, 0)
 
     def _pool(self, stage: StageConfig, logic: Any) -> StagePool:
         stats = self.state.stages.setdefault(stage.name, StageStats(stage.name))
-        factories = [lambda s=stage, i=i: self.make_handle(s, i) for i in range(stage.replicas)]
-        pool = StagePool(logic, factories, stage.batch_size, stats, self.stop)
-        self.pools.append(pool)
+        retry = RetryPolicy(max_attempts=stage.max_attempts, max_restarts=stage.max_restarts)
+        pool = StagePool(logic, lambda i, s=stage: self.make_worker(s, i), stage.replicas, stage.batch_size, stats,
+                         self.stop, retry, self.adopt.get(stage.name))
+        self.pools[stage.name] = pool
         return pool
 
-    def _start_steps(self, on_tick: Callable[[], None]) -> queue.Queue:
+    def _start_steps(self) -> queue.Queue:
         split, *rest = self.config.stages
-        model_stages = [s for s in rest if s.model]
-        split_pool = self._pool(split, SplitLogic(split))
-        pool_of = {s.name: self._pool(s, ClipModelLogic(s)) for s in model_stages}
+        decoded = Channel(QUEUE_DEPTH)
+        self._spawn("decode", decode_videos, self.videos, split, self.writer.resumable, decoded, self.stop)
+        cut_in = Channel(QUEUE_DEPTH)
+        self._spawn(split.name, self._pool(split, SplitLogic(split)).run, decoded, cut_in)
+        current = Channel(QUEUE_DEPTH)
+        self._spawn("extract", extract_clips, [s for s in rest if s.model], self.writer.clips_tmp,
+                    self.config.clip_codec, cut_in, current, self.stop)
         for stage in rest:
-            if stage.filter:
-                self.state.stages.setdefault(stage.name, StageStats(stage.name))
-        errors = self._start_all(on_tick)
-        if errors:
-            raise errors[0]
-        decoded, split_out = self._queue(), self._queue()
-        self._spawn(decode_videos, self.videos, split, decoded, self.stop)
-        self._spawn(split_pool.run, decoded, split_out)
-        current = self._queue()
-        self._spawn(extract_clips, model_stages, self.writer.clips_tmp, self.config.clip_codec, split_out, current,
-                    self.stop)
-        for stage in rest:
-            following = self._queue()
+            following = Channel(QUEUE_DEPTH)
             if stage.model:
-                self._spawn(pool_of[stage.name].run, current, following)
+                self._spawn(stage.name, self._pool(stage, ClipModelLogic(stage)).run, current, following)
             else:
-                self._spawn(run_filter, stage, self.state.stages[stage.name], current, following, self.stop)
+                stats = self.state.stages.setdefault(stage.name, StageStats(stage.name))
+                self._spawn(stage.name, run_filter, stage, stats, current, following, self.stop)
             current = following
         return current
 
-    def _start_all(self, on_tick: Callable[[], None]) -> list[BaseException]:
-        """Start every stage's workers at once: model loading overlaps across stages."""
-        errors: list[BaseException] = []
-
-        def start(pool: StagePool) -> None:
+    def _spawn(self, name: str, target: Callable[..., None], *args: Any) -> None:
+        def guarded() -> None:
             try:
-                pool.start()
-            except BaseException as exc:
-                errors.append(exc)
+                target(*args)
+            except BaseException as exc:  # any step's failure ends the run with its error, never a hang
+                self._failed.append((name, exc))
+                self.stop.set()
 
-        threads = [threading.Thread(target=start, args=(pool,), daemon=True) for pool in self.pools]
-        for thread in threads:
-            thread.start()
-        try:
-            while alive := [thread for thread in threads if thread.is_alive()]:
-                alive[0].join(0.2)
-                on_tick()  # the display shows workers starting while models load
-        except BaseException:  # Ctrl-C while models load: stop them now rather than after setup
-            for pool in self.pools:
-                pool.kill_starting()
-            for thread in threads:
-                thread.join()
-            raise
-        return errors
-
-    def _spawn(self, target: Callable[..., None], *args: Any) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True)
+        thread = threading.Thread(target=guarded, name=f"step-{name}", daemon=True)
         thread.start()
         self.threads.append(thread)
 
     def _write(self, final: queue.Queue, on_tick: Callable[[], None]) -> None:
-        video: VideoItem | None = None
         clips: list[Clip] = []
         while True:
+            self._raise_failure()
             try:
                 item = final.get(timeout=0.2)
             except queue.Empty:
                 on_tick()
                 continue
-            if item is END or isinstance(item, VideoItem):
-                if video is not None:
-                    self._finish(video, clips)
-                if item is END:
-                    return
-                video, clips = item, []
-                if not item.scenes or item.error:
-                    self._finish(item, [])
-                    video = None
-            else:
+            if item is END:
+                return
+            if isinstance(item, VideoItem):
+                clips = []
+            elif isinstance(item, Clip):
                 clips.append(item)
+            elif isinstance(item, VideoDone):
+                self._finish(item.video, clips)
             on_tick()
+
+    def _raise_failure(self) -> None:
+        if not self._failed:
+            return
+        step, exc = self._failed[0]
+        if isinstance(exc, PipelineError):
+            raise exc
+        raise PipelineError(f"step {step!r} failed: {type(exc).__name__}: {exc}") from exc
 
     def _finish(self, video: VideoItem, clips: list[Clip]) -> None:
         rows = self.writer.finish_video(video, clips)
         self.state.videos_done += 1
+        self.state.resumed += video.resumed is not None
         self.state.clips += len(rows)
-        self.state.kept += sum(1 for r in rows if r["path"])
+        self.state.kept += sum(1 for r in rows if r.get("path"))
         if video.error:
             self.state.failures.append({"video": str(video.video.path), "reason": video.error})
         for clip in clips:

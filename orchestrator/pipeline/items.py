@@ -1,4 +1,4 @@
-"""What flows between pipeline steps: one `VideoItem` per video, then one `Clip` per clip, in input order."""
+"""What flows between pipeline steps, in input order: per video a `VideoItem`, its `Clip`s, then `VideoDone`."""
 
 from __future__ import annotations
 
@@ -24,6 +24,19 @@ class VideoItem:
     n_frames: int = 0
     scenes: list[tuple[int, int]] = field(default_factory=list)
     error: str | None = None
+    resumed: list[dict[str, Any]] | None = None
+    """Rows an earlier run wrote for this video: it goes straight to the writer, unprocessed."""
+
+    @property
+    def needs_work(self) -> bool:
+        return self.error is None and self.resumed is None
+
+
+@dataclass
+class VideoDone:
+    """Closes a video: every clip of it has gone before."""
+
+    video: VideoItem
 
 
 @dataclass

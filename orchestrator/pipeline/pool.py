@@ -1,13 +1,17 @@
-"""A stage's replicas: feed them from a queue, restart the dead, emit results in input order.
+"""A stage's replicas: feed them, keep them alive, retry what a death interrupted, emit results in input order.
 
-    in queue ─▶ pending ─▶ replica 0..n (≤ max_in_flight requests each, batch_size items a request)
-                   ▲            │ reply              │ WorkerDied: restart with backoff,
-                   └────────────┼────────────────────┘ its requests go back to the front of pending
-                                ▼
-                reorder buffer (seq) ─▶ out queue, in input order
+    in channel ─▶ pending ─▶ replica 0..n   (≤ max_in_flight requests each, ≤ batch_size items a request)
+                     ▲           │ Answer / Failed ─▶ absorbed or failed, item by item
+                     │           │ Died ─▶ its items go back to the front (one more attempt each) and the
+                     └───────────┘         replica restarts after a backoff, without stalling the others
+                                 ▼
+                 reorder buffer (seq) ─▶ out queue, in input order
 
-A request that a dead worker never answered is re-sent to another replica and nothing is emitted twice,
-so losing a worker loses and duplicates no item. The thread owns its handles' sockets.
+One thread runs the loop and waits on every worker's socket and pidfd and on the input channel at once, so a
+death, a reply or new input is seen at once, and every deadline (start-up, request, heartbeat) is the handle's.
+An item in flight when its worker died is retried up to `max_attempts` times, alone, then fails by itself (a
+poison item). A replica that dies `max_restarts + 1` times in a row without answering anything is broken; when
+every replica is, the stage's items fail at once with the reason. Nothing is lost or emitted twice.
 """
 
 from __future__ import annotations
@@ -18,27 +22,35 @@ import queue
 import select
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import zmq
 
-from orchestrator.errors import OrchestratorError, WorkerDied, WorkerError
-from orchestrator.pipeline.items import END, put
+from orchestrator.errors import OrchestratorError, PipelineError, ProtocolMismatch, WorkerDied
+from orchestrator.pipeline.channel import Channel
+from orchestrator.pipeline.items import END
 from orchestrator.pipeline.stats import StageStats
-from orchestrator.supervisor.handle import WorkerHandle
+from orchestrator.supervisor.events import Answer, Died, Event, Failed, Phase, Ready, SetUp, SetupFailed
+from orchestrator.supervisor.shutdown import close_all
+from workers.protocol import ProtocolError
 
-IDLE_WAIT_S = 0.1
+MAX_WAIT_S = 0.1
+"""Longest wait without news, so a stop is noticed promptly."""
 
 
 @dataclass(frozen=True)
-class RestartPolicy:
-    """Restart a dead worker up to `max_restarts` times per `window_s`, waiting `backoff_s * 2**n` first."""
+class RetryPolicy:
+    """How a stage copes with workers that die or hang."""
 
+    max_attempts: int = 3
+    """Times an item may be in flight on a worker that died or hung before it fails alone."""
     max_restarts: int = 3
-    window_s: float = 300.0
+    """Deaths in a row, with no request answered in between, that a replica survives; one more breaks it.
+    One poison item costs at most `max_attempts` of them, so it never breaks a replica by itself."""
     backoff_s: float = 0.5
+    """Wait before the n-th restart in a row: backoff_s * 2**(n-1), at most max_backoff_s."""
     max_backoff_s: float = 10.0
 
 
@@ -58,199 +70,310 @@ class StepLogic(abc.ABC):
     def fail(self, item: Any, reason: str) -> None: ...
 
 
+class Worker(Protocol):
+    """What the pool needs of a worker: `WorkerHandle` locally; an executor may bring its own."""
+
+    phase: Phase
+    label: str
+
+    @property
+    def pidfd(self) -> int | None: ...
+    @property
+    def free_slots(self) -> int: ...
+    @property
+    def wait_targets(self) -> tuple[Any, ...]: ...
+    def launch(self) -> None: ...
+    def setup(self) -> None: ...
+    def submit(self, payload: Any, request_id: int | None = None, items: bool = False) -> int: ...
+    def events(self) -> list[Event]: ...
+    def next_deadline(self) -> float | None: ...
+    def poll(self) -> int | None: ...
+    def ask_to_stop(self) -> None: ...
+    def terminate(self) -> None: ...
+    def release(self) -> None: ...
+
+
+@dataclass
+class _Work:
+    seq: int
+    item: Any
+    attempts: int = 0
+    """Times a worker died or hung while this item was in flight."""
+    last_death: str = ""
+
+
 @dataclass
 class _Replica:
-    handle: WorkerHandle
-    make: Callable[[], WorkerHandle]
-    outstanding: dict[int, list[tuple[int, Any]]]
-    deaths: collections.deque[float]
+    index: int
+    worker: Worker | None = None
+    outstanding: dict[int, list[_Work]] = field(default_factory=dict)
+    deaths_in_a_row: int = 0
+    restart_at: float | None = None
     broken: str | None = None
 
 
 class StagePool:
-    def __init__(self, logic: StepLogic, handles: list[Callable[[], WorkerHandle]], batch_size: int,
-                 stats: StageStats, stop: threading.Event, restart: RestartPolicy | None = None) -> None:
+    def __init__(self, logic: StepLogic, make_worker: Callable[[int], Worker], replicas: int, batch_size: int,
+                 stats: StageStats, stop: threading.Event, retry: RetryPolicy | None = None,
+                 adopt: Mapping[int, Worker] | None = None) -> None:
         self.logic = logic
+        self.make_worker = make_worker
         self.batch_size = batch_size
         self.stats = stats
         self.stop = stop
-        self.restart = restart or RestartPolicy()
-        self._factories = handles
-        self.replicas: list[_Replica] = []
-        stats.replicas, stats.states = len(handles), ["starting"] * len(handles)
-        self._starting: list[WorkerHandle] = []
-        self._turn = 0
-
-    def start(self) -> None:
-        """Launch every replica first, then wait for each: models load in parallel."""
-        handles = [make() for make in self._factories]
-        self._starting = handles
-        try:
-            for handle in handles:
-                handle.launch()
-            for handle in handles:
-                handle.handshake()
-        except BaseException:
-            for handle in handles:
-                handle.close()
-            raise
-        self.replicas = [_Replica(h, m, {}, collections.deque()) for h, m in zip(handles, self._factories, strict=True)]
+        self.retry = retry or RetryPolicy()
+        self.replicas = [_Replica(i) for i in range(replicas)]
+        self._adopt = dict(adopt or {})
+        self._ever_up = False
+        self._lock = threading.Lock()
+        self._pending: collections.deque[_Work] = collections.deque()
+        self._ready: dict[int, Any] = {}
+        self._next_in = self._next_out = 0
+        self._input_done = False
+        stats.replicas = replicas
         self._update_states()
 
-    def kill_starting(self) -> None:
-        """Kill workers still starting (safe from another thread: it only signals the processes); the
-        starting thread then sees them die and cleans up."""
-        for handle in self._starting:
-            handle.kill()
+    # --- outside the loop's thread ----------------------------------------------------------------
+    def add_replica(self) -> None:
+        """Grow the stage by one replica (the loop starts it); safe from any thread."""
+        with self._lock:
+            self.replicas.append(_Replica(len(self.replicas)))
+            self.stats.replicas = len(self.replicas)
 
-    def close(self) -> None:
-        for replica in self.replicas:
-            replica.handle.close()
+    def workers(self) -> list[Worker]:
+        with self._lock:
+            return [r.worker for r in self.replicas if r.worker is not None]
 
+    def close(self, grace_s: float = 5.0, term_grace_s: float = 3.0) -> None:
+        close_all([*self.workers(), *self._adopt.values()], grace_s, term_grace_s)
+        self._adopt.clear()
+
+    # --- the loop -------------------------------------------------------------------------------
     def run(self, inq: queue.Queue, outq: queue.Queue) -> None:
-        """Move every item from `inq` to `outq` (in order), sending the wanted ones through the replicas."""
-        pending: collections.deque[tuple[int, Any]] = collections.deque()
-        ready: dict[int, Any] = {}
-        next_in, next_out, input_done = 0, 0, False
+        """Move every item from `inq` to `outq` in order, sending the wanted ones through the replicas.
+
+        Raises PipelineError when the stage cannot run at all (its model fails to set up)."""
         while not self.stop.is_set():
-            busy = bool(pending) or any(r.outstanding for r in self.replicas)
-            if not input_done and len(pending) < self._capacity():
-                input_done, next_in = self._take(inq, pending, ready, next_in, wait=not busy)
-            self._dispatch(pending)
-            self._collect(pending, ready)
-            next_out = self._emit(ready, next_out, outq)
-            self.stats.queued = inq.qsize() + len(pending)
-            if input_done and not pending and not any(r.outstanding for r in self.replicas) and not ready:
-                put(outq, END, self.stop)
+            self._start_due()
+            self._take(inq)
+            self._dispatch()
+            self._wait(inq)
+            for replica in list(self.replicas):
+                if replica.worker is not None:
+                    for event in replica.worker.events():
+                        self._on_event(replica, event)
+            self._emit(outq)
+            self.stats.queued = inq.qsize() + len(self._pending)
+            if self._input_done and self._next_out == self._next_in:
+                if self._put_end(outq):
+                    return
+
+    def _take(self, inq: queue.Queue) -> None:
+        if isinstance(inq, Channel):
+            inq.clear_wakeup()
+        while not self._input_done and self._next_in - self._next_out < self._window():
+            try:
+                item = inq.get_nowait()
+            except queue.Empty:
                 return
+            if item is END:
+                self._input_done = True
+                return
+            seq, self._next_in = self._next_in, self._next_in + 1
+            if not self.logic.wants(item):
+                self._ready[seq] = item
+            elif self._usable():
+                self._pending.append(_Work(seq, item))
+            else:
+                self._fail(_Work(seq, item), self._broken_reason())
 
-    def _capacity(self) -> int:
-        return max(1, len(self.replicas)) * self.batch_size * 2
+    def _window(self) -> int:
+        """Items taken but not yet emitted: enough to keep every replica full, and no more (backpressure)."""
+        return len(self.replicas) * 2 * self.batch_size + 2 * self.batch_size
 
-    def _take(self, inq: queue.Queue, pending: collections.deque, ready: dict[int, Any], seq: int,
-              wait: bool) -> tuple[bool, int]:
+    def _wait(self, inq: queue.Queue) -> None:
+        poller = zmq.Poller()
+        deadlines = [time.monotonic() + MAX_WAIT_S]
+        for replica in self.replicas:
+            if replica.worker is not None and replica.worker.phase is not Phase.DEAD:
+                for target in replica.worker.wait_targets:
+                    poller.register(target, zmq.POLLIN if isinstance(target, zmq.Socket) else select.POLLIN)
+                if (deadline := replica.worker.next_deadline()) is not None:
+                    deadlines.append(deadline)
+            if replica.restart_at is not None:
+                deadlines.append(replica.restart_at)
+        if isinstance(inq, Channel) and not self._input_done and self._next_in - self._next_out < self._window():
+            poller.register(inq.fileno(), select.POLLIN)
+        timeout_ms = max(0, int((min(deadlines) - time.monotonic()) * 1000) + 1)
+        poller.poll(timeout_ms)
+
+    # --- starting and restarting ------------------------------------------------------------------
+    def _start_due(self) -> None:
+        now = time.monotonic()
+        for replica in self.replicas:
+            if replica.broken or replica.worker is not None:
+                continue
+            if replica.restart_at is None or replica.restart_at <= now:
+                self._start(replica)
+
+    def _start(self, replica: _Replica) -> None:
+        replica.restart_at = None
+        adopted = self._adopt.pop(replica.index, None)
         try:
-            item = inq.get(timeout=IDLE_WAIT_S) if wait else inq.get_nowait()
-        except queue.Empty:
-            return False, seq
-        if item is END:
-            return True, seq
-        if self.logic.wants(item) and self._usable():
-            pending.append((seq, item))
+            worker = adopted or self.make_worker(replica.index)
+            replica.worker = worker
+            if worker.pidfd is None:
+                worker.launch()
+            if worker.phase is Phase.HELLO:
+                worker.setup()
+        except (OrchestratorError, OSError, zmq.ZMQError) as exc:
+            self._on_death(replica, f"could not start: {type(exc).__name__}: {exc}")
+        self._update_states()
+
+    # --- events -----------------------------------------------------------------------------------
+    def _on_event(self, replica: _Replica, event: Event) -> None:
+        if isinstance(event, Ready):
+            replica.worker.setup()  # type: ignore[union-attr]
+        elif isinstance(event, SetUp):
+            self._ever_up = True
+        elif isinstance(event, SetupFailed):
+            if not self._ever_up:
+                raise PipelineError(f"stage {self.stats.name!r}: {event.error}") from event.error
+            self._on_death(replica, str(event.error))
+        elif isinstance(event, Answer):
+            replica.deaths_in_a_row = 0
+            self._answered(replica.outstanding.pop(event.request_id), event)
+        elif isinstance(event, Failed):
+            replica.deaths_in_a_row = 0
+            for work in replica.outstanding.pop(event.request_id):
+                self._fail(work, str(event.error))
+        elif isinstance(event, Died):
+            if isinstance(event.error, ProtocolMismatch):
+                raise PipelineError(f"stage {self.stats.name!r}: {event.error}") from event.error
+            self._on_death(replica, str(event.error))
+        self._update_states()
+
+    def _answered(self, batch: list[_Work], answer: Answer) -> None:
+        results = answer.payload if self.batch_size > 1 else [answer.payload]
+        if not isinstance(results, list) or len(results) != len(batch):
+            for work in batch:
+                self._fail(work, f"the worker answered {type(results).__name__} for {len(batch)} items")
+            return
+        for index, (work, result) in enumerate(zip(batch, results, strict=True)):
+            if index in answer.failed:
+                self._fail(work, str(answer.failed[index]))
+                continue
+            self.logic.absorb(work.item, result)
+            self.stats.mark_done()
+            self._ready[work.seq] = work.item
+
+    def _on_death(self, replica: _Replica, reason: str) -> None:
+        """Give the dead worker's items another attempt (or fail the poisonous), then restart it later."""
+        worker, replica.worker = replica.worker, None
+        if worker is not None:
+            worker.release()
+        retry: list[_Work] = []
+        for batch in replica.outstanding.values():
+            for work in batch:
+                work.attempts += 1
+                work.last_death = reason
+                if work.attempts >= self.retry.max_attempts:
+                    self.stats.poisoned += 1
+                    self._fail(work, f"failed on {work.attempts} attempts, each time losing its worker; "
+                                     f"last: {reason}")
+                else:
+                    retry.append(work)
+        replica.outstanding.clear()
+        self.stats.retried += len(retry)
+        self._pending.extendleft(sorted(retry, key=lambda w: w.seq, reverse=True))
+        replica.deaths_in_a_row += 1
+        if replica.deaths_in_a_row > self.retry.max_restarts:
+            replica.broken = f"{reason} (gave up after {self.retry.max_restarts} restarts in a row)"
         else:
-            if self.logic.wants(item):
-                self.logic.fail(item, self._broken_reason())
-            ready[seq] = item
-        return False, seq + 1
+            delay = min(self.retry.backoff_s * 2 ** (replica.deaths_in_a_row - 1), self.retry.max_backoff_s)
+            replica.restart_at = time.monotonic() + delay
+            self.stats.restarts += 1
+        if not self._usable():
+            while self._pending:
+                self._fail(self._pending.popleft(), self._broken_reason())
+
+    # --- sending ------------------------------------------------------------------------------------
+    def _dispatch(self) -> None:
+        """Fill every replica that can take a request, least loaded first. An item that lost its worker
+        before goes alone to an idle replica and nothing joins it there, so a poison item takes no bystander
+        down with it."""
+        while self._pending:
+            suspect = self._pending[0].attempts > 0
+            free = [r for r in self.replicas if r.worker is not None and r.worker.free_slots > 0
+                    and not self._quarantined(r) and not (suspect and r.outstanding)]
+            if not free:
+                return
+            replica = max(free, key=lambda r: (r.worker.free_slots, -len(r.outstanding)))  # type: ignore[union-attr]
+            self._send(replica, self._next_batch())
+
+    @staticmethod
+    def _quarantined(replica: _Replica) -> bool:
+        return any(work.attempts > 0 for batch in replica.outstanding.values() for work in batch)
+
+    def _next_batch(self) -> list[_Work]:
+        first = self._pending.popleft()
+        batch = [first]
+        if first.attempts == 0:
+            while len(batch) < self.batch_size and self._pending and self._pending[0].attempts == 0:
+                batch.append(self._pending.popleft())
+        return batch
+
+    def _send(self, replica: _Replica, batch: list[_Work]) -> None:
+        payloads = [self.logic.payload(work.item) for work in batch]
+        worker = replica.worker
+        assert worker is not None
+        try:
+            if self.batch_size > 1:
+                request_id = worker.submit(payloads, items=True)
+            else:
+                request_id = worker.submit(payloads[0])
+        except ProtocolError as exc:
+            for work in batch:
+                self._fail(work, f"its input cannot be sent to the worker: {exc}")
+            return
+        except WorkerDied:  # its Died event follows; this batch was never sent, so it costs no attempt
+            self._pending.extendleft(reversed(batch))
+            return
+        replica.outstanding[request_id] = batch
+        self.stats.mark_started()
+
+    # --- results --------------------------------------------------------------------------------------
+    def _fail(self, work: _Work, reason: str) -> None:
+        self.logic.fail(work.item, reason)
+        self.stats.failed += 1
+        self._ready[work.seq] = work.item
+
+    def _emit(self, outq: queue.Queue) -> None:
+        while self._next_out in self._ready:
+            try:
+                outq.put_nowait(self._ready[self._next_out])
+            except queue.Full:
+                return
+            del self._ready[self._next_out]
+            self._next_out += 1
+
+    def _put_end(self, outq: queue.Queue) -> bool:
+        try:
+            outq.put_nowait(END)
+        except queue.Full:
+            return False
+        return True
 
     def _usable(self) -> bool:
         return any(r.broken is None for r in self.replicas)
 
     def _broken_reason(self) -> str:
-        return next((r.broken for r in self.replicas if r.broken), "no worker")
-
-    def _dispatch(self, pending: collections.deque) -> None:
-        """Send pending items to the least-loaded replica, rotating among equals so all replicas work."""
-        while pending:
-            free = [i for i, r in enumerate(self.replicas)
-                    if r.broken is None and len(r.handle.in_flight) < r.handle.policy.max_in_flight]
-            if not free:
-                return
-            self._turn += 1
-            index = min(free, key=lambda i: (len(self.replicas[i].handle.in_flight),
-                                             (i - self._turn) % len(self.replicas)))
-            self._send(self.replicas[index], pending)
-
-    def _send(self, replica: _Replica, pending: collections.deque) -> None:
-        batch = [pending.popleft() for _ in range(min(self.batch_size, len(pending)))]
-        items = [self.logic.payload(item) for _, item in batch]
-        try:
-            if self.batch_size > 1:
-                request_id = replica.handle.submit(items, items=True)
-            else:
-                request_id = replica.handle.submit(items[0])
-        except OrchestratorError as exc:
-            pending.extendleft(reversed(batch))
-            self._on_death(replica, exc, pending)
-            return
-        replica.outstanding[request_id] = batch
-        self.stats.mark_started()
-
-    def _collect(self, pending: collections.deque, ready: dict[int, Any]) -> None:
-        waiting = [r for r in self.replicas if r.outstanding]
-        if not waiting:
-            return
-        poller = zmq.Poller()
-        for replica in waiting:
-            sock, pidfd = replica.handle.wait_targets
-            poller.register(sock, zmq.POLLIN)
-            poller.register(pidfd, select.POLLIN)
-        poller.poll(int(IDLE_WAIT_S * 1000))
-        for replica in waiting:
-            self._drain(replica, pending, ready)
-
-    def _drain(self, replica: _Replica, pending: collections.deque, ready: dict[int, Any]) -> None:
-        while replica.outstanding:
-            try:
-                reply = replica.handle.receive(timeout=0)
-            except TimeoutError:
-                return
-            except WorkerError as exc:
-                for seq, item in replica.outstanding.pop(exc.request_id, []):
-                    self.logic.fail(item, str(exc))
-                    self.stats.failed += 1
-                    ready[seq] = item
-                continue
-            except (WorkerDied, OrchestratorError) as exc:
-                self._on_death(replica, exc, pending)
-                return
-            batch = replica.outstanding.pop(reply.request_id)
-            results = reply.payload if self.batch_size > 1 else [reply.payload]
-            for (seq, item), result in zip(batch, results, strict=True):
-                self.logic.absorb(item, result)
-                self.stats.mark_done()
-                ready[seq] = item
-
-    def _emit(self, ready: dict[int, Any], next_out: int, outq: queue.Queue) -> int:
-        while next_out in ready and put(outq, ready[next_out], self.stop):
-            del ready[next_out]
-            next_out += 1
-        return next_out
-
-    def _on_death(self, replica: _Replica, exc: Exception, pending: collections.deque) -> None:
-        """Requeue what the dead worker held (front of the line), then restart it within the policy."""
-        for request_id in sorted(replica.outstanding, reverse=True):
-            for seq_item in reversed(replica.outstanding[request_id]):
-                pending.appendleft(seq_item)
-        replica.outstanding.clear()
-        replica.handle.close()
-        now = time.monotonic()
-        replica.deaths.append(now)
-        while replica.deaths and now - replica.deaths[0] > self.restart.window_s:
-            replica.deaths.popleft()
-        if len(replica.deaths) > self.restart.max_restarts:
-            limit = f"{self.restart.max_restarts} restarts in {self.restart.window_s:.0f}s"
-            replica.broken = f"{exc} (gave up after {limit})"
-        else:
-            self._restart(replica, len(replica.deaths))
-        if not self._usable():
-            while pending:
-                _, item = pending.popleft()
-                self.logic.fail(item, self._broken_reason())
-        self._update_states()
-
-    def _restart(self, replica: _Replica, attempt: int) -> None:
-        delay = min(self.restart.backoff_s * 2 ** (attempt - 1), self.restart.max_backoff_s)
-        if self.stop.wait(delay):
-            replica.broken = "stopped"
-            return
-        replica.handle = replica.make()
-        self.stats.restarts += 1
-        try:
-            replica.handle.start()
-        except OrchestratorError as exc:
-            replica.handle.close()
-            replica.broken = f"restart failed: {exc}"
+        reason = next((r.broken for r in self.replicas if r.broken), "no worker")
+        return f"every worker of stage {self.stats.name!r} is broken: {reason}"
 
     def _update_states(self) -> None:
-        self.stats.states = ["broken" if r.broken else "ready" if r.handle.ready else "starting" for r in self.replicas]
+        self.stats.states = [
+            "broken" if r.broken else "restarting" if r.worker is None
+            else {Phase.UP: "ready", Phase.DEAD: "restarting"}.get(r.worker.phase, "starting")
+            for r in self.replicas
+        ]

@@ -1,4 +1,9 @@
-"""`orchestrator run`: resolve the config into stages, envs and GPU shares, check weights, execute, summarise."""
+"""`orchestrator run`: resolve the config into stages and envs, describe each model in its env, check weights,
+place replicas on GPUs, execute, summarise.
+
+    stages ─▶ env per stage ─▶ first worker per stage (no GPU) ─▶ DESCRIBE ─▶ declarations
+        ─▶ weights present? ─▶ GPU shares ─▶ LocalExecutor (adopts each first worker whose place fits)
+"""
 
 from __future__ import annotations
 
@@ -12,21 +17,25 @@ from typing import Any
 
 from models.model_interface import ModelInterface
 from orchestrator.envs import Env, EnvRegistry
-from orchestrator.errors import ConfigError, OrchestratorError
+from orchestrator.errors import ConfigError, HandshakeTimeout, OrchestratorError, PipelineError, WorkerDied
 from orchestrator.pipeline.config import PipelineConfig, StageConfig
 from orchestrator.pipeline.executor import LocalExecutor, RunState
 from orchestrator.pipeline.gpus import GpuAssignment, cpu_fallback_warning, detect_gpu_count, pack_replicas
 from orchestrator.pipeline.video import expand_inputs
 from orchestrator.pipeline.writer import OutputWriter
 from orchestrator.supervisor.handle import ModelRef, WorkerHandle, WorkerSpec
-from orchestrator.supervisor.launch import make_runtime_dir
 from orchestrator.supervisor.output import LogSink
+from orchestrator.supervisor.policy import WorkerPolicy
+from orchestrator.supervisor.runtime_dir import make_runtime_dir
+from orchestrator.supervisor.shutdown import close_all
 from workers.model_loader import ModelLoadError, instantiate
+
+NO_GPU = GpuAssignment(())
 
 
 @dataclass(frozen=True)
 class ResolvedStage:
-    """A model stage with what the parent learnt from its class: env and GPU demand."""
+    """A model stage with the env it runs in."""
 
     config: StageConfig
     model: ModelInterface
@@ -54,44 +63,96 @@ def resolve_stages(config: PipelineConfig, config_dir: Path, registry: EnvRegist
     return resolved
 
 
-def assign_gpus(stages: dict[str, ResolvedStage], n_gpus: int,
+def assign_gpus(stages: dict[str, ResolvedStage], declarations: dict[str, dict[str, Any]], n_gpus: int,
                 warn: Callable[[str], None]) -> dict[tuple[str, int], GpuAssignment]:
-    """The GPU share of each (stage, replica)."""
+    """The GPU share of each (stage, replica), from the `num_gpus` each model declared in its env."""
     replicas = [(name, i) for name, s in stages.items() for i in range(s.config.replicas)]
-    demands = [(f"{name}/{i}", stages[name].model.num_gpus) for name, i in replicas]
+    demands = [(name, float(declarations[name]["num_gpus"])) for name, _ in replicas]
     if n_gpus == 0 and (line := cpu_fallback_warning(demands)):
         warn(line)
     return dict(zip(replicas, pack_replicas(demands, n_gpus), strict=True))
 
 
+def worker_policy(stage: StageConfig) -> WorkerPolicy:
+    """A stage's deadlines: a request it hangs on, and heartbeats while it idles."""
+    return WorkerPolicy(request_timeout_s=stage.request_timeout_s, heartbeat_timeout_s=stage.heartbeat_timeout_s,
+                        heartbeat_interval_s=stage.heartbeat_timeout_s / 2, shutdown_grace_s=2.0, term_grace_s=1.0)
+
+
+class _Workers:
+    """Makes the worker handles of a run: one spec per (stage, replica), all in one private runtime folder."""
+
+    def __init__(self, stages: dict[str, ResolvedStage], config_dir: Path, runtime_dir: Path, on_log: LogSink):
+        self.stages = stages
+        self.user_dirs = (config_dir, Path.cwd())
+        self.runtime_dir = runtime_dir
+        self.on_log = on_log
+        self.gpu_of: dict[tuple[str, int], GpuAssignment] = {}
+
+    def make(self, stage: StageConfig, replica: int) -> WorkerHandle:
+        resolved = self.stages[stage.name]
+        placement = self.gpu_of.get((stage.name, replica), NO_GPU)
+        spec = WorkerSpec(f"{stage.name}/{replica}", resolved.env, ModelRef(stage.class_path or "", stage.params),
+                          self.user_dirs, placement.environ())
+        return WorkerHandle(spec, self.runtime_dir, worker_policy(stage), on_log=self.on_log)
+
+
+def describe_stages(stages: dict[str, ResolvedStage], workers: _Workers) -> dict[str, WorkerHandle]:
+    """Start each stage's first worker without a GPU and have it describe its model inside its env; the
+    workers are returned waiting for setup. A worker that dies while describing is replaced, within the
+    stage's restart budget."""
+    firsts: dict[str, WorkerHandle] = {}
+    try:
+        for name, stage in stages.items():
+            firsts[name] = workers.make(stage.config, 0)
+            firsts[name].launch()
+        for name, stage in stages.items():
+            for attempt in range(stage.config.max_restarts + 1):
+                try:
+                    firsts[name].read_declarations()
+                    break
+                except (WorkerDied, HandshakeTimeout) as exc:
+                    firsts[name].release()
+                    if attempt == stage.config.max_restarts:
+                        raise PipelineError(f"stage {name!r}: {exc}") from None
+                    firsts[name] = workers.make(stage.config, 0)
+                    firsts[name].launch()
+    except BaseException:
+        close_all(list(firsts.values()), 0, 0)
+        raise
+    return firsts
+
+
 def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_log: LogSink,
-            warn: Callable[[str], None], display: Callable[[RunState], Any] | None = None) -> dict[str, Any]:
+            warn: Callable[[str], None], display: Callable[[RunState], Any] | None = None,
+            fresh: bool = False) -> dict[str, Any]:
     """Run the pipeline; returns the run summary (also written to run.json)."""
     started = time.monotonic()
-    out_dir = config_dir / config.output
-    writer = OutputWriter(out_dir)
+    writer = OutputWriter(config_dir / config.output, config.results_key(), fresh)
     videos, missing = expand_inputs(config.inputs, config_dir)
     stages = resolve_stages(config, config_dir, EnvRegistry())
     _check_weights([s.model for s in stages.values()])
-    gpu_of = assign_gpus(stages, detect_gpu_count() if gpus is None else gpus, warn)
-    runtime_dir = make_runtime_dir()
-    user_dirs = (config_dir, Path.cwd())
-
-    def make_handle(stage: StageConfig, replica: int) -> WorkerHandle:
-        resolved = stages[stage.name]
-        spec = WorkerSpec(f"{stage.name}/{replica}", resolved.env, ModelRef(stage.class_path or "", stage.params),
-                          user_dirs, gpu_of[(stage.name, replica)].environ())
-        return WorkerHandle(spec, runtime_dir, on_log=on_log)
-
     state = RunState(videos_total=len(videos))
     state.failures += [{"video": pattern, "reason": reason} for pattern, reason in missing]
-    executor = LocalExecutor(config, videos, writer, make_handle, state)
+    runtime_dir = make_runtime_dir()
+    workers = _Workers(stages, config_dir, runtime_dir, on_log)
+    firsts: dict[str, WorkerHandle] = {}
     try:
+        firsts = describe_stages(stages, workers)
+        declarations = {name: handle.declarations or {} for name, handle in firsts.items()}
+        workers.gpu_of = assign_gpus(stages, declarations, detect_gpu_count() if gpus is None else gpus, warn)
+        adopt = {name: {0: h} for name, h in firsts.items() if workers.gpu_of[(name, 0)] == NO_GPU}
+        close_all([h for name, h in firsts.items() if name not in adopt], 0, 0)
+        executor = LocalExecutor(config, videos, writer, workers.make, state, adopt)
         executor.run(on_tick=(lambda: display(state)) if display else lambda: None)
     except KeyboardInterrupt:
         state.failures.append({"video": "", "reason": "interrupted (Ctrl-C): finished videos were kept"})
         raise
+    except PipelineError as exc:
+        state.failures.append({"video": "", "reason": f"the run stopped: {exc}"})
+        raise
     finally:
+        close_all(list(firsts.values()), 0, 0)
         summary = _summary(state, time.monotonic() - started)
         writer.write_summary(summary)
         shutil.rmtree(runtime_dir, ignore_errors=True)
@@ -106,7 +167,7 @@ def _check_weights(models: list[ModelInterface]) -> None:
 
 def _summary(state: RunState, wall_s: float) -> dict[str, Any]:
     return {
-        "videos": state.videos_total, "videos_done": state.videos_done, "clips": state.clips, "kept": state.kept,
-        "failures": state.failures, "stages": {n: s.summary() for n, s in state.stages.items()},
-        "wall_s": round(wall_s, 3),
+        "videos": state.videos_total, "videos_done": state.videos_done, "resumed": state.resumed,
+        "clips": state.clips, "kept": state.kept, "failures": state.failures,
+        "stages": {n: s.summary() for n, s in state.stages.items()}, "wall_s": round(wall_s, 3),
     }

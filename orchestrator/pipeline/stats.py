@@ -13,6 +13,10 @@ class StageStats:
     done: int = 0
     failed: int = 0
     restarts: int = 0
+    retried: int = 0
+    """Items sent again because their worker died or hung while they were in flight."""
+    poisoned: int = 0
+    """Items that failed alone after losing their worker `max_attempts` times."""
     queued: int = 0
     states: list[str] = field(default_factory=list)
     first_at: float | None = None
@@ -34,4 +38,5 @@ class StageStats:
 
     def summary(self) -> dict[str, float | int]:
         return {"items": self.done, "failed": self.failed, "items_per_s": round(self.items_per_s(), 3),
-                "replicas": self.replicas, "worker_restarts": self.restarts}
+                "replicas": self.replicas, "worker_restarts": self.restarts, "retried": self.retried,
+                "poisoned": self.poisoned}

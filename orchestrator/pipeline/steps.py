@@ -2,32 +2,39 @@
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
 from PIL import Image
 
 from orchestrator.pipeline.config import FilterSpec, StageConfig
-from orchestrator.pipeline.items import END, Clip, VideoItem, put
+from orchestrator.pipeline.items import END, Clip, VideoDone, VideoItem, put
 from orchestrator.pipeline.pool import StepLogic
 from orchestrator.pipeline.stats import StageStats
 from orchestrator.pipeline.video import ClipEncoder, VideoError, VideoInput, iter_frames, probe, sample_indices
 
 
-def decode_videos(videos: list[VideoInput], split: StageConfig, outq: queue.Queue, stop: threading.Event) -> None:
-    """Decode each video at the split stage's size; a bad video becomes a VideoItem carrying its error."""
+def decode_videos(videos: list[VideoInput], split: StageConfig, resumable: Callable[[VideoInput], Any],
+                  outq: queue.Queue, stop: threading.Event) -> None:
+    """Decode each video at the split stage's size; a video an earlier run finished is passed on with its rows,
+    a bad one carries its error."""
     for seq, video in enumerate(videos):
-        item = VideoItem(seq, video)
-        try:
-            item.meta = probe(video.path)
-            item.frames = np.stack(list(iter_frames(video.path, split.frames.size)))
-            item.n_frames = len(item.frames)
-        except VideoError as exc:
-            item.error = str(exc)
+        item = VideoItem(seq, video, resumed=resumable(video))
+        if item.resumed is None:
+            try:
+                item.meta = probe(video.path)
+                item.frames = np.stack(list(iter_frames(video.path, split.frames.size)))
+                item.n_frames = len(item.frames)
+            except VideoError as exc:
+                item.error = str(exc)
+            except (MemoryError, OSError) as exc:
+                item.error = f"{video.path}: cannot be decoded here ({type(exc).__name__}: {exc})"
         if not put(outq, item, stop):
             return
     put(outq, END, stop)
@@ -40,7 +47,7 @@ class SplitLogic(StepLogic):
         self.stage = stage
 
     def wants(self, item: Any) -> bool:
-        return isinstance(item, VideoItem) and item.error is None
+        return isinstance(item, VideoItem) and item.needs_work
 
     def payload(self, item: VideoItem) -> Any:
         return {"frames": item.frames}
@@ -83,8 +90,8 @@ def extract_clips(model_stages: list[StageConfig], clips_tmp: Path, codec: str, 
                   outq: queue.Queue, stop: threading.Event) -> None:
     """Second decode pass at full size: encode each clip and sample each clip stage's frames.
 
-    Emits the VideoItem first (its clips follow until the next VideoItem), then each clip as soon as its
-    last frame is decoded, so annotation starts while the rest of the video is still being cut."""
+    Emits the VideoItem first, then each clip as soon as its last frame is decoded (so annotation starts while
+    the rest of the video is still being cut), then VideoDone."""
     while not stop.is_set():
         try:
             item = inq.get(timeout=0.1)
@@ -95,9 +102,11 @@ def extract_clips(model_stages: list[StageConfig], clips_tmp: Path, codec: str, 
             return
         if not put(outq, item, stop):
             return
-        for clip in [] if item.error else _cut(item, model_stages, clips_tmp, codec):
+        for clip in _cut(item, model_stages, clips_tmp, codec) if item.needs_work else []:
             if not put(outq, clip, stop):
                 return
+        if not put(outq, VideoDone(item), stop):
+            return
 
 
 def _cut(item: VideoItem, stages: list[StageConfig], clips_tmp: Path, codec: str) -> Iterator[Clip]:
@@ -134,8 +143,11 @@ def _cut(item: VideoItem, stages: list[StageConfig], clips_tmp: Path, codec: str
         reason = "the video has fewer frames than the split stage reported"
     except VideoError as exc:
         reason = str(exc)
+    except (OSError, ValueError, av.error.FFmpegError, MemoryError) as exc:  # encoding: disk full, a bad codec
+        reason = f"cutting clips failed: {type(exc).__name__}: {exc}"
     if encoder is not None:
-        encoder.close()
+        with contextlib.suppress(OSError, ValueError, av.error.FFmpegError):
+            encoder.close()
     for clip in clips[finished:]:
         clip.errors["decode"] = reason
         yield clip

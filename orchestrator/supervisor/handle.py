@@ -1,11 +1,16 @@
-"""One worker process: start it in its env, handshake, stream batches, detect death, stop it for sure.
+"""One worker process: start it in its env, handshake, stream batches, notice its death, stop it for sure.
 
-    WorkerHandle.start()   bind ipc sockets (0700 dir) ─▶ spawn `<env python> -m workers`
-                           ─▶ READY (or exit, whichever first) ─▶ SETUP ─▶ RESULT/ERROR
-    submit()/receive()     BATCH ─▶ RESULT/ERROR, at most `max_in_flight` outstanding
-    close()                SHUTDOWN on the control socket ─▶ SIGTERM ─▶ SIGKILL, always reaped
+    launch()    bind sockets ─▶ spawn `<env python> -m workers`                  Phase.STARTING
+    events()    READY ─▶ Ready                                                   Phase.HELLO
+    describe()  DESCRIBE ─▶ Described (optional: the model's declarations, read in its env)
+    setup()     SETUP ─▶ SetUp | SetupFailed                                     Phase.LOADING ─▶ UP
+    submit()    BATCH ─▶ Answer | Failed, at most `max_in_flight` outstanding
+    close()     SHUTDOWN on the control socket ─▶ SIGTERM ─▶ SIGKILL, always reaped
 
-`receive` waits on the data socket and the process's pidfd together, so a death is seen at once.
+Nothing here blocks on the worker. A send never waits on a dead peer (it watches the process's pidfd and
+is bounded), and `events()` turns the process's exit, a missed READY/setup/request/heartbeat deadline or a
+garbled message into one final `Died`. `start`, `receive`, `call` and `ping` are blocking conveniences
+over the same events, for simple callers and tests.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import signal
 import subprocess
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,15 +32,31 @@ from typing import Any
 import zmq
 
 from orchestrator.envs import Env
-from orchestrator.errors import HandshakeTimeout, ProtocolMismatch, WorkerDied, WorkerError
+from orchestrator.errors import HandshakeTimeout, OrchestratorError, ProtocolMismatch, WorkerDied, WorkerError
 from orchestrator.supervisor.endpoints import bind_ipc, bind_tcp
+from orchestrator.supervisor.events import (
+    Answer,
+    Beat,
+    Described,
+    Died,
+    Event,
+    Failed,
+    Phase,
+    Ready,
+    SetUp,
+    SetupFailed,
+    describe_exit,
+)
 from orchestrator.supervisor.launch import worker_argv, worker_environ
 from orchestrator.supervisor.output import LogSink, OutputPump, log_to_logger
 from orchestrator.supervisor.policy import WorkerPolicy
-from workers.protocol import Decoder, Encoder, Kind, Message, ProtocolError
+from orchestrator.supervisor.shutdown import close_all
+from workers.protocol import Decoder, Encoder, Kind, Message, ProtocolError, peek_request_id
 from workers.shm_ring import ShmRingWriter, ShmUnavailable
 
 _ids = itertools.count(1)
+_DRAIN_AFTER_EXIT_S = 0.05
+"""After the process exits, how long to keep collecting replies it sent just before."""
 
 
 @dataclass(frozen=True)
@@ -53,22 +74,20 @@ class WorkerSpec:
     model: ModelRef
     user_code_dirs: tuple[Path, ...] = ()
     extra_environ: Mapping[str, str] = field(default_factory=dict)
+    setup_options: Mapping[str, Any] = field(default_factory=dict)
+    """Extra SETUP header fields for the worker (how to hand the model its input, thread budget)."""
 
 
 @dataclass(frozen=True)
 class Reply:
     request_id: int
     payload: Any
-    header: dict[str, Any]
 
 
-def describe_exit(returncode: int | None) -> str:
-    if returncode is None:
-        return "still running"
-    if returncode < 0:
-        with contextlib.suppress(ValueError):
-            return f"killed by {signal.Signals(-returncode).name}"
-    return f"exit code {returncode}"
+@dataclass
+class _Request:
+    slots: list[int]
+    items: bool
 
 
 class _Resources:
@@ -105,17 +124,25 @@ class WorkerHandle:
         self.policy = policy or WorkerPolicy()
         self.runtime_dir = runtime_dir
         self.on_log = on_log
+        self.phase = Phase.STARTING
         self.info: dict[str, Any] = {}
-        self.ready = False
-        self.in_flight: dict[int, list[int]] = {}
-        self.deadlines: dict[int, float] = {}
+        self.declarations: dict[str, Any] | None = None
+        self.in_flight: dict[int, _Request] = {}
         self._res = _Resources()
         self._finalizer = weakref.finalize(self, self._res.release)
         self._pump: OutputPump | None = None
         self._last_words: Message | None = None
         """The worker's DEAD message, if its loop crashed and it managed to say why."""
-        self._kept: collections.deque[Message] = collections.deque()
-        """Replies that arrived while a ping waited for its heartbeat, handed out by `receive` next."""
+        self._queued: list[Event] = []
+        """Events found outside `events()` (a death noticed while sending), handed out by it next."""
+        self._backlog: collections.deque[Event] = collections.deque()
+        """Events the blocking conveniences took but did not want yet."""
+        self._control: dict[int, str] = {}
+        """Request ids of DESCRIBE, SETUP and HEARTBEAT messages, and which they were."""
+        self._phase_deadline: tuple[float, str, str] | None = None
+        self._busy_since: float | None = None
+        self._heartbeat: tuple[int, float] | None = None
+        self._last_heard = time.monotonic()
 
     # --- Popen mirror -------------------------------------------------------------------------
     @property
@@ -140,31 +167,27 @@ class WorkerHandle:
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
 
-    # --- lifecycle ----------------------------------------------------------------------------
-    def start(self) -> dict[str, Any]:
-        """Spawn, handshake and set up the model; returns the worker's READY info."""
-        self.launch()
-        return self.handshake()
+    @property
+    def pidfd(self) -> int | None:
+        """Readable once the process has exited: wait on it with the data socket."""
+        return self._res.pidfd
 
+    @property
+    def ready(self) -> bool:
+        return self.phase is Phase.UP
+
+    @property
+    def label(self) -> str:
+        return self.spec.label
+
+    @property
+    def free_slots(self) -> int:
+        """Batches `submit` takes now: none unless the model is set up."""
+        return self.policy.max_in_flight - len(self.in_flight) if self.phase is Phase.UP else 0
+
+    # --- lifecycle ----------------------------------------------------------------------------
     def launch(self) -> None:
         """Spawn the process without waiting, so many workers can load their models at once."""
-        self._spawn()
-
-    def handshake(self) -> dict[str, Any]:
-        """Wait for READY (or the process's exit), then set the model up."""
-        hello = self._await(self.policy.ready_timeout_s, "READY handshake", "ready_timeout_s")
-        if hello.kind is not Kind.READY:
-            raise ProtocolMismatch(f"worker {self.spec.label}: expected READY first, got {hello.kind.value!r}")
-        self.info = hello.header
-        self._send(Message(Kind.SETUP, next(_ids), {"class_path": self.spec.model.class_path},
-                           dict(self.spec.model.params)))
-        reply = self._await(self.policy.setup_timeout_s, f"setup of {self.spec.model.class_path}", "setup_timeout_s")
-        if reply.kind is Kind.ERROR:
-            raise self._worker_error(reply, f"could not set up {self.spec.model.class_path}")
-        self.ready = True
-        return self.info
-
-    def _spawn(self) -> None:
         context = zmq.Context.instance()
         if self.policy.transport == "tcp":
             bound = bind_tcp(context, self.policy.tcp_host)
@@ -172,8 +195,10 @@ class WorkerHandle:
             bound = bind_ipc(context, self.runtime_dir, f"w{next(_ids)}-{os.getpid()}")
         self._res.sockets += [bound.data, bound.control]
         self._res.endpoints += bound.ipc_paths
-        self._data, self._control = bound.data, bound.control
-        args = ["--data", bound.data_url, "--control", bound.control_url, "--name", self.spec.label]
+        self._data, self._control_socket = bound.data, bound.control
+        self._data.setsockopt(zmq.MAXMSGSIZE, self.policy.max_message_bytes)
+        args = ["--data", bound.data_url, "--control", bound.control_url, "--name", self.spec.label,
+                "--max-message-bytes", str(self.policy.max_message_bytes)]
         args += self._ring_args() if self.policy.transport == "ipc" else []
         self._encoder = Encoder(self.policy.inline_threshold, self._res.ring, self.policy.shm_threshold)
         self._decoder = Decoder()
@@ -183,11 +208,28 @@ class WorkerHandle:
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
         self._res.process = process
         self._res.pidfd = os.pidfd_open(process.pid)
-        self._poller = zmq.Poller()
-        self._poller.register(self._data, zmq.POLLIN)
-        self._poller.register(self._res.pidfd, select.POLLIN)
         self._pump = OutputPump(self.spec.label, process.stdout, process.stderr, self.on_log,  # type: ignore[arg-type]
                                 self.policy.stderr_tail_lines)
+        self._set_deadline(self.policy.ready_timeout_s, "READY handshake", "ready_timeout_s")
+
+    def describe(self) -> None:
+        """Ask for the model's declarations, read inside its env (answered by `Described`)."""
+        self._control_request(Kind.DESCRIBE, "describe", {}, "the model's description", "setup_timeout_s")
+
+    def setup(self) -> None:
+        """Import the model and run its `setup()` (answered by `SetUp` or `SetupFailed`)."""
+        self._control_request(Kind.SETUP, "setup", dict(self.spec.setup_options),
+                              f"setup of {self.spec.model.class_path}", "setup_timeout_s")
+        self.phase = Phase.LOADING
+
+    def _control_request(self, kind: Kind, purpose: str, header: dict[str, Any], what: str, setting: str) -> None:
+        if self.phase is not Phase.HELLO:
+            raise RuntimeError(f"worker {self.spec.label}: cannot {purpose} while {self.phase.value}")
+        request_id = next(_ids)
+        header = {"class_path": self.spec.model.class_path, **header}
+        self._control[request_id] = purpose
+        self._send(Message(kind, request_id, header, dict(self.spec.model.params)))
+        self._set_deadline(self.policy.setup_timeout_s, what, setting)
 
     def _ring_args(self) -> list[str]:
         if not self.policy.use_shared_memory:
@@ -202,40 +244,52 @@ class WorkerHandle:
 
     # --- data path ----------------------------------------------------------------------------
     def submit(self, payload: Any, request_id: int | None = None, items: bool = False) -> int:
-        """Send one batch; the caller must `receive` when `in_flight` is at `max_in_flight`.
+        """Send one batch. With `items`, `payload` is a list the worker answers item by item.
 
-        With `items`, `payload` is a list the worker hands to the model one element at a time, and the
-        reply is the list of their results."""
+        Raises ProtocolError if the payload cannot be encoded (nothing was sent), WorkerDied if the worker is
+        gone or stopped reading (its `Died` event still follows from `events()`)."""
+        if self.phase is not Phase.UP:
+            raise RuntimeError(f"worker {self.spec.label} takes no batches while {self.phase.value}")
         if len(self.in_flight) >= self.policy.max_in_flight:
             raise RuntimeError(f"worker {self.spec.label}: {len(self.in_flight)} batches in flight; receive first")
         request_id = next(_ids) if request_id is None else request_id
         slots = self._send(Message(Kind.BATCH, request_id, {"items": True} if items else {}, payload))
-        self.in_flight[request_id] = slots
-        if self.policy.request_timeout_s is not None:
-            self.deadlines[request_id] = time.monotonic() + self.policy.request_timeout_s
+        if not self.in_flight:
+            self._busy_since = time.monotonic()
+        self.in_flight[request_id] = _Request(slots, items)
         return request_id
 
-    def receive(self, timeout: float | None = None) -> Reply:
-        """The next answered batch. Raises WorkerError for a failed batch, WorkerDied if the process
-        exited or hung past its request deadline, TimeoutError if nothing came within `timeout`."""
-        message = self._await(timeout, "a batch result", None)
-        self._finish(message.request_id)
-        if message.kind is Kind.ERROR:
-            raise self._worker_error(message, "batch failed")
-        return Reply(message.request_id, message.payload, message.header)
+    def events(self) -> list[Event]:
+        """Everything that happened since the last call, without blocking; a `Died` is always last."""
+        found, self._queued = self._queued, []
+        if self.phase is Phase.DEAD:
+            return found
+        while self.phase is not Phase.DEAD and (message := self._next_message()) is not None:
+            found += self._interpret(message)
+        if self.phase is Phase.DEAD:
+            return found
+        if self.poll() is not None:
+            found += self._drain_after_exit()
+            found.append(self._death("", hung=False))
+        elif (overdue := self._overdue()) is not None:
+            found.append(self._kill_for(overdue))
+        elif self._heartbeat_due():
+            self._send_heartbeat()
+            found, self._queued = found + self._queued, []
+        return found
 
-    def call(self, payload: Any, timeout: float | None = None) -> Any:
-        """Submit one batch and wait for its result (for simple callers and tests)."""
-        self.submit(payload)
-        return self.receive(timeout).payload
-
-    def ping(self, timeout: float) -> float:
-        """Round trip of a heartbeat through the worker's main loop; seconds taken."""
-        started = time.monotonic()
-        request_id = next(_ids)
-        self._send(Message(Kind.HEARTBEAT, request_id))
-        self._await(timeout, "a heartbeat reply", None, want_heartbeat=request_id)
-        return time.monotonic() - started
+    def next_deadline(self) -> float | None:
+        """When `events()` must next be called even if nothing arrives (a deadline or a heartbeat)."""
+        times = []
+        if self._phase_deadline is not None:
+            times.append(self._phase_deadline[0])
+        if self._busy_since is not None and self.policy.request_timeout_s is not None:
+            times.append(self._busy_since + self.policy.request_timeout_s)
+        if self._heartbeat is not None:
+            times.append(self._heartbeat[1] + self.policy.heartbeat_timeout_s)
+        elif self.phase is Phase.UP and not self.in_flight and self.policy.heartbeat_interval_s is not None:
+            times.append(self._last_heard + self.policy.heartbeat_interval_s)
+        return min(times, default=None)
 
     @property
     def wait_targets(self) -> tuple[zmq.Socket, int]:
@@ -244,106 +298,296 @@ class WorkerHandle:
             raise RuntimeError(f"worker {self.spec.label} is not running")
         return self._data, self._res.pidfd
 
-    def _finish(self, request_id: int) -> None:
-        slots = self.in_flight.pop(request_id, [])
-        self.deadlines.pop(request_id, None)
-        if self._res.ring is not None:
-            self._res.ring.release(slots)
+    # --- blocking conveniences ----------------------------------------------------------------
+    def start(self, describe: bool = False) -> dict[str, Any]:
+        """Spawn, handshake and set the model up; returns the worker's READY info."""
+        self.launch()
+        return self.handshake(describe)
 
+    def handshake(self, describe: bool = False) -> dict[str, Any]:
+        """Wait for READY, optionally DESCRIBE, then set the model up; raises what went wrong."""
+        if describe:
+            self.read_declarations()
+        else:
+            self._wait_for(lambda e: isinstance(e, Ready), None)
+        self.setup()
+        self._expect_setup(self._wait_for(lambda e: isinstance(e, (SetUp, SetupFailed)), None))
+        return self.info
+
+    def read_declarations(self) -> dict[str, Any]:
+        """Wait for READY, then have the worker describe its model in its env; it then waits for `setup()`."""
+        self._wait_for(lambda e: isinstance(e, Ready), None)
+        self.describe()
+        event = self._wait_for(lambda e: isinstance(e, (Described, SetupFailed)), None)
+        self._expect_setup(event)
+        assert isinstance(event, Described)
+        return event.declarations
+
+    @staticmethod
+    def _expect_setup(event: Event) -> None:
+        if isinstance(event, SetupFailed):
+            raise event.error
+
+    def receive(self, timeout: float | None = None) -> Reply:
+        """The next answered batch. Raises WorkerError for a failed batch, WorkerDied if the process exited
+        or hung past a deadline, TimeoutError if nothing came within `timeout`."""
+        event = self._wait_for(lambda e: isinstance(e, (Answer, Failed)), timeout, "a batch result")
+        if isinstance(event, Failed):
+            raise event.error
+        assert isinstance(event, Answer)
+        return Reply(event.request_id, event.payload)
+
+    def call(self, payload: Any, timeout: float | None = None) -> Any:
+        """Submit one batch and wait for its result."""
+        self.submit(payload)
+        return self.receive(timeout).payload
+
+    def ping(self, timeout: float) -> float:
+        """Round trip of a heartbeat through the worker's main loop; seconds taken."""
+        started = time.monotonic()
+        request_id = next(_ids)
+        self._send(Message(Kind.HEARTBEAT, request_id))
+        self._wait_for(lambda e: isinstance(e, Beat) and e.request_id == request_id, timeout, "a heartbeat reply")
+        return time.monotonic() - started
+
+    def _wait_for(self, wanted: Callable[[Event], bool], timeout: float | None, what: str = "") -> Event:
+        """The first event `wanted` picks, keeping the others for later calls; raises on death."""
+        limit = None if timeout is None else time.monotonic() + timeout
+        poller = zmq.Poller()
+        poller.register(self._data, zmq.POLLIN)
+        poller.register(self._res.pidfd, select.POLLIN)
+        while True:
+            for event in list(self._backlog):
+                if wanted(event):
+                    self._backlog.remove(event)
+                    return event
+                if isinstance(event, Died):
+                    raise event.error
+            new = self.events()
+            self._backlog.extend(new)
+            if new:
+                continue
+            wake = [t for t in (limit, self.next_deadline()) if t is not None]
+            if limit is not None and time.monotonic() >= limit:
+                raise TimeoutError(f"worker {self.spec.label}: no {what} within {timeout:.1f}s")
+            wait_ms = None if not wake else max(0, int((min(wake) - time.monotonic()) * 1000) + 1)
+            poller.poll(wait_ms)
+
+    # --- receiving ----------------------------------------------------------------------------
+    def _next_message(self) -> Message | None:
+        """A message already queued on the socket, without a poll system call (the fast path)."""
+        while True:
+            try:
+                frames = self._data.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return None
+            self._last_heard = time.monotonic()
+            try:
+                message = self._decoder.decode(frames)
+            except ProtocolError as exc:
+                self._garbled(frames, exc)
+                return None
+            if message.kind is Kind.DEAD:
+                self._last_words = message
+                continue
+            return message
+
+    def _garbled(self, frames: list[zmq.Frame], exc: ProtocolError) -> None:
+        """A reply we cannot decode fails its request when we can tell which; otherwise the worker is unusable."""
+        if "protocol version" in str(exc):
+            self._queued.append(self._kill_for(ProtocolMismatch(
+                f"worker {self.spec.label} ({self.spec.env.python}): {exc}; rebuild or update the env so both "
+                f"sides run the same orchestrator")))
+            return
+        request_id = peek_request_id(frames[0].buffer)
+        if request_id in self.in_flight:
+            self._finish(request_id)
+            self._queued.append(Failed(request_id, WorkerError(
+                f"worker {self.spec.label} ({self.spec.env.name}): its reply could not be decoded: {exc}",
+                request_id, "result")))
+            return
+        self._queued.append(self._kill_for(WorkerDied(
+            f"worker {self.spec.label} ({self.spec.env.name}) sent a message that could not be decoded ({exc}); "
+            f"it was killed")))
+
+    def _interpret(self, message: Message) -> list[Event]:
+        purpose = self._control.pop(message.request_id, None)
+        if message.kind is Kind.READY and self.phase is Phase.STARTING:
+            self.info = message.header
+            self.phase = Phase.HELLO
+            self._phase_deadline = None
+            return [*self._take_queued(), Ready(self.info)]
+        if purpose is not None:
+            return [*self._take_queued(), self._control_reply(purpose, message)]
+        if message.kind in (Kind.RESULT, Kind.ERROR) and message.request_id in self.in_flight:
+            return [*self._take_queued(), self._batch_reply(message)]
+        if message.kind is Kind.HEARTBEAT:
+            return [Beat(message.request_id)]
+        if message.kind is Kind.ERROR:  # the worker could not decode something we sent and cannot say what
+            return [self._kill_for(WorkerDied(
+                f"worker {self.spec.label} ({self.spec.env.name}) could not read a request "
+                f"({message.header.get('message')}); it was killed"))]
+        self.on_log(self.spec.label, f"dropped a {message.kind.value!r} message for unknown request "
+                                     f"{message.request_id}")
+        return self._take_queued()
+
+    def _take_queued(self) -> list[Event]:
+        taken, self._queued = self._queued, []
+        return taken
+
+    def _control_reply(self, purpose: str, message: Message) -> Event:
+        if purpose == "heartbeat":
+            self._heartbeat = None
+            return Beat(message.request_id)
+        self._phase_deadline = None
+        if message.kind is Kind.ERROR:
+            self.phase = Phase.HELLO
+            what = "could not describe" if purpose == "describe" else "could not set up"
+            return SetupFailed(self._worker_error(message, f"{what} {self.spec.model.class_path}"))
+        if purpose == "describe":
+            self.declarations = message.payload
+            return Described(message.payload)
+        self.phase = Phase.UP
+        self._last_heard = time.monotonic()
+        return SetUp(str(message.header.get("model", "")))
+
+    def _batch_reply(self, message: Message) -> Event:
+        request = self._finish(message.request_id)
+        if message.kind is Kind.ERROR:
+            return Failed(message.request_id, self._worker_error(message, "batch failed"))
+        failed = {}
+        if request.items:
+            for index, header in message.header.get("failed", []):
+                failed[int(index)] = self._worker_error(Message(Kind.ERROR, message.request_id, header),
+                                                        f"item {index} failed")
+        return Answer(message.request_id, message.payload, failed)
+
+    def _finish(self, request_id: int) -> _Request:
+        request = self.in_flight.pop(request_id)
+        if self._res.ring is not None:
+            self._res.ring.release(request.slots)
+        self._busy_since = time.monotonic() if self.in_flight else None
+        return request
+
+    def _drain_after_exit(self) -> list[Event]:
+        """Replies the worker sent just before it exited are still good: collect them."""
+        found: list[Event] = []
+        with contextlib.suppress(zmq.ZMQError):
+            while self._data.poll(int(_DRAIN_AFTER_EXIT_S * 1000)):
+                while self.phase is not Phase.DEAD and (message := self._next_message()) is not None:
+                    found += self._interpret(message)
+                if self.phase is Phase.DEAD:
+                    break
+        return found + self._take_queued()
+
+    # --- deadlines and heartbeats -------------------------------------------------------------
+    def _set_deadline(self, seconds: float, what: str, setting: str) -> None:
+        self._phase_deadline = (time.monotonic() + seconds, what, setting)
+
+    def _overdue(self) -> OrchestratorError | None:
+        now = time.monotonic()
+        if self._phase_deadline is not None and now >= self._phase_deadline[0]:
+            _, what, setting = self._phase_deadline
+            seconds = getattr(self.policy, setting)
+            return HandshakeTimeout(
+                f"worker {self.spec.label} ({self.spec.env.name}): no {what} within {seconds:.0f}s; raise "
+                f"WorkerPolicy.{setting} if it needs longer; last stderr:\n{self.stderr_tail()}")
+        timeout = self.policy.request_timeout_s
+        if self._busy_since is not None and timeout is not None and now >= self._busy_since + timeout:
+            oldest = next(iter(self.in_flight))
+            return WorkerDied(f"request {oldest} exceeded request_timeout_s={timeout}s; the worker was killed")
+        if self._heartbeat is not None and now >= self._heartbeat[1] + self.policy.heartbeat_timeout_s:
+            return WorkerDied(f"no heartbeat reply within heartbeat_timeout_s={self.policy.heartbeat_timeout_s}s "
+                              f"while idle; the worker was killed")
+        return None
+
+    def _heartbeat_due(self) -> bool:
+        interval = self.policy.heartbeat_interval_s
+        return (interval is not None and self.phase is Phase.UP and not self.in_flight and self._heartbeat is None
+                and time.monotonic() >= self._last_heard + interval)
+
+    def _send_heartbeat(self) -> None:
+        request_id = next(_ids)
+        self._control[request_id] = "heartbeat"
+        with contextlib.suppress(WorkerDied):  # its Died is queued for events()
+            self._send(Message(Kind.HEARTBEAT, request_id))
+            self._heartbeat = (request_id, time.monotonic())
+
+    # --- sending ------------------------------------------------------------------------------
     def _send(self, message: Message) -> list[int]:
         frames, slots = self._encoder.encode(message)
-        self._data.send_multipart(frames, copy=False)
+        try:
+            self._send_frames(frames)
+        except BaseException:
+            if self._res.ring is not None:
+                self._res.ring.release(slots)
+            raise
         return slots
 
-    def _await(self, timeout: float | None, what: str, setting: str | None, want_heartbeat: int = 0) -> Message:
-        """Next message for us, watching the socket, the process and any request deadline together.
-
-        Waiting for heartbeat `want_heartbeat`, replies that arrive first are kept for `receive`; otherwise
-        stray heartbeat replies are dropped."""
-        limit = None if timeout is None else time.monotonic() + timeout
+    def _send_frames(self, frames: list[Any]) -> None:
+        """Send without ever blocking on a worker that died or stopped reading."""
+        limit = time.monotonic() + self.policy.send_timeout_s
+        poller: zmq.Poller | None = None
         while True:
-            kept = self._kept if not want_heartbeat else None
-            message = kept.popleft() if kept else self._receive_ready_message()
-            if message is not None:
-                if message.kind is Kind.HEARTBEAT:
-                    if message.request_id == want_heartbeat:
-                        return message
-                elif want_heartbeat:
-                    self._kept.append(message)
-                else:
-                    return message
+            try:
+                self._data.send_multipart(frames, zmq.NOBLOCK, copy=False)
+                return
+            except zmq.Again:
+                pass
+            if poller is None:
+                poller = zmq.Poller()
+                poller.register(self._data, zmq.POLLOUT)
+                poller.register(self._res.pidfd, select.POLLIN)
+            remaining = limit - time.monotonic()
+            if self.poll() is not None:
+                died = self._death("while a request was being sent", hung=False)
+            elif remaining <= 0:
+                died = self._kill_for(WorkerDied(
+                    f"a request could not be sent within send_timeout_s={self.policy.send_timeout_s}s; "
+                    f"the worker was killed"))
+            else:
+                poller.poll(int(remaining * 1000) + 1)
                 continue
-            deadline = limit
-            if self.deadlines:
-                deadline = min([d for d in (limit, *self.deadlines.values()) if d is not None])
-            wait_ms = None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
-            events = dict(self._poller.poll(wait_ms))
-            if events.get(self._data):
-                continue
-            if events.get(self._res.pidfd):
-                raise self._died(f"while waiting for {what}")
-            self._check_deadlines(what)
-            if limit is not None and time.monotonic() >= limit:
-                if setting is None:
-                    raise TimeoutError(f"worker {self.spec.label}: no {what} within {timeout:.1f}s")
-                raise HandshakeTimeout(
-                    f"worker {self.spec.label} ({self.spec.env.name}): no {what} within {timeout:.0f}s; raise "
-                    f"WorkerPolicy.{setting} if it needs longer; last stderr:\n{self.stderr_tail()}"
-                )
+            self._queued.append(died)
+            raise died.error
 
-    def _receive_ready_message(self) -> Message | None:
-        """A message already queued on the socket, without a poll system call (the fast path)."""
-        try:
-            frames = self._data.recv_multipart(zmq.NOBLOCK, copy=False)
-        except zmq.Again:
-            return None
-        return self._decode(frames)
+    # --- death --------------------------------------------------------------------------------
+    def _kill_for(self, reason: OrchestratorError) -> Died:
+        """Kill a worker that hangs or misbehaves; `reason` becomes (or explains) its Died error."""
+        self.kill()
+        if isinstance(reason, WorkerDied):
+            return self._death(str(reason), hung=True)
+        self.wait()
+        died = self._death("", hung=True)
+        return Died(reason, died.requests, hung=True)
 
-    def _decode(self, frames: list[zmq.Frame]) -> Message | None:
-        size = sum(len(f.buffer) for f in frames)
-        if size > self.policy.max_message_bytes:
-            self.on_log(self.spec.label, f"dropped a {size}-byte message (limit {self.policy.max_message_bytes})")
-            return None
-        try:
-            message = self._decoder.decode(frames)
-        except ProtocolError as exc:
-            if "protocol version" in str(exc):
-                raise ProtocolMismatch(f"worker {self.spec.label} ({self.spec.env.python}): {exc}; rebuild or "
-                                       f"update the env so both sides run the same orchestrator") from None
-            self.on_log(self.spec.label, f"dropped a malformed message: {exc}")
-            return None
-        if message.kind is Kind.DEAD:
-            self._last_words = message
-            return None
-        return message
-
-    def _check_deadlines(self, what: str) -> None:
-        now = time.monotonic()
-        late = [rid for rid, d in self.deadlines.items() if d <= now]
-        if late:
-            self.kill()
-            self.wait()
-            raise self._died(f"request {late[0]} exceeded request_timeout_s={self.policy.request_timeout_s}s; "
-                             f"the worker was killed")
-
-    # --- errors -------------------------------------------------------------------------------
-    def stderr_tail(self) -> str:
-        """The last lines the worker wrote to stderr."""
-        return self._pump.tail() if self._pump else ""
-
-    def _died(self, context: str) -> WorkerDied:
+    def _death(self, context: str, hung: bool) -> Died:
         returncode = self.wait()
-        with contextlib.suppress(zmq.ZMQError):
-            while self._data.poll(50):
-                self._receive_ready_message()
         if self._pump:
             self._pump.join(timeout=2)
-        self.ready = False
+        requests = tuple(self.in_flight)
+        for request_id in requests:
+            self._finish(request_id)
+        self.phase = Phase.DEAD
+        self._phase_deadline, self._busy_since, self._heartbeat = None, None, None
+        if not context:
+            context = f"while {_WAITING[self._activity(requests)]}"
         error = WorkerDied(f"worker {self.spec.label} ({self.spec.env.name}) {describe_exit(returncode)} {context}; "
                            f"last stderr:\n{self.stderr_tail()}", returncode)
         if self._last_words is not None:
             error.__cause__ = WorkerError(self._last_words.header.get("traceback", ""))
-        return error
+        return Died(error, requests, hung)
+
+    def _activity(self, requests: tuple[int, ...]) -> str:
+        """What the worker was doing, for the message that reports its death."""
+        if requests:
+            return "batch"
+        return {"heartbeat": "idle", "describe": "describe", "setup": "setup"}.get(
+            next(iter(self._control.values()), ""), "idle" if self.info else "ready")
+
+    def stderr_tail(self) -> str:
+        """The last lines the worker wrote to stderr."""
+        return self._pump.tail() if self._pump else ""
 
     def _worker_error(self, message: Message, what: str) -> WorkerError:
         header = message.header
@@ -352,26 +596,30 @@ class WorkerHandle:
                            message.request_id, str(header.get("stage", "")), str(header.get("traceback", "")))
 
     # --- shutdown -----------------------------------------------------------------------------
-    def close(self) -> int | None:
-        """Stop the worker for sure: ask, wait, SIGTERM, wait, SIGKILL; then free sockets and memory."""
-        process = self._res.process
-        if process is not None and process.poll() is None:
+    def ask_to_stop(self) -> None:
+        """Ask the worker to exit on its control socket (never waits behind queued batches)."""
+        if self.poll() is None and self._res.process is not None:
             with contextlib.suppress(zmq.ZMQError):
-                self._control.send(b"shutdown", zmq.NOBLOCK)
-            for escalate, grace in ((None, self.policy.shutdown_grace_s), (signal.SIGTERM, self.policy.term_grace_s)):
-                if escalate is not None:
-                    self.send_signal(escalate)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    process.wait(grace)
-                    break
+                self._control_socket.send(b"shutdown", zmq.NOBLOCK)
+
+    def release(self) -> None:
+        """Free sockets, shared memory and the process (killed if still running)."""
         self._finalizer()
         if self._pump:
             self._pump.join(timeout=2)
-        self.ready = False
-        return process.returncode if process else None
+        self.phase = Phase.DEAD
+
+    def close(self) -> int | None:
+        """Stop the worker for sure: ask, wait, SIGTERM, wait, SIGKILL; then free sockets and memory."""
+        close_all([self], self.policy.shutdown_grace_s, self.policy.term_grace_s)
+        return self._res.process.returncode if self._res.process else None
 
     def __enter__(self) -> WorkerHandle:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_WAITING = {"batch": "waiting for a batch result", "idle": "idle", "describe": "waiting for the model's description",
+            "setup": "waiting for setup", "ready": "waiting for READY handshake"}

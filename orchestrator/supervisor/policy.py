@@ -15,7 +15,14 @@ class WorkerPolicy:
     setup_timeout_s: float = 600.0
     """Importing the model's packages and loading its weights."""
     request_timeout_s: float | None = None
-    """A batch still unanswered after this is treated as a hung worker (killed, reported)."""
+    """A batch the worker has been on for this long means it hangs: it is killed and reported. The clock of a
+    batch queued behind another starts when the one before it is answered."""
+    heartbeat_interval_s: float | None = None
+    """While idle, check the worker's main loop with a heartbeat this often (None: never)."""
+    heartbeat_timeout_s: float = 30.0
+    """A heartbeat unanswered for this long means the worker hangs: it is killed and reported."""
+    send_timeout_s: float = 30.0
+    """A request the worker's socket will not take for this long (it stopped reading) means it hangs."""
     max_in_flight: int = 2
     """Batches sent but not answered; `submit` waits beyond this (backpressure)."""
     shutdown_grace_s: float = 5.0
@@ -31,7 +38,8 @@ class WorkerPolicy:
     inline_threshold: int = 4096
     """Arrays at most this big travel inside the message header."""
     max_message_bytes: int = 1024**3
-    """A reply larger than this is dropped and reported."""
+    """The largest message either side accepts (ZMQ_MAXMSGSIZE on both sockets); a worker whose result is
+    bigger answers with an error instead."""
     stderr_tail_lines: int = 30
     transport: Literal["ipc", "tcp"] = "ipc"
     """ipc in the run's private folder (one host), or tcp with CURVE authentication (for other hosts)."""

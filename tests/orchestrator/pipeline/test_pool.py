@@ -1,52 +1,230 @@
-"""StagePool plumbing that needs no worker: order, and stopping while its consumer has gone."""
+"""StagePool with real workers (the controlled model in the ocr env): order, poison items, broken stages,
+failing items in a batch, hung and stopped workers, deaths between batches and while models load."""
 
 from __future__ import annotations
 
-import queue
+import os
+import signal
 import threading
 import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+from orchestrator.envs import Env, EnvRegistry
+from orchestrator.errors import PipelineError
+from orchestrator.pipeline.channel import Channel
 from orchestrator.pipeline.items import END
-from orchestrator.pipeline.pool import StagePool, StepLogic
+from orchestrator.pipeline.pool import RetryPolicy, StagePool, StepLogic
 from orchestrator.pipeline.stats import StageStats
+from orchestrator.supervisor.handle import ModelRef, WorkerHandle, WorkerSpec
+from orchestrator.supervisor.policy import WorkerPolicy
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+FAST_RETRY = RetryPolicy(backoff_s=0.05, max_backoff_s=0.2)
+RUN_LIMIT_S = 120
 
 
-class WantsNothing(StepLogic):
+class Collect(StepLogic):
+    """Sends dict items' `x`, keeps the worker's answer or the failure on the item itself."""
+
     def wants(self, item: Any) -> bool:
-        return False
+        return isinstance(item, dict)
 
-    def payload(self, item: Any) -> Any:
-        return item
+    def payload(self, item: dict) -> Any:
+        return {"x": item["x"]}
 
-    def absorb(self, item: Any, result: Any) -> None:
-        pass
+    def absorb(self, item: dict, result: Any) -> None:
+        item["result"] = result
 
-    def fail(self, item: Any, reason: str) -> None:
-        pass
+    def fail(self, item: dict, reason: str) -> None:
+        item["error"] = reason
 
 
-def test_items_pass_through_in_order_then_end() -> None:
+@pytest.fixture(scope="module")
+def ocr_env() -> Env:
+    return EnvRegistry().ensure("ocr")
+
+
+@pytest.fixture
+def workers(tmp_path: Path, ocr_env: Env) -> Callable[..., Callable[[int], WorkerHandle]]:
+    def factory(policy: WorkerPolicy | None = None, **params: Any) -> Callable[[int], WorkerHandle]:
+        model = ModelRef("controlled_model.ControlledModel", {"env": "ocr", **params})
+
+        def make(replica: int) -> WorkerHandle:
+            spec = WorkerSpec(f"s/{replica}", ocr_env, model, (FIXTURES,))
+            return WorkerHandle(spec, tmp_path, policy or WorkerPolicy(shutdown_grace_s=1, term_grace_s=1))
+
+        return make
+
+    return factory
+
+
+class Running:
+    """A pool running on its own thread, fed and drained by the test; always stopped and cleaned up."""
+
+    def __init__(self, make: Callable[[int], WorkerHandle], *, replicas: int = 1, batch_size: int = 1,
+                 retry: RetryPolicy = FAST_RETRY, logic: StepLogic | None = None) -> None:
+        self.stop = threading.Event()
+        self.stats = StageStats("s")
+        self.pool = StagePool(logic or Collect(), make, replicas, batch_size, self.stats, self.stop, retry)
+        self.inq, self.outq = Channel(), Channel()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.pool.run(self.inq, self.outq)
+        except BaseException as exc:
+            self.error = exc
+
+    def feed(self, *xs: Any) -> None:
+        for x in xs:
+            self.inq.put({"x": x})
+
+    def take(self, n: int) -> list[Any]:
+        return [self.outq.get(timeout=RUN_LIMIT_S) for _ in range(n)]
+
+    def finish(self) -> None:
+        self.inq.put(END)
+        self.thread.join(RUN_LIMIT_S)
+        assert not self.thread.is_alive(), "the pool did not finish"
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(RUN_LIMIT_S)
+        self.pool.close(1, 1)
+
+
+@pytest.fixture
+def running() -> Iterator[Callable[..., Running]]:
+    started: list[Running] = []
+
+    def start(make: Callable[[int], WorkerHandle], **kwargs: Any) -> Running:
+        started.append(Running(make, **kwargs))
+        return started[-1]
+
+    yield start
+    for run in started:
+        run.close()
+
+
+def wait_until(condition: Callable[[], bool], what: str, limit_s: float = 60) -> None:
+    """Polls an observable state the system under test reaches by itself."""
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_items_pass_through_in_order_then_end(workers, running) -> None:
+    run = running(workers(), replicas=2, batch_size=2)
+    run.feed(*range(7))
+    run.inq.put("not for the model")
+    run.finish()
+    out = run.take(9)
+    assert [o["result"]["x"] for o in out[:7]] == list(range(7))
+    assert out[7:] == ["not for the model", END]
+
+
+def test_a_stop_ends_the_pool_even_when_its_output_queue_is_full(workers) -> None:
     stop = threading.Event()
-    pool = StagePool(WantsNothing(), [], 1, StageStats("s"), stop)
-    inq, outq = queue.Queue(), queue.Queue()
-    for item in ["a", "b", "c", END]:
-        inq.put(item)
-    pool.run(inq, outq)
-    assert [outq.get_nowait() for _ in range(4)] == ["a", "b", "c", END]
-
-
-def test_a_stop_ends_the_pool_even_when_its_output_queue_is_full() -> None:
-    stop = threading.Event()
-    pool = StagePool(WantsNothing(), [], 1, StageStats("s"), stop)
-    inq, outq = queue.Queue(), queue.Queue(maxsize=1)
+    pool = StagePool(Collect(), workers(), 1, 1, StageStats("s"), stop, FAST_RETRY)
+    inq, outq = Channel(), Channel(maxsize=1)
     for item in ["a", "b", "c", END]:
         inq.put(item)
     thread = threading.Thread(target=pool.run, args=(inq, outq), daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not outq.full() and time.monotonic() < deadline:
-        time.sleep(0.01)  # waits for the observable state "nobody is draining the output"
+    wait_until(outq.full, "the output queue to fill")
     stop.set()
     thread.join(timeout=5)
     assert not thread.is_alive()
+    pool.close(1, 1)
+
+
+def test_poison_item_fails_alone_and_the_rest_succeed(workers, running) -> None:
+    run = running(workers(poison={"3": "sigkill"}))
+    run.feed(*range(6))
+    run.finish()
+    out = run.take(6)
+    assert [o.get("result", {}).get("x") for o in out] == [0, 1, 2, None, 4, 5]
+    assert "failed on 3 attempts, each time losing its worker" in out[3]["error"]
+    assert "killed by SIGKILL" in out[3]["error"]
+    assert (run.stats.poisoned, run.stats.restarts, run.stats.failed) == (1, 3, 1)
+    assert run.stats.states == ["ready"]  # one poison item does not break the replica
+
+
+def test_a_model_that_dies_on_every_call_fails_every_item_in_bounded_time(workers, running) -> None:
+    run = running(workers(fail_in="batch", how="sigkill"), replicas=2)
+    run.feed(*range(10))
+    run.finish()
+    out = run.take(11)
+    assert all("error" in o for o in out[:10]) and out[10] is END
+    assert any("is broken" in o["error"] for o in out[:10])
+    assert run.stats.states == ["broken", "broken"]
+
+
+def test_one_failing_item_in_a_batch_fails_alone(workers, running) -> None:
+    run = running(workers(poison={"2": "exception"}), batch_size=3)
+    run.feed(*range(6))
+    run.finish()
+    out = run.take(6)
+    assert [o.get("result", {}).get("x") for o in out] == [0, 1, None, 3, 4, 5]
+    assert "item 2 failed: [batch] RuntimeError: controlled failure" in out[2]["error"]
+    assert run.stats.restarts == 0
+
+
+def test_a_hung_request_is_killed_and_its_item_retried_then_failed(workers, running) -> None:
+    policy = WorkerPolicy(request_timeout_s=1.0, shutdown_grace_s=1, term_grace_s=1)
+    run = running(workers(policy, poison={"1": "hang"}), retry=RetryPolicy(max_attempts=2, backoff_s=0.05))
+    run.feed(0, 1, 2)
+    run.finish()
+    out = run.take(3)
+    assert out[0]["result"] == {"x": 0} and out[2]["result"] == {"x": 2}
+    assert "failed on 2 attempts" in out[1]["error"] and "exceeded request_timeout_s=1.0s" in out[1]["error"]
+
+
+def test_a_worker_killed_between_batches_never_hangs_the_pool(workers, running) -> None:
+    run = running(workers())
+    run.feed(0, 1)
+    assert [o["result"]["x"] for o in run.take(2)] == [0, 1]
+    os.kill(run.pool.workers()[0].pid, signal.SIGKILL)
+    run.feed(2, 3, 4)
+    run.finish()
+    assert [o["result"]["x"] for o in run.take(3)] == [2, 3, 4]
+    assert run.stats.restarts == 1 and run.stats.failed == 0
+
+
+def test_a_worker_killed_while_its_model_loads_is_restarted(workers, running, tmp_path: Path) -> None:
+    marker = tmp_path / "loading"
+    run = running(workers(slow_setup_marker=str(marker)))
+    wait_until(marker.exists, "the first worker to be loading its model")
+    os.kill(run.pool.workers()[0].pid, signal.SIGKILL)
+    run.feed(0, 1)
+    run.finish()
+    assert [o["result"]["x"] for o in run.take(2)] == [0, 1]
+    assert run.stats.restarts == 1
+
+
+def test_a_model_that_cannot_set_up_stops_the_stage_at_once(workers, running) -> None:
+    run = running(workers(fail_in="setup", how="exception"))
+    run.thread.join(RUN_LIMIT_S)
+    assert isinstance(run.error, PipelineError)
+    assert "stage 's'" in str(run.error) and "[setup] RuntimeError: controlled failure" in str(run.error)
+
+
+def test_an_idle_worker_that_stops_answering_is_replaced(workers, running) -> None:
+    policy = WorkerPolicy(heartbeat_interval_s=0.2, heartbeat_timeout_s=1.0, shutdown_grace_s=1, term_grace_s=1)
+    run = running(workers(policy))
+    run.feed(0)
+    assert run.take(1)[0]["result"] == {"x": 0}
+    stuck = run.pool.workers()[0].pid
+    os.kill(stuck, signal.SIGSTOP)
+    wait_until(lambda: run.stats.restarts == 1, "the stopped worker to be replaced")
+    run.feed(1)
+    run.finish()
+    assert run.take(1)[0]["result"] == {"x": 1}
+    assert run.pool.workers()[0].pid != stuck

@@ -69,7 +69,7 @@ stages:
   - {{name: shots, split: models.transnetv2.TransNetV2ShotDetector, frames: {{size: {size}}}}}
   - name: stats
     model: controlled_model.ControlledModel
-    params: {{env: ocr, returns: frame_stats, fail_in: "{fail_in}", how: sigkill, once_marker: "{marker}"}}
+    params: {{env: ocr, returns: frame_stats, fail_in: "{fail_in}", how: sigkill, once_marker: "{marker}"{extra}}}
     replicas: {replicas}
     batch_size: {batch}
     frames: {{sampling: per_second, rate: 4, size: [64, 48]}}
@@ -78,12 +78,13 @@ stages:
 
 
 def write_pipeline(tmp_path: Path, name: str, inputs: list[Path], *, replicas: int = 1, batch: int = 1,
-                   fail_in: str = "", size: str = "[48, 27]") -> tuple[Path, Path]:
+                   fail_in: str = "", size: str = "[48, 27]", **params: object) -> tuple[Path, Path]:
     out = tmp_path / f"out-{name}"
     config = tmp_path / f"{name}.yaml"
     shutil.copy(FIXTURES / "controlled_model.py", tmp_path / "controlled_model.py")
     config.write_text(PIPELINE.format(inputs=", ".join(str(i) for i in inputs), output=out, replicas=replicas,
-                                      batch=batch, fail_in=fail_in, marker=tmp_path / f"{name}.died", size=size))
+                                      batch=batch, fail_in=fail_in, marker=tmp_path / f"{name}.died", size=size,
+                                      extra="".join(f", {k}: {json.dumps(v)}" for k, v in params.items())))
     return config, out
 
 
@@ -97,7 +98,7 @@ def test_replicas_batches_and_a_killed_worker_give_the_same_outputs_in_order(sam
     second = tmp_path / "second.mp4"
     shutil.copy(video, second)
     results = {}
-    for name, kwargs in {"one": {}, "many": {"replicas": 2, "batch": 2},
+    for name, kwargs in {"one": {}, "many": {"replicas": 2, "batch": 2, "delay_s": 0.3},
                          "killed": {"replicas": 2, "fail_in": "batch_once"}}.items():
         config, out = write_pipeline(tmp_path, name, [video, second], **kwargs)
         result = run(config)

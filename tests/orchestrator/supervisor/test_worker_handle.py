@@ -211,7 +211,7 @@ import sys, msgpack, zmq
 args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
 sock = zmq.Context().socket(zmq.PAIR)
 sock.connect(args["--data"])
-sock.send(msgpack.packb({"v": 2, "k": "ready", "id": 0, "h": {}, "p": None}))
+sock.send(msgpack.packb({"v": 1, "k": "ready", "id": 0, "h": {}, "p": None}))
 sock.poll(10000)
 """
 
@@ -220,7 +220,7 @@ def test_peer_speaking_another_protocol_version_is_refused(make_handle, tmp_path
     (tmp_path / "v2_worker.py").write_text(V2_WORKER)
     env = fake_env(tmp_path, f'shift 2; exec {sys.executable} {tmp_path / "v2_worker.py"} "$@"')
     handle = make_handle(env=env, start=False)
-    with pytest.raises(ProtocolMismatch, match="peer speaks protocol version 2, this side speaks 1"):
+    with pytest.raises(ProtocolMismatch, match="peer speaks protocol version 1, this side speaks 2"):
         handle.start()
 
 
