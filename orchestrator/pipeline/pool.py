@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import abc
 import collections
+import contextlib
 import queue
 import select
 import threading
@@ -233,7 +234,8 @@ class StagePool:
     # --- events -----------------------------------------------------------------------------------
     def _on_event(self, replica: _Replica, event: Event) -> None:
         if isinstance(event, Ready):
-            replica.worker.setup()  # type: ignore[union-attr]
+            with contextlib.suppress(WorkerDied):  # it died just after READY: its Died event comes next
+                replica.worker.setup()  # type: ignore[union-attr]
         elif isinstance(event, SetUp):
             self._ever_up = True
         elif isinstance(event, SetupFailed):

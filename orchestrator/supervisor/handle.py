@@ -143,6 +143,7 @@ class WorkerHandle:
         self._busy_since: float | None = None
         self._heartbeat: tuple[int, float] | None = None
         self._last_heard = time.monotonic()
+        self._died: Died | None = None
 
     # --- Popen mirror -------------------------------------------------------------------------
     @property
@@ -223,6 +224,7 @@ class WorkerHandle:
         self.phase = Phase.LOADING
 
     def _control_request(self, kind: Kind, purpose: str, header: dict[str, Any], what: str, setting: str) -> None:
+        self._raise_if_dead()
         if self.phase is not Phase.HELLO:
             raise RuntimeError(f"worker {self.spec.label}: cannot {purpose} while {self.phase.value}")
         request_id = next(_ids)
@@ -248,6 +250,7 @@ class WorkerHandle:
 
         Raises ProtocolError if the payload cannot be encoded (nothing was sent), WorkerDied if the worker is
         gone or stopped reading (its `Died` event still follows from `events()`)."""
+        self._raise_if_dead()
         if self.phase is not Phase.UP:
             raise RuntimeError(f"worker {self.spec.label} takes no batches while {self.phase.value}")
         if len(self.in_flight) >= self.policy.max_in_flight:
@@ -372,6 +375,13 @@ class WorkerHandle:
                 raise TimeoutError(f"worker {self.spec.label}: no {what} within {timeout:.1f}s")
             wait_ms = None if not wake else max(0, int((min(wake) - time.monotonic()) * 1000) + 1)
             poller.poll(wait_ms)
+
+    def _raise_if_dead(self) -> None:
+        """A worker found dead (its `Died` already reported, or about to be) raises its death's error."""
+        if self._died is not None:
+            raise self._died.error
+        if self.phase is Phase.DEAD:
+            raise WorkerDied(f"worker {self.spec.label} ({self.spec.env.name}) was stopped")
 
     # --- receiving ----------------------------------------------------------------------------
     def _next_message(self) -> Message | None:
@@ -558,8 +568,8 @@ class WorkerHandle:
         if isinstance(reason, WorkerDied):
             return self._death(str(reason), hung=True)
         self.wait()
-        died = self._death("", hung=True)
-        return Died(reason, died.requests, hung=True)
+        self._died = Died(reason, self._death("", hung=True).requests, hung=True)
+        return self._died
 
     def _death(self, context: str, hung: bool) -> Died:
         returncode = self.wait()
@@ -576,7 +586,8 @@ class WorkerHandle:
                            f"last stderr:\n{self.stderr_tail()}", returncode)
         if self._last_words is not None:
             error.__cause__ = WorkerError(self._last_words.header.get("traceback", ""))
-        return Died(error, requests, hung)
+        self._died = Died(error, requests, hung)
+        return self._died
 
     def _activity(self, requests: tuple[int, ...]) -> str:
         """What the worker was doing, for the message that reports its death."""

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,27 +12,7 @@ import av
 import psutil
 import pytest
 
-from orchestrator.sample_video import generate_sample
-
-ROOT = Path(__file__).resolve().parents[3]
-FIXTURES = ROOT / "tests" / "fixtures"
-RUN = [sys.executable, "-m", "orchestrator.cli", "run"]
-
-
-@pytest.fixture(scope="module")
-def sample(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list]:
-    path = tmp_path_factory.mktemp("media") / "sample.mp4"
-    return path, generate_sample(path)
-
-
-def run(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*RUN, str(config), "--quiet", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
-
-
-def outputs(out: Path) -> tuple[list[dict], dict]:
-    rows = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
-    return rows, json.loads((out / "run.json").read_text())
+from tests.orchestrator.pipeline.runs import FIXTURES, ROOT, comparable, outputs, run, start, workers_of
 
 
 def test_quickstart_config_end_to_end(sample, tmp_path: Path) -> None:
@@ -86,11 +64,6 @@ def write_pipeline(tmp_path: Path, name: str, inputs: list[Path], *, replicas: i
                                       batch=batch, fail_in=fail_in, marker=tmp_path / f"{name}.died", size=size,
                                       extra="".join(f", {k}: {json.dumps(v)}" for k, v in params.items())))
     return config, out
-
-
-def comparable(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "stats"} | {"stats": {k: v for k, v in r["stats"].items()
-                                                                          if k != "pid"}} for r in rows]
 
 
 def test_replicas_batches_and_a_killed_worker_give_the_same_outputs_in_order(sample, tmp_path: Path) -> None:
@@ -170,8 +143,7 @@ def test_unwritable_output_directory(sample, tmp_path: Path) -> None:
                                          (signal.SIGINT, "ready")])
 def test_interrupt_stops_every_worker_and_keeps_the_summary(sample, tmp_path: Path, sig: int, when: str) -> None:
     config, out = write_pipeline(tmp_path, "stop", [sample[0]], replicas=2)
-    proc = subprocess.Popen([*RUN, str(config), "--quiet"], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = start(config)
     parent = psutil.Process(proc.pid)
     deadline = time.monotonic() + 120
     while len(workers_of(parent)) < 3 and time.monotonic() < deadline:
@@ -185,14 +157,8 @@ def test_interrupt_stops_every_worker_and_keeps_the_summary(sample, tmp_path: Pa
             if setups == 2:
                 break
     proc.send_signal(sig)
-    _, stderr = proc.communicate(timeout=60)
+    proc.wait(timeout=5)  # a clean stop takes at most the workers' grace periods
+    _, stderr = proc.communicate()
     assert proc.returncode == 130, stderr[-2000:]
     assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
     assert "interrupted" in json.loads((out / "run.json").read_text())["failures"][-1]["reason"]
-
-
-def workers_of(parent: psutil.Process) -> list[psutil.Process]:
-    try:
-        return [c for c in parent.children(recursive=True) if "workers" in c.cmdline()]
-    except psutil.NoSuchProcess:
-        return []
