@@ -53,10 +53,18 @@ class _CurveGate:
             return cls._instance
 
 
-def bind_ipc(context: zmq.Context, runtime_dir: Path, tag: str) -> BoundPair:
+def _pair(context: zmq.Context, max_message_bytes: int) -> zmq.Socket:
+    """A PAIR socket refusing bigger messages before they are in memory. Set before bind: a listener copies
+    its options when it binds."""
+    sock = context.socket(zmq.PAIR)
+    sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
+    return sock
+
+
+def bind_ipc(context: zmq.Context, runtime_dir: Path, tag: str, max_message_bytes: int = -1) -> BoundPair:
     sockets, urls, paths = [], [], []
     for role in ("d", "c"):
-        sock = context.socket(zmq.PAIR)
+        sock = _pair(context, max_message_bytes)
         path = runtime_dir / f"{tag}.{role}"
         sock.bind(f"ipc://{path}")
         sockets.append(sock)
@@ -65,7 +73,7 @@ def bind_ipc(context: zmq.Context, runtime_dir: Path, tag: str) -> BoundPair:
     return BoundPair(sockets[0], sockets[1], urls[0], urls[1], ipc_paths=paths)
 
 
-def bind_tcp(context: zmq.Context, host: str) -> BoundPair:
+def bind_tcp(context: zmq.Context, host: str, max_message_bytes: int = -1) -> BoundPair:
     """Bind both sockets on a free port of `host`, CURVE-encrypted, admitting only a fresh client key."""
     gate = _CurveGate.get(context)
     server_public, server_secret = zmq.curve_keypair()
@@ -73,7 +81,7 @@ def bind_tcp(context: zmq.Context, host: str) -> BoundPair:
     gate.allowed.add(client_public)
     sockets, urls = [], []
     for _ in range(2):
-        sock = context.socket(zmq.PAIR)
+        sock = _pair(context, max_message_bytes)
         sock.curve_secretkey, sock.curve_publickey, sock.curve_server = server_secret, server_public, True
         sock.bind(f"tcp://{host}:0")
         sockets.append(sock)

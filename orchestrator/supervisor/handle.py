@@ -190,14 +190,14 @@ class WorkerHandle:
     def launch(self) -> None:
         """Spawn the process without waiting, so many workers can load their models at once."""
         context = zmq.Context.instance()
+        limit = self.policy.max_message_bytes
         if self.policy.transport == "tcp":
-            bound = bind_tcp(context, self.policy.tcp_host)
+            bound = bind_tcp(context, self.policy.tcp_host, limit)
         else:
-            bound = bind_ipc(context, self.runtime_dir, f"w{next(_ids)}-{os.getpid()}")
+            bound = bind_ipc(context, self.runtime_dir, f"w{next(_ids)}-{os.getpid()}", limit)
         self._res.sockets += [bound.data, bound.control]
         self._res.endpoints += bound.ipc_paths
         self._data, self._control_socket = bound.data, bound.control
-        self._data.setsockopt(zmq.MAXMSGSIZE, self.policy.max_message_bytes)
         args = ["--data", bound.data_url, "--control", bound.control_url, "--name", self.spec.label,
                 "--max-message-bytes", str(self.policy.max_message_bytes)]
         args += self._ring_args() if self.policy.transport == "ipc" else []
@@ -416,9 +416,7 @@ class WorkerHandle:
                 f"worker {self.spec.label} ({self.spec.env.name}): its reply could not be decoded: {exc}",
                 request_id, "result")))
             return
-        self._queued.append(self._kill_for(WorkerDied(
-            f"worker {self.spec.label} ({self.spec.env.name}) sent a message that could not be decoded ({exc}); "
-            f"it was killed")))
+        self._queued.append(self._kill_for(f"it sent a message that could not be decoded ({exc})"))
 
     def _interpret(self, message: Message) -> list[Event]:
         purpose = self._control.pop(message.request_id, None)
@@ -434,9 +432,7 @@ class WorkerHandle:
         if message.kind is Kind.HEARTBEAT:
             return [Beat(message.request_id)]
         if message.kind is Kind.ERROR:  # the worker could not decode something we sent and cannot say what
-            return [self._kill_for(WorkerDied(
-                f"worker {self.spec.label} ({self.spec.env.name}) could not read a request "
-                f"({message.header.get('message')}); it was killed"))]
+            return [self._kill_for(f"it could not read a request ({message.header.get('message')})")]
         self.on_log(self.spec.label, f"dropped a {message.kind.value!r} message for unknown request "
                                      f"{message.request_id}")
         return self._take_queued()
@@ -494,7 +490,8 @@ class WorkerHandle:
     def _set_deadline(self, seconds: float, what: str, setting: str) -> None:
         self._phase_deadline = (time.monotonic() + seconds, what, setting)
 
-    def _overdue(self) -> OrchestratorError | None:
+    def _overdue(self) -> OrchestratorError | str | None:
+        """What the worker is late with: a start-up error, or why a hung worker must be killed."""
         now = time.monotonic()
         if self._phase_deadline is not None and now >= self._phase_deadline[0]:
             _, what, setting = self._phase_deadline
@@ -505,10 +502,9 @@ class WorkerHandle:
         timeout = self.policy.request_timeout_s
         if self._busy_since is not None and timeout is not None and now >= self._busy_since + timeout:
             oldest = next(iter(self.in_flight))
-            return WorkerDied(f"request {oldest} exceeded request_timeout_s={timeout}s; the worker was killed")
+            return f"request {oldest} exceeded request_timeout_s={timeout}s"
         if self._heartbeat is not None and now >= self._heartbeat[1] + self.policy.heartbeat_timeout_s:
-            return WorkerDied(f"no heartbeat reply within heartbeat_timeout_s={self.policy.heartbeat_timeout_s}s "
-                              f"while idle; the worker was killed")
+            return f"it answered no heartbeat within heartbeat_timeout_s={self.policy.heartbeat_timeout_s}s while idle"
         return None
 
     def _heartbeat_due(self) -> bool:
@@ -552,9 +548,7 @@ class WorkerHandle:
             if self.poll() is not None:
                 died = self._death("while a request was being sent", hung=False)
             elif remaining <= 0:
-                died = self._kill_for(WorkerDied(
-                    f"a request could not be sent within send_timeout_s={self.policy.send_timeout_s}s; "
-                    f"the worker was killed"))
+                died = self._kill_for(f"it took no request for send_timeout_s={self.policy.send_timeout_s}s")
             else:
                 poller.poll(int(remaining * 1000) + 1)
                 continue
@@ -562,11 +556,11 @@ class WorkerHandle:
             raise died.error
 
     # --- death --------------------------------------------------------------------------------
-    def _kill_for(self, reason: OrchestratorError) -> Died:
-        """Kill a worker that hangs or misbehaves; `reason` becomes (or explains) its Died error."""
+    def _kill_for(self, reason: OrchestratorError | str) -> Died:
+        """Kill a worker that hangs or misbehaves: `reason` is its error, or says why it was killed."""
         self.kill()
-        if isinstance(reason, WorkerDied):
-            return self._death(str(reason), hung=True)
+        if isinstance(reason, str):
+            return self._death(f"because {reason}", hung=True)
         self.wait()
         self._died = Died(reason, self._death("", hung=True).requests, hung=True)
         return self._died
