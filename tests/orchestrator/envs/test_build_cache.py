@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -49,14 +49,21 @@ def test_concurrent_builds_make_one_intact_env(tiny_settings: Settings) -> None:
 
 
 def test_build_killed_midway_is_recovered(tiny_settings: Settings) -> None:
-    proc = subprocess.Popen([*ORCHESTRATOR, "envs", "build", "tiny"], env=cli_env(tiny_settings),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while not list(tiny_settings.env_cache_dir.glob("tiny-*.partial")) and time.monotonic() < deadline:
-        assert proc.poll() is None, "build finished before it could be interrupted"
-        time.sleep(0.002)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    """The build is killed at a known point: `uv pip sync` asking a package index (a socket this test holds,
+    never answered) for the first package, after `uv venv` has made the `.partial` folder."""
+    with socket.create_server(("127.0.0.1", 0)) as index:
+        index.settimeout(120)  # a safety net only: the build connects within a second or two
+        environ = {**cli_env(tiny_settings), "UV_NO_CACHE": "1",
+                   "UV_DEFAULT_INDEX": f"http://127.0.0.1:{index.getsockname()[1]}/simple"}
+        proc = subprocess.Popen([*ORCHESTRATOR, "envs", "build", "tiny"], env=environ, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            connection, _ = index.accept()
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)  # the build and the uv it runs, as a crash or the OOM killer would
+            proc.wait()
+        connection.close()
+    assert [p.name for p in tiny_settings.env_cache_dir.glob("tiny-*.partial")], "the build left no .partial folder"
     registry = EnvRegistry(tiny_settings)
     assert not registry.status("tiny").built
     env = registry.ensure("tiny")
