@@ -22,6 +22,8 @@ from typing import Any
 
 from filelock import FileLock
 
+from orchestrator.atomic import atomic_write_text
+
 MARKER = ".orchestrator-env.json"
 IN_USE = ".orchestrator-in-use"
 PARTIAL_SUFFIX = ".partial"
@@ -79,7 +81,7 @@ class EnvCache:
                 shutil.rmtree(leftover, ignore_errors=True)
             try:
                 metadata = {"name": name, "key": key, **build(work)}
-                _write_atomically(work / MARKER, json.dumps(metadata, indent=2))
+                atomic_write_text(work / MARKER, json.dumps(metadata, indent=2))
                 if relocatable:
                     os.rename(work, final)
             except BaseException:
@@ -130,12 +132,6 @@ def _try_exclusive(directory: Path) -> bool:
         return False
     finally:
         os.close(fd)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def directory_size(path: Path) -> int:

@@ -11,16 +11,14 @@ size is not present. `verify_directory` goes further and re-hashes every file.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path, PurePosixPath
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from orchestrator.atomic import TMP_SUFFIX, atomic_write_text
 from orchestrator.errors import OrchestratorError
 
 MANIFEST_NAME = ".orchestrator-manifest.json"
-TMP_SUFFIX = ".orchestrator-tmp"
-"""Suffix of a file still being written; never listed, never kept."""
 HUB_METADATA = PurePosixPath(".cache/huggingface")
 """Bookkeeping huggingface_hub keeps inside a download folder; not part of the weights."""
 FORMAT = 1
@@ -120,14 +118,8 @@ def build_manifest(directory: Path, *, name: str, source: str, revision: str | N
 
 
 def write_manifest(directory: Path, manifest: Manifest) -> None:
-    """Write the manifest atomically (temp file, fsync, rename): it is there complete or not at all."""
-    target = directory / MANIFEST_NAME
-    tmp = target.with_name(target.name + TMP_SUFFIX)
-    with tmp.open("w") as handle:
-        handle.write(manifest.model_dump_json(indent=2))
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, target)
+    """Write the manifest atomically and durably: it is there complete or not at all."""
+    atomic_write_text(directory / MANIFEST_NAME, manifest.model_dump_json(indent=2))
 
 
 def remove_manifest(directory: Path) -> None:
