@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from orchestrator.atomic import TMP_SUFFIX, atomic_write_text
+from orchestrator.atomic import TMP_SUFFIX
 from orchestrator.errors import OrchestratorError
 
 MANIFEST_NAME = ".orchestrator-manifest.json"
@@ -115,16 +115,6 @@ def build_manifest(directory: Path, *, name: str, source: str, revision: str | N
     files = tuple(FileRecord(path=path, size=(directory / path).stat().st_size, sha256=sha256_file(directory / path))
                   for path in content_files(directory))
     return Manifest(name=name, source=source, revision=revision, commit=commit, selection=selection, files=files)
-
-
-def write_manifest(directory: Path, manifest: Manifest) -> None:
-    """Write the manifest atomically and durably: it is there complete or not at all."""
-    atomic_write_text(directory / MANIFEST_NAME, manifest.model_dump_json(indent=2))
-
-
-def remove_manifest(directory: Path) -> None:
-    """Mark `directory` as not present before touching any of its files."""
-    (directory / MANIFEST_NAME).unlink(missing_ok=True)
 
 
 def verify_directory(directory: Path) -> list[str]:

@@ -11,8 +11,11 @@ import pytest
 
 from orchestrator.atomic import TMP_SUFFIX, atomic_file, atomic_write_text
 from orchestrator.envs.cache import MARKER, EnvCache
-from orchestrator.weights.manifest import Manifest, write_manifest
-from orchestrator.weights.transfer import NullReporter, receive_file
+from orchestrator.weights.cache import WeightsCache
+from orchestrator.weights.manifest import MANIFEST_NAME
+from orchestrator.weights.requirements import WeightsRequirement
+from orchestrator.weights.sources import LocalDirSource
+from tests.orchestrator.weights.conftest import FILES, write_repo
 
 
 @pytest.fixture
@@ -68,22 +71,22 @@ def test_files_still_being_written_carry_the_suffix_the_caches_ignore(tmp_path: 
         assert [p.name.endswith(TMP_SUFFIX) for p in tmp_path.iterdir()] == [True]
 
 
-def _manifest(directory: Path) -> None:
-    write_manifest(directory, Manifest(name="acme/tiny", source="test", files=()))
+def _weights_download(root: Path) -> None:
+    write_repo(root / "mirror", "acme/tiny")
+    WeightsCache(root / "cache").download(WeightsRequirement("acme/tiny"), LocalDirSource(root / "mirror"))
 
 
-def _received(directory: Path) -> None:
-    receive_file([b"weights"], directory / "model.bin", "model.bin", NullReporter())
+def _env_build(root: Path) -> None:
+    EnvCache(root / "cache").ensure("tiny", "0" * 64, lambda work: work.mkdir() or {}, relocatable=True)
 
 
-def _env_marker(directory: Path) -> None:
-    EnvCache(directory).ensure("tiny", "0" * 64, lambda work: work.mkdir() or {}, relocatable=True)
-
-
-@pytest.mark.parametrize("write", [_manifest, _received, _env_marker], ids=["manifest", "weights file", "env marker"])
-def test_every_cache_publishes_through_the_one_helper(tmp_path: Path, fsynced: list[tuple[int, int]],
-                                                      write: Callable[[Path], None]) -> None:
-    write(tmp_path)
-    published = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".lock"]
-    assert len(published) == 1 and published[0].name in (".orchestrator-manifest.json", "model.bin", MARKER)
-    assert identity(published[0]) in fsynced and identity(published[0].parent) in fsynced
+@pytest.mark.parametrize("publish", [_weights_download, _env_build], ids=["weights", "env"])
+def test_every_cache_publishes_durably_through_the_one_helper(tmp_path: Path, fsynced: list[tuple[int, int]],
+                                                              publish: Callable[[Path], None]) -> None:
+    publish(tmp_path)
+    (entry,) = (p for p in (tmp_path / "cache").iterdir() if p.is_dir())
+    entry = entry / "tiny" if entry.name == "acme" else entry
+    published = {p.relative_to(entry).as_posix() for p in entry.rglob("*") if p.is_file()}
+    assert published in ({MANIFEST_NAME, *FILES}, {MARKER})
+    for path in [*entry.rglob("*"), entry, entry.parent]:
+        assert identity(path) in fsynced, f"{path} was not fsynced"
