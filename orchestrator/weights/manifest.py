@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from orchestrator.atomic import TMP_SUFFIX
+from orchestrator.atomic import TMP_SUFFIX, fsync_tree
 from orchestrator.errors import OrchestratorError
 
 MANIFEST_NAME = ".orchestrator-manifest.json"
@@ -111,7 +111,11 @@ def read_manifest(directory: Path) -> Manifest | None:
 
 def build_manifest(directory: Path, *, name: str, source: str, revision: str | None, commit: str | None,
                    selection: tuple[str, ...] | None) -> Manifest:
-    """Hash every weight file now in `directory`: the manifest describes what is on disk, not what was asked."""
+    """Hash every weight file now in `directory`: the manifest describes what is on disk, not what was asked.
+
+    Every file is fsynced first, whichever source wrote it (huggingface_hub's downloader does not).
+    """
+    fsync_tree(directory)
     files = tuple(FileRecord(path=path, size=(directory / path).stat().st_size, sha256=sha256_file(directory / path))
                   for path in content_files(directory))
     return Manifest(name=name, source=source, revision=revision, commit=commit, selection=selection, files=files)

@@ -14,7 +14,8 @@ from orchestrator.envs.cache import MARKER, EnvCache
 from orchestrator.weights.cache import WeightsCache
 from orchestrator.weights.manifest import MANIFEST_NAME
 from orchestrator.weights.requirements import WeightsRequirement
-from orchestrator.weights.sources import LocalDirSource
+from orchestrator.weights.sources import FetchResult, LocalDirSource, WeightsSource
+from orchestrator.weights.transfer import TransferReporter
 from tests.orchestrator.weights.conftest import FILES, write_repo
 
 
@@ -76,11 +77,27 @@ def _weights_download(root: Path) -> None:
     WeightsCache(root / "cache").download(WeightsRequirement("acme/tiny"), LocalDirSource(root / "mirror"))
 
 
+class PlainWritingSource(WeightsSource):
+    """Writes files the way huggingface_hub's snapshot_download does: plain writes, never an fsync."""
+
+    label = "plain"
+
+    def fetch(self, name: str, files: tuple[str, ...] | None, revision: str | None, dest: Path,
+              reporter: TransferReporter) -> FetchResult:
+        write_repo(dest.parent, dest.name)
+        return FetchResult("plain", revision, None, {})
+
+
+def _weights_download_written_plainly(root: Path) -> None:
+    WeightsCache(root / "cache").download(WeightsRequirement("acme/tiny"), PlainWritingSource())
+
+
 def _env_build(root: Path) -> None:
     EnvCache(root / "cache").ensure("tiny", "0" * 64, lambda work: work.mkdir() or {}, relocatable=True)
 
 
-@pytest.mark.parametrize("publish", [_weights_download, _env_build], ids=["weights", "env"])
+@pytest.mark.parametrize("publish", [_weights_download, _weights_download_written_plainly, _env_build],
+                         ids=["weights", "weights written without fsync", "env"])
 def test_every_cache_publishes_durably_through_the_one_helper(tmp_path: Path, fsynced: list[tuple[int, int]],
                                                               publish: Callable[[Path], None]) -> None:
     publish(tmp_path)
