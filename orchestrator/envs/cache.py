@@ -99,10 +99,15 @@ class EnvCache:
 
 @contextlib.contextmanager
 def lease(directory: Path) -> Iterator[None]:
-    """Mark an env as in use for the duration (a shared lock `gc` respects)."""
-    fd = os.open(directory / IN_USE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    """Mark an env as in use for the duration (a shared lock `gc` respects).
+
+    Taken under the entry's build lock, which `gc` holds while it checks and deletes: either the lease
+    comes first and `gc` skips the entry, or the entry is gone and this raises FileNotFoundError.
+    """
+    with StagedEntry(final_path(directory), MARKER).locked():
+        fd = os.open(directory / IN_USE, os.O_RDWR | os.O_CREAT, 0o644)
         fcntl.flock(fd, fcntl.LOCK_SH)
+    try:
         yield
     finally:
         os.close(fd)

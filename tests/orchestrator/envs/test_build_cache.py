@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -101,6 +102,31 @@ def test_gc_removes_stale_entries_but_not_current_or_in_use(tiny_settings: Setti
     assert removed == [stale_unused]
     assert current.is_dir() and stale_in_use.is_dir()
     assert registry.gc() == [stale_in_use]
+
+
+def test_gc_in_another_process_skips_envs_a_run_has_leased(tiny_settings: Settings) -> None:
+    """`orchestrator run` leases its envs for the whole run; a `gc` meanwhile must not delete one, even once a
+    changed lock has made it stale (a worker restarting later would find its interpreter gone)."""
+    registry = EnvRegistry(tiny_settings)
+    env = registry.ensure("tiny")
+    lock = tiny_settings.envs_dir / "tiny" / "requirements.lock"
+    lock.write_text(lock.read_text() + "# edited: the built env is stale from now on\n")
+    gc = [*ORCHESTRATOR, "envs", "gc"]
+    environ = {**cli_env(tiny_settings), "COLUMNS": "500"}  # one line per removed path
+    with registry.leased([env]):
+        during = subprocess.run(gc, env=environ, capture_output=True, text=True, check=True)
+        assert "0 cache entries removed" in during.stdout and env.prefix.is_dir()
+        subprocess.run([str(env.python), "-c", "import six"], check=True)
+    after = subprocess.run(gc, env=environ, capture_output=True, text=True, check=True)
+    assert f"removed {env.prefix}" in after.stdout and not env.prefix.exists()
+
+
+def test_a_lease_on_an_env_gc_already_removed_says_so(tiny_settings: Settings) -> None:
+    registry = EnvRegistry(tiny_settings)
+    env = registry.ensure("tiny")
+    shutil.rmtree(env.prefix)
+    with pytest.raises(EnvBuildError, match=r"env 'tiny' at .* was removed .*orchestrator envs gc"):
+        registry.leased([env])
 
 
 def test_cli_list_python_and_check(tiny_settings: Settings) -> None:
