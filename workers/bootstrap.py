@@ -15,15 +15,14 @@ from __future__ import annotations
 import os
 import runpy
 import sys
-from collections.abc import Mapping
 
 USER_CODE_DIRS_VAR = "ORCHESTRATOR_USER_CODE_DIRS"
 """os.pathsep-separated folders the launcher wants importable after the env's own packages."""
 
 
-def add_user_code_dirs(environ: Mapping[str, str] = os.environ) -> None:
+def add_user_code_dirs() -> None:
     """Append the user's code folders to sys.path, after everything the interpreter put there."""
-    for folder in environ.get(USER_CODE_DIRS_VAR, "").split(os.pathsep):
+    for folder in os.environ.get(USER_CODE_DIRS_VAR, "").split(os.pathsep):
         if folder and folder not in sys.path:
             sys.path.append(folder)
 

@@ -64,7 +64,6 @@ def worker_environ(
     return environ
 
 
-def worker_argv(env: Env, *args: str, module: str = "workers") -> list[str]:
-    """Exec the env's interpreter directly (no `conda run`, no `uv run`): fast start, signals reach it.
-    `module` is what runs once the import path is set (`workers`: the worker program)."""
-    return [str(env.python), "-s", "-m", "workers.bootstrap", module, *args]
+def worker_argv(env: Env, *args: str) -> list[str]:
+    """Exec the env's interpreter directly (no `conda run`, no `uv run`): fast start, signals reach it."""
+    return [str(env.python), "-s", "-m", "workers.bootstrap", "workers", *args]

@@ -36,6 +36,7 @@ from orchestrator.weights.transfer import DownloadError, NullReporter, TransferR
 if TYPE_CHECKING:
     from orchestrator.weights.s3 import S3Source
 
+
 class WeightsStatus(str, enum.Enum):
     PRESENT = "yes"
     ABSENT = "no"
