@@ -2,10 +2,10 @@
 
     envs/<name>/environment.yml ──lock──▶ requirements.lock / conda-lock.yml
                                               │
-                          ensure_env(name) ◀──┘  (cached by content hash, file-locked)
+               EnvRegistry().ensure(name) ◀───┘  (cached by content hash, file-locked)
                                 │
                                 ▼
-                         Env(python, activation) ──▶ worker argv + env dict
+                         Env(python, activation) ──▶ worker argv + env dict (supervisor.launch)
 """
 
 from orchestrator.envs.backends import Env

@@ -4,8 +4,9 @@
     <root>/<name>-<key16>.partial/    a build in progress (or the leftovers of a killed one)
     <root>/<name>-<key16>.lock        serialises builds of that key across processes
 
-A process that uses an env holds a shared lock on `<env>/.orchestrator-in-use`; `gc` only
-removes entries on which it can take that lock exclusively.
+Builds go through `orchestrator.build_cache`, the mechanism the weights cache uses too. A process
+that uses an env holds a shared lock on `<env>/.orchestrator-in-use` (`lease`); `gc` only removes
+entries on which it can take that lock exclusively, and holds it while it deletes.
 """
 
 from __future__ import annotations
@@ -20,11 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
+from orchestrator.build_cache import StagedEntry, final_path
 
 MARKER = ".orchestrator-env.json"
 IN_USE = ".orchestrator-in-use"
-PARTIAL_SUFFIX = ".partial"
 
 
 @dataclass(frozen=True)
@@ -69,23 +69,13 @@ class EnvCache:
         """
         if entry := self.lookup(name, key):
             return entry
-        self.root.mkdir(parents=True, exist_ok=True)
-        final = self.entry_dir(name, key)
-        with FileLock(str(final) + ".lock"):
+        staged = StagedEntry(self.entry_dir(name, key), MARKER, in_place=not relocatable)
+        with staged.locked():
             if entry := self.lookup(name, key):
                 return entry
-            work = final.with_name(final.name + PARTIAL_SUFFIX) if relocatable else final
-            for leftover in {work, final}:
-                shutil.rmtree(leftover, ignore_errors=True)
-            try:
-                metadata = {"name": name, "key": key, **build(work)}
-                _write_atomically(work / MARKER, json.dumps(metadata, indent=2))
-                if relocatable:
-                    os.rename(work, final)
-            except BaseException:
-                shutil.rmtree(work, ignore_errors=True)
-                raise
-        return CacheEntry(final, metadata)
+            metadata = staged.build(lambda work: {"name": name, "key": key, **build(work)},
+                                    lambda recorded: json.dumps(recorded, indent=2))
+        return CacheEntry(staged.final, metadata)
 
     def entries(self) -> list[Path]:
         if not self.root.is_dir():
@@ -93,49 +83,53 @@ class EnvCache:
         return sorted(p for p in self.root.iterdir() if p.is_dir())
 
     def gc(self, keep: set[Path]) -> list[Path]:
-        """Remove entries not in `keep` that no process is using; return what was removed."""
+        """Remove entries not in `keep` that no process is using or building; return what was removed."""
         removed = []
         for directory in self.entries():
             if directory in keep:
                 continue
-            base = directory.with_name(directory.name.removesuffix(PARTIAL_SUFFIX))
-            with contextlib.suppress(TimeoutError), FileLock(str(base) + ".lock", timeout=0):
-                if _try_exclusive(directory):
+            staged = StagedEntry(final_path(directory), MARKER)
+            with contextlib.suppress(TimeoutError), staged.locked(timeout=0), _unused(directory) as unused:
+                if unused:
                     shutil.rmtree(directory, ignore_errors=True)
-                    Path(str(base) + ".lock").unlink(missing_ok=True)
+                    staged.lock_path.unlink(missing_ok=True)
                     removed.append(directory)
         return removed
 
 
 @contextlib.contextmanager
 def lease(directory: Path) -> Iterator[None]:
-    """Mark an env as in use for the duration (a shared lock `gc` respects)."""
-    fd = os.open(directory / IN_USE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    """Mark an env as in use for the duration (a shared lock `gc` respects).
+
+    Taken under the entry's build lock, which `gc` holds while it checks and deletes: either the lease
+    comes first and `gc` skips the entry, or the entry is gone and this raises FileNotFoundError.
+    """
+    with StagedEntry(final_path(directory), MARKER).locked():
+        fd = os.open(directory / IN_USE, os.O_RDWR | os.O_CREAT, 0o644)
         fcntl.flock(fd, fcntl.LOCK_SH)
+    try:
         yield
     finally:
         os.close(fd)
 
 
-def _try_exclusive(directory: Path) -> bool:
-    path = directory / IN_USE
-    if not path.exists():
-        return True
-    fd = os.open(path, os.O_RDWR)
+@contextlib.contextmanager
+def _unused(directory: Path) -> Iterator[bool]:
+    """Whether no process holds a lease on `directory`; while True, none can take one."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except BlockingIOError:
-        return False
+        fd = os.open(directory / IN_USE, os.O_RDWR | os.O_CREAT, 0o644)
+    except FileNotFoundError:  # removed meanwhile: nothing left to collect
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
     finally:
         os.close(fd)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def directory_size(path: Path) -> int:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.envs.backends import CondaBackend, Env, EnvBackend, ExistingBackend, UvBackend
-from orchestrator.envs.cache import EnvCache, directory_size
+from orchestrator.envs.cache import EnvCache, directory_size, lease
 from orchestrator.envs.locking import check_uv_lock
 from orchestrator.envs.spec import EnvSpec, list_env_names, load_spec, validate_env_name
-from orchestrator.errors import EnvSpecError, OrchestratorError
+from orchestrator.errors import EnvBuildError, EnvSpecError, OrchestratorError
 from orchestrator.settings import Settings
 
 BACKENDS = ("uv", "conda", "existing")
@@ -107,6 +109,21 @@ class EnvRegistry:
             if key:
                 keep.add(self.cache.entry_dir(name, key))
         return keep
+
+    def leased(self, envs: Iterable[Env]) -> contextlib.ExitStack:
+        """Mark each cached env in `envs` as in use until the returned stack closes (`with registry.leased(...)`):
+        `orchestrator envs gc`, in any process, then leaves it alone even if its spec changed meanwhile.
+        Envs outside the cache (the `existing` backend) are never collected and need no lease."""
+        with contextlib.ExitStack() as stack:
+            for env in envs:
+                if env.prefix.parent != self.cache.root:
+                    continue
+                try:
+                    stack.enter_context(lease(env.prefix))
+                except FileNotFoundError:
+                    raise EnvBuildError(f"env {env.name!r} at {env.prefix} was removed (by `orchestrator envs gc`?) "
+                                        f"before it could be marked in use; run again to rebuild it") from None
+            return stack.pop_all()
 
     def gc(self) -> list[Path]:
         """Remove cache entries no declared env would use now and no process is using."""

@@ -35,6 +35,9 @@ class GpuAssignment:
         GPUs this process sees, so they are translated through `base`'s (default: os.environ) own
         CUDA_VISIBLE_DEVICES when it has one: device 0 of a parent restricted to "2,3" is GPU "2"."""
         visible = _visible_entries(os.environ if base is None else base)
+        if visible is not None and (beyond := [i for i in self.devices if i >= len(visible)]):
+            raise ConfigError(f"GPU {beyond[0]} was assigned but CUDA_VISIBLE_DEVICES={','.join(visible)!r} lets "
+                              f"this process use {len(visible)} GPUs; pass --gpus {len(visible)} or fewer")
         ids = [str(i) if visible is None else visible[i] for i in self.devices]
         # Always set the fraction ("" = no cap) so a value in the parent's environment never leaks through.
         fraction = "" if self.memory_fraction is None else f"{self.memory_fraction:g}"

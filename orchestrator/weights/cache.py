@@ -19,18 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from filelock import FileLock
-
 from models.model_utils import validate_weights_name, weights_root
+from orchestrator.build_cache import PARTIAL_SUFFIX, StagedEntry
 from orchestrator.weights.manifest import (
     MANIFEST_NAME,
     Manifest,
     build_manifest,
     content_files,
     read_manifest,
-    remove_manifest,
     verify_directory,
-    write_manifest,
 )
 from orchestrator.weights.requirements import WeightsRequirement
 from orchestrator.weights.sources import FetchResult, WeightsSource
@@ -38,8 +35,6 @@ from orchestrator.weights.transfer import DownloadError, NullReporter, TransferR
 
 if TYPE_CHECKING:
     from orchestrator.weights.s3 import S3Source
-
-PARTIAL_SUFFIX = ".partial"
 
 
 class WeightsStatus(str, enum.Enum):
@@ -68,8 +63,7 @@ class WeightsCache:
         return self.root / validate_weights_name(name)
 
     def partial_directory(self, name: str) -> Path:
-        final = self.directory(name)
-        return final.with_name(final.name + PARTIAL_SUFFIX)
+        return StagedEntry(self.directory(name), MANIFEST_NAME).partial
 
     def manifest(self, name: str) -> Manifest | None:
         return read_manifest(self.directory(name))
@@ -120,32 +114,26 @@ class WeightsCache:
     def _fetch(self, requirement: WeightsRequirement, source: WeightsSource, reporter: TransferReporter, *,
                skip: Callable[[Manifest], bool], fresh: bool) -> DownloadOutcome:
         name = requirement.name
-        final, partial = self.directory(name), self.partial_directory(name)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(final) + ".lock"):
-            previous = read_manifest(final)
+        staged = StagedEntry(self.directory(name), MANIFEST_NAME)
+        with staged.locked():
+            previous = read_manifest(staged.final)
             if previous is not None and skip(previous):
                 return DownloadOutcome(name, False, previous)
             fresh = fresh or bool(previous and requirement.revision and previous.revision != requirement.revision)
-            if fresh:
-                shutil.rmtree(partial, ignore_errors=True)
-            else:
-                _seed_from(final, partial)
-            partial.mkdir(parents=True, exist_ok=True)
-            try:
+
+            def fill(partial: Path) -> Manifest:
+                partial.mkdir(parents=True, exist_ok=True)
+                if not fresh:
+                    _seed_from(staged.final, partial)
                 result = source.fetch(name, requirement.files, requirement.revision, partial, reporter)
-            except BaseException:
-                if not content_files(partial):  # nothing to resume: do not report a partial download
-                    shutil.rmtree(partial, ignore_errors=True)
-                raise
-            manifest = build_manifest(partial, name=name, source=result.source, revision=result.revision,
-                                      commit=result.commit, selection=_selection(requirement, previous, fresh))
-            _check_promised(manifest, result, partial)
-            if final.exists():
-                remove_manifest(final)
-                shutil.rmtree(final)
-            os.replace(partial, final)
-            write_manifest(final, manifest)
+                manifest = build_manifest(partial, name=name, source=result.source, revision=result.revision,
+                                          commit=result.commit, selection=_selection(requirement, previous, fresh))
+                _check_promised(manifest, result, partial)
+                return manifest
+
+            # A failed download keeps its whole files for the next one, unless it got none.
+            manifest = staged.build(fill, lambda m: m.model_dump_json(indent=2), resume=not fresh,
+                                    keep_failed=lambda partial: bool(content_files(partial)))
         return DownloadOutcome(name, True, manifest)
 
 

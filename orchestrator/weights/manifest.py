@@ -11,16 +11,14 @@ size is not present. `verify_directory` goes further and re-hashes every file.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path, PurePosixPath
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from orchestrator.atomic import TMP_SUFFIX, fsync_tree
 from orchestrator.errors import OrchestratorError
 
 MANIFEST_NAME = ".orchestrator-manifest.json"
-TMP_SUFFIX = ".orchestrator-tmp"
-"""Suffix of a file still being written; never listed, never kept."""
 HUB_METADATA = PurePosixPath(".cache/huggingface")
 """Bookkeeping huggingface_hub keeps inside a download folder; not part of the weights."""
 FORMAT = 1
@@ -113,26 +111,14 @@ def read_manifest(directory: Path) -> Manifest | None:
 
 def build_manifest(directory: Path, *, name: str, source: str, revision: str | None, commit: str | None,
                    selection: tuple[str, ...] | None) -> Manifest:
-    """Hash every weight file now in `directory`: the manifest describes what is on disk, not what was asked."""
+    """Hash every weight file now in `directory`: the manifest describes what is on disk, not what was asked.
+
+    Every file is fsynced first, whichever source wrote it (huggingface_hub's downloader does not).
+    """
+    fsync_tree(directory)
     files = tuple(FileRecord(path=path, size=(directory / path).stat().st_size, sha256=sha256_file(directory / path))
                   for path in content_files(directory))
     return Manifest(name=name, source=source, revision=revision, commit=commit, selection=selection, files=files)
-
-
-def write_manifest(directory: Path, manifest: Manifest) -> None:
-    """Write the manifest atomically (temp file, fsync, rename): it is there complete or not at all."""
-    target = directory / MANIFEST_NAME
-    tmp = target.with_name(target.name + TMP_SUFFIX)
-    with tmp.open("w") as handle:
-        handle.write(manifest.model_dump_json(indent=2))
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, target)
-
-
-def remove_manifest(directory: Path) -> None:
-    """Mark `directory` as not present before touching any of its files."""
-    (directory / MANIFEST_NAME).unlink(missing_ok=True)
 
 
 def verify_directory(directory: Path) -> list[str]:

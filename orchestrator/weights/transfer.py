@@ -1,6 +1,6 @@
 """Writing one downloaded file so that an interruption never leaves a file that looks complete.
 
-    chunks ──▶ <dest>.orchestrator-tmp (hashed, fsynced) ──rename──▶ <dest>
+    chunks ──▶ .<dest>.<random>.orchestrator-tmp (hashed, fsynced) ──rename──▶ <dest>
 
 A file under its final name inside a `.partial` folder is therefore whole, which is what lets the
 next download keep it instead of fetching it again.
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from orchestrator.atomic import atomic_file
 from orchestrator.errors import OrchestratorError
-from orchestrator.weights.manifest import TMP_SUFFIX
 
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
@@ -71,31 +71,23 @@ class Received:
 
 
 def receive_file(chunks: Iterable[bytes], dest: Path, label: str, reporter: TransferReporter) -> Received:
-    """Stream `chunks` into `dest` through a temp file; on any failure the temp file is removed.
+    """Stream `chunks` into `dest` atomically (`orchestrator.atomic`): on any failure nothing is left.
 
     A full disk (or a file-size limit) becomes a DownloadError saying where space is needed; the
     files already completed stay, so running the same command again resumes.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + TMP_SUFFIX)
     digest, size = hashlib.sha256(), 0
     try:
-        with tmp.open("wb") as handle:
+        with atomic_file(dest) as handle:
             for chunk in chunks:
                 handle.write(chunk)
                 digest.update(chunk)
                 size += len(chunk)
                 reporter.advanced(label, len(chunk))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, dest)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         if (full := disk_full(exc, dest)) is not None:
             raise full from None
-        raise
-    except BaseException:
-        tmp.unlink(missing_ok=True)
         raise
     reporter.finished(label)
     return Received(size, digest.hexdigest())

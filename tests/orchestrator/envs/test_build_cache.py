@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -49,14 +50,21 @@ def test_concurrent_builds_make_one_intact_env(tiny_settings: Settings) -> None:
 
 
 def test_build_killed_midway_is_recovered(tiny_settings: Settings) -> None:
-    proc = subprocess.Popen([*ORCHESTRATOR, "envs", "build", "tiny"], env=cli_env(tiny_settings),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while not list(tiny_settings.env_cache_dir.glob("tiny-*.partial")) and time.monotonic() < deadline:
-        assert proc.poll() is None, "build finished before it could be interrupted"
-        time.sleep(0.002)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    """The build is killed at a known point: `uv pip sync` asking a package index (a socket this test holds,
+    never answered) for the first package, after `uv venv` has made the `.partial` folder."""
+    with socket.create_server(("127.0.0.1", 0)) as index:
+        index.settimeout(120)  # a safety net only: the build connects within a second or two
+        environ = {**cli_env(tiny_settings), "UV_NO_CACHE": "1",
+                   "UV_DEFAULT_INDEX": f"http://127.0.0.1:{index.getsockname()[1]}/simple"}
+        proc = subprocess.Popen([*ORCHESTRATOR, "envs", "build", "tiny"], env=environ, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            connection, _ = index.accept()
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)  # the build and the uv it runs, as a crash or the OOM killer would
+            proc.wait()
+        connection.close()
+    assert [p.name for p in tiny_settings.env_cache_dir.glob("tiny-*.partial")], "the build left no .partial folder"
     registry = EnvRegistry(tiny_settings)
     assert not registry.status("tiny").built
     env = registry.ensure("tiny")
@@ -94,6 +102,31 @@ def test_gc_removes_stale_entries_but_not_current_or_in_use(tiny_settings: Setti
     assert removed == [stale_unused]
     assert current.is_dir() and stale_in_use.is_dir()
     assert registry.gc() == [stale_in_use]
+
+
+def test_gc_in_another_process_skips_envs_a_run_has_leased(tiny_settings: Settings) -> None:
+    """`orchestrator run` leases its envs for the whole run; a `gc` meanwhile must not delete one, even once a
+    changed lock has made it stale (a worker restarting later would find its interpreter gone)."""
+    registry = EnvRegistry(tiny_settings)
+    env = registry.ensure("tiny")
+    lock = tiny_settings.envs_dir / "tiny" / "requirements.lock"
+    lock.write_text(lock.read_text() + "# edited: the built env is stale from now on\n")
+    gc = [*ORCHESTRATOR, "envs", "gc"]
+    environ = {**cli_env(tiny_settings), "COLUMNS": "500"}  # one line per removed path
+    with registry.leased([env]):
+        during = subprocess.run(gc, env=environ, capture_output=True, text=True, check=True)
+        assert "0 cache entries removed" in during.stdout and env.prefix.is_dir()
+        subprocess.run([str(env.python), "-c", "import six"], check=True)
+    after = subprocess.run(gc, env=environ, capture_output=True, text=True, check=True)
+    assert f"removed {env.prefix}" in after.stdout and not env.prefix.exists()
+
+
+def test_a_lease_on_an_env_gc_already_removed_says_so(tiny_settings: Settings) -> None:
+    registry = EnvRegistry(tiny_settings)
+    env = registry.ensure("tiny")
+    shutil.rmtree(env.prefix)
+    with pytest.raises(EnvBuildError, match=r"env 'tiny' at .* was removed .*orchestrator envs gc"):
+        registry.leased([env])
 
 
 def test_cli_list_python_and_check(tiny_settings: Settings) -> None:

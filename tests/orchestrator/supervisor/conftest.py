@@ -26,11 +26,12 @@ def make_handle(tmp_path: Path, ocr_env: Env) -> Iterator[Callable[..., WorkerHa
     handles: list[WorkerHandle] = []
 
     def make(params: dict | None = None, *, env: Env | None = None, class_path: str = CONTROLLED,
-             policy: WorkerPolicy | None = None, start: bool = True, **spec_fields) -> WorkerHandle:
+             policy: WorkerPolicy | None = None, start: bool = True, code_dirs: tuple[Path, ...] = (),
+             **spec_fields) -> WorkerHandle:
         env = env or ocr_env
-        env_param = {"env": env.name} if class_path.startswith("controlled_model.") else {}
+        env_param = {"env": env.name} if class_path.startswith(("controlled_model.", "isolation_probe.")) else {}
         model = ModelRef(class_path, {**env_param, **(params or {})})
-        spec = WorkerSpec(f"test/{len(handles)}", env, model, (FIXTURES,), **spec_fields)
+        spec = WorkerSpec(f"test/{len(handles)}", env, model, (FIXTURES, *code_dirs), **spec_fields)
         handle = WorkerHandle(spec, tmp_path, policy or WorkerPolicy(shutdown_grace_s=2, term_grace_s=2))
         handles.append(handle)
         if start:
