@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from models.conda_utils import WORKER_ENV_VAR
 from orchestrator.envs import Env, EnvRegistry
 from workers.shm_ring import ShmRingReader, ShmRingWriter
 
@@ -34,10 +35,13 @@ def video_splitting() -> Env:
     return EnvRegistry().ensure("video_splitting")
 
 
-def run_in_env(env: Env, script: str, *args: str) -> Any:
+def run_in_env(env: Env, script: str, *args: str, worker: bool = True) -> Any:
     """Run `script` with `env`'s interpreter as a worker would (the project's `workers` and `models` on
-    its path) and return the JSON it prints last."""
+    its path; `worker=False`: without the worker marker, as models are described) and return the JSON
+    it prints last."""
     environ = env.launch_environ(os.environ) | {"PYTHONPATH": str(ROOT)}
+    if not worker:
+        del environ[WORKER_ENV_VAR]
     done = subprocess.run([str(env.python), "-c", script, *args], env=environ, cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, f"failed in env {env.name!r}:\n{done.stderr[-4000:]}"
