@@ -120,7 +120,7 @@ def list_models(config: ConfigOption = None, weights_dir: WeightsDirOption = Non
     loaded = load_download_config(config or DEFAULT_CONFIG)
     rows = []
     for model in loaded.models:
-        base = {"model": model.label, "class": model.class_path, "env": model.model.conda_env_name}
+        base = {"model": model.label, "class": model.class_path, "env": model.declarations.conda_env_name}
         if not model.requirements:
             rows.append({**base, "weights": None, "files": None, "cached": None, "size_bytes": None})
         for requirement in model.requirements:
