@@ -84,6 +84,10 @@ def test_models_list_over_the_projects_config(tmp_path: Path) -> None:
     assert listed["models"][3]["files"] == ["config.json", "model.safetensors"]
     table = run_cli("models", "list", "--weights-dir", str(tmp_path))
     assert "TinyFrameEmbedder" in table.stdout and "(in its env)" in table.stdout
+    narrow = run_cli("models", "list", "--weights-dir", str(tmp_path), env={"COLUMNS": "80"}).stdout
+    assert max(map(len, narrow.splitlines())) <= 80
+    for name in ("TransNetV2ShotDetector", "NudeNetContentFilter", "video_splitting", "content_filter"):
+        assert f" {name} " in narrow
 
 
 def _config(tmp_path: Path, text: str) -> Path:
