@@ -63,17 +63,17 @@ class DescribeFailure:
         """One line naming the model, its file, the missing package when that is the cause, and the fix."""
         if self.missing_module and not _is_own_module(request.class_path, self.missing_module):
             located = locate_source(request.class_path, search_dirs)
-            source = str(located[0]) if located else request.class_path
+            subject = f"model {request.class_path!r}"
+            if located is not None and ":" not in request.class_path:
+                subject += f" ({located[0]})"
             package = self.missing_module.partition(".")[0]
             if self.env is None:
-                return (f"model {request.class_path!r}: {source} imports {package!r} (No module named "
-                        f"{self.missing_module!r} in the orchestrator's environment), and its env cannot be read "
-                        f"from the source: add `env: <name>` to the stage/entry, or guard the import with "
-                        f"`if conda_utils.is_running_in_env(\"<name>\"):`")
-            return (f"model {request.class_path!r} does not import in env {self.env!r}: {source} imports "
-                    f"{package!r} (No module named {self.missing_module!r}): add it to "
-                    f"envs/{self.env}/environment.yml and run `orchestrator envs lock {self.env}`, or name an env "
-                    f"that has it with `env:`")
+                return (f"{subject} imports {package!r} (No module named {self.missing_module!r} in the "
+                        f"orchestrator's environment), and its env cannot be read from the source: add `env: <name>` "
+                        f"to the stage/entry, or guard the import with `if conda_utils.is_running_in_env(\"<name>\"):`")
+            return (f"{subject} does not import in env {self.env!r}: it imports {package!r} (No module named "
+                    f"{self.missing_module!r}): add it to envs/{self.env}/environment.yml and run "
+                    f"`orchestrator envs lock {self.env}`, or name an env that has it with `env:`")
         if self.type in _PASSED_THROUGH:
             return self.message
         return (f"model {request.class_path!r} failed to import or to accept params {dict(request.params)}: "

@@ -89,9 +89,11 @@ def test_the_env_comes_from_the_request_then_the_source_then_a_child_of_this_int
                                       "import: No module named 'torch'", "torch", None)
     assert isinstance(failure, DescribeFailure)
     assert failure.explain(DescribeRequest("unguarded.Computed"), [user_dir]) == (
-        f"model 'unguarded.Computed': {user_dir / 'unguarded.py'} imports 'torch' (No module named 'torch' in the "
+        f"model 'unguarded.Computed' ({user_dir / 'unguarded.py'}) imports 'torch' (No module named 'torch' in the "
         f"orchestrator's environment), and its env cannot be read from the source: add `env: <name>` to the "
         f"stage/entry, or guard the import with `if conda_utils.is_running_in_env(\"<name>\"):`")
+    assert DescribeFailure("ModelLoadError", "", "torch").explain(DescribeRequest(f"{TUTORIAL_STYLE}:RadioLike")) \
+        .startswith(f"model '{TUTORIAL_STYLE}:RadioLike' imports 'torch' (No module named 'torch' in the")
     assert not {"torch", "guarded", "unguarded", "radio_like"} & set(sys.modules)
 
 
@@ -109,8 +111,8 @@ def test_each_model_is_described_inside_its_env_in_request_order(user_dir: Path)
     failure = outcomes[3]
     assert isinstance(failure, DescribeFailure) and failure.env == "video_splitting"
     assert failure.explain(requests[3], [user_dir]) == (
-        f"model 'wrong_env.Computed' does not import in env 'video_splitting': {user_dir / 'wrong_env.py'} imports "
-        f"'rapidocr_onnxruntime' (No module named 'rapidocr_onnxruntime'): add it to "
+        f"model 'wrong_env.Computed' ({user_dir / 'wrong_env.py'}) does not import in env 'video_splitting': it "
+        f"imports 'rapidocr_onnxruntime' (No module named 'rapidocr_onnxruntime'): add it to "
         f"envs/video_splitting/environment.yml and run `orchestrator envs lock video_splitting`, or name an env that "
         f"has it with `env:`")
     assert "torch" not in sys.modules

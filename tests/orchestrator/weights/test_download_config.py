@@ -124,11 +124,11 @@ def _config(tmp_path: Path, text: str) -> Path:
          "  - {class: cfg_models.Declares, params: {names: [a/b]}, revisions: {a/b: v2}}\n"),
          r"pinned to two revisions: 'v1' and 'v2'"),
         ("models:\n  - class: cfg_models.Declares\n  - class: cfg_torch.Computed\n",
-         (r"line 3: model 'cfg_torch.Computed': .*cfg_torch.py imports 'torch' \(No module named 'torch' in the "
+         (r"line 3: model 'cfg_torch.Computed' \(.*cfg_torch.py\) imports 'torch' \(No module named 'torch' in the "
           r"orchestrator's environment\), and its env cannot be read from the source: add `env: <name>` to the "
           r"stage/entry, or guard the import with `if conda_utils.is_running_in_env\(\"<name>\"\):`")),
         ("models:\n  - {class: cfg_torch.Computed, env: ocr, params: {env: ocr}}\n",
-         (r"line 2: model 'cfg_torch.Computed' does not import in env 'ocr': .*cfg_torch.py imports 'torch' "
+         (r"line 2: model 'cfg_torch.Computed' \(.*cfg_torch.py\) does not import in env 'ocr': it imports 'torch' "
           r"\(No module named 'torch'\): add it to envs/ocr/environment.yml")),
         ("models:\n  - {class: cfg_models.Declares, env: content_filter}\n",
          (r"line 2: model 'cfg_models.Declares' declares conda_env_name 'ocr' but the entry's `env:` says "
