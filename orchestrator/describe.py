@@ -74,6 +74,9 @@ class DescribeFailure:
             return (f"{subject} does not import in env {self.env!r}: it imports {package!r} (No module named "
                     f"{self.missing_module!r}): add it to envs/{self.env}/environment.yml and run "
                     f"`orchestrator envs lock {self.env}`, or name an env that has it with `env:`")
+        if self.missing_module and self.env is None:
+            return (f"{self.message}; if the module is installed only in the model's env, add `env: <name>` to the "
+                    f"stage/entry")
         if self.type in _PASSED_THROUGH:
             return self.message
         return (f"model {request.class_path!r} failed to import or to accept params {dict(request.params)}: "

@@ -94,6 +94,10 @@ def test_the_env_comes_from_the_request_then_the_source_then_a_child_of_this_int
         f"stage/entry, or guard the import with `if conda_utils.is_running_in_env(\"<name>\"):`")
     assert DescribeFailure("ModelLoadError", "", "torch").explain(DescribeRequest(f"{TUTORIAL_STYLE}:RadioLike")) \
         .startswith(f"model '{TUTORIAL_STYLE}:RadioLike' imports 'torch' (No module named 'torch' in the")
+    typo = env_names([DescribeRequest("guarded_typo.Computed")], [user_dir])[0]
+    assert isinstance(typo, DescribeFailure) and typo.explain(DescribeRequest("guarded_typo.Computed")) == (
+        "model 'guarded_typo.Computed': module 'guarded_typo' does not import: No module named 'guarded_typo'; if the "
+        "module is installed only in the model's env, add `env: <name>` to the stage/entry")
     assert not {"torch", "guarded", "unguarded", "radio_like"} & set(sys.modules)
 
 
