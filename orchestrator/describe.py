@@ -103,13 +103,13 @@ def run_describe(python: Path | str, environ: Mapping[str, str], requests: Seque
     """Describe `requests` in one `<python> -m workers.describe` process, one outcome per request."""
     payload = json.dumps([{"class_path": r.class_path, "params": dict(r.params)} for r in requests])
     where = f"{python} -m workers.describe" + (f" (env {env!r})" if env else "")
+    models = ", ".join(r.class_path for r in requests)
     try:
         done = subprocess.run([str(python), "-m", "workers.describe"], input=payload, env=dict(environ),
                               capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        raise DescribeError(f"{where} took longer than {timeout_s:.0f}s describing "
-                            f"{', '.join(r.class_path for r in requests)}: a module import or a constructor is "
-                            f"stuck") from None
+        raise DescribeError(f"{where} took longer than {timeout_s:.0f}s describing {models}: a module import "
+                            f"or a constructor is stuck") from None
     except OSError as exc:
         raise DescribeError(f"cannot start {where}: {exc.strerror}") from None
     try:
@@ -117,9 +117,8 @@ def run_describe(python: Path | str, environ: Mapping[str, str], requests: Seque
     except ValueError:
         replies = None
     if done.returncode != 0 or not isinstance(replies, list) or len(replies) != len(requests):
-        raise DescribeError(f"{where} failed ({describe_exit(done.returncode)}) without describing "
-                            f"{len(requests)} model(s); its stderr ends: "
-                            f"{done.stderr[-STDERR_TAIL_CHARS:].strip() or '(empty)'}")
+        raise DescribeError(f"{where} failed ({describe_exit(done.returncode)}) describing {models}; its stderr "
+                            f"ends: {done.stderr[-STDERR_TAIL_CHARS:].strip() or '(empty)'}")
     return [_decode(reply, env) for reply in replies]
 
 

@@ -124,8 +124,8 @@ def test_each_model_is_described_inside_its_env_in_request_order(user_dir: Path)
 
 def test_a_describe_process_that_dies_or_hangs_is_reported_with_its_stderr(user_dir: Path) -> None:
     environ = {"PYTHONPATH": f"{ROOT}:{user_dir}"}
-    with pytest.raises(DescribeError, match=r"-m workers.describe failed \(exit code 3\) without describing 1 "
-                                            r"model\(s\); its stderr ends: \(empty\)"):
+    with pytest.raises(DescribeError, match=r"-m workers.describe failed \(exit code 3\) describing exits.Model; its "
+                                            r"stderr ends: \(empty\)"):
         run_describe(sys.executable, environ, [DescribeRequest("exits.Model")])
     with pytest.raises(DescribeError, match=r"took longer than 2s describing hangs.Model: a module import or a "
                                             r"constructor is stuck"):
