@@ -1,7 +1,8 @@
 """Tell a model module whether it is being imported inside its own environment.
 
-The worker launcher sets `WORKER_ENV_VAR` to the environment's name; the parent never
-sets it, so guarded imports are skipped there and the module still imports cleanly.
+The worker launcher sets `WORKER_ENV_VAR` to the environment's name. The processes that only
+describe a model (`workers.describe`) run without it, so guarded imports, which only `setup()`
+needs, are skipped there and describing stays fast.
 """
 
 from __future__ import annotations

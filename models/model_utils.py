@@ -1,4 +1,4 @@
-"""Where model weights live on this machine.
+"""Where model weights live on this machine, and the model base class under a second name.
 
 Weights for a name such as `org/repo` live in `<root>/org/repo`. The root comes from
 `WEIGHTS_DIR_VAR`, else the per-user cache. This is the only place that variable is read,
@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path, PurePosixPath
+
+# Model files often write `class MyModel(model_utils.ModelInterface)`, reaching the base class through
+# this module: it is the very same class as `models.model_interface.ModelInterface`.
+from models.model_interface import ModelInterface as ModelInterface
 
 WEIGHTS_DIR_VAR = "ORCHESTRATOR_WEIGHTS_DIR"
 

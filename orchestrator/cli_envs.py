@@ -5,16 +5,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
 from orchestrator.envs import EnvRegistry
 from orchestrator.envs.locking import compile_conda_lock, compile_uv_lock
+from orchestrator.envs.registry import EnvStatus
 from orchestrator.envs.tools import conda_executable
 from orchestrator.errors import LockError
-from orchestrator.render import console, error_console, human_size
+from orchestrator.render import ShortPath, console, error_console, home_relative, human_size
 
 envs_app = typer.Typer(no_args_is_help=True, help="Declare, lock, build and cache model environments.")
 Names = Annotated[list[str] | None, typer.Argument(help="Env names (default: all declared envs).")]
@@ -29,17 +33,36 @@ def _selected(registry: EnvRegistry, names: list[str] | None) -> list[str]:
 
 @envs_app.command("list")
 def list_envs(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
-    """Show each env: backend, python, lock hash, built?, path, size."""
+    """Show each env: backend, python, lock hash, size, path (or "not built")."""
     registry = EnvRegistry()
     rows = [registry.status(name) for name in registry.names()]
     if as_json:
         print(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
         return
-    table = Table("name", "backend", "python", "lock hash", "built", "path", "size", "problem")
+    console.print(envs_table(rows, registry.settings.env_cache_dir))
+
+
+def envs_table(rows: list[EnvStatus], cache_dir: Path) -> Group:
+    """The table, then one line per env with a problem (problems are sentences: a column would crush the table).
+
+    Names and the short columns never shrink. A narrow terminal shortens the paths instead: a cached
+    env shows its folder under `cache_dir` (named once, in the caption), any other its `~`-relative
+    path, and an ellipsis replaces the middle of what still does not fit. The lock column shows the
+    hash's first 8 characters (`--json` has all of it).
+    """
+    table = Table("name", "backend", "python", "lock", "size", caption=f"env cache: {home_relative(str(cache_dir))}")
+    for column in table.columns:
+        column.no_wrap = True
+    table.add_column("path", min_width=ShortPath.MIN_WIDTH)
     for r in rows:
-        table.add_row(r.name, r.backend, r.python, r.lock_hash or "-", "yes" if r.built else "no",
-                      r.path or "-", human_size(r.size_bytes), r.problem or "")
-    console.print(table)
+        path = ShortPath(_under(r.path, cache_dir)) if r.path else "not built"
+        table.add_row(r.name, r.backend, r.python, (r.lock_hash or "-")[:8], human_size(r.size_bytes), path)
+    problems = [Text.assemble((f"{r.name}: ", "bold yellow"), r.problem) for r in rows if r.problem]
+    return Group(table, *problems)
+
+
+def _under(path: str, root: Path) -> str:
+    return str(Path(path).relative_to(root)) if Path(path).is_relative_to(root) else path
 
 
 @envs_app.command("build")

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from models.model_utils import WEIGHTS_DIR_VAR, InvalidWeightsName, validate_weights_name
 from orchestrator.errors import ConfigError
-from orchestrator.render import console, error_console, human_size
+from orchestrator.render import console, error_console, home_relative, human_size
 from orchestrator.weights.cache import WeightsCache
 from orchestrator.weights.download_config import DEFAULT_CONFIG, DownloadConfig, load_download_config
 from orchestrator.weights.manifest import WeightsCorrupted
@@ -120,7 +120,7 @@ def list_models(config: ConfigOption = None, weights_dir: WeightsDirOption = Non
     loaded = load_download_config(config or DEFAULT_CONFIG)
     rows = []
     for model in loaded.models:
-        base = {"model": model.label, "class": model.class_path, "env": model.model.conda_env_name}
+        base = {"model": model.label, "class": model.class_path, "env": model.declarations.conda_env_name}
         if not model.requirements:
             rows.append({**base, "weights": None, "files": None, "cached": None, "size_bytes": None})
         for requirement in model.requirements:
@@ -131,7 +131,11 @@ def list_models(config: ConfigOption = None, weights_dir: WeightsDirOption = Non
     if as_json:
         print(json.dumps({"weights_dir": str(cache.root), "models": rows}, indent=2))
         return
-    table = Table("model", "env", "weights", "files", "cached", "size", caption=f"weights cache: {cache.root}")
+    table = Table("model", "env", "weights", "files", "cached", "size",
+                  caption=f"weights cache: {home_relative(str(cache.root))}")
+    for column in (*table.columns[:2], *table.columns[4:]):
+        column.no_wrap = True  # names stay whole; weights names and file lists wrap instead
+    table.columns[2].overflow = table.columns[3].overflow = "fold"
     for row in rows:
         table.add_row(row["model"], row["env"], row["weights"] or "(in its env)",
                       ", ".join(row["files"] or []) or ("all" if row["weights"] else "-"), row["cached"] or "-",

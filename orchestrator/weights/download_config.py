@@ -4,16 +4,16 @@
       - class: models.transnetv2.TransNetV2ShotDetector      # or path/to/file.py:Class
         params: {threshold: 0.5}                             # constructor arguments
         revisions: {org/repo: v1.0}                          # optional: pin a weights name's revision
+        env: video_splitting                                 # optional: the env to describe it in
 
-Loading instantiates each class (never `setup()`), so the guarded imports keep torch and friends
-out of this process. Every error names the file and the line of the entry at fault.
+Loading never imports a model here: each entry is described by a child process inside its env
+(`orchestrator.describe`), so a module that imports torch at its top loads as well as a guarded one.
+Every error names the file and the line of the entry at fault.
 """
 
 from __future__ import annotations
 
-import contextlib
-import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,11 +21,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from models.model_interface import ModelInterface
-from orchestrator.errors import ConfigError
+from orchestrator.declarations import ModelDeclarations
+from orchestrator.describe import DescribeError, DescribeFailure, DescribeRequest, describe_in_envs, env_names
+from orchestrator.envs import Env, EnvRegistry
+from orchestrator.errors import ConfigError, OrchestratorError
 from orchestrator.weights.requirements import WeightsRequirement, merge_requirements, requirements_of
 from orchestrator.yaml_errors import describe_yaml_error
-from workers.model_loader import ModelLoadError, instantiate
 
 DEFAULT_CONFIG = Path("model_download.yaml")
 
@@ -36,6 +37,9 @@ class _Entry(BaseModel):
     class_path: str = Field(alias="class", min_length=1)
     params: dict[str, Any] = Field(default_factory=dict)
     revisions: dict[str, str] = Field(default_factory=dict)
+    env: str | None = Field(None, min_length=1)
+    """Needed only when the class's env cannot be read from its source and its module does not import
+    in the orchestrator's environment (an unguarded `import torch` with a computed `conda_env_name`)."""
 
 
 class _File(BaseModel):
@@ -46,15 +50,15 @@ class _File(BaseModel):
 
 @dataclass(frozen=True)
 class ConfiguredModel:
-    """One loaded entry: the class path as written, the instance, and the weights it needs."""
+    """One loaded entry: the class path as written, what the model declares, and the weights it needs."""
 
     class_path: str
-    model: ModelInterface
+    declarations: ModelDeclarations
     requirements: tuple[WeightsRequirement, ...]
 
     @property
     def label(self) -> str:
-        return type(self.model).__name__
+        return self.declarations.label
 
     def matches(self, token: str) -> bool:
         """`--models` accepts a weights name, the class path as written, or the class name."""
@@ -74,8 +78,9 @@ class DownloadConfig:
             raise ConfigError(f"{self.path}: {exc}") from None
 
 
-def load_download_config(path: Path) -> DownloadConfig:
-    """Parse, validate and instantiate; raises ConfigError naming `path` and the line at fault."""
+def load_download_config(path: Path, registry: EnvRegistry | None = None) -> DownloadConfig:
+    """Parse, validate and describe each model in its env (built if needed); raises ConfigError naming
+    `path` and the line at fault."""
     try:
         text = path.read_text()
     except OSError as exc:
@@ -93,27 +98,51 @@ def load_download_config(path: Path) -> DownloadConfig:
         error = exc.errors()[0]
         loc = error["loc"]
         raise ConfigError(f"{path}: line {_line_of(root, loc)}: field '{_dotted(loc)}': {error['msg']}") from None
-    with _importable_from(path.parent):
-        models = tuple(_load_entry(path, root, index, entry) for index, entry in enumerate(parsed.models))
+    wheres = [f"{path}: line {_line_of(root, ('models', index, 'class'))}" for index in range(len(parsed.models))]
+    try:
+        models = _describe_entries(parsed.models, wheres, path.parent.resolve(), registry or EnvRegistry())
+    except DescribeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     config = DownloadConfig(path, models)
     config.requirements()  # two entries pinning one name to different revisions fail here, not mid-download
     return config
 
 
-def _load_entry(path: Path, root: yaml.Node | None, index: int, entry: _Entry) -> ConfiguredModel:
-    where = f"{path}: line {_line_of(root, ('models', index, 'class'))}"
+def _describe_entries(entries: Sequence[_Entry], wheres: Sequence[str], folder: Path,
+                      registry: EnvRegistry) -> tuple[ConfiguredModel, ...]:
+    """Find each entry's env, build or find the envs, describe each entry inside its env."""
+    requests = [DescribeRequest(_resolve_class_path(e.class_path, folder), e.params, e.env) for e in entries]
+    search = (folder,)
+    names: list[str] = []
+    for where, request, name in zip(wheres, requests, env_names(requests, search), strict=True):
+        if isinstance(name, DescribeFailure):
+            raise ConfigError(f"{where}: {name.explain(request, search)}")
+        names.append(name)
+    envs: dict[str, Env] = {}
+    for where, request, name in zip(wheres, requests, names, strict=True):
+        if name not in envs:
+            try:
+                envs[name] = registry.ensure(name)
+            except OrchestratorError as exc:
+                raise ConfigError(f"{where}: model {request.class_path!r} runs in env {name!r}: {exc}") from None
+    described = describe_in_envs([(r, envs[n]) for r, n in zip(requests, names, strict=True)], search)
+    return tuple(_configured(where, entry, request, name, outcome, search) for where, entry, request, name,
+                 outcome in zip(wheres, entries, requests, names, described, strict=True))
+
+
+def _configured(where: str, entry: _Entry, request: DescribeRequest, env: str,
+                outcome: ModelDeclarations | DescribeFailure, search: Sequence[Path]) -> ConfiguredModel:
+    if isinstance(outcome, DescribeFailure):
+        raise ConfigError(f"{where}: {outcome.explain(request, search)}")
+    if outcome.conda_env_name != env:
+        named = "the entry's `env:`" if entry.env else "its source"
+        raise ConfigError(f"{where}: model {entry.class_path!r} declares conda_env_name {outcome.conda_env_name!r} "
+                          f"but {named} says {env!r}: make them agree")
     try:
-        model = instantiate(_resolve_class_path(entry.class_path, path.parent), entry.params)
-    except ModelLoadError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-    except Exception as exc:  # a module body or a constructor checking its params raises whatever it likes
-        raise ConfigError(f"{where}: model {entry.class_path!r} failed to import or to accept params "
-                          f"{entry.params}: {type(exc).__name__}: {exc}") from None
-    try:
-        requirements = requirements_of(model, entry.revisions)
+        requirements = requirements_of(outcome, entry.revisions)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
-    return ConfiguredModel(entry.class_path, model, tuple(requirements))
+    return ConfiguredModel(entry.class_path, outcome, tuple(requirements))
 
 
 def _resolve_class_path(class_path: str, base: Path) -> str:
@@ -122,19 +151,6 @@ def _resolve_class_path(class_path: str, base: Path) -> str:
         return class_path
     file_name, _, class_name = class_path.rpartition(":")
     return f"{(base / file_name).resolve()}:{class_name}"
-
-
-@contextlib.contextmanager
-def _importable_from(folder: Path) -> Iterator[None]:
-    entry = str(folder.resolve())
-    added = entry not in sys.path
-    if added:
-        sys.path.insert(0, entry)
-    try:
-        yield
-    finally:
-        if added:
-            sys.path.remove(entry)
 
 
 def _dotted(loc: Sequence[str | int]) -> str:

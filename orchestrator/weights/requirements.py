@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from models.model_interface import ModelInterface
 from models.model_utils import InvalidWeightsName, validate_weights_name
+from orchestrator.declarations import ModelDeclarations
 from orchestrator.errors import ConfigError, OrchestratorError
 from orchestrator.weights.manifest import Manifest, safe_relative_path
 
@@ -36,13 +36,10 @@ class WeightsRequirement:
         return set(self.files) <= manifest.paths()
 
 
-def model_label(model: ModelInterface) -> str:
-    return type(model).__name__
-
-
-def requirements_of(model: ModelInterface, revisions: Mapping[str, str] | None = None) -> list[WeightsRequirement]:
+def requirements_of(model: ModelDeclarations,
+                    revisions: Mapping[str, str] | None = None) -> list[WeightsRequirement]:
     """The model's declared weights, checked: names and file names may not escape the cache."""
-    label = model_label(model)
+    label = model.label
     names = list(model.weights_names)
     mapping = dict(model.id_file_mapping)
     strays = sorted(set(mapping) - set(names)) + sorted(set(revisions or {}) - set(names))

@@ -38,11 +38,29 @@ class Declares(ModelInterface):
 class NotAModel:
     pass
 """
+UNGUARDED = """\
+import torch
+
+from models import model_utils
+
+
+class Computed(model_utils.ModelInterface):
+    def __init__(self, env="video_splitting"):
+        self.env = env
+
+    conda_env_name = property(lambda self: self.env)
+
+    def setup(self):
+        pass
+
+    def __call__(self, images):
+        return images.to(torch.float32)
+"""
 
 
 def test_the_projects_config_lists_its_models_without_importing_their_frameworks() -> None:
     config = load_download_config(ROOT / "model_download.yaml")
-    assert [(m.label, m.model.conda_env_name, m.requirements) for m in config.models] == [
+    assert [(m.label, m.declarations.conda_env_name, m.requirements) for m in config.models] == [
         ("TransNetV2ShotDetector", "video_splitting", ()),
         ("RapidOCRTextReader", "ocr", ()),
         ("NudeNetContentFilter", "content_filter", ()),
@@ -66,10 +84,15 @@ def test_models_list_over_the_projects_config(tmp_path: Path) -> None:
     assert listed["models"][3]["files"] == ["config.json", "model.safetensors"]
     table = run_cli("models", "list", "--weights-dir", str(tmp_path))
     assert "TinyFrameEmbedder" in table.stdout and "(in its env)" in table.stdout
+    narrow = run_cli("models", "list", "--weights-dir", str(tmp_path), env={"COLUMNS": "80"}).stdout
+    assert max(map(len, narrow.splitlines())) <= 80
+    for name in ("TransNetV2ShotDetector", "NudeNetContentFilter", "video_splitting", "content_filter"):
+        assert f" {name} " in narrow
 
 
 def _config(tmp_path: Path, text: str) -> Path:
     (tmp_path / "cfg_models.py").write_text(HELPERS)
+    (tmp_path / "cfg_torch.py").write_text(UNGUARDED)
     path = tmp_path / "model_download.yaml"
     path.write_text(text)
     return path
@@ -100,6 +123,20 @@ def _config(tmp_path: Path, text: str) -> Path:
         (("models:\n  - {class: cfg_models.Declares, params: {names: [a/b]}, revisions: {a/b: v1}}\n"
          "  - {class: cfg_models.Declares, params: {names: [a/b]}, revisions: {a/b: v2}}\n"),
          r"pinned to two revisions: 'v1' and 'v2'"),
+        ("models:\n  - class: cfg_models.Declares\n  - class: cfg_torch.Computed\n",
+         (r"line 3: model 'cfg_torch.Computed' \(.*cfg_torch.py\) imports 'torch' \(No module named 'torch' in the "
+          r"orchestrator's environment\), and its env cannot be read from the source: add `env: <name>` to the "
+          r"stage/entry, or guard the import with `if conda_utils.is_running_in_env\(\"<name>\"\):`")),
+        ("models:\n  - {class: cfg_torch.Computed, env: ocr, params: {env: ocr}}\n",
+         (r"line 2: model 'cfg_torch.Computed' \(.*cfg_torch.py\) does not import in env 'ocr': it imports 'torch' "
+          r"\(No module named 'torch'\): add it to envs/ocr/environment.yml")),
+        ("models:\n  - {class: cfg_models.Declares, env: content_filter}\n",
+         (r"line 2: model 'cfg_models.Declares' declares conda_env_name 'ocr' but the entry's `env:` says "
+          r"'content_filter': make them agree")),
+        ("models:\n  - class: cfg_models.Declares\n    env: nope\n",
+         r"line 2: model 'cfg_models.Declares' runs in env 'nope': unknown env 'nope'"),
+        ("models:\n  - class: cfg_models.Declares\n    env: ''\n",
+         r"line 3: field 'models\[0\].env': String should have at least 1 character"),
     ],
 )
 def test_bad_config_names_file_and_line(tmp_path: Path, text: str, message: str) -> None:
@@ -107,6 +144,13 @@ def test_bad_config_names_file_and_line(tmp_path: Path, text: str, message: str)
     with pytest.raises(ConfigError, match=message) as error:
         load_download_config(path)
     assert str(error.value).startswith(f"{path}: ")
+
+
+def test_a_named_env_describes_a_model_whose_env_is_computed_behind_an_unguarded_import(tmp_path: Path) -> None:
+    path = _config(tmp_path, "models:\n  - {class: cfg_torch.Computed, env: video_splitting}\n")
+    (model,) = load_download_config(path).models
+    assert (model.label, model.declarations.conda_env_name, model.requirements) == ("Computed", "video_splitting", ())
+    assert "torch" not in sys.modules and "cfg_torch" not in sys.modules
 
 
 def test_file_paths_resolve_from_the_configs_folder_and_selection_merges(tmp_path: Path) -> None:

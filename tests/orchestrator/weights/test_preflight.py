@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from models.model_interface import ModelInterface
 from models.nudenet import NudeNetContentFilter
 from models.transnetv2 import TransNetV2ShotDetector
+from orchestrator.declarations import ModelDeclarations
 from orchestrator.errors import ConfigError, WeightsMissing
 from orchestrator.weights.cache import WeightsCache
 from orchestrator.weights.preflight import check_weights_present, missing_weights
@@ -17,15 +19,20 @@ from orchestrator.weights.sources import LocalDirSource
 from tests.orchestrator.weights.conftest import ROOT, NeedsWeights, run_cli, write_repo
 
 
+def declared(*models: ModelInterface) -> list[ModelDeclarations]:
+    """What a describe step returns for these models."""
+    return [ModelDeclarations.of(model) for model in models]
+
+
 def test_models_whose_weights_ship_in_their_env_need_nothing(cache: WeightsCache) -> None:
-    models = [TransNetV2ShotDetector(), NudeNetContentFilter()]
+    models = declared(TransNetV2ShotDetector(), NudeNetContentFilter())
     assert missing_weights(models) == []
     check_weights_present(models)
 
 
 def test_missing_weights_are_listed_with_the_download_command(cache: WeightsCache, tmp_path: Path) -> None:
-    models = [TransNetV2ShotDetector(), NeedsWeights(["acme/tiny", "acme/big"], {"acme/tiny": ["config.json"]}),
-              NeedsWeights(["acme/tiny"])]
+    models = declared(TransNetV2ShotDetector(), NeedsWeights(["acme/tiny", "acme/big"], {"acme/tiny": ["config.json"]}),
+                      NeedsWeights(["acme/tiny"]))
     assert missing_weights(models) == ["acme/tiny", "acme/big"]
     with pytest.raises(WeightsMissing) as error:
         check_weights_present(models)
@@ -45,7 +52,7 @@ def test_missing_weights_are_listed_with_the_download_command(cache: WeightsCach
 
 def test_a_weights_name_escaping_the_cache_is_refused(cache: WeightsCache) -> None:
     with pytest.raises(ConfigError, match=r"model NeedsWeights: weights name 'a/../../etc' must be a relative name"):
-        missing_weights([NeedsWeights(["a/../../etc"])])
+        missing_weights(declared(NeedsWeights(["a/../../etc"])))
 
 
 def test_orchestrator_run_stops_before_starting_workers(tmp_path: Path) -> None:
