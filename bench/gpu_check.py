@@ -26,7 +26,7 @@ import numpy as np
 from orchestrator.envs import Env, EnvRegistry
 from orchestrator.pipeline.gpus import GpuAssignment, cpu_fallback_warning, detect_gpu_count, pack_replicas
 from orchestrator.supervisor.handle import ModelRef, WorkerHandle, WorkerSpec
-from orchestrator.supervisor.launch import make_runtime_dir
+from orchestrator.supervisor.runtime_dir import make_runtime_dir
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))  # gpu_models, for reading num_gpus here as the pipeline would

@@ -31,8 +31,8 @@ import numpy as np
 
 from orchestrator.envs import Env, EnvRegistry
 from orchestrator.supervisor.handle import ModelRef, WorkerHandle, WorkerSpec
-from orchestrator.supervisor.launch import make_runtime_dir
 from orchestrator.supervisor.policy import WorkerPolicy
+from orchestrator.supervisor.runtime_dir import make_runtime_dir
 from workers.shm_ring import ShmRingReader, ShmRingWriter
 
 BENCH_DIR = Path(__file__).resolve().parent

@@ -14,7 +14,6 @@ describe costs the module's unguarded imports only, not transformers' ten second
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -29,8 +28,8 @@ from orchestrator.declarations import ModelDeclarations
 from orchestrator.envs import Env
 from orchestrator.errors import ConfigError, OrchestratorError
 from orchestrator.model_source import locate_source, static_env_name
-from orchestrator.supervisor.handle import describe_exit
-from orchestrator.supervisor.launch import worker_environ, worker_pythonpath
+from orchestrator.supervisor.events import describe_exit
+from orchestrator.supervisor.launch import module_argv, worker_environ
 
 DESCRIBE_TIMEOUT_S = 300.0
 """Per describe process: room for importing torch and building small constructors on a slow disk."""
@@ -105,7 +104,7 @@ def run_describe(python: Path | str, environ: Mapping[str, str], requests: Seque
     where = f"{python} -m workers.describe" + (f" (env {env!r})" if env else "")
     models = ", ".join(r.class_path for r in requests)
     try:
-        done = subprocess.run([str(python), "-m", "workers.describe"], input=payload, env=dict(environ),
+        done = subprocess.run(module_argv(python, "workers.describe"), input=payload, env=dict(environ),
                               capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         raise DescribeError(f"{where} took longer than {timeout_s:.0f}s describing {models}: a module import "
@@ -136,11 +135,8 @@ def _decode(reply: Any, env: str | None) -> Described:
 
 def _describe_environ(env: Env | None, runtime_dir: Path, search_dirs: Sequence[Path]) -> dict[str, str]:
     """A worker's environment for `env` (None: this interpreter's own), minus the worker marker."""
-    if env is None:
-        environ = dict(os.environ)
-        environ["PYTHONPATH"] = worker_pythonpath(runtime_dir, search_dirs)
-    else:
-        environ = worker_environ(env, runtime_dir, search_dirs)
+    own = Env("orchestrator", "existing", Path(sys.prefix), Path(sys.executable))
+    environ = worker_environ(env or own, runtime_dir, search_dirs)
     environ.pop(WORKER_ENV_VAR, None)
     return environ
 

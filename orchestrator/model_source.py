@@ -19,6 +19,15 @@ from pathlib import Path
 ENV_ATTRIBUTE = "conda_env_name"
 
 
+def absolute_class_path(class_path: str, base: Path) -> str:
+    """`file.py:Class` paths are relative to the config's folder (made absolute here); `module.Class` paths
+    are imported from the config's folder and the current directory, and stay as they are."""
+    if ":" not in class_path:
+        return class_path
+    file_name, _, class_name = class_path.rpartition(":")
+    return f"{(base / file_name).resolve()}:{class_name}"
+
+
 def locate_source(class_path: str, search_dirs: Sequence[Path] = ()) -> tuple[Path, str] | None:
     """The file defining `class_path` and the class name, found the way an import would find them
     (`search_dirs` first, then this process's import path) without running any module; None if absent.

@@ -18,15 +18,17 @@ import logging
 import os
 import sys
 import threading
-import traceback
 from typing import Any
 
 import zmq
 
 from models.conda_utils import current_env_name
 from models.model_interface import ModelInterface
+from workers.calls import Outcome, call_items, error_header
 from workers.curve import apply_client_keys
+from workers.describe import describe, missing_module
 from workers.gpu import apply_memory_cap
+from workers.model_input import InputSpec, adapt_input
 from workers.model_loader import ModelLoadError, instantiate
 from workers.protocol import Decoder, Encoder, Kind, Message, ProtocolError, peek_request_id
 from workers.shm_ring import ShmRingReader
@@ -64,21 +66,6 @@ def ready_header(name: str) -> dict[str, Any]:
     }
 
 
-def declarations_of(model: ModelInterface) -> dict[str, Any]:
-    """What the parent needs to know of a model before it places and sets it up."""
-    window = getattr(model, "split_window", None)
-    return {"class": f"{type(model).__module__}.{type(model).__qualname__}",
-            "conda_env_name": model.conda_env_name, "weights_names": list(model.weights_names),
-            "id_file_mapping": {k: (list(v) if v is not None else None) for k, v in model.id_file_mapping.items()},
-            "num_gpus": float(model.num_gpus), "batched": bool(getattr(model, "batched", False)),
-            "split_window": None if window is None else {"step": window.step, "context": window.context}}
-
-
-def error_header(stage: str, exc: BaseException) -> dict[str, Any]:
-    return {"stage": stage, "type": type(exc).__name__, "message": str(exc),
-            "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))}
-
-
 class Worker:
     """One model served over one data socket; single-threaded apart from the control listener."""
 
@@ -95,6 +82,7 @@ class Worker:
         self.decoder = Decoder(ring=ring)
         self.encoder = Encoder()
         self.model: ModelInterface | None = None
+        self.input = InputSpec()
         self.described: tuple[str, ModelInterface] | None = None
         """The model DESCRIBE built, kept so SETUP of the same class goes on with it."""
         self.parent_pid = os.getppid()
@@ -148,9 +136,9 @@ class Worker:
     def describe(self, msg: Message) -> None:
         try:
             model = instantiate(msg.header["class_path"], msg.payload or {})
-            declarations = declarations_of(model)
+            declarations = describe(model)
         except Exception as exc:  # the module, its imports or its constructor raised: reported with its traceback
-            self.reply(msg, Kind.ERROR, header=error_header("import", exc))
+            self.reply(msg, Kind.ERROR, header={**error_header("import", exc), "missing_module": missing_module(exc)})
             return
         self.described = (msg.header["class_path"], model)
         self.reply(msg, Kind.RESULT, declarations)
@@ -163,6 +151,7 @@ class Worker:
             else:
                 model = instantiate(msg.header["class_path"], msg.payload or {})
             self.described = None
+            self.input = InputSpec.from_dict(msg.header.get("input"))
             stage = "setup"
             apply_memory_cap()
             model.setup()
@@ -180,26 +169,29 @@ class Worker:
             self.reply(msg, Kind.ERROR, header=error_header("batch", RuntimeError("batch before setup")))
             return
         if msg.header.get("items"):
-            self.run_items(msg)
+            outcomes = self.call(msg.payload)
+            failed = [[index, error] for index, (_, error) in enumerate(outcomes) if error is not None]
+            self.reply(msg, Kind.RESULT, [result for result, _ in outcomes], {"failed": failed})
             return
-        try:
-            result = self.model(msg.payload)
-        except Exception as exc:  # a model's own failure, reported with its traceback
-            self.reply(msg, Kind.ERROR, header=error_header("batch", exc))
-            return
-        self.reply(msg, Kind.RESULT, result)
+        result, error = self.call([msg.payload])[0]
+        if error is not None:
+            self.reply(msg, Kind.ERROR, header=error)
+        else:
+            self.reply(msg, Kind.RESULT, result)
 
-    def run_items(self, msg: Message) -> None:
-        """A request carrying several items (a stage's batch_size): each succeeds or fails on its own."""
-        results: list[Any] = []
-        failed: list[list[Any]] = []
-        for index, item in enumerate(msg.payload):
+    def call(self, payloads: list[Any]) -> list[Outcome]:
+        """Each payload shaped as the stage's `input:` says, then the model on them; one outcome each, so a
+        request carrying several items (a stage's batch_size) fails item by item."""
+        outcomes: list[Outcome | None] = []
+        inputs = []
+        for payload in payloads:
             try:
-                results.append(self.model(item))
-            except Exception as exc:  # a model's own failure, reported with its traceback
-                results.append(None)
-                failed.append([index, error_header("batch", exc)])
-        self.reply(msg, Kind.RESULT, results, {"failed": failed})
+                inputs.append(adapt_input(payload, self.input))
+                outcomes.append(None)
+            except Exception as exc:  # a payload the input settings cannot shape fails alone
+                outcomes.append((None, error_header("input", exc)))
+        called = iter(call_items(self.model, inputs, self.model.batched))  # type: ignore[arg-type]
+        return [outcome if outcome is not None else next(called) for outcome in outcomes]
 
     def _listen_control(self, endpoint: str) -> None:
         control = self.context.socket(zmq.PAIR)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from orchestrator.errors import ConfigError
 from orchestrator.yaml_errors import describe_yaml_error
+from workers.model_input import InputSpec
 
 
 class _Strict(BaseModel):
@@ -60,6 +61,12 @@ class StageConfig(_Strict):
     model: str | None = None
     filter: FilterSpec | None = None
     params: dict[str, Any] = Field(default_factory=dict)
+    env: str | None = Field(None, min_length=1)
+    """The env the model runs in, when it cannot be read from the model's source (a computed
+    `conda_env_name` in a module that imports what the orchestrator's environment lacks)."""
+    input: dict[str, Any] = Field(default_factory=dict)
+    """How the model receives a clip's frames: {form: dict|frames, type: numpy|torch, layout: NHWC|NCHW,
+    dtype: e.g. float32}; the default hands it {"frames": (N, H, W, 3) uint8}."""
     replicas: int = Field(1, ge=1)
     batch_size: int = Field(1, ge=1)
     """Items per request (clips for `model` stages); the model still sees one item at a time."""
@@ -72,6 +79,11 @@ class StageConfig(_Strict):
     """A request a worker has been on this long means it hangs: it is killed and the items retried."""
     heartbeat_timeout_s: float = Field(60.0, gt=0)
     """An idle worker that does not answer a heartbeat within this long hangs: it is killed and restarted."""
+
+    @field_validator("input")
+    @classmethod
+    def _valid_input(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return InputSpec.from_dict(value).to_dict()
 
     @model_validator(mode="after")
     def _exactly_one_kind(self) -> StageConfig:
@@ -90,7 +102,7 @@ class StageConfig(_Strict):
         return self.model_dump(mode="json", include=_RESULT_FIELDS)
 
 
-_RESULT_FIELDS = {"name", "split", "model", "filter", "params", "frames"}
+_RESULT_FIELDS = {"name", "split", "model", "filter", "params", "frames", "input"}
 
 
 class PipelineConfig(_Strict):

@@ -8,16 +8,24 @@ place replicas on GPUs, execute, summarise.
 from __future__ import annotations
 
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.model_interface import ModelInterface
+from orchestrator.declarations import ModelDeclarations
+from orchestrator.describe import DescribeFailure, DescribeRequest, env_names
 from orchestrator.envs import Env, EnvRegistry
-from orchestrator.errors import ConfigError, HandshakeTimeout, OrchestratorError, PipelineError, WorkerDied
+from orchestrator.errors import (
+    ConfigError,
+    HandshakeTimeout,
+    OrchestratorError,
+    PipelineError,
+    WorkerDied,
+    WorkerError,
+)
+from orchestrator.model_source import absolute_class_path
 from orchestrator.pipeline.config import PipelineConfig, StageConfig
 from orchestrator.pipeline.executor import LocalExecutor, RunState
 from orchestrator.pipeline.gpus import GpuAssignment, cpu_fallback_warning, detect_gpu_count, pack_replicas
@@ -28,46 +36,43 @@ from orchestrator.supervisor.output import LogSink
 from orchestrator.supervisor.policy import WorkerPolicy
 from orchestrator.supervisor.runtime_dir import make_runtime_dir
 from orchestrator.supervisor.shutdown import close_all
-from workers.model_loader import ModelLoadError, instantiate
+from orchestrator.weights.preflight import check_weights_present
 
 NO_GPU = GpuAssignment(())
 
 
 @dataclass(frozen=True)
 class ResolvedStage:
-    """A model stage with the env it runs in."""
+    """A model stage with its class path (file paths made absolute) and the env it runs in."""
 
     config: StageConfig
-    model: ModelInterface
+    class_path: str
     env: Env
 
 
 def resolve_stages(config: PipelineConfig, config_dir: Path, registry: EnvRegistry) -> dict[str, ResolvedStage]:
-    """Instantiate each stage's class in the parent (guarded imports only) and build/find its env."""
+    """Each model stage's env (named by the stage, read from the model's source, or read by a child of this
+    interpreter), built or found; this process never imports a model."""
+    search_dirs = (config_dir, Path.cwd())
+    stages = [s for s in config.stages if s.class_path]
+    requests = [DescribeRequest(absolute_class_path(s.class_path or "", config_dir), s.params, s.env) for s in stages]
     resolved = {}
-    for stage in config.stages:
-        if stage.class_path is None:
-            continue
-        sys.path.insert(0, str(config_dir))
+    for stage, request, name in zip(stages, requests, env_names(requests, search_dirs), strict=True):
+        if isinstance(name, DescribeFailure):
+            raise ConfigError(f"stage {stage.name!r}: {name.explain(request, search_dirs)}")
         try:
-            model = instantiate(stage.class_path, dict(stage.params))
-        except ModelLoadError as exc:
-            raise ConfigError(f"stage {stage.name!r}: {exc}") from None
-        finally:
-            sys.path.remove(str(config_dir))
-        try:
-            env = registry.ensure(model.conda_env_name)
+            env = registry.ensure(name)
         except OrchestratorError as exc:
-            raise ConfigError(f"stage {stage.name!r} (env {model.conda_env_name!r}): {exc}") from None
-        resolved[stage.name] = ResolvedStage(stage, model, env)
+            raise ConfigError(f"stage {stage.name!r} (env {name!r}): {exc}") from None
+        resolved[stage.name] = ResolvedStage(stage, request.class_path, env)
     return resolved
 
 
-def assign_gpus(stages: dict[str, ResolvedStage], declarations: dict[str, dict[str, Any]], n_gpus: int,
+def assign_gpus(stages: dict[str, ResolvedStage], declarations: dict[str, ModelDeclarations], n_gpus: int,
                 warn: Callable[[str], None]) -> dict[tuple[str, int], GpuAssignment]:
     """The GPU share of each (stage, replica), from the `num_gpus` each model declared in its env."""
     replicas = [(name, i) for name, s in stages.items() for i in range(s.config.replicas)]
-    demands = [(name, float(declarations[name]["num_gpus"])) for name, _ in replicas]
+    demands = [(name, declarations[name].num_gpus) for name, _ in replicas]
     if n_gpus == 0 and (line := cpu_fallback_warning(demands)):
         warn(line)
     return dict(zip(replicas, pack_replicas(demands, n_gpus), strict=True))
@@ -92,15 +97,15 @@ class _Workers:
     def make(self, stage: StageConfig, replica: int) -> WorkerHandle:
         resolved = self.stages[stage.name]
         placement = self.gpu_of.get((stage.name, replica), NO_GPU)
-        spec = WorkerSpec(f"{stage.name}/{replica}", resolved.env, ModelRef(stage.class_path or "", stage.params),
-                          self.user_dirs, placement.environ())
+        spec = WorkerSpec(f"{stage.name}/{replica}", resolved.env, ModelRef(resolved.class_path, stage.params),
+                          self.user_dirs, placement.environ(), {"input": stage.input})
         return WorkerHandle(spec, self.runtime_dir, worker_policy(stage), on_log=self.on_log)
 
 
 def describe_stages(stages: dict[str, ResolvedStage], workers: _Workers) -> dict[str, WorkerHandle]:
     """Start each stage's first worker without a GPU and have it describe its model inside its env; the
     workers are returned waiting for setup. A worker that dies while describing is replaced, within the
-    stage's restart budget."""
+    stage's restart budget; a model that does not import there stops the run with the reason."""
     firsts: dict[str, WorkerHandle] = {}
     try:
         for name, stage in stages.items():
@@ -111,6 +116,8 @@ def describe_stages(stages: dict[str, ResolvedStage], workers: _Workers) -> dict
                 try:
                     firsts[name].read_declarations()
                     break
+                except WorkerError as exc:
+                    raise ConfigError(f"stage {name!r}: {exc}") from None
                 except (WorkerDied, HandshakeTimeout) as exc:
                     firsts[name].release()
                     if attempt == stage.config.max_restarts:
@@ -130,21 +137,23 @@ def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_lo
     started = time.monotonic()
     writer = OutputWriter(config_dir / config.output, config.results_key(), fresh)
     videos, missing = expand_inputs(config.inputs, config_dir)
-    stages = resolve_stages(config, config_dir, EnvRegistry())
-    _check_weights([s.model for s in stages.values()])
+    registry = EnvRegistry()
+    stages = resolve_stages(config, config_dir, registry)
     state = RunState(videos_total=len(videos))
     state.failures += [{"video": pattern, "reason": reason} for pattern, reason in missing]
     runtime_dir = make_runtime_dir()
     workers = _Workers(stages, config_dir, runtime_dir, on_log)
     firsts: dict[str, WorkerHandle] = {}
     try:
-        firsts = describe_stages(stages, workers)
-        declarations = {name: handle.declarations or {} for name, handle in firsts.items()}
-        workers.gpu_of = assign_gpus(stages, declarations, detect_gpu_count() if gpus is None else gpus, warn)
-        adopt = {name: {0: h} for name, h in firsts.items() if workers.gpu_of[(name, 0)] == NO_GPU}
-        close_all([h for name, h in firsts.items() if name not in adopt], 0, 0)
-        executor = LocalExecutor(config, videos, writer, workers.make, state, adopt)
-        executor.run(on_tick=(lambda: display(state)) if display else lambda: None)
+        with registry.leased(stage.env for stage in stages.values()):  # `envs gc` spares them until the end
+            firsts = describe_stages(stages, workers)
+            declarations = {name: _declarations(stages[name], handle) for name, handle in firsts.items()}
+            check_weights_present(list(declarations.values()))
+            workers.gpu_of = assign_gpus(stages, declarations, detect_gpu_count() if gpus is None else gpus, warn)
+            adopt = {name: {0: h} for name, h in firsts.items() if workers.gpu_of[(name, 0)] == NO_GPU}
+            close_all([h for name, h in firsts.items() if name not in adopt], 0, 0)
+            executor = LocalExecutor(config, videos, writer, workers.make, state, adopt)
+            executor.run(on_tick=(lambda: display(state)) if display else lambda: None)
     except KeyboardInterrupt:
         state.failures.append({"video": "", "reason": "interrupted (Ctrl-C): finished videos were kept"})
         raise
@@ -159,10 +168,15 @@ def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_lo
     return summary
 
 
-def _check_weights(models: list[ModelInterface]) -> None:
-    from orchestrator.weights.preflight import check_weights_present
-
-    check_weights_present(models)
+def _declarations(stage: ResolvedStage, handle: WorkerHandle) -> ModelDeclarations:
+    """What the stage's model declared in its env, which must be the env it was started in."""
+    declared = ModelDeclarations.from_dict(handle.declarations or {})
+    if declared.conda_env_name != stage.env.name:
+        raise ConfigError(f"stage {stage.config.name!r}: model {stage.class_path!r} declares conda_env_name "
+                          f"{declared.conda_env_name!r} but was started in env {stage.env.name!r}"
+                          f"{' (the stage says env: ' + repr(stage.config.env) + ')' if stage.config.env else ''}; "
+                          f"make them agree")
+    return declared
 
 
 def _summary(state: RunState, wall_s: float) -> dict[str, Any]:

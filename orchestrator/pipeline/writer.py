@@ -18,30 +18,17 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
+from orchestrator.atomic import atomic_write_text
 from orchestrator.errors import ConfigError
 from orchestrator.pipeline.items import Clip, VideoItem
 from orchestrator.pipeline.video import VideoInput
 
 PIPELINE_FILE = "pipeline.json"
-
-
-def atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def to_json(value: Any) -> Any:
@@ -86,7 +73,7 @@ class OutputWriter:
                                   f"codec changed); rerun with --fresh to start over there, or choose another "
                                   f"--output")
             return
-        atomic_write(path, json.dumps(results_key, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(path, json.dumps(results_key, indent=2, sort_keys=True) + "\n")
 
     def resumable(self, video: VideoInput) -> list[dict[str, Any]] | None:
         """The rows of an earlier run that finished `video` successfully and whose clips are all still here."""
@@ -114,7 +101,7 @@ class OutputWriter:
         with contextlib.suppress(FileNotFoundError):  # a video that vanished mid-run still gets its rows
             path = self.parts / f"{fingerprint(video.video.path)}.json"
             self._drop_stale_clips(path, {r["path"] for r in rows if r["path"]})
-            atomic_write(path, json.dumps(part, default=to_json) + "\n")
+            atomic_write_text(path, json.dumps(part, default=to_json) + "\n")
         self._append(rows)
         return rows
 
@@ -160,5 +147,5 @@ class OutputWriter:
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         self.close()
-        atomic_write(self.out_dir / "run.json", json.dumps(summary, indent=2, default=to_json) + "\n")
+        atomic_write_text(self.out_dir / "run.json", json.dumps(summary, indent=2, default=to_json) + "\n")
         shutil.rmtree(self.clips_tmp, ignore_errors=True)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -27,11 +26,6 @@ from orchestrator.supervisor.passthrough import passed_environ
 from workers.bootstrap import USER_CODE_DIRS_VAR
 
 _SHARED_PACKAGES = (workers, models)
-
-
-def make_runtime_dir(prefix: str = "orch-run-") -> Path:
-    """A private (0700) folder for one run's ipc endpoints and the workers' import path."""
-    return Path(tempfile.mkdtemp(prefix=prefix))
 
 
 def worker_link_dir(runtime_dir: Path) -> Path:
@@ -66,4 +60,9 @@ def worker_environ(
 
 def worker_argv(env: Env, *args: str) -> list[str]:
     """Exec the env's interpreter directly (no `conda run`, no `uv run`): fast start, signals reach it."""
-    return [str(env.python), "-s", "-m", "workers.bootstrap", "workers", *args]
+    return module_argv(env.python, "workers", *args)
+
+
+def module_argv(python: Path | str, module: str, *args: str) -> list[str]:
+    """Run `module` of the shared packages in `python` the way a worker runs: through `workers.bootstrap`."""
+    return [str(python), "-s", "-m", "workers.bootstrap", module, *args]

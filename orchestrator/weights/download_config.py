@@ -25,6 +25,7 @@ from orchestrator.declarations import ModelDeclarations
 from orchestrator.describe import DescribeError, DescribeFailure, DescribeRequest, describe_in_envs, env_names
 from orchestrator.envs import Env, EnvRegistry
 from orchestrator.errors import ConfigError, OrchestratorError
+from orchestrator.model_source import absolute_class_path
 from orchestrator.weights.requirements import WeightsRequirement, merge_requirements, requirements_of
 from orchestrator.yaml_errors import describe_yaml_error
 
@@ -111,7 +112,7 @@ def load_download_config(path: Path, registry: EnvRegistry | None = None) -> Dow
 def _describe_entries(entries: Sequence[_Entry], wheres: Sequence[str], folder: Path,
                       registry: EnvRegistry) -> tuple[ConfiguredModel, ...]:
     """Find each entry's env, build or find the envs, describe each entry inside its env."""
-    requests = [DescribeRequest(_resolve_class_path(e.class_path, folder), e.params, e.env) for e in entries]
+    requests = [DescribeRequest(absolute_class_path(e.class_path, folder), e.params, e.env) for e in entries]
     search = (folder,)
     names: list[str] = []
     for where, request, name in zip(wheres, requests, env_names(requests, search), strict=True):
@@ -143,14 +144,6 @@ def _configured(where: str, entry: _Entry, request: DescribeRequest, env: str,
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     return ConfiguredModel(entry.class_path, outcome, tuple(requirements))
-
-
-def _resolve_class_path(class_path: str, base: Path) -> str:
-    """`file.py:Class` paths are relative to the config's folder, like `module.Class` imports."""
-    if ":" not in class_path:
-        return class_path
-    file_name, _, class_name = class_path.rpartition(":")
-    return f"{(base / file_name).resolve()}:{class_name}"
 
 
 def _dotted(loc: Sequence[str | int]) -> str:

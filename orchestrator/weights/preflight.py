@@ -11,23 +11,18 @@ import os
 import shlex
 from collections.abc import Sequence
 
-from models.model_interface import ModelInterface
 from models.model_utils import WEIGHTS_DIR_VAR
 from orchestrator.declarations import ModelDeclarations
 from orchestrator.errors import WeightsMissing
 from orchestrator.weights.cache import WeightsCache, WeightsStatus
 from orchestrator.weights.requirements import merge_requirements, requirements_of
 
-Declared = ModelDeclarations | ModelInterface
-"""Declarations from a describe step; an instance this process already holds is described on the spot."""
 
-
-def _missing(models: Sequence[Declared], cache: WeightsCache) -> dict[str, tuple[WeightsStatus, list[str]]]:
+def _missing(models: Sequence[ModelDeclarations], cache: WeightsCache) -> dict[str, tuple[WeightsStatus, list[str]]]:
     """Weights name → (status, labels of the models needing it), for every name not present."""
     needed_by: dict[str, list[str]] = {}
     requirements = []
-    for model in models:
-        declared = model if isinstance(model, ModelDeclarations) else ModelDeclarations.of(model)
+    for declared in models:
         for requirement in requirements_of(declared):
             requirements.append(requirement)
             needed_by.setdefault(requirement.name, []).append(declared.label)
@@ -39,7 +34,7 @@ def _missing(models: Sequence[Declared], cache: WeightsCache) -> dict[str, tuple
     return found
 
 
-def missing_weights(models: Sequence[Declared], cache: WeightsCache | None = None) -> list[str]:
+def missing_weights(models: Sequence[ModelDeclarations], cache: WeightsCache | None = None) -> list[str]:
     """Names of the weights these models need that are not complete in the cache, in first-needed order."""
     return list(_missing(models, cache or WeightsCache()))
 
@@ -52,7 +47,7 @@ def download_command(names: Sequence[str]) -> str:
     return shlex.join(argv)
 
 
-def check_weights_present(models: Sequence[Declared], cache: WeightsCache | None = None) -> None:
+def check_weights_present(models: Sequence[ModelDeclarations], cache: WeightsCache | None = None) -> None:
     """Raise WeightsMissing, listing every missing name and the command that downloads them all."""
     cache = cache or WeightsCache()
     missing = _missing(models, cache)

@@ -6,44 +6,95 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from orchestrator.errors import ConfigError
 from orchestrator.pipeline.items import Clip, VideoItem
 from orchestrator.pipeline.video import VideoInput, VideoMeta
 from orchestrator.pipeline.writer import OutputWriter
 
+KEY = {"stages": [{"name": "shots"}], "clip_codec": "libx264"}
 
-def finished_video(writer: OutputWriter, seq: int, name: str, keep: list[bool]) -> None:
-    video = VideoItem(seq, VideoInput(Path(f"/data/{name}.mp4"), name), VideoMeta(24.0, 64, 48))
+
+def video_file(folder: Path, name: str) -> VideoInput:
+    path = folder / "videos" / f"{name}.mp4"
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(b"a video")
+    return VideoInput(path, name)
+
+
+def finished_video(writer: OutputWriter, seq: int, video: VideoInput, keep: list[bool], error: str | None = None,
+                   clip_error: int | None = None) -> list[dict]:
+    item = VideoItem(seq, video, VideoMeta(24.0, 64, 48), error=error)
     clips = []
     for index, kept in enumerate(keep):
-        encoded = writer.clips_tmp / f"{name}_{index:04d}.mp4"
+        encoded = writer.clips_tmp / f"{video.video_id}_{index:04d}.mp4"
         encoded.write_bytes(b"clip")
-        clip = Clip(video, index, index * 24, index * 24 + 23, encoded=encoded,
+        clip = Clip(item, index, index * 24, index * 24 + 23, encoded=encoded,
                     results={"score": {"value": np.float32(0.5), "per_frame": np.arange(2)}})
         if not kept:
             clip.filtered_by.append("keep:min_duration_s")
+        if clip_error == index:
+            clip.errors["score"] = "failed on 3 attempts"
         clips.append(clip)
-    writer.finish_video(video, clips)
+    return writer.finish_video(item, clips)
 
 
 def rows(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
 
 
-def test_clips_kept_or_dropped_and_rows_in_input_order(tmp_path: Path) -> None:
-    writer = OutputWriter(tmp_path)
-    finished_video(writer, 1, "b", [True])
-    finished_video(writer, 0, "a", [True, False])
-    assert [(Path(r["video"]).stem, r["clip_index"], r["path"]) for r in rows(tmp_path)] == [
+def test_clips_kept_or_dropped_and_rows_in_the_order_videos_finish(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    writer = OutputWriter(out, KEY)
+    finished_video(writer, 0, video_file(tmp_path, "a"), [True, False])
+    finished_video(writer, 1, video_file(tmp_path, "b"), [True])
+    assert [(Path(r["video"]).stem, r["clip_index"], r["path"]) for r in rows(out)] == [
         ("a", 0, "clips/a_0000.mp4"), ("a", 1, None), ("b", 0, "clips/b_0000.mp4")]
-    assert sorted(p.name for p in (tmp_path / "clips").iterdir()) == ["a_0000.mp4", "b_0000.mp4"]
-    assert rows(tmp_path)[0]["score"] == {"value": 0.5, "per_frame": [0, 1]}
-    assert rows(tmp_path)[1]["filtered_by"] == ["keep:min_duration_s"]
+    assert sorted(p.name for p in (out / "clips").iterdir()) == ["a_0000.mp4", "b_0000.mp4"]
+    assert rows(out)[0]["score"] == {"value": 0.5, "per_frame": [0, 1]}
+    assert rows(out)[1]["filtered_by"] == ["keep:min_duration_s"]
     writer.write_summary({"videos": 2})
-    assert not (tmp_path / ".tmp").exists() and json.loads((tmp_path / "run.json").read_text()) == {"videos": 2}
+    assert not (out / ".tmp").exists() and json.loads((out / "run.json").read_text()) == {"videos": 2}
 
 
-def test_a_new_run_into_the_same_folder_describes_only_itself(tmp_path: Path) -> None:
-    finished_video(OutputWriter(tmp_path), 0, "old", [True])
-    finished_video(OutputWriter(tmp_path), 0, "new", [True])
-    assert [Path(r["video"]).stem for r in rows(tmp_path)] == ["new"]
+def test_a_new_run_into_the_same_folder_describes_only_its_own_videos(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    finished_video(OutputWriter(out, KEY), 0, video_file(tmp_path, "old"), [True])
+    finished_video(OutputWriter(out, KEY), 0, video_file(tmp_path, "new"), [True])
+    assert [Path(r["video"]).stem for r in rows(out)] == ["new"]
+
+
+def test_a_rerun_reuses_only_videos_that_succeeded_and_are_unchanged(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    writer = OutputWriter(out, KEY)
+    done, failed, clip_failed, changed, deleted = (video_file(tmp_path, n) for n in "abcde")
+    finished_video(writer, 0, done, [True, False])
+    finished_video(writer, 1, failed, [], error="corrupt after frame 3")
+    finished_video(writer, 2, clip_failed, [True], clip_error=0)
+    finished_video(writer, 3, changed, [True])
+    finished_video(writer, 4, deleted, [True])
+    writer.close()
+    first = rows(out)[:2]
+    changed.path.write_bytes(b"another video, longer")
+    (out / "clips" / "e_0000.mp4").unlink()
+    again = OutputWriter(out, KEY)
+    assert again.resumable(done) == first
+    assert [again.resumable(v) for v in (failed, clip_failed, changed, deleted)] == [None] * 4
+
+
+def test_redoing_a_video_removes_the_clips_an_earlier_attempt_kept(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    video = video_file(tmp_path, "a")
+    finished_video(OutputWriter(out, KEY), 0, video, [True, True, True], clip_error=2)
+    finished_video(OutputWriter(out, KEY), 0, video, [True, False])
+    assert sorted(p.name for p in (out / "clips").iterdir()) == ["a_0000.mp4"]
+
+
+def test_results_of_another_pipeline_are_refused_unless_fresh(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    finished_video(OutputWriter(out, KEY), 0, video_file(tmp_path, "a"), [True])
+    with pytest.raises(ConfigError, match="holds results of a different pipeline.*--fresh"):
+        OutputWriter(out, {**KEY, "clip_codec": "libx265"})
+    fresh = OutputWriter(out, {**KEY, "clip_codec": "libx265"}, fresh=True)
+    assert fresh.resumable(video_file(tmp_path, "a")) is None and not list((out / "clips").iterdir())
