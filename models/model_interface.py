@@ -8,11 +8,30 @@ worker started with the interpreter of `conda_env_name`, where the guarded impor
 from __future__ import annotations
 
 import abc
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class SplitWindow:
+    """How a split model reads a video: in windows the parent cuts, instead of the whole video at once.
+
+    Every call gets `context` frames, then a core whose length is a multiple of `step`, then `context`
+    frames; at the video's ends the context is filled with copies of the first or last frame. The model
+    answers for the core frames only, so no frame's answer depends on where the parent cut.
+    """
+
+    step: int
+    """A call's core frame count is a multiple of this."""
+    context: int
+    """Frames before and after the core in every call; edge-padded (first/last frame) at the ends."""
 
 
 class ModelInterface(abc.ABC):
     """Base class for every model a pipeline stage can run."""
+
+    split_window: ClassVar[SplitWindow | None] = None
+    """Set by split models that read a video in windows (see `SplitWindow`)."""
 
     @property
     @abc.abstractmethod
