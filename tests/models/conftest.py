@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from functools import cache
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from orchestrator.errors import OrchestratorError
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 RunInEnv = Callable[..., str]
-"""run_in_env(env_name, script, *args, environ=None) -> the script's stdout."""
+"""run_in_env(env_name, script, *args, environ=None, unset=()) -> the script's stdout."""
 
 
 @pytest.fixture(scope="session")
@@ -44,11 +44,14 @@ def env_for() -> Callable[[str], Env]:
 @pytest.fixture(scope="session")
 def run_in_env(env_for: Callable[[str], Env]) -> RunInEnv:
     """Run a Python `script` with `args` in env `env_name` as a worker would be started (the env's own
-    interpreter and variables, this checkout on PYTHONPATH, `environ` on top); fail on a non-zero exit."""
+    interpreter and variables, this checkout on PYTHONPATH, `environ` on top, `unset` removed); fail on
+    a non-zero exit."""
 
-    def run(env_name: str, script: str, *args: str, environ: Mapping[str, str] | None = None) -> str:
+    def run(env_name: str, script: str, *args: str, environ: Mapping[str, str] | None = None,
+            unset: Collection[str] = ()) -> str:
         env = env_for(env_name)
         full = env.launch_environ(os.environ) | {"PYTHONPATH": str(REPO_ROOT), **(environ or {})}
+        full = {name: value for name, value in full.items() if name not in unset}
         argv = [str(env.python), "-c", script, *args]
         done = subprocess.run(argv, env=full, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, f"script failed in env {env_name!r}:\n{done.stderr[-4000:]}"
