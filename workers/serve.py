@@ -32,6 +32,7 @@ from workers.model_input import InputSpec, adapt_input
 from workers.model_loader import ModelLoadError, instantiate
 from workers.protocol import Decoder, Encoder, Kind, Message, ProtocolError, peek_request_id
 from workers.shm_ring import ShmRingReader
+from workers.threads import apply_thread_budget, budget_from_environ
 
 REPORTED_PACKAGES = ("numpy", "pyzmq", "msgpack", "torch", "transformers", "onnxruntime")
 IDLE_POLL_MS = 200
@@ -153,6 +154,7 @@ class Worker:
             self.described = None
             self.input = InputSpec.from_dict(msg.header.get("input"))
             stage = "setup"
+            apply_thread_budget(budget_from_environ())
             apply_memory_cap()
             model.setup()
         except ModelLoadError as exc:

@@ -68,6 +68,9 @@ class StageConfig(_Strict):
     """How the model receives a clip's frames: {form: dict|frames, type: numpy|torch, layout: NHWC|NCHW,
     dtype: e.g. float32}; the default hands it {"frames": (N, H, W, 3) uint8}."""
     replicas: int = Field(1, ge=1)
+    threads: int | None = Field(None, ge=1)
+    """Intra-op threads per replica (torch, onnxruntime, OpenMP); default: the machine's cores shared among
+    every stage's replicas."""
     batch_size: int = Field(1, ge=1)
     """Items per request (clips for `model` stages); the model still sees one item at a time."""
     frames: FrameSpec = FrameSpec()

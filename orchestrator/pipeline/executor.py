@@ -1,6 +1,7 @@
 """Run a pipeline on this machine: one thread per step, bounded channels between them, workers per stage.
 
-    decode ─▶ split pool ─▶ extract clips ─▶ clip stage pools / filters ─▶ writer (the calling thread)
+    decode (split size, in windows) ─▶ split pool ─▶ cut clips (full size) ─▶ clip stage pools / filters
+        ─▶ writer (the calling thread)
 
 Channels are bounded, so a long input never piles up in memory (backpressure). Each model stage's pool owns
 its workers. A step that raises stops the run with its error (never a silent hang); finished videos stay
@@ -16,13 +17,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.declarations import ModelDeclarations
 from orchestrator.errors import PipelineError
 from orchestrator.pipeline.channel import Channel
 from orchestrator.pipeline.config import PipelineConfig, StageConfig
+from orchestrator.pipeline.cutting import cut_clips
 from orchestrator.pipeline.items import END, Clip, VideoDone, VideoItem
 from orchestrator.pipeline.pool import RetryPolicy, StagePool, Worker
+from orchestrator.pipeline.split import SplitLogic, decode_for_split
 from orchestrator.pipeline.stats import StageStats
-from orchestrator.pipeline.steps import ClipModelLogic, SplitLogic, decode_videos, extract_clips, run_filter
+from orchestrator.pipeline.steps import ClipModelLogic, run_filter
 from orchestrator.pipeline.video import VideoInput
 from orchestrator.pipeline.writer import OutputWriter
 from orchestrator.supervisor.shutdown import close_all
@@ -52,9 +56,10 @@ class RunState:
 
 class LocalExecutor:
     def __init__(self, config: PipelineConfig, videos: list[VideoInput], writer: OutputWriter,
-                 make_worker: WorkerFactory, state: RunState,
+                 make_worker: WorkerFactory, state: RunState, declarations: Mapping[str, ModelDeclarations],
                  adopt: Mapping[str, Mapping[int, Worker]] | None = None) -> None:
         self.config = config
+        self.declarations = declarations
         self.videos = videos
         self.writer = writer
         self.make_worker = make_worker
@@ -89,13 +94,15 @@ class LocalExecutor:
 
     def _start_steps(self) -> queue.Queue:
         split, *rest = self.config.stages
+        window = self.declarations[split.name].split_window
         decoded = Channel(QUEUE_DEPTH)
-        self._spawn("decode", decode_videos, self.videos, split, self.writer.resumable, decoded, self.stop)
-        cut_in = Channel(QUEUE_DEPTH)
-        self._spawn(split.name, self._pool(split, SplitLogic(split)).run, decoded, cut_in)
+        self._spawn("decode", decode_for_split, self.videos, split, window, self.writer.resumable, decoded,
+                    self.stop)
+        answered = Channel(QUEUE_DEPTH)
+        self._spawn(split.name, self._pool(split, SplitLogic(split, window)).run, decoded, answered)
         current = Channel(QUEUE_DEPTH)
-        self._spawn("extract", extract_clips, [s for s in rest if s.model], self.writer.clips_tmp,
-                    self.config.clip_codec, cut_in, current, self.stop)
+        self._spawn("cut", cut_clips, [s for s in rest if s.model], self.writer.clips_tmp, self.config.clip_codec,
+                    answered, current, self.stop)
         for stage in rest:
             following = Channel(QUEUE_DEPTH)
             if stage.model:

@@ -1,4 +1,8 @@
-"""What flows between pipeline steps, in input order: per video a `VideoItem`, its `Clip`s, then `VideoDone`."""
+"""What flows between pipeline steps, in input order.
+
+    decode ─▶ VideoItem, SplitRequest*, SplitDone ─▶ split pool (answers each SplitRequest)
+    cut    ─▶ VideoItem, Clip*, VideoDone        ─▶ clip stages ─▶ writer
+"""
 
 from __future__ import annotations
 
@@ -14,15 +18,13 @@ from orchestrator.pipeline.video import VideoInput, VideoMeta
 
 @dataclass
 class VideoItem:
-    """A video on its way through decode and split; afterwards it heads its clips to the writer."""
+    """A video on its way through the steps: it heads its split requests, then its clips."""
 
     seq: int
     video: VideoInput
     meta: VideoMeta | None = None
-    frames: np.ndarray | None = None
-    """Frames at the split stage's size, dropped once the split stage has answered."""
     n_frames: int = 0
-    scenes: list[tuple[int, int]] = field(default_factory=list)
+    """Frames the split stage's decode read, set once it has read them all (by `SplitDone`)."""
     error: str | None = None
     resumed: list[dict[str, Any]] | None = None
     """Rows an earlier run wrote for this video: it goes straight to the writer, unprocessed."""
@@ -30,6 +32,28 @@ class VideoItem:
     @property
     def needs_work(self) -> bool:
         return self.error is None and self.resumed is None
+
+
+@dataclass
+class SplitRequest:
+    """Frames for the split stage: a window (context, core, context) of a video, or the whole of it for a model
+    that reads a video at once. The answer is stored on it: the core's transition flags, or whole `scenes`."""
+
+    video: VideoItem
+    core_start: int
+    frames: np.ndarray | None
+    real: int
+    """Frames of the core that are the video's own; the rest is padding after its last frame."""
+    whole: bool = False
+    transitions: np.ndarray | None = None
+    scenes: list[tuple[int, int]] | None = None
+
+
+@dataclass
+class SplitDone:
+    """Every split request of a video has gone before; `video.n_frames` (or `video.error`) is final."""
+
+    video: VideoItem
 
 
 @dataclass

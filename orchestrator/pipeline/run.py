@@ -36,6 +36,7 @@ from orchestrator.supervisor.output import LogSink
 from orchestrator.supervisor.policy import WorkerPolicy
 from orchestrator.supervisor.runtime_dir import make_runtime_dir
 from orchestrator.supervisor.shutdown import close_all
+from orchestrator.supervisor.threads import available_cores, default_budgets, thread_environ
 from orchestrator.weights.preflight import check_weights_present
 
 NO_GPU = GpuAssignment(())
@@ -93,12 +94,14 @@ class _Workers:
         self.runtime_dir = runtime_dir
         self.on_log = on_log
         self.gpu_of: dict[tuple[str, int], GpuAssignment] = {}
+        self.threads = default_budgets(available_cores(), {name: s.config.replicas for name, s in stages.items()})
 
     def make(self, stage: StageConfig, replica: int) -> WorkerHandle:
         resolved = self.stages[stage.name]
         placement = self.gpu_of.get((stage.name, replica), NO_GPU)
+        environ = {**placement.environ(), **thread_environ(stage.threads or self.threads[stage.name])}
         spec = WorkerSpec(f"{stage.name}/{replica}", resolved.env, ModelRef(resolved.class_path, stage.params),
-                          self.user_dirs, placement.environ(), {"input": stage.input})
+                          self.user_dirs, environ, {"input": stage.input})
         return WorkerHandle(spec, self.runtime_dir, worker_policy(stage), on_log=self.on_log)
 
 
@@ -152,7 +155,7 @@ def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_lo
             workers.gpu_of = assign_gpus(stages, declarations, detect_gpu_count() if gpus is None else gpus, warn)
             adopt = {name: {0: h} for name, h in firsts.items() if workers.gpu_of[(name, 0)] == NO_GPU}
             close_all([h for name, h in firsts.items() if name not in adopt], 0, 0)
-            executor = LocalExecutor(config, videos, writer, workers.make, state, adopt)
+            executor = LocalExecutor(config, videos, writer, workers.make, state, declarations, adopt)
             executor.run(on_tick=(lambda: display(state)) if display else lambda: None)
     except KeyboardInterrupt:
         state.failures.append({"video": "", "reason": "interrupted (Ctrl-C): finished videos were kept"})

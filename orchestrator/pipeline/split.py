@@ -1,0 +1,109 @@
+"""The split stage's side of a video: decode it small and hand the model windows (or the whole video), then
+check what the model answers.
+
+    video ─▶ iter_frames(split size) ─▶ FrameWindows ─▶ SplitRequest (context + core + context) ... SplitDone
+                                      (or, for a model without a split window, one SplitRequest of every frame)
+
+Streaming keeps one window in memory per video whatever its length, and clips can be cut as soon as their
+scene closes. A model that reads whole videos holds the whole video at its size: that is its contract.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from models.model_interface import SplitWindow
+from orchestrator.pipeline.config import StageConfig
+from orchestrator.pipeline.items import END, SplitDone, SplitRequest, VideoItem, put
+from orchestrator.pipeline.pool import StepLogic
+from orchestrator.pipeline.scenes import FrameWindows, check_scenes
+from orchestrator.pipeline.video import VideoError, VideoInput, iter_frames, probe
+
+CHUNK_STEPS = 4
+"""Window cores of this many model steps (TransNetV2: 4 x 50 frames) per request: few enough requests that
+their overhead stays small, short enough that the first clip is cut seconds into a long video."""
+
+
+def decode_for_split(videos: list[VideoInput], split: StageConfig, window: SplitWindow | None,
+                     resumable: Callable[[VideoInput], Any], outq: queue.Queue, stop: threading.Event) -> None:
+    """For each video: its VideoItem, its split requests, then SplitDone. A video an earlier run finished
+    goes on with its rows; one that cannot be read carries its error."""
+    for seq, video in enumerate(videos):
+        item = VideoItem(seq, video, resumed=resumable(video))
+        if item.resumed is None:
+            try:
+                item.meta = probe(video.path)
+            except VideoError as exc:
+                item.error = str(exc)
+        if not put(outq, item, stop):
+            return
+        if item.needs_work:
+            try:
+                for request in _requests(item, split.frames.size, window):
+                    if not put(outq, request, stop):
+                        return
+            except VideoError as exc:
+                item.error = str(exc)
+            except MemoryError as exc:
+                item.error = f"{video.path}: too big to split here ({type(exc).__name__}: {exc})"
+        if not put(outq, SplitDone(item), stop):
+            return
+    put(outq, END, stop)
+
+
+def _requests(item: VideoItem, size: tuple[int, int] | None, window: SplitWindow | None) -> Iterator[SplitRequest]:
+    frames = iter_frames(item.video.path, size)
+    if window is None:
+        whole = np.stack(list(frames))
+        item.n_frames = len(whole)
+        yield SplitRequest(item, 0, whole, len(whole), whole=True)
+        return
+    windows = FrameWindows(frames, window, CHUNK_STEPS)
+    for core_start, frames_window in windows:
+        core = len(frames_window) - 2 * window.context
+        yield SplitRequest(item, core_start, frames_window, min(core, windows.n_frames - core_start))
+    item.n_frames = windows.n_frames
+
+
+class SplitLogic(StepLogic):
+    """A window in, the transition flag of each core frame out (or, reading whole videos, `scenes`)."""
+
+    def __init__(self, stage: StageConfig, window: SplitWindow | None) -> None:
+        self.stage = stage
+        self.context = window.context if window else 0
+
+    def wants(self, item: Any) -> bool:
+        return isinstance(item, SplitRequest) and item.video.error is None
+
+    def payload(self, item: SplitRequest) -> Any:
+        return {"frames": item.frames}
+
+    def absorb(self, item: SplitRequest, result: Any) -> None:
+        frames, item.frames = item.frames, None
+        n = 0 if frames is None else len(frames)
+        try:
+            if item.whole:
+                scenes = result.get("scenes") if isinstance(result, dict) else None
+                item.scenes = check_scenes(scenes, n)
+            else:
+                item.transitions = self._transitions(result, n - 2 * self.context)
+        except ValueError as exc:
+            self.fail(item, f"model {self.stage.split} returned an unusable split: {exc}")
+
+    @staticmethod
+    def _transitions(result: Any, core: int) -> np.ndarray:
+        flags = result.get("transitions") if isinstance(result, dict) else None
+        if not isinstance(flags, np.ndarray) or flags.dtype != np.bool_ or flags.shape != (core,):
+            got = f"{flags.dtype} {flags.shape}" if isinstance(flags, np.ndarray) else type(flags).__name__
+            raise ValueError(f"'transitions' must be a bool array of one flag per core frame ({core},), got {got}")
+        return flags
+
+    def fail(self, item: SplitRequest, reason: str) -> None:
+        item.frames = None
+        if item.video.error is None:
+            item.video.error = f"stage {self.stage.name!r}: {reason}"
