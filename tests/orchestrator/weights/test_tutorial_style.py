@@ -131,3 +131,43 @@ def test_the_model_runs_on_bare_nchw_float_tensors_per_clip_and_batched(project:
     assert per_clip[0] != per_clip[1] != per_clip[2]
     for one, many, alone in zip(per_clip, batched, result["alone"], strict=True):
         assert one == pytest.approx(many, abs=1e-5) and one == pytest.approx(alone, abs=1e-5)
+
+
+PIPELINE = """\
+inputs: [{video}]
+output: {output}
+stages:
+  - {{name: shots, split: models.transnetv2.TransNetV2ShotDetector, frames: {{size: [48, 27]}}}}
+  - name: radio                                   # the tutorial's model as written: one clip per call
+    model: radio_like.py:RadioLike
+    input: {{form: frames, type: torch, layout: NCHW, dtype: float32}}
+    frames: {{sampling: per_second, rate: 2, size: [24, 16]}}
+  - name: batched                                 # the same model opting in to batched calls
+    model: radio_like.BatchedRadioLike
+    batch_size: 3
+    input: {{form: frames, type: torch, layout: NCHW, dtype: float32}}
+    frames: {{sampling: per_second, rate: 2, size: [24, 16]}}
+"""
+
+
+def test_a_pipeline_runs_the_tutorial_model_per_clip_and_batched(project: Path, mirror: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.sample_video import generate_sample
+
+    video = tmp_path / "sample.mp4"
+    shots = generate_sample(video)
+    config = project / "pipeline.yaml"
+    config.write_text(PIPELINE.format(video=video, output=tmp_path / "out"))
+    monkeypatch.setenv(WEIGHTS_DIR_VAR, str(tmp_path / "weights"))
+    downloaded, _ = orchestrator("models", "download", "--config", str(project / "model_download.yaml"),
+                                 "--from", str(mirror))
+    assert downloaded.returncode == 0, downloaded.stderr.partition("MODULES")[0]
+    done, imported = orchestrator("run", str(config), "--quiet")
+    assert done.returncode == 0, done.stderr.partition("MODULES")[0][-4000:]
+    assert not imported & NEVER_IN_THE_ORCHESTRATOR
+    rows = [json.loads(line) for line in (tmp_path / "out" / "metadata.jsonl").read_text().splitlines()]
+    assert len(rows) == len(shots)
+    for row in rows:
+        assert len(row["radio"]) == 8
+        assert row["radio"] == pytest.approx(row["batched"], abs=1e-5)
+    assert len({tuple(row["radio"]) for row in rows}) == len(rows)
