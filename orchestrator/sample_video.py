@@ -142,6 +142,18 @@ def generate_sample(path: Path, spec: SampleSpec = SampleSpec()) -> list[Shot]:
     return shots
 
 
+BUNDLED_SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "sample" / "sample.mp4"
+"""Where the quickstart config expects the sample; generated on first use (`ensure_bundled_sample`)."""
+
+
+def ensure_bundled_sample(inputs: list[Path]) -> bool:
+    """Generate the bundled sample if `inputs` name it and it does not exist yet; True if it was made."""
+    if BUNDLED_SAMPLE.exists() or not any(path.resolve() == BUNDLED_SAMPLE for path in inputs):
+        return False
+    generate_sample(BUNDLED_SAMPLE)
+    return True
+
+
 def main() -> None:
     """Command line: `python -m orchestrator.sample_video OUT.mp4`."""
     parser = argparse.ArgumentParser(description="Write the quickstart sample video and its ground truth.")

@@ -31,6 +31,7 @@ from orchestrator.pipeline.executor import LocalExecutor, RunState
 from orchestrator.pipeline.gpus import GpuAssignment, cpu_fallback_warning, detect_gpu_count, pack_replicas
 from orchestrator.pipeline.video import expand_inputs
 from orchestrator.pipeline.writer import OutputWriter
+from orchestrator.sample_video import BUNDLED_SAMPLE, ensure_bundled_sample
 from orchestrator.supervisor.handle import ModelRef, WorkerHandle, WorkerSpec
 from orchestrator.supervisor.output import LogSink
 from orchestrator.supervisor.policy import WorkerPolicy
@@ -139,6 +140,8 @@ def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_lo
     """Run the pipeline; returns the run summary (also written to run.json)."""
     started = time.monotonic()
     writer = OutputWriter(config_dir / config.output, config.results_key(), fresh)
+    if ensure_bundled_sample([config_dir / i for i in config.inputs]):
+        warn(f"generated the bundled sample video {BUNDLED_SAMPLE} (python -m orchestrator.sample_video makes it)")
     videos, missing = expand_inputs(config.inputs, config_dir)
     registry = EnvRegistry()
     stages = resolve_stages(config, config_dir, registry)

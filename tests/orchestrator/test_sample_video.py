@@ -81,3 +81,14 @@ def test_generation_is_deterministic(
     again = _decode(path)[0]
     assert np.array_equal(np.stack(again), np.stack(frames))
     assert truth_path(path).read_text() == truth_path(first_path).read_text()
+
+
+def test_the_bundled_sample_is_generated_when_a_config_names_it(tmp_path: Path, monkeypatch) -> None:
+    from orchestrator import sample_video
+
+    bundled = tmp_path / "examples" / "sample" / "sample.mp4"
+    monkeypatch.setattr(sample_video, "BUNDLED_SAMPLE", bundled)
+    assert not sample_video.ensure_bundled_sample([tmp_path / "other.mp4"]) and not bundled.exists()
+    assert sample_video.ensure_bundled_sample([tmp_path / "examples" / ".." / "examples" / "sample" / "sample.mp4"])
+    assert bundled.exists() and sample_video.truth_path(bundled).exists()
+    assert not sample_video.ensure_bundled_sample([bundled])
