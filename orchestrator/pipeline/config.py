@@ -33,6 +33,9 @@ class FrameSpec(_Strict):
     sampling: Literal["every_frame", "per_second", "one_per_clip"] = "every_frame"
     rate: float = Field(1.0, gt=0)
     """Frames per second when sampling is per_second."""
+    max_frames: int = Field(256, ge=1)
+    """The most frames of one clip this stage sees, spread evenly over what `sampling` picks: a clip's
+    frames are held in memory until its stages are done, so a long shot must not hold them all."""
 
     @field_validator("size")
     @classmethod

@@ -79,8 +79,8 @@ class VideoCutter:
     def _encode(self, clip: Clip) -> None:
         if self._frames is None:
             self._frames = iter_frames(self.video.video.path)
-        wanted = {st.name: set(sample_indices(clip.start, clip.end, self.fps, st.frames.sampling, st.frames.rate))
-                  for st in self.stages}
+        wanted = {st.name: set(sample_indices(clip.start, clip.end, self.fps, st.frames.sampling, st.frames.rate,
+                                              st.frames.max_frames)) for st in self.stages}
         picked: dict[str, list[np.ndarray]] = {st.name: [] for st in self.stages}
         encoder: ClipEncoder | None = None
         try:

@@ -133,12 +133,20 @@ class ClipEncoder:
         self._container.close()
 
 
-def sample_indices(start: int, end: int, fps: float, sampling: str, rate: float) -> list[int]:
-    """Frame indices (inclusive range start..end) a stage sees for one clip."""
+def sample_indices(start: int, end: int, fps: float, sampling: str, rate: float,
+                   max_frames: int | None = None) -> list[int]:
+    """Frame indices (inclusive range start..end) a stage sees for one clip: at most `max_frames`, spread
+    evenly over the ones the sampling picks, so a long shot never holds more frames than that."""
     if sampling == "every_frame":
-        return list(range(start, end + 1))
-    if sampling == "one_per_clip":
-        return [(start + end) // 2]
-    step = max(fps / rate, 1.0)
-    picked = sorted({min(end, start + round(k * step)) for k in range(int((end - start) / step) + 1)})
-    return picked or [(start + end) // 2]
+        picked = list(range(start, end + 1))
+    elif sampling == "one_per_clip":
+        picked = [(start + end) // 2]
+    else:
+        step = max(fps / rate, 1.0)
+        picked = sorted({min(end, start + round(k * step)) for k in range(int((end - start) / step) + 1)})
+        picked = picked or [(start + end) // 2]
+    if max_frames is None or len(picked) <= max_frames:
+        return picked
+    if max_frames == 1:
+        return [picked[len(picked) // 2]]
+    return [picked[round(i * (len(picked) - 1) / (max_frames - 1))] for i in range(max_frames)]

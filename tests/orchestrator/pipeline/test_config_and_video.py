@@ -125,3 +125,7 @@ def test_sampling() -> None:
     assert sample_indices(0, 47, 24, "per_second", 1) == [0, 24]
     assert sample_indices(0, 47, 24, "per_second", 4) == [0, 6, 12, 18, 24, 30, 36, 42]
     assert sample_indices(5, 6, 24, "per_second", 0.5) == [5]
+    assert sample_indices(0, 9, 24, "every_frame", 1, max_frames=4) == [0, 3, 6, 9]
+    assert sample_indices(0, 7199, 24, "every_frame", 1, max_frames=256)[::85] == [0, 2400, 4799, 7199]
+    assert len(sample_indices(0, 7199, 24, "every_frame", 1, max_frames=256)) == 256
+    assert sample_indices(0, 9, 24, "every_frame", 1, max_frames=1) == [5]
