@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+import av
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -125,6 +126,16 @@ class PipelineConfig(_Strict):
         if self.stages[0].split is None or any(s.split for s in self.stages[1:]):
             raise ValueError("the first stage, and only the first, must be a 'split' stage that finds clips")
         return self
+
+    @field_validator("clip_codec")
+    @classmethod
+    def _known_codec(cls, codec: str) -> str:
+        try:
+            if not av.codec.Codec(codec, "w").type == "video":
+                raise ValueError(f"{codec!r} is not a video codec")
+        except av.codec.codec.UnknownCodecError:
+            raise ValueError(f"this FFmpeg build has no video encoder {codec!r} (libx264 is the default)") from None
+        return codec
 
     def results_key(self) -> dict[str, Any]:
         """Everything that decides the outputs of a video; resuming needs it unchanged."""

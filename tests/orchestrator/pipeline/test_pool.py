@@ -228,3 +228,12 @@ def test_an_idle_worker_that_stops_answering_is_replaced(workers, running) -> No
     run.finish()
     assert run.take(1)[0]["result"] == {"x": 1}
     assert run.pool.workers()[0].pid != stuck
+
+
+def test_a_replica_still_loading_its_model_never_holds_up_the_others(workers, running, tmp_path: Path) -> None:
+    marker = tmp_path / "loading"
+    run = running(workers(slow_setup_marker=str(marker)), replicas=2)  # one replica loads for a minute
+    wait_until(marker.exists, "one replica to be loading its model")
+    run.feed(*range(6))
+    assert [o["result"]["x"] for o in run.take(6)] == list(range(6))
+    assert sorted(run.stats.states) == ["ready", "starting"]

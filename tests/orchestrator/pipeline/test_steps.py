@@ -36,3 +36,31 @@ def test_a_failed_clip_drops_its_frames_for_later_stages() -> None:
     failed = clip(0, 47)
     ClipModelLogic(StageConfig(name="ocr", model="m.M")).fail(failed, "failed on 3 attempts")
     assert failed.errors == {"ocr": "failed on 3 attempts"} and failed.frames == {} and not failed.active
+
+
+def test_a_split_answer_that_is_not_one_flag_per_core_frame_fails_its_video_naming_the_model() -> None:
+    from models.model_interface import SplitWindow
+    from orchestrator.pipeline.items import SplitRequest
+    from orchestrator.pipeline.split import SplitLogic
+
+    stage = StageConfig(name="shots", split="my.Splitter")
+    logic = SplitLogic(stage, SplitWindow(step=50, context=25))
+    video = VideoItem(0, VideoInput(Path("/v.mp4"), "v"))
+    request = SplitRequest(video, 0, np.zeros((150, 27, 48, 3), np.uint8), 100)
+    logic.absorb(request, {"transitions": np.zeros(99, bool)})
+    assert request.frames is None and request.transitions is None
+    assert video.error == ("stage 'shots': model my.Splitter returned an unusable split: 'transitions' must be a "
+                           "bool array of one flag per core frame (100,), got bool (99,)")
+    assert not logic.wants(SplitRequest(video, 100, None, 100))
+
+
+def test_whole_video_scenes_are_checked() -> None:
+    from orchestrator.pipeline.items import SplitRequest
+    from orchestrator.pipeline.split import SplitLogic
+
+    logic = SplitLogic(StageConfig(name="shots", split="my.Splitter"), None)
+    video = VideoItem(0, VideoInput(Path("/v.mp4"), "v"))
+    request = SplitRequest(video, 0, np.zeros((10, 27, 48, 3), np.uint8), 10, whole=True)
+    logic.absorb(request, {"scenes": [[0, 5], [4, 9]]})
+    assert video.error == ("stage 'shots': model my.Splitter returned an unusable split: scene 1 [4, 9] overlaps "
+                           "scene 0 [0, 5]")
