@@ -81,8 +81,6 @@ class LocalExecutor:
                 thread.join(JOIN_TIMEOUT_S)
             close_all([w for pool in self.pools.values() for w in pool.workers()], STOP_GRACE_S,
                       STOP_TERM_GRACE_S)
-            for pool in self.pools.values():
-                pool.close(0, 0)
 
     def _pool(self, stage: StageConfig, logic: Any) -> StagePool:
         stats = self.state.stages.setdefault(stage.name, StageStats(stage.name))

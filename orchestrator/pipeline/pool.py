@@ -142,12 +142,12 @@ class StagePool:
             self.stats.replicas = len(self.replicas)
 
     def workers(self) -> list[Worker]:
+        """Every worker the pool holds, those handed to it but not yet started included."""
         with self._lock:
-            return [r.worker for r in self.replicas if r.worker is not None]
+            return [*(r.worker for r in self.replicas if r.worker is not None), *self._adopt.values()]
 
     def close(self, grace_s: float = 5.0, term_grace_s: float = 3.0) -> None:
-        close_all([*self.workers(), *self._adopt.values()], grace_s, term_grace_s)
-        self._adopt.clear()
+        close_all(self.workers(), grace_s, term_grace_s)
 
     # --- the loop -------------------------------------------------------------------------------
     def run(self, inq: queue.Queue, outq: queue.Queue) -> None:
@@ -219,10 +219,12 @@ class StagePool:
 
     def _start(self, replica: _Replica) -> None:
         replica.restart_at = None
-        adopted = self._adopt.pop(replica.index, None)
+        with self._lock:
+            adopted = self._adopt.pop(replica.index, None)
         try:
             worker = adopted or self.make_worker(replica.index)
-            replica.worker = worker
+            with self._lock:
+                replica.worker = worker
             if worker.pidfd is None:
                 worker.launch()
             if worker.phase is Phase.HELLO:

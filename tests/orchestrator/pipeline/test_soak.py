@@ -12,6 +12,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from statistics import median
 
 import psutil
 import pytest
@@ -23,9 +24,10 @@ from workers.shm_ring import SHM_DIR
 pytestmark = pytest.mark.soak
 SECONDS_PER_VIDEO = 1.5
 """Roughly what one copy of the sample costs here: enough copies keep the run going for SOAK_SECONDS."""
-SLACK = {"fds": 8, "threads": 6, "workers": 0, "shm": 1}
-"""What the late half may exceed the warm quarter by: a worker caught mid-restart holds a few fds and its two
-output threads for a moment. A leak grows with the kills (dozens), far past these."""
+SLACK = {"fds": 4, "threads": 4, "workers": 0, "shm": 1}
+"""What the late half's median may exceed the warm quarter's by. Medians, because counts spike for a moment
+(FFmpeg's decode and encode threads come and go with each video and clip, a worker caught mid-restart holds a
+few fds); a leak grows with the kills, dozens over a soak, and moves the median far past these."""
 
 
 def sample_usage(proc: psutil.Process) -> dict[str, int]:
@@ -65,7 +67,7 @@ def test_resources_stay_flat_under_random_kills(sample, tmp_path: Path) -> None:
     assert len(kills) >= seconds / 10 and len(usage) >= 10
     warm, late = usage[len(usage) // 4: len(usage) // 2], usage[len(usage) // 2:]  # start-up excluded
     for key, slack in SLACK.items():
-        assert max(u[key] for u in late) <= max(u[key] for u in warm) + slack, (key, usage)
+        assert median(u[key] for u in late) <= median(u[key] for u in warm) + slack, (key, usage)
     rows, summary = outputs(out)
     assert summary["failures"] in ([], [{"video": "", "reason": "interrupted (Ctrl-C): finished videos were kept"}])
     print(f"soak: {len(kills)} kills over {seconds:.0f}s, {summary['videos_done']} videos, "
