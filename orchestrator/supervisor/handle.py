@@ -269,6 +269,7 @@ class WorkerHandle:
             return found
         while self.phase is not Phase.DEAD and (message := self._next_message()) is not None:
             found += self._interpret(message)
+        found += self._take_queued()  # what a garbled message led to
         if self.phase is Phase.DEAD:
             return found
         if self.poll() is not None:
