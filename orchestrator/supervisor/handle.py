@@ -82,6 +82,8 @@ class WorkerSpec:
 class Reply:
     request_id: int
     payload: Any
+    failed: dict[int, WorkerError] = field(default_factory=dict)
+    """For a request of items: the positions that failed, with why (their results are None)."""
 
 
 @dataclass
@@ -102,7 +104,10 @@ class _Resources:
 
     def release(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            self.process.kill()
+            # The worker leads its own process group: whatever it started goes with it. Only while it is
+            # unreaped: a reaped pid, and so its group id, may belong to another process by now.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
         for sock in self.sockets:
             sock.close(linger=0)
@@ -339,7 +344,7 @@ class WorkerHandle:
         if isinstance(event, Failed):
             raise event.error
         assert isinstance(event, Answer)
-        return Reply(event.request_id, event.payload)
+        return Reply(event.request_id, event.payload, event.failed)
 
     def call(self, payload: Any, timeout: float | None = None) -> Any:
         """Submit one batch and wait for its result."""
