@@ -21,6 +21,9 @@ from orchestrator.pipeline.gpus import GpuAssignment, place_replica
 from orchestrator.pipeline.items import Clip, SplitRequest
 from orchestrator.pipeline.pool import StagePool, StepLogic
 
+STARTING = ("starting", "restarting")
+"""Replica states (`StageStats.states`) that will answer soon; a broken replica never will."""
+
 
 @dataclass
 class Resources:
@@ -109,7 +112,7 @@ class Autoscaler:
         stats = watched.pool.stats
         stage = watched.stage
         return StageLoad(
-            name=stage.name, replicas=stats.replicas, starting=sum(s != "ready" for s in stats.states),
+            name=stage.name, replicas=stats.replicas, starting=sum(s in STARTING for s in stats.states),
             threads=self.resources.threads[stage.name], num_gpus=watched.num_gpus,
             max_replicas=stage.max_replicas if stage.auto_replicas else None,
             speed=speed(stats.served_since(now - self.policy.window_s), now, self.policy),
