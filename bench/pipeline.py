@@ -1,16 +1,20 @@
-"""The quickstart pipeline end to end, against its slowest model stage run alone, measured in the same run.
+"""The quickstart pipeline end to end against its stages alone, and its peak memory on a long input against a
+short one, measured in one run.
 
-    generated input (N min, 320x240, 24 fps, known shots)
-        ├─▶ execute(quickstart.yaml) ─▶ wall, start-up, clips/s; peak RSS of the process tree (every 0.2 s)
-        ├─▶ the same for an input half as long ─▶ peak RSS (memory should not grow with the input)
-        └─▶ each model stage alone: start its worker, feed it exactly the pipeline's payloads ─▶ clips/s
+    --videos generated videos (--minutes each, 320x240, 24 fps, known shots)
+        ├─▶ execute(quickstart.yaml) ─▶ start-up (until every worker has finished setup()), clips/s after it,
+        │                              each stage's busy share, CPU seconds of this process and its workers
+        └─▶ each step alone over exactly the pipeline's items, model stages with all cores:
+              decode_for_split ─▶ shots (SplitLogic) ─▶ cut_clips ─▶ ocr, content (ClipModelLogic)
+    one 1-minute video, one --long-minutes video ─▶ execute ─▶ peak RSS of the process tree (every 0.5 s)
 
-A pipeline can go no faster than its slowest stage, so end-to-end clips/s (start-up excluded) over that
-stage's clips/s alone says what the pipeline's own plumbing costs. The payloads for the stages alone come
-from the pipeline's own steps (`decode_videos`, `extract_clips`, `SplitLogic`/`ClipModelLogic.payload`)
-cut at the true shots, and those two parent-side passes are timed as well.
+A stage alone runs its worker through a `StagePool` of one replica, the pool the pipeline uses, fed the
+items the pipeline's own steps make (the split stage's windows from `decode_for_split`, the clips
+`cut_clips` cuts from the split stage's answers). The RATIO lines: end-to-end clips/s (start-up excluded)
+over the model stages run one after another (serial sum: what doing the stages in turn would give), and
+over the slowest of them alone (what a pipeline of stages on separate cores could reach).
 
-    .venv/bin/python bench/pipeline.py [--minutes 1.0] [--long-minutes 10]
+    .venv/bin/python bench/pipeline.py [--videos 8] [--minutes 1] [--long-minutes 60]
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ import argparse
 import contextlib
 import itertools
 import os
-import queue
 import shutil
 import sys
 import tempfile
@@ -27,21 +30,28 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
 
+from orchestrator.declarations import ModelDeclarations
 from orchestrator.envs import EnvRegistry
-from orchestrator.pipeline.config import PipelineConfig, load_config
+from orchestrator.pipeline.channel import Channel
+from orchestrator.pipeline.config import PipelineConfig, StageConfig, load_config
+from orchestrator.pipeline.cutting import cut_clips
 from orchestrator.pipeline.executor import RunState
-from orchestrator.pipeline.items import END, Clip, VideoItem
-from orchestrator.pipeline.run import ResolvedStage, execute, resolve_stages
-from orchestrator.pipeline.steps import ClipModelLogic, SplitLogic, decode_videos, extract_clips
-from orchestrator.pipeline.video import VideoInput
+from orchestrator.pipeline.items import END, Clip
+from orchestrator.pipeline.pool import StagePool, StepLogic
+from orchestrator.pipeline.run import ResolvedStage, execute, resolve_stages, worker_policy
+from orchestrator.pipeline.split import SplitLogic, decode_for_split
+from orchestrator.pipeline.stats import StageStats
+from orchestrator.pipeline.steps import ClipModelLogic
+from orchestrator.pipeline.video import expand_inputs
 from orchestrator.sample_video import SampleSpec, Shot, generate_sample
 from orchestrator.supervisor.handle import ModelRef, WorkerHandle, WorkerSpec
+from orchestrator.supervisor.threads import available_cores, thread_environ
 
 QUICKSTART = Path(__file__).resolve().parent.parent / "examples" / "quickstart.yaml"
 FPS = 24
@@ -52,7 +62,8 @@ SHOT_PATTERN: tuple[tuple[int, str | None], ...] = (
 """Repeated to the wanted length: 48 to 96 frames a shot, text in half of them, ~20 shots a minute."""
 MIN_SHOT_FRAMES = 24
 """A leftover shorter than this joins the last shot instead of making a clip the filter would drop."""
-RSS_INTERVAL_S = 0.2
+RSS_INTERVAL_S = 0.5
+"""Sampling the process tree costs this process CPU time the pipeline would use: not more often."""
 LOG_TAIL = 200
 MiB = 1024 * 1024
 
@@ -60,19 +71,23 @@ MiB = 1024 * 1024
 # --- input --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Source:
-    """A generated input video and its true shots."""
+    """Generated input videos (copies of one) and the true shots of each."""
 
     minutes: float
-    path: Path
-    shots: list[Shot]
+    paths: tuple[Path, ...]
+    shots: tuple[Shot, ...]
 
     @property
     def frames(self) -> int:
-        return self.shots[-1].end_frame + 1
+        return (self.shots[-1].end_frame + 1) * len(self.paths)
 
     @property
     def clips(self) -> int:
-        return len(self.shots)
+        return len(self.shots) * len(self.paths)
+
+    def describe(self) -> str:
+        copies = f"{len(self.paths)} videos of " if len(self.paths) > 1 else ""
+        return f"{copies}{self.minutes:g} min"
 
 
 def shots_for(minutes: float) -> tuple[tuple[int, str | None], ...]:
@@ -91,9 +106,15 @@ def shots_for(minutes: float) -> tuple[tuple[int, str | None], ...]:
     return tuple(shots)
 
 
-def make_source(folder: Path, minutes: float) -> Source:
-    path = folder / f"input-{minutes:g}min.mp4"
-    return Source(minutes, path, generate_sample(path, SampleSpec(fps=FPS, shots=shots_for(minutes))))
+def make_source(folder: Path, minutes: float, copies: int = 1) -> Source:
+    """One generated video of `minutes`, copied to `copies` input files (the same work in each)."""
+    first = folder / f"input-{minutes:g}min-0.mp4"
+    shots = generate_sample(first, SampleSpec(fps=FPS, shots=shots_for(minutes)))
+    paths = [first]
+    for index in range(1, copies):
+        paths.append(folder / f"input-{minutes:g}min-{index}.mp4")
+        shutil.copy(first, paths[-1])
+    return Source(minutes, tuple(paths), tuple(shots))
 
 
 @contextlib.contextmanager
@@ -112,252 +133,321 @@ def scratch_dir() -> Iterator[Path]:
 
 
 # --- end to end ---------------------------------------------------------------------------------
-class TreeMemory:
-    """Peak RSS of this process, alone and summed with all its descendants, sampled on a thread."""
+class TreeUsage:
+    """Peak RSS of this process, alone and summed with all its descendants, and the CPU seconds each used,
+    sampled on a thread (a worker's CPU time is its last sample before it exits)."""
 
     def __init__(self, interval_s: float = RSS_INTERVAL_S) -> None:
         self.interval_s = interval_s
-        self.peak_parent = self.peak_tree = self.start_parent = 0
+        self.peak_parent = self.peak_tree = 0
+        self.parent_cpu_s = 0.0
+        self._children_cpu: dict[int, float] = {}
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True, name="bench-rss")
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="bench-usage")
+        self._me = psutil.Process()
+        self._cpu_at_start = 0.0
 
-    def __enter__(self) -> TreeMemory:
+    @property
+    def workers_cpu_s(self) -> float:
+        return sum(self._children_cpu.values())
+
+    def __enter__(self) -> TreeUsage:
+        self._cpu_at_start = _cpu_s(self._me)
         self._sample()
-        self.start_parent = self.peak_parent
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        self.parent_cpu_s = _cpu_s(self._me) - self._cpu_at_start
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
             self._sample()
 
     def _sample(self) -> None:
-        me = psutil.Process()
-        parent = me.memory_info().rss
-        total = parent
-        for child in me.children(recursive=True):
+        total = parent = self._me.memory_info().rss
+        for child in self._me.children(recursive=True):
             with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):  # exited since it was listed
                 total += child.memory_info().rss
+                self._children_cpu[child.pid] = _cpu_s(child)
         self.peak_parent = max(self.peak_parent, parent)
         self.peak_tree = max(self.peak_tree, total)
 
 
-class ReadyClock:
-    """The executor's first progress tick comes only once every stage's workers are ready (within its
-    0.2 s idle tick), so its time marks the end of start-up."""
+def _cpu_s(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+class Clock:
+    """Reads the run's state at each progress tick: when the last video was written."""
 
     def __init__(self) -> None:
-        self.ready_at: float | None = None
+        self.state: RunState | None = None
+        self.done_at: float | None = None
 
     def __call__(self, state: RunState) -> None:
-        if self.ready_at is None:
-            self.ready_at = time.monotonic()
+        self.state = state
+        if self.done_at is None and state.videos_done == state.videos_total:
+            self.done_at = time.monotonic()
 
 
 @dataclass(frozen=True)
 class PipelineRun:
     source: Source
-    wall_s: float
-    startup_s: float
+    started: float
+    ready_at: float
+    """When every worker had finished setup(): the end of start-up."""
+    done_at: float
     clips: int
     summary: dict[str, Any]
-    start_parent: int
-    peak_parent: int
-    peak_tree: int
+    stages: dict[str, StageStats]
+    usage: TreeUsage
+
+    @property
+    def startup_s(self) -> float:
+        return self.ready_at - self.started
 
     @property
     def run_s(self) -> float:
-        return self.wall_s - self.startup_s
+        return self.done_at - self.ready_at
+
+    @property
+    def wall_s(self) -> float:
+        return self.done_at - self.started
 
 
 def run_pipeline(source: Source, out_dir: Path) -> PipelineRun:
     """The quickstart config over `source`, quiet; worker logs are shown only if the run raises."""
-    config, config_dir = load_config(QUICKSTART, [str(source.path)], str(out_dir))
+    config, config_dir = load_config(QUICKSTART, [str(p) for p in source.paths], str(out_dir))
     logs: deque[str] = deque(maxlen=LOG_TAIL)
-    clock = ReadyClock()
-    with TreeMemory() as memory:
+    clock = Clock()
+    with TreeUsage() as usage:
         started = time.monotonic()
         try:
             summary = execute(config, config_dir, gpus=0, on_log=lambda label, line: logs.append(f"[{label}] {line}"),
-                              warn=logs.append, display=clock)
+                              warn=logs.append, display=clock, fresh=True)
         except BaseException:
             print("\n".join(logs), file=sys.stderr)
             raise
-        wall_s = time.monotonic() - started
-    if clock.ready_at is None:
-        raise RuntimeError("the pipeline finished without a single progress tick; cannot tell its start-up")
-    return PipelineRun(source, wall_s, clock.ready_at - started, summary["clips"], summary, memory.start_parent,
-                       memory.peak_parent, memory.peak_tree)
+    if clock.state is None or clock.done_at is None:
+        raise RuntimeError("the pipeline finished without writing every video")
+    ready = [s.ready_at for s in clock.state.stages.values() if s.replicas]
+    if None in ready:
+        raise RuntimeError("a stage never had all its workers set up")
+    return PipelineRun(source, started, max(ready), clock.done_at, summary["clips"], summary,  # type: ignore[arg-type]
+                       dict(clock.state.stages), usage)
 
 
 # --- stages alone -------------------------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass
 class Timed:
-    """One step measured alone: worker start (0 for parent-side passes), input frames, time."""
+    """One step measured alone: worker start (None for the parent's own steps), input frames, items, time."""
 
     label: str
-    start_s: float
+    start_s: float | None
     frames: int
+    items: int
     run_s: float
 
 
-def parent_passes(config: PipelineConfig, source: Source, clips_tmp: Path) -> tuple[VideoItem, list[Clip], list[Timed]]:
-    """The pipeline's two decode passes over `source`, cut at its true shots, each timed."""
-    split, *rest = config.stages
-    video, stop = VideoInput(source.path, source.path.stem), threading.Event()
-    decoded: queue.Queue = queue.Queue()
-    started = time.perf_counter()
-    decode_videos([video], split, decoded, stop)
-    decode_s = time.perf_counter() - started
-    item = decoded.get_nowait()
-    if item.error:
-        raise RuntimeError(f"decoding the generated input failed: {item.error}")
-    item.scenes = [(s.start_frame, s.end_frame) for s in source.shots]
-    cut_in, cut_out = queue.Queue(), queue.Queue()
-    for entry in (item, END):
-        cut_in.put(entry)
-    started = time.perf_counter()
-    extract_clips([s for s in rest if s.model], clips_tmp, config.clip_codec, cut_in, cut_out, stop)
-    extract_s = time.perf_counter() - started
-    clips = [c for c in iter(cut_out.get_nowait, END) if isinstance(c, Clip)]
-    if item.error or len(clips) != source.clips:
-        raise RuntimeError(f"extracting clips gave {len(clips)} of {source.clips} ({item.error or 'no error'})")
-    return item, clips, [
-        Timed("parent: decode at the split size (pass 1)", 0.0, source.frames, decode_s),
-        Timed("parent: decode, encode clips, sample (pass 2)", 0.0, source.frames, extract_s),
-    ]
+@dataclass
+class Alone:
+    """Starts one stage's worker at a time, with every core, the way the pipeline would start it."""
 
+    config_dir: Path
+    runtime_dir: Path
+    resolved: dict[str, ResolvedStage]
+    logs: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_TAIL))
 
-def stream(handle: WorkerHandle, payloads: list[Any]) -> float:
-    """Seconds to send every payload with the handle's usual in-flight limit and receive every reply."""
-    started = time.perf_counter()
-    for payload in payloads:
-        while len(handle.in_flight) >= handle.policy.max_in_flight:
-            handle.receive()
-        handle.submit(payload)
-    while handle.in_flight:
-        handle.receive()
-    return time.perf_counter() - started
+    def worker(self, stage: StageConfig) -> tuple[WorkerHandle, ModelDeclarations, float]:
+        resolved = self.resolved[stage.name]
+        spec = WorkerSpec(f"alone-{stage.name}", resolved.env, ModelRef(resolved.class_path, stage.params),
+                          (self.config_dir, Path.cwd()), thread_environ(available_cores()), {"input": stage.input})
+        handle = WorkerHandle(spec, self.runtime_dir, worker_policy(stage),
+                              on_log=lambda label, line: self.logs.append(f"[{label}] {line}"))
+        started = time.perf_counter()
+        handle.start(describe=True)
+        return handle, ModelDeclarations.from_dict(handle.declarations or {}), time.perf_counter() - started
 
+    def run(self, stage: StageConfig, logic: StepLogic, items: list[Any], frames: int) -> Timed:
+        """Stream `items` through the stage's worker in a pool of one, as the pipeline would; always stops it."""
+        handle, _, start_s = self.worker(stage)
+        return self.through_pool(stage, logic, items, frames, handle, start_s)
 
-def stage_alone(resolved: ResolvedStage, payloads: list[Any], config_dir: Path, runtime_dir: Path) -> Timed:
-    """Start the stage's worker alone (timed), then stream it `payloads`; the worker is always stopped."""
-    stage = resolved.config
-    spec = WorkerSpec(f"bench-{stage.name}", resolved.env, ModelRef(stage.class_path or "", stage.params),
-                      (config_dir, Path.cwd()))
-    logs: deque[str] = deque(maxlen=LOG_TAIL)
-    with WorkerHandle(spec, runtime_dir, on_log=lambda label, line: logs.append(f"[{label}] {line}")) as handle:
+    def through_pool(self, stage: StageConfig, logic: StepLogic, items: list[Any], frames: int,
+                     handle: WorkerHandle, start_s: float) -> Timed:
+        stop, stats = threading.Event(), StageStats(stage.name)
+        pool = StagePool(logic, lambda i: handle, 1, stage.batch_size, stats, stop, adopt={0: handle})
+        inq, outq = Channel(), Channel()
+        for item in [*items, END]:
+            inq.put(item)
         try:
             started = time.perf_counter()
-            handle.start()
-            start_s = time.perf_counter() - started
-            run_s = stream(handle, payloads)
+            pool.run(inq, outq)
+            run_s = time.perf_counter() - started
         except BaseException:
-            print("\n".join(logs), file=sys.stderr)
+            print("\n".join(self.logs), file=sys.stderr)
             raise
-    frames = sum(len(p["frames"]) for p in payloads)
-    label = f"{stage.name} alone ({type(resolved.model).__name__})"
-    return Timed(label, start_s, frames, run_s)
+        finally:
+            stop.set()
+            pool.close(1.0, 1.0)
+        if stats.failed:
+            raise RuntimeError(f"{stats.failed} items failed in {stage.name} alone:\n" + "\n".join(self.logs))
+        return Timed(f"{stage.name} alone ({self.resolved[stage.name].class_path.rsplit('.', 1)[-1]})",
+                     start_s, frames, stats.done, run_s)
 
 
 def stages_alone(source: Source, scratch: Path) -> tuple[list[Timed], list[Timed]]:
-    """(model stages alone, parent-side passes), over the payloads the pipeline would send for `source`."""
-    config, config_dir = load_config(QUICKSTART, [str(source.path)], str(scratch / "unused-out"))
-    (scratch / "clips").mkdir()
-    item, clips, passes = parent_passes(config, source, scratch / "clips")
-    resolved = resolve_stages(config, config_dir, EnvRegistry())
-    runtime_dir = Path(tempfile.mkdtemp(prefix="runtime-", dir=scratch))
-    models = []
-    for stage in resolved.values():
-        if stage.config.split:
-            payloads = [SplitLogic(stage.config).payload(item)]
-        else:
-            payloads = [ClipModelLogic(stage.config).payload(clip) for clip in clips]
-        models.append(stage_alone(stage, payloads, config_dir, runtime_dir))
-    return models, passes
+    """(model stages alone, the parent's steps alone), over the items the pipeline makes for `source`."""
+    config, config_dir = load_config(QUICKSTART, [str(p) for p in source.paths], str(scratch / "unused-out"))
+    split, *rest = config.stages
+    models = [s for s in rest if s.model]
+    alone = Alone(config_dir, Path(tempfile.mkdtemp(prefix="runtime-", dir=scratch)),
+                  resolve_stages(config, config_dir, EnvRegistry()))
+    handle, declared, start_s = alone.worker(split)
+    split_items, decode = decode_all(config, config_dir, declared)
+    split_timed = alone.through_pool(split, SplitLogic(split, declared.split_window), split_items, source.frames,
+                                     handle, start_s)
+    clips, cut = cut_all(models, config, split_items, scratch / "clips", source)
+    timed = [split_timed]
+    for stage in models:
+        timed.append(alone.run(stage, ClipModelLogic(stage), list(clips), source.frames))
+    return timed, [decode, cut]
+
+
+def decode_all(config: PipelineConfig, config_dir: Path, declared: ModelDeclarations) -> tuple[list[Any], Timed]:
+    """Every item the pipeline's decode step makes for the inputs, and the time it took."""
+    videos, _ = expand_inputs(config.inputs, config_dir)
+    out: Channel = Channel()
+    started = time.perf_counter()
+    decode_for_split(videos, config.stages[0], declared.split_window, lambda video: None, out, threading.Event())
+    decode_s = time.perf_counter() - started
+    items = list(iter(out.get_nowait, END))
+    failed = [i.error for i in items if getattr(i, "error", None)]
+    if failed:
+        raise RuntimeError(f"decoding the generated input failed: {failed[0]}")
+    frames = sum(getattr(i, "real", 0) for i in items)
+    return items, Timed("parent: decode at the split size", None, frames, len(items), decode_s)
+
+
+def cut_all(models: list[StageConfig], config: PipelineConfig, answered: list[Any], clips_tmp: Path,
+            source: Source) -> tuple[list[Any], Timed]:
+    """The clips (and video markers) the pipeline's cut step makes from the split stage's answers, timed."""
+    clips_tmp.mkdir()
+    inq, out = Channel(), Channel()
+    for item in [*answered, END]:
+        inq.put(item)
+    started = time.perf_counter()
+    cut_clips(models, clips_tmp, config.clip_codec, inq, out, threading.Event())
+    cut_s = time.perf_counter() - started
+    items = list(iter(out.get_nowait, END))
+    clips = [c for c in items if isinstance(c, Clip)]
+    if len(clips) != source.clips or any(c.errors for c in clips):
+        raise RuntimeError(f"cutting gave {len(clips)} clips of {source.clips} true shots "
+                           f"({next((c.errors for c in clips if c.errors), 'no error')})")
+    return items, Timed("parent: decode, encode clips, sample", None, source.frames, len(clips), cut_s)
 
 
 # --- report -------------------------------------------------------------------------------------
-COLUMNS = ("start s", "run s", "items", "items/s", "clips/s", "peak MiB", "parent", "parent@0")
+COLUMNS = ("start s", "run s", "items", "frames/s", "clips/s")
 
 
 def row(name: str, *cells: str) -> str:
-    return f"{name:<46}" + "".join(f"{cell:>9}" for cell in cells)
+    return f"{name:<50}" + "".join(f"{cell:>10}" for cell in cells)
 
 
 def pipeline_rows(run: PipelineRun) -> list[str]:
-    peaks = (f"{run.peak_tree / MiB:.0f}", f"{run.peak_parent / MiB:.0f}", f"{run.start_parent / MiB:.0f}")
     frames, clips = run.source.frames, run.clips
     return [
-        row(f"pipeline {run.source.minutes:.2f} min, incl. start-up", f"{run.startup_s:.1f}", f"{run.wall_s:.1f}",
-            f"{frames} fr", f"{frames / run.wall_s:.1f}", f"{clips / run.wall_s:.3f}", *peaks),
-        row(f"pipeline {run.source.minutes:.2f} min, excl. start-up", "", f"{run.run_s:.1f}", f"{frames} fr",
+        row(f"pipeline, {run.source.describe()}, incl. start-up", f"{run.startup_s:.1f}", f"{run.wall_s:.1f}",
+            f"{clips}", f"{frames / run.wall_s:.1f}", f"{clips / run.wall_s:.3f}"),
+        row(f"pipeline, {run.source.describe()}, excl. start-up", "", f"{run.run_s:.1f}", f"{clips}",
             f"{frames / run.run_s:.1f}", f"{clips / run.run_s:.3f}"),
     ]
 
 
 def timed_row(step: Timed, clips: int) -> str:
-    start = f"{step.start_s:.1f}" if step.start_s else ""
-    return row(step.label, start, f"{step.run_s:.2f}", f"{step.frames} fr", f"{step.frames / step.run_s:.1f}",
-               f"{clips / step.run_s:.2f}")
+    start = "" if step.start_s is None else f"{step.start_s:.1f}"
+    return row(step.label, start, f"{step.run_s:.2f}", f"{step.items}", f"{step.frames / step.run_s:.1f}",
+               f"{clips / step.run_s:.3f}")
 
 
-def report(runs: list[PipelineRun], main: PipelineRun, models: list[Timed], passes: list[Timed],
+def where_the_time_goes(run: PipelineRun) -> list[str]:
+    """Each stage's worker-seconds busy, its share of the run (per replica), and the CPU seconds used."""
+    lines = []
+    for name, stats in run.stages.items():
+        busy = sum(s.seconds for s in stats.served_since(run.ready_at))
+        if stats.replicas and busy:
+            lines.append(f"  {name}: busy {busy:.1f} worker-s = {busy / run.run_s / stats.replicas:.0%} of the run "
+                         f"per replica ({stats.replicas}), {stats.done} items, {busy / max(stats.done, 1):.3f} s/item")
+    usage = run.usage
+    lines.append(f"  CPU seconds, whole run: this process {usage.parent_cpu_s:.1f} (decode, cut, encode, the steps' "
+                 f"threads), workers {usage.workers_cpu_s:.1f}; {available_cores()} cores x {run.wall_s:.1f} s wall "
+                 f"= {available_cores() * run.wall_s:.1f}")
+    return lines
+
+
+def report(main: PipelineRun, memory: list[PipelineRun], models: list[Timed], passes: list[Timed],
            load: tuple[float, float]) -> None:
     source = main.source
-    print(f"input: {source.minutes:.2f} min at 320x240, {FPS} fps = {source.frames} frames, {source.clips} true "
-          f"shots; {os.cpu_count()} CPU cores, load average {load[0]:.1f} before, {load[1]:.1f} after "
-          f"(other work on the machine skews every number)")
-    print("items/s counts each step's input frames; peak MiB: RSS of this process and its workers together; "
-          "parent: this process alone, at its peak and when the run began")
+    print(f"throughput input: {source.describe()} at 320x240, {FPS} fps = {source.frames} frames, {source.clips} "
+          f"true shots; {os.cpu_count()} CPUs ({available_cores()} for the run), load average {load[0]:.1f} before, "
+          f"{load[1]:.1f} after (other work on the machine skews every number)")
+    print("start-up ends when every worker has finished setup(); a stage alone runs one worker with every core")
     print(row("", *COLUMNS))
-    for run in runs:
-        print("\n".join(pipeline_rows(run)))
+    print("\n".join(pipeline_rows(main)))
     for step in [*models, *passes]:
         print(timed_row(step, source.clips))
     serial = sum(m.run_s for m in models)
-    print(row("model stages alone, one after another (sum)", "", f"{serial:.2f}", "", "",
-              f"{source.clips / serial:.2f}"))
+    print(row("model stages alone, one after another (sum)", "", f"{serial:.2f}", "", f"{source.frames / serial:.1f}",
+              f"{source.clips / serial:.3f}"))
     print()
-    rates = ", ".join(f"{name} {stats['items_per_s']:.2f}" for name, stats in main.summary["stages"].items())
-    print(f"in the pipeline ({source.minutes:.2f} min), items/s from first dispatch: {rates}")
-    print(f"clips found: {main.clips} of {source.clips} true shots; failures: {len(main.summary['failures'])}")
-    bottleneck = min(models, key=lambda m: source.clips / m.run_s)
-    alone = source.clips / bottleneck.run_s
-    print(f"bottleneck: {bottleneck.label} at {alone:.2f} clips/s")
-    print(f"RATIO end-to-end clips/s (excluding start-up) / bottleneck stage alone = "
-          f"{main.clips / main.run_s / alone:.2f}   (target >= 0.9)")
-    print(f"RATIO peak memory long/short = {main.peak_tree / runs[0].peak_tree:.2f}   (target ~1.0: flat)")
-    for run in runs[2:]:
-        print(f"RATIO peak memory {run.source.minutes:g} min / {source.minutes:g} min = "
-              f"{run.peak_tree / main.peak_tree:.2f}   (target ~1.0: flat)")
+    print(f"where the time goes in the pipeline ({run_label(main)}):")
+    print("\n".join(where_the_time_goes(main)))
+    print(f"clips written: {main.clips} of {source.clips} true shots; failures: {len(main.summary['failures'])}")
+    print()
+    for run in memory:
+        print(f"peak RSS, {run.source.describe()}: process tree {run.usage.peak_tree / MiB:.0f} MiB, this process "
+              f"{run.usage.peak_parent / MiB:.0f} MiB ({run.clips} clips in {run.wall_s:.0f} s)")
+    end_to_end = main.clips / main.run_s
+    bottleneck = max(models, key=lambda m: m.run_s)
+    print(f"RATIO end-to-end / serial sum = {end_to_end / (source.clips / serial):.2f}   (target >= 1.0)")
+    print(f"RATIO end-to-end / bottleneck = {end_to_end / (source.clips / bottleneck.run_s):.2f}   (target >= 0.9 "
+          f"where stages do not share cores; bottleneck: {bottleneck.label})")
+    if len(memory) == 2:
+        short, long = memory
+        print(f"RATIO peak memory {long.source.minutes:g} min / {short.source.minutes:g} min = "
+              f"{long.usage.peak_tree / short.usage.peak_tree:.2f}   (target <= 1.1)")
+
+
+def run_label(run: PipelineRun) -> str:
+    return f"{run.source.describe()}, {run.run_s:.1f} s after start-up"
 
 
 def progress(line: str) -> None:
     print(f"... {line}", file=sys.stderr, flush=True)
 
 
-def run(minutes: float, long_minutes: float) -> None:
+def run(videos: int, minutes: float, long_minutes: float) -> None:
     load_before = os.getloadavg()[0]
-    lengths = [minutes / 2, minutes, *([long_minutes] if long_minutes else [])]
     with scratch_dir() as scratch:
-        runs = []
-        for length in lengths:
-            progress(f"generating {length:g} min of input")
-            source = make_source(scratch, length)
-            progress(f"running the pipeline over {length:g} min")
-            runs.append(run_pipeline(source, scratch / f"out-{length:g}min"))
-        main = runs[1]
-        progress("running each model stage alone")
-        models, passes = stages_alone(main.source, scratch)
-    report(runs, main, models, passes, (load_before, os.getloadavg()[0]))
+        progress(f"generating {videos} videos of {minutes:g} min")
+        source = make_source(scratch / "many", minutes, videos)
+        progress("running the pipeline over them")
+        main = run_pipeline(source, scratch / "out-many")
+        progress("running each step alone over the same items")
+        models, passes = stages_alone(source, scratch)
+        memory = []
+        for length in [1.0, *([long_minutes] if long_minutes else [])]:
+            progress(f"generating and running {length:g} min for peak memory")
+            memory.append(run_pipeline(make_source(scratch / f"mem-{length:g}", length), scratch / f"out-{length:g}"))
+    report(main, memory, models, passes, (load_before, os.getloadavg()[0]))
 
 
-def at_least_3s(text: str) -> float:
+def positive_minutes(text: str) -> float:
     minutes = float(text)
     if minutes * 60 < 3:
         raise argparse.ArgumentTypeError("must be at least 0.05 (3 seconds)")
@@ -366,16 +456,18 @@ def at_least_3s(text: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minutes", type=at_least_3s, default=1.0,
-                        help="input length for throughput; memory is also measured at half of it (default 1.0)")
-    parser.add_argument("--long-minutes", type=float, default=0.0,
-                        help="also run the pipeline over this many minutes and compare its peak memory, e.g. 10 "
-                             "(default 0: skip; 10 minutes takes well over 10 minutes on 2 cores)")
+    parser.add_argument("--videos", type=int, default=8, help="input videos for throughput (default 8)")
+    parser.add_argument("--minutes", type=positive_minutes, default=1.0, help="length of each (default 1.0)")
+    parser.add_argument("--long-minutes", type=float, default=60.0,
+                        help="the long input whose peak memory is compared with 1 minute's (default 60; 0 skips it; "
+                             "60 minutes take about half an hour to generate and run on 2 cores)")
     args = parser.parse_args()
+    if args.videos < 1:
+        parser.error("--videos must be at least 1")
     if args.long_minutes and args.long_minutes * 60 < 3:
         parser.error("--long-minutes must be 0 (skip) or at least 0.05")
     try:
-        run(args.minutes, args.long_minutes)
+        run(args.videos, args.minutes, args.long_minutes)
     except KeyboardInterrupt:
         sys.exit(130)
 

@@ -11,7 +11,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from orchestrator.errors import ConfigError
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CPUS_VAR = "ORCHESTRATOR_CPUS"
 
 
 def _cache_home() -> Path:
@@ -35,6 +38,19 @@ def _pip_find_links() -> tuple[str, ...]:
         for section in ("global", "install"):
             links.extend(parser.get(section, "find-links", fallback="").split())
     return tuple(dict.fromkeys(links))
+
+
+def declared_cpus() -> int | None:
+    """The cores a run may use, when `ORCHESTRATOR_CPUS` declares them: a container's CPU quota (which the
+    process's CPU affinity does not show), fewer to leave cores to other work, or more when workers mostly
+    wait (on a GPU or a remote service). None when unset."""
+    value = os.environ.get(CPUS_VAR, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"{CPUS_VAR}={value!r}: give the number of cores a run may use, a whole number of at "
+                          f"least 1, or unset it to use the cores this process may run on")
+    return int(value)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import av
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from orchestrator.errors import ConfigError
 from orchestrator.yaml_errors import describe_yaml_error
@@ -71,10 +72,14 @@ class StageConfig(_Strict):
     input: dict[str, Any] = Field(default_factory=dict)
     """How the model receives a clip's frames: {form: dict|frames, type: numpy|torch, layout: NHWC|NCHW,
     dtype: e.g. float32}; the default hands it {"frames": (N, H, W, 3) uint8}."""
-    replicas: int = Field(1, ge=1)
+    replicas: int | Literal["auto"] = 1
+    """Worker processes for this stage, or `auto`: start with one and add more while the run measures this
+    stage as its slowest and cores (or GPU shares) are free, up to `max_replicas`."""
+    max_replicas: int = Field(4, ge=1)
+    """The most replicas `replicas: auto` grows to."""
     threads: int | None = Field(None, ge=1)
     """Intra-op threads per replica (torch, onnxruntime, OpenMP); default: the machine's cores shared among
-    every stage's replicas."""
+    every stage's replicas (for `auto`, its `max_replicas`)."""
     batch_size: int = Field(1, ge=1)
     """Items per request (clips for `model` stages); the model still sees one item at a time."""
     frames: FrameSpec = FrameSpec()
@@ -86,6 +91,14 @@ class StageConfig(_Strict):
     """A request a worker has been on this long means it hangs: it is killed and the items retried."""
     heartbeat_timeout_s: float = Field(60.0, gt=0)
     """An idle worker that does not answer a heartbeat within this long hangs: it is killed and restarted."""
+
+    @field_validator("replicas", mode="before")
+    @classmethod
+    def _replica_count(cls, value: Any) -> Any:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return value
+        raise PydanticCustomError("replicas", "Input should be a whole number, at least 1, or auto (got {value})",
+                                  {"value": repr(value)})
 
     @field_validator("input")
     @classmethod
@@ -99,9 +112,30 @@ class StageConfig(_Strict):
             raise ValueError(f"stage {self.name!r} needs exactly one of split, model or filter (has {kinds or 'none'})")
         return self
 
+    @model_validator(mode="after")
+    def _max_replicas_only_when_auto(self) -> StageConfig:
+        if "max_replicas" in self.model_fields_set and self.replicas != "auto":
+            raise ValueError(f"stage {self.name!r}: max_replicas applies to replicas: auto (replicas is "
+                             f"{self.replicas})")
+        return self
+
     @property
     def class_path(self) -> str | None:
         return self.split or self.model
+
+    @property
+    def auto_replicas(self) -> bool:
+        return self.replicas == "auto"
+
+    @property
+    def start_replicas(self) -> int:
+        """Replicas the stage starts with: one for `auto`."""
+        return 1 if self.replicas == "auto" else self.replicas
+
+    @property
+    def most_replicas(self) -> int:
+        """Replicas the stage may ever run at once."""
+        return self.max_replicas if self.replicas == "auto" else self.replicas
 
     def result_fields(self) -> dict[str, Any]:
         """What decides this stage's results (not how fast or how robustly they are made): a finished video

@@ -19,6 +19,7 @@ from typing import Any
 
 from orchestrator.declarations import ModelDeclarations
 from orchestrator.errors import PipelineError
+from orchestrator.pipeline.autoscaler import Autoscaler, Metered, Resources
 from orchestrator.pipeline.channel import Channel
 from orchestrator.pipeline.config import PipelineConfig, StageConfig
 from orchestrator.pipeline.cutting import cut_clips
@@ -52,12 +53,15 @@ class RunState:
     failures: list[dict[str, str]] = field(default_factory=list)
     stages: dict[str, StageStats] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
+    autoscale: list[dict[str, Any]] = field(default_factory=list)
+    """Each replica `replicas: auto` added, and what held a stage back, with the speeds measured."""
 
 
 class LocalExecutor:
     def __init__(self, config: PipelineConfig, videos: list[VideoInput], writer: OutputWriter,
                  make_worker: WorkerFactory, state: RunState, declarations: Mapping[str, ModelDeclarations],
-                 adopt: Mapping[str, Mapping[int, Worker]] | None = None) -> None:
+                 adopt: Mapping[str, Mapping[int, Worker]] | None = None, resources: Resources | None = None) -> None:
+        """`resources` (cores, threads, GPU shares) let `replicas: auto` stages grow; without, they keep one."""
         self.config = config
         self.declarations = declarations
         self.videos = videos
@@ -69,6 +73,9 @@ class LocalExecutor:
         self.pools: dict[str, StagePool] = {}
         self.threads: list[threading.Thread] = []
         self._failed: list[tuple[str, BaseException]] = []
+        self.autoscaler: Autoscaler | None = None
+        if resources is not None and any(s.auto_replicas for s in config.stages if s.class_path):
+            self.autoscaler = Autoscaler(resources, state.autoscale, state.started)
 
     def run(self, on_tick: Callable[[], None] = lambda: None) -> None:
         """Stream all videos through every step and write outputs; always stops every worker."""
@@ -85,8 +92,12 @@ class LocalExecutor:
     def _pool(self, stage: StageConfig, logic: Any) -> StagePool:
         stats = self.state.stages.setdefault(stage.name, StageStats(stage.name))
         retry = RetryPolicy(max_attempts=stage.max_attempts, max_restarts=stage.max_restarts)
-        pool = StagePool(logic, lambda i, s=stage: self.make_worker(s, i), stage.replicas, stage.batch_size, stats,
-                         self.stop, retry, self.adopt.get(stage.name))
+        if self.autoscaler is not None:
+            logic = Metered(logic)
+        pool = StagePool(logic, lambda i, s=stage: self.make_worker(s, i), stage.start_replicas, stage.batch_size,
+                         stats, self.stop, retry, self.adopt.get(stage.name))
+        if self.autoscaler is not None:
+            self.autoscaler.watch(stage, pool, logic, self.declarations[stage.name].num_gpus)
         self.pools[stage.name] = pool
         return pool
 
@@ -109,6 +120,8 @@ class LocalExecutor:
                 stats = self.state.stages.setdefault(stage.name, StageStats(stage.name))
                 self._spawn(stage.name, run_filter, stage, stats, current, following, self.stop)
             current = following
+        if self.autoscaler is not None:
+            self._spawn("autoscale", self.autoscaler.run, self.stop)
         return current
 
     def _spawn(self, name: str, target: Callable[..., None], *args: Any) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import os
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from orchestrator.errors import ConfigError
@@ -93,6 +93,25 @@ def pack_replicas(demands: Sequence[tuple[str, float]], n_gpus: int) -> list[Gpu
     if whole_used + len(loads) > n_gpus:
         raise ConfigError(_overflow_message(demands, whole_used + len(loads), n_gpus))
     return assignments
+
+
+def place_replica(placed: Iterable[GpuAssignment], num_gpus: float, n_gpus: int) -> GpuAssignment | None:
+    """Where one more replica asking `num_gpus` goes beside the replicas `placed` (a run growing a stage),
+    by the rules `pack_replicas` follows: whole GPUs on GPUs nothing uses, a share on the GPU with the least
+    room that still fits it (then the lowest); CPU for 0 or without GPUs; None when it does not fit."""
+    if num_gpus == 0 or n_gpus == 0:
+        return _CPU
+    loads = [0.0] * n_gpus
+    for assignment in placed:
+        for device in assignment.devices:
+            loads[device] += 1.0 if assignment.memory_fraction is None else assignment.memory_fraction
+    if num_gpus >= 1:
+        free = [g for g, load in enumerate(loads) if load == 0]
+        return GpuAssignment(tuple(free[: int(num_gpus)])) if len(free) >= num_gpus else None
+    fits = [g for g, load in enumerate(loads) if load + num_gpus <= 1 + _EPSILON]
+    if not fits:
+        return None
+    return GpuAssignment((max(fits, key=lambda g: (loads[g], -g)),), num_gpus)
 
 
 def _check_demand(label: str, num_gpus: float) -> None:

@@ -111,6 +111,9 @@ class _Replica:
     deaths_in_a_row: int = 0
     restart_at: float | None = None
     broken: str | None = None
+    sent_at: dict[int, float] = field(default_factory=dict)
+    """When each outstanding request was sent, to time how long the worker spent on it."""
+    answered_at: float | None = None
 
 
 class StagePool:
@@ -246,9 +249,11 @@ class StagePool:
             self._on_death(replica, str(event.error))
         elif isinstance(event, Answer):
             replica.deaths_in_a_row = 0
+            self._served(replica, event.request_id)
             self._answered(replica.outstanding.pop(event.request_id), event)
         elif isinstance(event, Failed):
             replica.deaths_in_a_row = 0
+            self._served(replica, event.request_id)
             for work in replica.outstanding.pop(event.request_id):
                 self._fail(work, str(event.error))
         elif isinstance(event, Died):
@@ -256,6 +261,15 @@ class StagePool:
                 raise PipelineError(f"stage {self.stats.name!r}: {event.error}") from event.error
             self._on_death(replica, str(event.error))
         self._update_states()
+
+    def _served(self, replica: _Replica, request_id: int) -> None:
+        """Record the worker's time on an answered request: from its sending, or from the worker's previous
+        answer when it waited behind that one (a worker takes its requests one at a time)."""
+        now = time.monotonic()
+        sent = replica.sent_at.pop(request_id)
+        began = sent if replica.answered_at is None else max(sent, replica.answered_at)
+        replica.answered_at = now
+        self.stats.mark_served(len(replica.outstanding[request_id]), now - began)
 
     def _answered(self, batch: list[_Work], answer: Answer) -> None:
         results = answer.payload if self.batch_size > 1 else [answer.payload]
@@ -288,6 +302,8 @@ class StagePool:
                 else:
                     retry.append(work)
         replica.outstanding.clear()
+        replica.sent_at.clear()
+        replica.answered_at = None
         self.stats.retried += len(retry)
         self._pending.extendleft(sorted(retry, key=lambda w: w.seq, reverse=True))
         replica.deaths_in_a_row += 1
@@ -344,6 +360,7 @@ class StagePool:
             self._pending.extendleft(reversed(batch))
             return
         replica.outstanding[request_id] = batch
+        replica.sent_at[request_id] = time.monotonic()
         self.stats.mark_started()
 
     # --- results --------------------------------------------------------------------------------------
@@ -381,3 +398,5 @@ class StagePool:
             else {Phase.UP: "ready", Phase.DEAD: "restarting"}.get(r.worker.phase, "starting")
             for r in self.replicas
         ]
+        if self.stats.ready_at is None and all(state == "ready" for state in self.stats.states):
+            self.stats.ready_at = time.monotonic()

@@ -26,6 +26,7 @@ from orchestrator.errors import (
     WorkerError,
 )
 from orchestrator.model_source import absolute_class_path
+from orchestrator.pipeline.autoscaler import Resources
 from orchestrator.pipeline.config import PipelineConfig, StageConfig
 from orchestrator.pipeline.executor import LocalExecutor, RunState
 from orchestrator.pipeline.gpus import GpuAssignment, cpu_fallback_warning, detect_gpu_count, pack_replicas
@@ -73,7 +74,7 @@ def resolve_stages(config: PipelineConfig, config_dir: Path, registry: EnvRegist
 def assign_gpus(stages: dict[str, ResolvedStage], declarations: dict[str, ModelDeclarations], n_gpus: int,
                 warn: Callable[[str], None]) -> dict[tuple[str, int], GpuAssignment]:
     """The GPU share of each (stage, replica), from the `num_gpus` each model declared in its env."""
-    replicas = [(name, i) for name, s in stages.items() for i in range(s.config.replicas)]
+    replicas = [(name, i) for name, s in stages.items() for i in range(s.config.start_replicas)]
     demands = [(name, declarations[name].num_gpus) for name, _ in replicas]
     if n_gpus == 0 and (line := cpu_fallback_warning(demands)):
         warn(line)
@@ -95,12 +96,15 @@ class _Workers:
         self.runtime_dir = runtime_dir
         self.on_log = on_log
         self.gpu_of: dict[tuple[str, int], GpuAssignment] = {}
-        self.threads = default_budgets(available_cores(), {name: s.config.replicas for name, s in stages.items()})
+        self.cores = available_cores()
+        # every replica a stage may run shares the cores, so an `auto` stage that grows never oversubscribes them
+        budgets = default_budgets(self.cores, {name: s.config.most_replicas for name, s in stages.items()})
+        self.threads = {name: s.config.threads or budgets[name] for name, s in stages.items()}
 
     def make(self, stage: StageConfig, replica: int) -> WorkerHandle:
         resolved = self.stages[stage.name]
         placement = self.gpu_of.get((stage.name, replica), NO_GPU)
-        environ = {**placement.environ(), **thread_environ(stage.threads or self.threads[stage.name])}
+        environ = {**placement.environ(), **thread_environ(self.threads[stage.name])}
         spec = WorkerSpec(f"{stage.name}/{replica}", resolved.env, ModelRef(resolved.class_path, stage.params),
                           self.user_dirs, environ, {"input": stage.input})
         return WorkerHandle(spec, self.runtime_dir, worker_policy(stage), on_log=self.on_log)
@@ -155,10 +159,12 @@ def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_lo
             firsts = describe_stages(stages, workers)
             declarations = {name: _declarations(stages[name], handle) for name, handle in firsts.items()}
             check_weights_present(list(declarations.values()))
-            workers.gpu_of = assign_gpus(stages, declarations, detect_gpu_count() if gpus is None else gpus, warn)
+            n_gpus = detect_gpu_count() if gpus is None else gpus
+            workers.gpu_of = assign_gpus(stages, declarations, n_gpus, warn)
             adopt = {name: {0: h} for name, h in firsts.items() if workers.gpu_of[(name, 0)] == NO_GPU}
             close_all([h for name, h in firsts.items() if name not in adopt], 0, 0)
-            executor = LocalExecutor(config, videos, writer, workers.make, state, declarations, adopt)
+            resources = Resources(workers.cores, workers.threads, n_gpus, workers.gpu_of)
+            executor = LocalExecutor(config, videos, writer, workers.make, state, declarations, adopt, resources)
             executor.run(on_tick=(lambda: display(state)) if display else lambda: None)
     except KeyboardInterrupt:
         state.failures.append({"video": "", "reason": "interrupted (Ctrl-C): finished videos were kept"})
@@ -190,4 +196,5 @@ def _summary(state: RunState, wall_s: float) -> dict[str, Any]:
         "videos": state.videos_total, "videos_done": state.videos_done, "resumed": state.resumed,
         "clips": state.clips, "kept": state.kept, "failures": state.failures,
         "stages": {n: s.summary() for n, s in state.stages.items()}, "wall_s": round(wall_s, 3),
+        "autoscale": state.autoscale,
     }

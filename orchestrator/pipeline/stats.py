@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
+import collections
+import threading
 import time
 from dataclasses import dataclass, field
+
+SERVICE_SAMPLES = 1000
+"""Answered requests remembered per stage for measuring its speed (the autoscaler reads a recent window)."""
+
+
+@dataclass(frozen=True)
+class Served:
+    """One answered request: when, how many items it carried, and the seconds its worker spent on it."""
+
+    at: float
+    items: int
+    seconds: float
 
 
 @dataclass
@@ -22,6 +36,21 @@ class StageStats:
     first_at: float | None = None
     """When the first item was handed to a worker: throughput excludes model loading."""
     last_at: float | None = None
+    ready_at: float | None = None
+    """When every replica had finished setup() (its model loaded): the end of this stage's start-up."""
+    _served: collections.deque[Served] = field(default_factory=lambda: collections.deque(maxlen=SERVICE_SAMPLES),
+                                               repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def mark_served(self, items: int, seconds: float) -> None:
+        """A worker answered a request of `items` after `seconds` on it (the pool's thread)."""
+        with self._lock:
+            self._served.append(Served(time.monotonic(), items, seconds))
+
+    def served_since(self, since: float) -> list[Served]:
+        """The answered requests since `since` (any thread)."""
+        with self._lock:
+            return [s for s in self._served if s.at >= since]
 
     def mark_started(self) -> None:
         if self.first_at is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from orchestrator.settings import declared_cpus
 from workers.threads import THREADS_VAR
 
 THREAD_VARIABLES = (
@@ -21,7 +22,10 @@ THREAD_VARIABLES = (
 
 
 def available_cores() -> int:
-    """Cores this process may run on (its CPU affinity where the OS has one), at least 1."""
+    """Cores a run may use: `ORCHESTRATOR_CPUS` when set, else the cores this process may run on (its CPU
+    affinity where the OS has one), at least 1."""
+    if (declared := declared_cpus()) is not None:
+        return declared
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return os.cpu_count() or 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -22,9 +23,10 @@ def _default_signals() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def run(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run(config: Path, *args: str, environ: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`orchestrator run CONFIG --quiet ARGS`, with `environ` added to this process's environment."""
     return subprocess.run([*RUN, str(config), "--quiet", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600, preexec_fn=_default_signals)
+                          timeout=600, preexec_fn=_default_signals, env={**os.environ, **(environ or {})})
 
 
 def start(config: Path, *args: str) -> subprocess.Popen[str]:

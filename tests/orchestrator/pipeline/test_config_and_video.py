@@ -38,10 +38,24 @@ def test_good_config_and_command_line_overrides(tmp_path: Path) -> None:
     assert config.stages[1].replicas == 2 and config.stages[1].frames.sampling == "one_per_clip"
 
 
+def test_replicas_auto_starts_at_one_and_grows_to_max_replicas(tmp_path: Path) -> None:
+    config, _ = load_config(write(tmp_path, GOOD.replace("replicas: 2", "replicas: auto, max_replicas: 3")))
+    ocr = config.stages[1]
+    assert ocr.auto_replicas and (ocr.start_replicas, ocr.most_replicas) == (1, 3)
+    assert (config.stages[0].start_replicas, config.stages[0].most_replicas, config.stages[0].auto_replicas) == \
+        (1, 1, False)
+    config, _ = load_config(write(tmp_path, GOOD.replace("replicas: 2", "replicas: auto")))
+    assert config.stages[1].most_replicas == 4
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        (GOOD.replace("replicas: 2", "replicas: 0"), r"field 'stages.1.replicas': Input should be greater than"),
+        (GOOD.replace("replicas: 2", "replicas: 0"), r"field 'stages.1.replicas': Input should be a whole number, at"),
+        (GOOD.replace("replicas: 2", "replicas: many"), r"field 'stages.1.replicas': .* or auto \(got 'many'\)"),
+        (GOOD.replace("replicas: 2", "replicas: 2, max_replicas: 3"),
+         r"stage 'ocr': max_replicas applies to replicas: auto \(replicas is 2\)"),
+        (GOOD.replace("replicas: 2", "replicas: auto, max_replicas: 0"), r"field 'stages.1.max_replicas': Input"),
         (GOOD.replace("one_per_clip", "sometimes"), r"field 'stages.1.frames.sampling': Input should be"),
         (GOOD.replace("min_duration_s", "min_length"), r"field 'stages.2.filter.min_length': Extra inputs"),
         (GOOD.replace("split:", "model:"), r"the first stage, and only the first, must be a 'split' stage"),

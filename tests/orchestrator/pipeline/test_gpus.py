@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import ConfigError
-from orchestrator.pipeline.gpus import GpuAssignment, cpu_fallback_warning, detect_gpu_count, pack_replicas
+from orchestrator.pipeline.gpus import (
+    GpuAssignment,
+    cpu_fallback_warning,
+    detect_gpu_count,
+    pack_replicas,
+    place_replica,
+)
 
 
 def packed(demands: list[tuple[str, float]], n_gpus: int) -> list[tuple[tuple[int, ...], float | None]]:
@@ -36,6 +42,24 @@ def test_first_fit_decreasing_fills_gpus_and_keeps_input_order() -> None:
 
 def test_float_sums_that_reach_exactly_one_fit() -> None:
     assert {a.devices for a in pack_replicas([("a", 0.1), ("b", 0.2), ("c", 0.7)], 1)} == {(0,)}
+
+
+@pytest.mark.parametrize(("placed", "num_gpus", "n_gpus", "expected"), [
+    ([((0,), 0.5)], 0.5, 2, ((0,), 0.5)),                     # tops up the shared GPU before opening GPU 1
+    ([((0,), 0.75), ((1,), 0.25)], 0.25, 2, ((0,), 0.25)),    # the fullest GPU it still fits on
+    ([((0,), None), ((1,), 0.5)], 0.5, 2, ((1,), 0.5)),       # never onto a GPU a replica has whole
+    ([((0,), None), ((1,), 0.5)], 0.75, 2, None),             # no room left
+    ([((0,), None)], 1, 3, ((1,), None)),                     # a whole GPU on the lowest free one
+    ([((0,), None), ((1,), 0.1)], 2, 3, None),                # two whole GPUs are not free
+    ([((0,), 0.5)], 0.0, 1, ((), None)),                      # CPU stages need no GPU
+    ([], 0.5, 0, ((), None)),                                 # no GPUs: every replica runs on CPU
+])
+def test_place_replica_follows_the_packing_rules_beside_replicas_already_placed(
+    placed: list[tuple[tuple[int, ...], float | None]], num_gpus: float, n_gpus: int,
+    expected: tuple[tuple[int, ...], float | None] | None
+) -> None:
+    got = place_replica([GpuAssignment(d, f) for d, f in placed], num_gpus, n_gpus)
+    assert (None if got is None else (got.devices, got.memory_fraction)) == expected
 
 
 def test_zero_gpus_demand_runs_on_cpu_even_when_gpus_exist() -> None:

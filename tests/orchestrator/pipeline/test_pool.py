@@ -130,6 +130,18 @@ def test_items_pass_through_in_order_then_end(workers, running) -> None:
     assert out[7:] == ["not for the model", END]
 
 
+def test_stats_say_when_every_replica_was_ready_and_how_long_each_request_took_its_worker(workers, running) -> None:
+    run = running(workers(delay_s=0.2), replicas=2, batch_size=2)
+    run.feed(*range(8))
+    run.finish()
+    assert len(run.take(9)) == 9
+    assert run.stats.ready_at is not None and run.stats.ready_at <= (run.stats.last_at or 0)
+    served = run.stats.served_since(0.0)
+    # each worker takes its two requests in flight one after the other: each is timed from when it began
+    assert sum(s.items for s in served) == 8 and len(served) == 4
+    assert all(0.2 <= s.seconds < 2.0 for s in served)
+
+
 def test_a_stop_ends_the_pool_even_when_its_output_queue_is_full(workers) -> None:
     stop = threading.Event()
     pool = StagePool(Collect(), workers(), 1, 1, StageStats("s"), stop, FAST_RETRY)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from orchestrator.errors import ConfigError
 from orchestrator.supervisor.threads import THREAD_VARIABLES, available_cores, default_budgets, thread_environ
 from workers.threads import THREADS_VAR, budget_from_environ
 
@@ -59,3 +60,17 @@ def test_default_budgets_refuse_nonsense() -> None:
 
 def test_available_cores_is_at_least_one() -> None:
     assert available_cores() >= 1
+
+
+def test_orchestrator_cpus_declares_the_cores_a_run_may_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORCHESTRATOR_CPUS", "5")
+    assert available_cores() == 5
+    monkeypatch.setenv("ORCHESTRATOR_CPUS", "")
+    assert available_cores() >= 1
+
+
+@pytest.mark.parametrize("value", ["0", "two", "1.5", "-1"])
+def test_orchestrator_cpus_must_be_a_count(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("ORCHESTRATOR_CPUS", value)
+    with pytest.raises(ConfigError, match=f"ORCHESTRATOR_CPUS={value!r}: give the number of cores"):
+        available_cores()
