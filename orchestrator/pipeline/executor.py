@@ -57,7 +57,11 @@ class RunState:
     """Each replica `replicas: auto` added, and what held a stage back, with the speeds measured."""
 
 
-class LocalExecutor:
+class PipelineExecutor:
+    """Streams videos through the steps: decode, split pool, cut, model pools and filters, writer. Where a
+    replica runs is the `make_worker` factory's business (local processes, or Ray actors), so both executors
+    share these pools, their retry rules and the writer."""
+
     def __init__(self, config: PipelineConfig, videos: list[VideoInput], writer: OutputWriter,
                  make_worker: WorkerFactory, state: RunState, declarations: Mapping[str, ModelDeclarations],
                  adopt: Mapping[str, Mapping[int, Worker]] | None = None, resources: Resources | None = None) -> None:

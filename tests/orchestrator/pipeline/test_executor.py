@@ -12,7 +12,7 @@ import pytest
 from orchestrator.declarations import ModelDeclarations
 from orchestrator.errors import ConfigError, PipelineError
 from orchestrator.pipeline.config import PipelineConfig, load_config
-from orchestrator.pipeline.executor import LocalExecutor, RunState
+from orchestrator.pipeline.executor import PipelineExecutor, RunState
 from orchestrator.pipeline.video import expand_inputs
 from orchestrator.pipeline.writer import OutputWriter
 
@@ -30,7 +30,7 @@ def test_a_step_that_raises_ends_the_run_with_its_error(sample, tmp_path: Path) 
     def make_worker(stage, replica):
         raise RuntimeError("no worker today")
 
-    executor = LocalExecutor(config, videos, OutputWriter(tmp_path / "out", config.results_key()), make_worker,
+    executor = PipelineExecutor(config, videos, OutputWriter(tmp_path / "out", config.results_key()), make_worker,
                              RunState(len(videos)), declared)
     with pytest.raises(PipelineError, match=r"step 'shots' failed: RuntimeError: no worker today"):
         executor.run()
