@@ -91,6 +91,20 @@ class StageConfig(_Strict):
     """A request a worker has been on this long means it hangs: it is killed and the items retried."""
     heartbeat_timeout_s: float = Field(60.0, gt=0)
     """An idle worker that does not answer a heartbeat within this long hangs: it is killed and restarted."""
+    resources: dict[str, float] = Field(default_factory=dict)
+    """On Ray (`--executor ray`): custom resources each replica reserves, to pin the stage to node kinds
+    (e.g. {ocr_node: 1}); the local executor ignores them."""
+
+    @field_validator("resources")
+    @classmethod
+    def _custom_resources(cls, value: dict[str, float]) -> dict[str, float]:
+        reserved = sorted(set(value) & {"CPU", "GPU", "memory", "object_store_memory"})
+        if reserved:
+            raise ValueError(f"resources names custom resources; {reserved} are set by threads and the "
+                             f"model's num_gpus")
+        if any(amount < 0 for amount in value.values()):
+            raise ValueError("resources amounts cannot be negative")
+        return value
 
     @field_validator("replicas", mode="before")
     @classmethod
