@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import logging
 import signal
 from pathlib import Path
@@ -15,6 +16,11 @@ from orchestrator.pipeline.config import load_config
 from orchestrator.pipeline.progress import render, summary_table
 from orchestrator.pipeline.run import execute
 from orchestrator.render import console, error_console
+
+
+class Executor(str, enum.Enum):
+    local = "local"
+    ray = "ray"
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -31,11 +37,22 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Logs only, no live display.")] = False,
     fresh: Annotated[bool, typer.Option("--fresh", help="Start over: drop the results of earlier runs into the "
                                                         "output folder instead of resuming from them.")] = False,
+    executor: Annotated[Executor, typer.Option("--executor", help="Where replicas run: this machine, or a Ray "
+                                                                  "cluster (needs the ray extra).")] = Executor.local,
+    address: Annotated[str | None, typer.Option("--address", help="Ray cluster to join: host:port or auto "
+                                                                  "(default: RAY_ADDRESS, else a new local one).")]
+    = None,
+    weights_from: Annotated[str | None, typer.Option("--weights-from", help="On Ray: where nodes lacking a model's "
+                                                     "weights fetch them (hf, s3://bucket/prefix, a directory).")]
+    = None,
 ) -> None:
     """Run a pipeline: split videos into clips, annotate and filter them, write clips and metadata.
 
     Rerunning the same command after an interrupted or killed run resumes it: videos it finished are kept."""
     pipeline, config_dir = load_config(config, inputs, output)
+    if executor is Executor.local and (address or weights_from):
+        raise typer.BadParameter("--address and --weights-from apply to --executor ray", param_hint="--executor")
+    where = {"on_ray": executor is Executor.ray, "ray_address": address, "weights_from": weights_from}
     # Set both explicitly: a run started in the background inherits SIGINT ignored, and must still stop on it.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
@@ -45,12 +62,12 @@ def run(
         error_console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
 
     if quiet:
-        summary = execute(pipeline, config_dir, gpus=gpus, warn=warn, fresh=fresh,
+        summary = execute(pipeline, config_dir, gpus=gpus, warn=warn, fresh=fresh, **where,
                           on_log=lambda label, line: error_console.print(f"[{label}] {line}", markup=False,
                                                                          highlight=False))
     else:
         with Live(console=error_console, refresh_per_second=4, transient=True) as live:
-            summary = execute(pipeline, config_dir, gpus=gpus, warn=warn, fresh=fresh,
+            summary = execute(pipeline, config_dir, gpus=gpus, warn=warn, fresh=fresh, **where,
                               on_log=lambda label, line: live.console.print(f"[{label}] {line}", markup=False,
                                                                             highlight=False),
                               display=lambda state: live.update(render(state)))

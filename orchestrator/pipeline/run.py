@@ -2,7 +2,9 @@
 place replicas on GPUs, execute, summarise.
 
     stages ─▶ env per stage ─▶ first worker per stage (no GPU) ─▶ DESCRIBE ─▶ declarations
-        ─▶ weights present? ─▶ GPU shares ─▶ LocalExecutor (adopts each first worker whose place fits)
+        local: ─▶ weights present? ─▶ GPU shares ─▶ PipelineExecutor with local workers (adopting each first
+                  worker whose place fits)
+        ray:   ─▶ PipelineExecutor with Ray-hosted workers (each node checks its env and weights itself)
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from orchestrator.errors import (
 from orchestrator.model_source import absolute_class_path
 from orchestrator.pipeline.autoscaler import Resources
 from orchestrator.pipeline.config import PipelineConfig, StageConfig
-from orchestrator.pipeline.executor import LocalExecutor, RunState
+from orchestrator.pipeline.executor import PipelineExecutor, RunState, WorkerFactory
 from orchestrator.pipeline.gpus import GpuAssignment, cpu_fallback_warning, detect_gpu_count, pack_replicas
 from orchestrator.pipeline.video import expand_inputs
 from orchestrator.pipeline.writer import OutputWriter
@@ -140,9 +142,12 @@ def describe_stages(stages: dict[str, ResolvedStage], workers: _Workers) -> dict
 
 def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_log: LogSink,
             warn: Callable[[str], None], display: Callable[[RunState], Any] | None = None,
-            fresh: bool = False) -> dict[str, Any]:
-    """Run the pipeline; returns the run summary (also written to run.json)."""
+            fresh: bool = False, ray_address: str | None = None, on_ray: bool = False,
+            weights_from: str | None = None) -> dict[str, Any]:
+    """Run the pipeline, here or (`on_ray`) with every replica on a Ray cluster; returns the run summary
+    (also written to run.json)."""
     started = time.monotonic()
+    ray = _connect_ray(ray_address) if on_ray else None
     writer = OutputWriter(config_dir / config.output, config.results_key(), fresh)
     if ensure_bundled_sample([config_dir / i for i in config.inputs]):
         warn(f"generated the bundled sample video {BUNDLED_SAMPLE} (python -m orchestrator.sample_video makes it)")
@@ -158,13 +163,22 @@ def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_lo
         with registry.leased(stage.env for stage in stages.values()):  # `envs gc` spares them until the end
             firsts = describe_stages(stages, workers)
             declarations = {name: _declarations(stages[name], handle) for name, handle in firsts.items()}
-            check_weights_present(list(declarations.values()))
-            n_gpus = detect_gpu_count() if gpus is None else gpus
-            workers.gpu_of = assign_gpus(stages, declarations, n_gpus, warn)
-            adopt = {name: {0: h} for name, h in firsts.items() if workers.gpu_of[(name, 0)] == NO_GPU}
-            close_all([h for name, h in firsts.items() if name not in adopt], 0, 0)
-            resources = Resources(workers.cores, workers.threads, n_gpus, workers.gpu_of)
-            executor = LocalExecutor(config, videos, writer, workers.make, state, declarations, adopt, resources)
+            if ray is None:
+                check_weights_present(list(declarations.values()))
+                n_gpus = detect_gpu_count() if gpus is None else gpus
+                workers.gpu_of = assign_gpus(stages, declarations, n_gpus, warn)
+                adopt = {name: {0: h} for name, h in firsts.items() if workers.gpu_of[(name, 0)] == NO_GPU}
+                close_all([h for name, h in firsts.items() if name not in adopt], 0, 0)
+                make: WorkerFactory = workers.make
+                resources = Resources(workers.cores, workers.threads, n_gpus, workers.gpu_of)
+            else:
+                from orchestrator.on_ray.workers import ray_workers
+
+                close_all(list(firsts.values()), 0, 0)  # replicas live on the cluster's nodes
+                adopt = {}
+                factory, resources = ray_workers(ray, stages, declarations, workers.user_dirs, weights_from, warn)
+                make = factory.make
+            executor = PipelineExecutor(config, videos, writer, make, state, declarations, adopt, resources)
             executor.run(on_tick=(lambda: display(state)) if display else lambda: None)
     except KeyboardInterrupt:
         state.failures.append({"video": "", "reason": "interrupted (Ctrl-C): finished videos were kept"})
@@ -178,6 +192,13 @@ def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_lo
         writer.write_summary(summary)
         shutil.rmtree(runtime_dir, ignore_errors=True)
     return summary
+
+
+def _connect_ray(address: str | None) -> Any:
+    """Ray, joined to the cluster at `address`; imported only for Ray runs (it is an optional extra)."""
+    from orchestrator.on_ray.workers import connect
+
+    return connect(address)
 
 
 def _declarations(stage: ResolvedStage, handle: WorkerHandle) -> ModelDeclarations:
