@@ -12,6 +12,7 @@ import typer
 from rich.live import Live
 from rich.markup import escape
 
+from orchestrator.errors import ConfigError
 from orchestrator.pipeline.config import load_config
 from orchestrator.pipeline.progress import render, summary_table
 from orchestrator.pipeline.run import execute
@@ -51,7 +52,7 @@ def run(
     Rerunning the same command after an interrupted or killed run resumes it: videos it finished are kept."""
     pipeline, config_dir = load_config(config, inputs, output)
     if executor is Executor.local and (address or weights_from):
-        raise typer.BadParameter("--address and --weights-from apply to --executor ray", param_hint="--executor")
+        raise ConfigError("--address and --weights-from apply to --executor ray; add --executor ray or drop them")
     where = {"on_ray": executor is Executor.ray, "ray_address": address, "weights_from": weights_from}
     # Set both explicitly: a run started in the background inherits SIGINT ignored, and must still stop on it.
     signal.signal(signal.SIGINT, signal.default_int_handler)
