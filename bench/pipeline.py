@@ -219,8 +219,9 @@ class PipelineRun:
         return self.done_at - self.started
 
 
-def run_pipeline(source: Source, out_dir: Path) -> PipelineRun:
-    """The quickstart config over `source`, quiet; worker logs are shown only if the run raises."""
+def run_pipeline(source: Source, out_dir: Path, **where: Any) -> PipelineRun:
+    """The quickstart config over `source`, quiet; worker logs are shown only if the run raises. `where`
+    goes to `execute` (on_ray=True, ray_address=...: the Ray executor)."""
     config, config_dir = load_config(QUICKSTART, [str(p) for p in source.paths], str(out_dir))
     logs: deque[str] = deque(maxlen=LOG_TAIL)
     clock = Clock()
@@ -228,7 +229,7 @@ def run_pipeline(source: Source, out_dir: Path) -> PipelineRun:
         started = time.monotonic()
         try:
             summary = execute(config, config_dir, gpus=0, on_log=lambda label, line: logs.append(f"[{label}] {line}"),
-                              warn=logs.append, display=clock, fresh=True)
+                              warn=logs.append, display=clock, fresh=True, **where)
         except BaseException:
             print("\n".join(logs), file=sys.stderr)
             raise

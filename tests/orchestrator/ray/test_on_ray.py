@@ -3,7 +3,9 @@ fractional GPUs and custom resources, an env on another Python than the driver's
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -11,14 +13,16 @@ from typing import Any
 
 import pytest
 
+from models.model_utils import WEIGHTS_DIR_VAR
 from orchestrator.declarations import ModelDeclarations
+from orchestrator.envs import EnvRegistry
 from orchestrator.on_ray.host import HostRequest
 from orchestrator.on_ray.workers import RayWorker
 from orchestrator.sample_video import generate_sample
-from orchestrator.supervisor.events import Answer, Died, Phase, Ready, SetUp
+from orchestrator.supervisor.events import Answer, Died, Phase, Ready, SetUp, SetupFailed
 from orchestrator.supervisor.handle import ModelRef
 from orchestrator.supervisor.policy import WorkerPolicy
-from tests.orchestrator.pipeline.runs import FIXTURES, comparable, copy_controlled_model, outputs, run, start
+from tests.orchestrator.pipeline.runs import FIXTURES, ROOT, comparable, copy_controlled_model, outputs, run, start
 from tests.orchestrator.ray.conftest import env_workers
 
 PIPELINE = """\
@@ -186,3 +190,60 @@ def test_an_env_on_another_python_than_the_drivers_runs(cluster) -> None:
         worker.release()
     driver = f"{sys.version_info[0]}.{sys.version_info[1]}"
     assert answer["python"] == "3.12" != driver
+
+
+RADIO = FIXTURES / "tutorial_style"
+RADIO_WEIGHTS = "test-org/radio-like"
+
+
+@pytest.fixture(scope="module")
+def radio_mirror(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tutorial-style model's tiny checkpoint in a folder laid out like a weights mirror."""
+    folder = tmp_path_factory.mktemp("mirror")
+    python = EnvRegistry().ensure("video_splitting").python
+    made = subprocess.run([str(python), str(RADIO / "make_radio_like_weights.py"), str(folder)],
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr[-2000:]
+    return folder
+
+
+def _radio_host(node_cache: Path, weights_from: Path | None) -> RayWorker:
+    """A replica of the tutorial-style model whose node has an empty weights cache of its own."""
+    declared = ModelDeclarations("RadioLike", "video_splitting", (RADIO_WEIGHTS,),
+                                 {RADIO_WEIGHTS: ("model.safetensors",)}, num_gpus=0)
+    request = HostRequest("radio/0", "video_splitting", ModelRef("radio_like.RadioLike", {}), declared, (RADIO,),
+                          weights_from=None if weights_from is None else str(weights_from))
+    options = {"num_cpus": 0, "resources": {"head": 1},
+               "runtime_env": {"env_vars": {WEIGHTS_DIR_VAR: str(node_cache)}}}
+    return RayWorker(request, options, max_in_flight=1)
+
+
+def _first_start_event(worker: RayWorker) -> Any:
+    worker.launch()
+    limit = time.monotonic() + RUN_S
+    while time.monotonic() < limit:
+        for event in worker.events():
+            if isinstance(event, Ready):
+                worker.setup()
+            elif isinstance(event, (SetUp, SetupFailed, Died)):
+                return event
+        _wait_any([worker])
+    raise AssertionError("the replica neither started nor failed")
+
+
+def test_a_node_lacking_weights_fetches_them_from_the_mirror_or_says_how(cluster, radio_mirror, tmp_path) -> None:
+    worker = _radio_host(tmp_path / "bare-node", None)
+    try:
+        event = _first_start_event(worker)
+    finally:
+        worker.release()
+    assert isinstance(event, SetupFailed), event
+    message = str(event.error)
+    assert message.startswith("node ") and RADIO_WEIGHTS in message and "--weights-from" in message
+
+    worker = _radio_host(tmp_path / "fetching-node", radio_mirror)
+    try:
+        assert isinstance(_first_start_event(worker), SetUp)
+    finally:
+        worker.release()
+    assert (tmp_path / "fetching-node" / RADIO_WEIGHTS / "model.safetensors").is_file()
