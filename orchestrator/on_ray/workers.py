@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.declarations import ModelDeclarations
-from orchestrator.errors import ConfigError, OrchestratorError, WorkerDied, WorkerError
+from orchestrator.errors import ConfigError, HandshakeTimeout, OrchestratorError, WorkerDied, WorkerError
 from orchestrator.on_ray.host import HostRequest, WorkerHost
 from orchestrator.pipeline.autoscaler import Resources
 from orchestrator.pipeline.config import StageConfig
@@ -173,7 +173,7 @@ class RayWorker:
             self.info = self._ray.get(ref)
         except Exception as exc:  # the host's start raised, or the actor or its node is gone
             cause = _cause(exc)
-            if isinstance(cause, OrchestratorError) and not isinstance(cause, WorkerDied):
+            if isinstance(cause, OrchestratorError) and not isinstance(cause, (WorkerDied, HandshakeTimeout)):
                 self.phase = Phase.HELLO  # the model, its env or its weights cannot be set up on that node
                 return SetupFailed(cause if isinstance(cause, WorkerError) else WorkerError(str(cause)))
             return self._died(cause)
