@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -35,6 +36,7 @@ from orchestrator.supervisor.threads import thread_environ
 _ids = itertools.count(1)
 _WATCH_S = 0.2
 """How long the watcher waits on Ray per round, so it notices new futures and its own closing."""
+CONNECT_TIMEOUT_S = 5.0
 HOST_MARGIN_S = 30.0
 """Beyond a stage's request deadline (which the host enforces on its worker), how long the driver waits
 for the host's answer before it counts the host itself as hung and kills its actor."""
@@ -47,8 +49,26 @@ def connect(address: str | None) -> Any:
     except ImportError:
         raise ConfigError("--executor ray needs Ray, an optional extra: pip install -e '.[ray]'") from None
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+        _check_reachable(address)
+        try:
+            ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            where = f"the Ray cluster at {address}" if address else "a Ray cluster"
+            raise ConfigError(f"cannot join {where}: {_first_line(exc)}; check --address (host:port of the "
+                              f"head, or auto on a node of the cluster)") from None
     return ray
+
+
+def _check_reachable(address: str | None) -> None:
+    """A head that cannot be reached is an error now: Ray itself retries it for minutes."""
+    host, _, port = (address or "").rpartition(":")
+    if not host or not port.isdigit() or "://" in address:  # type: ignore[operator]
+        return  # auto, a new local cluster, or a client address: Ray resolves those
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise ConfigError(f"cannot reach the Ray cluster's head at {address}: {exc.strerror or exc}; check "
+                          f"--address (host:port of the head, or auto on a node of the cluster)") from None
 
 
 class _Watch:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -247,3 +248,12 @@ def test_a_node_lacking_weights_fetches_them_from_the_mirror_or_says_how(cluster
     finally:
         worker.release()
     assert (tmp_path / "fetching-node" / RADIO_WEIGHTS / "model.safetensors").is_file()
+
+
+def test_an_unreachable_head_is_one_line_at_once(tmp_path: Path) -> None:
+    with socket.socket() as unused:  # a port nothing listens on
+        unused.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{unused.getsockname()[1]}"
+    result = run(ROOT / "examples" / "quickstart.yaml", "-o", str(tmp_path), "--executor", "ray", "--address", address)
+    assert result.returncode == 2
+    assert f"cannot reach the Ray cluster's head at {address}" in result.stderr and "Traceback" not in result.stderr
