@@ -183,6 +183,8 @@ def memcpy_frames(frames: list[np.ndarray], n: int) -> float:
 
 
 def ray_frames(frames: list[np.ndarray], n: int) -> float | None:
+    here = Path(__file__).resolve().parent  # holds bench/ray.py, which `import ray` must not find
+    sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != here]
     try:
         import ray
     except ImportError:
