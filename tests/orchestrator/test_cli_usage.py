@@ -83,3 +83,17 @@ def test_version_prints_the_projects_version() -> None:
     declared = re.search(r'^version = "(.+)"$', (ROOT / "pyproject.toml").read_text(), re.MULTILINE)[1]
     done = orchestrator("--version")
     assert (done.returncode, done.stdout, done.stderr) == (0, f"orchestrator {declared}\n", "")
+
+
+def test_a_config_with_several_problems_lists_each_on_a_line_with_exit_code_2(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("inputs: [a.mp4]\noutput: out\nstages:\n"
+                      "  - {name: shots, split: models.transnetv2.TransNetV2ShotDetector, frame: {}}\n"
+                      "  - {name: ocr, model: models.rapidocr.RapidOCRTextReader, replica: 2}\n")
+    done = orchestrator("run", str(config))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.splitlines() == [
+        f"error: {config}: 2 problems",
+        "  line 4: stage 'shots': unknown field 'frame' (did you mean 'frames'?)",
+        "  line 5: stage 'ocr': unknown field 'replica' (did you mean 'replicas'?)",
+    ]
