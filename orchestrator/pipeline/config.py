@@ -197,8 +197,7 @@ def load_config(path: Path, inputs: list[str] | None = None, output: str | None 
     """Parse `path`; `inputs`/`output` override the file's. Relative paths in the file resolve against the
     config's folder, those given on the command line against the current directory. A config with problems
     raises one ConfigError listing every problem found, each with its line in the file."""
-    given = {key: value for key, value in (("inputs", [str(Path(i).absolute()) for i in inputs or []]),
-                                           ("output", output and str(Path(output).absolute()))) if value}
+    given = _command_line(inputs, output)
     data, nodes = _read(path)
     data = {**data, **given}
     config_dir = path.resolve().parent
@@ -212,7 +211,18 @@ def load_config(path: Path, inputs: list[str] | None = None, output: str | None 
     return config, config_dir
 
 
+def _command_line(inputs: list[str] | None, output: str | None) -> dict[str, Any]:
+    """The fields the command line sets, its paths made absolute against the current directory."""
+    given: dict[str, Any] = {}
+    if inputs:
+        given["inputs"] = [str(Path(i).absolute()) for i in inputs]
+    if output:
+        given["output"] = str(Path(output).absolute())
+    return given
+
+
 def _read(path: Path) -> tuple[dict[str, Any], yaml.Node]:
+    """The file's mapping and its YAML nodes (which know each value's line)."""
     try:
         data, nodes = load_with_nodes(path.read_text())
     except OSError as exc:
@@ -240,7 +250,7 @@ def _model_problems(data: dict[str, Any], search_dirs: tuple[Path, Path]) -> lis
 
 def _report(path: Path, problems: list[ConfigProblem], line: Callable[[Location], int | None]) -> str:
     """One line for one problem; a count, then a line per problem, in the file's order, for several."""
-    located = sorted((line(p.where) if p.where else None, p.message) for p in problems)
+    located = sorted(((line(p.where) if p.where else None) or 0, p.message) for p in problems)
     lines = [f"line {number}: {message}" if number else message for number, message in located]
     if len(lines) == 1:
         return f"{path}: {lines[0]}"

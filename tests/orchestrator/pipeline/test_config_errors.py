@@ -121,3 +121,13 @@ def test_a_value_given_on_the_command_line_has_no_line_in_the_file(tmp_path: Pat
     path = tmp_path / "config.yaml"
     config, _ = load_config(path, output="elsewhere")
     assert config.output == str(Path.cwd() / "elsewhere")
+
+
+def test_a_problem_of_the_whole_pipeline_comes_first_without_a_line(tmp_path: Path) -> None:
+    text = GOOD.replace("split: models.transnetv2", "model: models.transnetv2").replace("TextReader", "TextRead")
+    assert problems(tmp_path, text) == [
+        "2 problems",
+        "  the first stage, and only the first, must be a 'split' stage that finds clips",
+        (f"  line 6: stage 'ocr': model 'models.rapidocr.RapidOCRTextRead': {ROOT}/models/rapidocr.py defines no "
+        f"'RapidOCRTextRead' (did you mean 'RapidOCRTextReader'?)"),
+    ]
