@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create the orchestrator's own light environment (.venv) exactly as uv.lock pins it, then build every model
-# env from its lock. Safe to run again: with nothing changed it only checks (about a second), and after
-# uv.lock changes it brings .venv to the new lock.
+# env from its lock. Safe to run again: with nothing changed it only checks (a second or two, mostly the
+# model envs' check), and after uv.lock changes it brings .venv to the new lock.
 #
 #   uv.lock ──(uv's own pin and hashes)──▶ pip installs that uv into .uv/ ──▶ uv sync --frozen ──▶ .venv
 #
@@ -25,13 +25,15 @@ print(f"uv=={uv['version']} {hashes}")
 EOF
 }
 
-requirement=$(uv_requirement)
-pinned=${requirement%% *}
-if [ "$(.uv/bin/uv --version 2>/dev/null | cut -d' ' -f2)" != "${pinned#uv==}" ]; then
+locked_uv=$(grep -A1 -x 'name = "uv"' uv.lock | sed -n 's/^version = "\(.*\)"$/\1/p')
+if [ "$(.uv/bin/uv --version 2>/dev/null | cut -d' ' -f2)" != "$locked_uv" ]; then
+    requirement=$(uv_requirement)
     rm -rf .uv
     # -qq: the machine's pip config may name extra indexes that lack uv; the hashes decide what is installed
     "$python" -m pip install -qq --disable-pip-version-check --root-user-action=ignore --no-deps \
         --require-hashes --target .uv -r <(echo "$requirement")
 fi
-.uv/bin/uv sync --quiet --frozen --extra test --extra ray --python "$python" --no-python-downloads
+# the interpreter's own path, not a name any interpreter answers to: a .venv made by another one is remade
+interpreter=$("$python" -c 'import sys; print(sys.executable)')
+.uv/bin/uv sync --quiet --frozen --extra test --extra ray --python "$interpreter" --no-python-downloads
 .venv/bin/orchestrator envs build
