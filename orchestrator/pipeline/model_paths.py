@@ -76,8 +76,8 @@ def _top_level(body: list[ast.stmt]) -> Iterator[ast.stmt]:
     """The module's statements, including those under a top-level `if`, `try` or `with`."""
     for statement in body:
         yield statement
-        for block in ("body", "orelse", "finalbody"):
-            if isinstance(statement, (ast.If, ast.Try, ast.With)):
-                yield from _top_level(getattr(statement, block, []))
-        for handler in getattr(statement, "handlers", []):
-            yield from _top_level(handler.body)
+        if isinstance(statement, (ast.If, ast.Try, ast.With)):
+            handlers = [handler.body for handler in getattr(statement, "handlers", [])]
+            for block in (statement.body, getattr(statement, "orelse", []), getattr(statement, "finalbody", []),
+                          *handlers):
+                yield from _top_level(block)

@@ -105,10 +105,12 @@ def test_a_model_file_or_class_that_does_not_exist_is_named_with_the_closest_one
                                         f"'ControlledModel'?)")]
 
 
-def test_a_model_the_source_cannot_settle_is_left_to_its_env(tmp_path: Path) -> None:
+def test_a_model_the_source_defines_by_import_or_cannot_settle_is_accepted(tmp_path: Path) -> None:
     """A module this interpreter cannot find may be in the model's env; one that imports * may define anything."""
     (tmp_path / "starred.py").write_text("from controlled_model import *\n")
-    for class_path in ("only_in_its_env.Model", "starred.AnyName"):
+    (tmp_path / "reexport.py").write_text("try:\n    from controlled_model import ControlledModel as Model\n"
+                                          "except ImportError:\n    Model = None\n")
+    for class_path in ("only_in_its_env.Model", "starred.AnyName", "reexport.Model"):
         path = tmp_path / "config.yaml"
         path.write_text(GOOD.replace("models.rapidocr.RapidOCRTextReader", class_path))
         config, _ = load_config(path)
