@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,7 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticCustomError
 
 from orchestrator.errors import ConfigError
-from orchestrator.yaml_errors import describe_yaml_error
+from orchestrator.model_source import absolute_class_path
+from orchestrator.pipeline.config_errors import ConfigProblem, Location, config_problems, problem_at
+from orchestrator.pipeline.model_paths import class_path_problem
+from orchestrator.yaml_errors import describe_yaml_error, line_of, load_with_nodes
 from workers.model_input import InputSpec
 
 
@@ -111,7 +115,7 @@ class StageConfig(_Strict):
     def _replica_count(cls, value: Any) -> Any:
         if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
             return value
-        raise PydanticCustomError("replicas", "Input should be a whole number, at least 1, or auto (got {value})",
+        raise PydanticCustomError("replicas", "must be a whole number, at least 1, or auto (got {value})",
                                   {"value": repr(value)})
 
     @field_validator("input")
@@ -123,14 +127,13 @@ class StageConfig(_Strict):
     def _exactly_one_kind(self) -> StageConfig:
         kinds = [k for k in ("split", "model", "filter") if getattr(self, k) is not None]
         if len(kinds) != 1:
-            raise ValueError(f"stage {self.name!r} needs exactly one of split, model or filter (has {kinds or 'none'})")
+            raise ValueError(f"needs exactly one of split, model or filter (has {', '.join(kinds) or 'none'})")
         return self
 
     @model_validator(mode="after")
     def _max_replicas_only_when_auto(self) -> StageConfig:
         if "max_replicas" in self.model_fields_set and self.replicas != "auto":
-            raise ValueError(f"stage {self.name!r}: max_replicas applies to replicas: auto (replicas is "
-                             f"{self.replicas})")
+            raise ValueError(f"max_replicas applies to replicas: auto (replicas is {self.replicas})")
         return self
 
     @property
@@ -192,22 +195,63 @@ class PipelineConfig(_Strict):
 
 def load_config(path: Path, inputs: list[str] | None = None, output: str | None = None) -> tuple[PipelineConfig, Path]:
     """Parse `path`; `inputs`/`output` override the file's. Relative paths in the file resolve against the
-    config's folder, those given on the command line against the current directory."""
+    config's folder, those given on the command line against the current directory. A config with problems
+    raises one ConfigError listing every problem found, each with its line in the file."""
+    given = _command_line(inputs, output)
+    data, nodes = _read(path)
+    data = {**data, **given}
+    config_dir = path.resolve().parent
+    problems = _model_problems(data, (config_dir, Path.cwd()))
     try:
-        data = yaml.safe_load(path.read_text())
+        config = PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = config_problems(exc.errors(), data, PipelineConfig) + problems
+    if problems:
+        raise ConfigError(_report(path, problems, lambda where: None if where[0] in given else line_of(nodes, where)))
+    return config, config_dir
+
+
+def _command_line(inputs: list[str] | None, output: str | None) -> dict[str, Any]:
+    """The fields the command line sets, its paths made absolute against the current directory."""
+    given: dict[str, Any] = {}
+    if inputs:
+        given["inputs"] = [str(Path(i).absolute()) for i in inputs]
+    if output:
+        given["output"] = str(Path(output).absolute())
+    return given
+
+
+def _read(path: Path) -> tuple[dict[str, Any], yaml.Node]:
+    """The file's mapping and its YAML nodes (which know each value's line)."""
+    try:
+        data, nodes = load_with_nodes(path.read_text())
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config ({exc.strerror})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(describe_yaml_error(path, exc)) from None
-    if not isinstance(data, dict):
+    if not isinstance(data, dict) or nodes is None:
         raise ConfigError(f"{path}: expected a mapping with inputs, output and stages")
-    if inputs:
-        data = {**data, "inputs": [str(Path(i).absolute()) for i in inputs]}
-    if output:
-        data = {**data, "output": str(Path(output).absolute())}
-    try:
-        return PipelineConfig.model_validate(data), path.resolve().parent
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise ConfigError(f"{path}: field '{where}': {first['msg']}") from None
+    return data, nodes
+
+
+def _model_problems(data: dict[str, Any], search_dirs: tuple[Path, Path]) -> list[ConfigProblem]:
+    """Each stage whose model's file, module or class does not exist (read from the source, not imported)."""
+    stages = data.get("stages")
+    problems = []
+    for index, stage in enumerate(stages if isinstance(stages, list) else []):
+        for kind in ("split", "model"):
+            class_path = stage.get(kind) if isinstance(stage, dict) else None
+            if not isinstance(class_path, str):
+                continue
+            if problem := class_path_problem(absolute_class_path(class_path, search_dirs[0]), search_dirs):
+                problems.append(problem_at(("stages", index, kind), data, f"model {class_path!r}: {problem}"))
+    return problems
+
+
+def _report(path: Path, problems: list[ConfigProblem], line: Callable[[Location], int | None]) -> str:
+    """One line for one problem; a count, then a line per problem, in the file's order, for several."""
+    located = sorted(((line(p.where) if p.where else None) or 0, p.message) for p in problems)
+    lines = [f"line {number}: {message}" if number else message for number, message in located]
+    if len(lines) == 1:
+        return f"{path}: {lines[0]}"
+    return f"{path}: {len(lines)} problems\n" + "\n".join(f"  {text}" for text in lines)

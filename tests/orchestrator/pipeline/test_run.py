@@ -119,7 +119,8 @@ def test_frame_size_the_model_rejects_fails_that_video(sample, tmp_path: Path) -
     [
         ("controlled_model.ControlledModel", "controlled_model.Nope", "stage 'stats': model 'controlled_model.Nope'"),
         ("env: ocr", "env: nowhere", "stage 'stats' (env 'nowhere'): unknown env 'nowhere'"),
-        ("min_duration_s", "min_duration", "field 'stages.2.filter.min_duration': Extra inputs are not permitted"),
+        ("min_duration_s", "min_duration",
+         "stage 'keep': unknown field 'filter.min_duration' (did you mean 'filter.min_duration_s'?)"),
     ],
 )
 def test_config_errors_are_one_line(tmp_path: Path, old: str, new: str, message: str) -> None:
