@@ -128,8 +128,6 @@ class Worker:
             self.run_batch(msg)
         elif msg.kind is Kind.HEARTBEAT:
             self.reply(msg, Kind.HEARTBEAT)
-        elif msg.kind is Kind.SHUTDOWN:
-            self.stop.set()
         else:
             self.send(Message(Kind.ERROR, msg.request_id, error_header(
                 "protocol", ProtocolError(f"a worker does not accept {msg.kind.value!r} messages"))))

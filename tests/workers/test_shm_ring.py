@@ -123,7 +123,8 @@ def test_empty_rings_are_refused(n_slots: int, slot_bytes: int) -> None:
         (4, [4], [1], 4, "slot 4 with 4 bytes is outside the ring of 4 slots"),
         (-1, [4], [1], 4, "slot -1 with 4 bytes is outside"),
         (0, [4], [1], 8 * 1024 * 1024 + 1, "slot 0 with 8388609 bytes is outside"),
-        (0, [8], [1], 4, "spans bytes 0..8 of a 4-byte buffer"),
+        (0, [8], [1], 4, "holds 8 bytes, more than its 4-byte buffer"),
+        (0, [2], [4], 4, "spans bytes 0..5 of a 4-byte buffer"),
     ],
 )
 def test_reader_refuses_views_outside_a_slot(
