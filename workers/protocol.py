@@ -4,8 +4,10 @@
     frame 1..N   out-of-band array buffers, referenced from the payload by frame index
 
 Arrays in the payload travel as msgpack extension objects (`workers.tensor_codec`): small ones inline,
-big ones in a frame of their own (zero-copy) or, on one host, in a shared-memory ring slot. Both sides
-import this module, and a peer speaking another `PROTOCOL_VERSION` is refused on its first message.
+big ones in a frame of their own (zero-copy) or, on one host, in a shared-memory ring slot. The headers of
+READY, ERROR, DEAD and item RESULT messages are checked against `workers.headers` and read back as typed
+records. Both sides import this module, and a peer speaking another `PROTOCOL_VERSION` is refused on its
+first message. The control socket carries one raw message, `SHUTDOWN`.
 """
 
 from __future__ import annotations

@@ -81,13 +81,6 @@ class _CurveGate:
             issued = self._issued.get(domain)
         return issued is not None and hmac.compare_digest(issued.client_key, key)
 
-    @property
-    def domains(self) -> set[str]:
-        """The domains still admitting a key."""
-        with self._issued_lock:
-            self._forget_closed()
-            return set(self._issued)
-
     def _forget_closed(self) -> None:
         for domain in [domain for domain, issued in self._issued.items() if not issued.open()]:
             del self._issued[domain]
