@@ -46,8 +46,8 @@ class ShmRingWriter:
         size = n_slots * slot_bytes
         remove_orphaned_segments()
         _check_free_space(size)
-        name = f"{NAME_PREFIX}{owner_tag(Path(SHM_DIR))}-{secrets.token_hex(6)}"
         try:
+            name = f"{NAME_PREFIX}{owner_tag(Path(SHM_DIR))}-{secrets.token_hex(6)}"
             self._shm = shared_memory.SharedMemory(name=name, create=True, size=size)
         except OSError as err:
             raise ShmUnavailable(f"cannot create a {size / _MIB:.1f} MiB shared-memory segment: {err}") from err
