@@ -35,6 +35,8 @@ class BoundPair:
 
 @dataclass
 class _Issued:
+    """One pair's client key, and the pair (weakly: a forgotten socket closes it too)."""
+
     client_key: bytes
     sockets: list[weakref.ref[zmq.Socket]]
 
