@@ -11,9 +11,10 @@ can retry or fail exactly the items that failed.
 from __future__ import annotations
 
 import logging
-import traceback
 from collections.abc import Callable
 from typing import Any
+
+from workers.headers import ErrorReport
 
 logger = logging.getLogger(__name__)
 
@@ -22,8 +23,7 @@ Outcome = tuple[Any, dict[str, Any] | None]
 
 def error_header(stage: str, exc: BaseException) -> dict[str, Any]:
     """How a worker reports an exception: where it happened, its type, message and full traceback."""
-    return {"stage": stage, "type": type(exc).__name__, "message": str(exc),
-            "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))}
+    return ErrorReport.of(stage, exc).to_header()
 
 
 def call_items(model: Callable[[Any], Any], inputs: list[Any], batched: bool) -> list[Outcome]:

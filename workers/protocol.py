@@ -4,21 +4,24 @@
     frame 1..N   out-of-band array buffers, referenced from the payload by frame index
 
 Arrays in the payload travel as msgpack extension objects (`workers.tensor_codec`): small ones inline,
-big ones in a frame of their own (zero-copy) or, on one host, in a shared-memory ring slot. Both sides
-import this module, and a peer speaking another `PROTOCOL_VERSION` is refused on its first message.
+big ones in a frame of their own (zero-copy) or, on one host, in a shared-memory ring slot. The headers of
+READY, ERROR, DEAD and item RESULT messages are checked against `workers.headers` and read back as typed
+records. Both sides import this module, and a peer speaking another `PROTOCOL_VERSION` is refused on its
+first message. The control socket carries one raw message, `SHUTDOWN`.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgpack
 import numpy as np
 import zmq
 
+from workers.headers import ErrorReport, HeaderError, WorkerInfo, item_errors
 from workers.tensor_codec import (
     ArrayFormatError,
     check_dtype,
@@ -40,12 +43,26 @@ _INT_RANGE = range(-(2**63), 2**64)
 _REQUEST_IDS = range(2**64)
 _PLAIN_HINT = "use lists, dicts, numbers, strings, bytes or arrays"
 
+_T = TypeVar("_T")
+
 # Where a value sits in a message: the root's name, or (parent path, key). Formatted only for errors.
 _Path = str | tuple["_Path", Any]
 
 
+SHUTDOWN = b"shutdown"
+"""The one message of a worker's control socket: exit now. Raw bytes, not a `Message`: the worker's control
+thread reads it without a decoder, and it never waits behind batches queued on the data socket."""
+
+
 class ProtocolError(Exception):
-    """A message that is malformed, of another protocol version, or not encodable."""
+    """A message that is malformed, of another protocol version, or not encodable.
+
+    `request_id` names the request a malformed reply answers, when its header frame still says so: that
+    request fails, and the worker goes on with the others."""
+
+    def __init__(self, message: str, request_id: int | None = None) -> None:
+        super().__init__(message)
+        self.request_id = request_id
 
 
 class Kind(str, enum.Enum):
@@ -58,8 +75,6 @@ class Kind(str, enum.Enum):
     RESULT = "result"
     ERROR = "error"
     HEARTBEAT = "heartbeat"
-    SHUTDOWN = "shutdown"
-    LOG = "log"
     DEAD = "dead"
 
 
@@ -85,6 +100,27 @@ class Message:
             raise ProtocolError(f"request id {self.request_id} is outside 0..2**64-1")
         if not isinstance(self.header, dict):
             raise ProtocolError(f"message header is a {type(self.header).__name__!r}, not a dict")
+
+    def worker_info(self) -> WorkerInfo:
+        """A READY message's header."""
+        return self._typed(lambda: WorkerInfo.from_header(self.header))
+
+    def error_report(self) -> ErrorReport:
+        """An ERROR or DEAD message's header: why the request (or the worker) failed."""
+        return self._typed(lambda: ErrorReport.from_header(self.header))
+
+    def item_errors(self) -> dict[int, ErrorReport]:
+        """A RESULT's failed items, by position in its list of results (empty for other requests)."""
+        n_items = len(self.payload) if isinstance(self.payload, list) else None
+        return self._typed(lambda: item_errors(self.header, n_items))
+
+    def _typed(self, read: Callable[[], _T]) -> _T:
+        """The header read as a typed record; a `Decoder` already refused the messages where this raises."""
+        try:
+            return read()
+        except HeaderError as err:
+            raise ProtocolError(f"{self.kind.value} message for request {self.request_id}: {err}",
+                                self.request_id) from err
 
 
 @dataclass
@@ -193,12 +229,22 @@ class Decoder:
         self._max_frames = max_frames
 
     def decode(self, frames: Sequence[bytes | memoryview | zmq.Frame]) -> Message:
+        """The message `frames` carry. A `ProtocolError` raised once the header frame is read names the
+        request (`request_id`) when that frame holds a valid id."""
         if not frames:
             raise ProtocolError("empty message: expected at least the header frame")
         if len(frames) > self._max_frames:
             raise ProtocolError(f"message has {len(frames)} frames, more than the limit of {self._max_frames}")
         buffers = [frame.buffer if isinstance(frame, zmq.Frame) else memoryview(frame) for frame in frames]
         head = _unpack_head(buffers[0])
+        try:
+            return self._message(head, buffers)
+        except ProtocolError as err:
+            if err.request_id is None and _is_request_id(head["id"]):
+                err.request_id = head["id"]
+            raise
+
+    def _message(self, head: dict[str, Any], buffers: list[memoryview]) -> Message:
         try:
             kind = Kind(head["k"])
         except ValueError:
@@ -211,7 +257,9 @@ class Decoder:
                 f"message has {len(buffers) - 1} buffer frame(s) but its payload references frames "
                 f"{sorted(incoming.used)}"
             )
-        return Message(kind, head["id"], header, payload)
+        message = Message(kind, head["id"], header, payload)
+        _check_typed_header(message)
+        return message
 
     def _from_wire(self, value: Any, path: _Path, depth: int, incoming: _Incoming | None) -> Any:
         """`value` with extension objects rebuilt as arrays; `incoming` None forbids arrays."""
@@ -236,6 +284,16 @@ class Decoder:
         return array
 
 
+def _check_typed_header(message: Message) -> None:
+    """Refuse a READY, ERROR, DEAD or item RESULT whose header is not what `workers.headers` describes."""
+    if message.kind is Kind.READY:
+        message.worker_info()
+    elif message.kind in (Kind.ERROR, Kind.DEAD):
+        message.error_report()
+    elif message.kind is Kind.RESULT and "failed" in message.header:
+        message.item_errors()
+
+
 def peek_request_id(head: memoryview | bytes) -> int | None:
     """The request id in a header frame whose message failed to decode as a whole, if it still holds a valid
     one: an error can then answer that request instead of none."""
@@ -244,8 +302,11 @@ def peek_request_id(head: memoryview | bytes) -> int | None:
     except Exception:  # msgpack documents no common base class for its unpacking errors
         return None
     request_id = value.get("id") if isinstance(value, dict) else None
-    valid = isinstance(request_id, int) and not isinstance(request_id, bool) and request_id in _REQUEST_IDS
-    return request_id if valid else None
+    return request_id if _is_request_id(request_id) else None
+
+
+def _is_request_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value in _REQUEST_IDS
 
 
 def _unpack_head(buffer: memoryview) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from workers.calls import Outcome, call_items, error_header
 from workers.curve import apply_client_keys
 from workers.describe import describe, missing_module
 from workers.gpu import apply_memory_cap
+from workers.headers import WorkerInfo
 from workers.model_input import InputSpec, adapt_input
 from workers.model_loader import ModelLoadError, instantiate
 from workers.protocol import Decoder, Encoder, Kind, Message, ProtocolError, peek_request_id
@@ -60,11 +61,9 @@ def ready_header(name: str) -> dict[str, Any]:
             packages[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             continue
-    return {
-        "pid": os.getpid(), "name": name, "env": current_env_name() or "", "executable": sys.executable,
-        "python": ".".join(map(str, sys.version_info[:3])), "packages": packages,
-        "devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
-    }
+    return WorkerInfo(os.getpid(), name, current_env_name() or "", sys.executable,
+                      ".".join(map(str, sys.version_info[:3])), packages,
+                      os.environ.get("CUDA_VISIBLE_DEVICES", "")).to_header()
 
 
 class Worker:
@@ -128,8 +127,6 @@ class Worker:
             self.run_batch(msg)
         elif msg.kind is Kind.HEARTBEAT:
             self.reply(msg, Kind.HEARTBEAT)
-        elif msg.kind is Kind.SHUTDOWN:
-            self.stop.set()
         else:
             self.send(Message(Kind.ERROR, msg.request_id, error_header(
                 "protocol", ProtocolError(f"a worker does not accept {msg.kind.value!r} messages"))))

@@ -5,6 +5,8 @@
 The parent owns the segment and all slot bookkeeping: a slot is taken by `try_write` and handed back with
 `release` when the reply to the request that used it arrives or the worker dies, so no lock crosses the
 process boundary. The worker maps the segment read-only; its views cannot alter the parent's data.
+A segment is named `orch-<owner tag>-<random>` (`workers.owner_lock`), so the rings of a parent that died
+without unlinking them are found and removed by the next ring made on the host, and no live parent's ring is.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ import secrets
 import weakref
 from collections.abc import Iterable, Sequence
 from multiprocessing import shared_memory
+from pathlib import Path
 
 import numpy as np
 
+from workers.owner_lock import owner_tag, remove_orphans
 from workers.tensor_codec import ArrayFormatError, view_array
 
 SHM_DIR = "/dev/shm"
@@ -42,8 +46,8 @@ class ShmRingWriter:
         size = n_slots * slot_bytes
         remove_orphaned_segments()
         _check_free_space(size)
-        name = f"{NAME_PREFIX}{os.getpid()}-{secrets.token_hex(6)}"  # the creator pid tells whose it is
         try:
+            name = f"{NAME_PREFIX}{owner_tag(Path(SHM_DIR))}-{secrets.token_hex(6)}"
             self._shm = shared_memory.SharedMemory(name=name, create=True, size=size)
         except OSError as err:
             raise ShmUnavailable(f"cannot create a {size / _MIB:.1f} MiB shared-memory segment: {err}") from err
@@ -156,34 +160,9 @@ class ShmRingReader:
 
 
 def remove_orphaned_segments() -> list[str]:
-    """Unlink rings whose creator process is gone (a parent killed with SIGKILL cannot clean up); returns
-    their names. A segment whose pid is alive is kept, even if that pid was reused by another process."""
-    removed = []
-    try:
-        names = os.listdir(SHM_DIR)
-    except OSError:
-        return removed
-    for name in names:
-        pid_text = name[len(NAME_PREFIX):].split("-", 1)[0]
-        if not name.startswith(NAME_PREFIX) or not pid_text.isdigit() or pid_alive(int(pid_text)):
-            continue
-        try:
-            os.unlink(os.path.join(SHM_DIR, name))
-            removed.append(name)
-        except OSError:
-            continue
-    return removed
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists (it may belong to another user)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """Unlink the rings of processes that have exited (a parent killed with SIGKILL cannot clean up);
+    returns their names. A ring's name carries its creator's owner tag, whose lock says whether it lives."""
+    return [path.name for path in remove_orphans(Path(SHM_DIR))]
 
 
 def _check_free_space(size: int) -> None:

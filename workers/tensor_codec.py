@@ -7,12 +7,14 @@ An array in a payload becomes a msgpack extension object whose code says where i
     code 3  slot    [dtype, shape, strides, slot, nbytes]       a shared-memory ring slot (same host)
 
 Decoding builds views on the received buffers without copying, after checking that every element the
-description points at lies inside its buffer: a malformed peer gets an `ArrayFormatError`, never a view
-past the end of a buffer.
+description points at lies inside its buffer and that the array holds no more bytes than that buffer: a
+malformed peer gets an `ArrayFormatError`, never a view past the end of a buffer nor one that repeats a
+few bytes into a huge array.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -128,16 +130,31 @@ def parse_dtype(text: str) -> np.dtype:
 
 
 def view_array(buffer: memoryview, dtype: np.dtype, shape: Sequence[int], strides: Sequence[int]) -> np.ndarray:
-    """A view of `buffer` as the described array, after checking that every element lies inside it."""
+    """A view of `buffer` as the described array, after checking that every element lies inside it.
+
+    Every dimension longer than one must step forward (a positive stride; an empty array has no elements
+    for its strides to place), and the array may hold no more bytes than its buffer: a peer cannot make one
+    byte stand for a terabyte of repeated elements that a reader would then copy out. So a decoded array is
+    never bigger than the message (or ring slot) that carried it, which `WorkerPolicy.max_message_bytes`
+    (ZMQ_MAXMSGSIZE) and the ring's slot size bound.
+    """
     shape, strides = _ints(shape, "shape"), _ints(strides, "strides")
     if len(strides) != len(shape) or any(dim < 0 for dim in shape):
         raise ArrayFormatError(f"shape {list(shape)} and strides {list(strides)} do not describe an array")
-    if 0 not in shape:
-        low = sum((dim - 1) * step for dim, step in zip(shape, strides, strict=True) if step < 0)
-        high = sum((dim - 1) * step for dim, step in zip(shape, strides, strict=True) if step > 0) + dtype.itemsize
-        if low < 0 or high > buffer.nbytes:
+    if 0 not in shape and any(dim > 1 and step <= 0 for dim, step in zip(shape, strides, strict=True)):
+        raise ArrayFormatError(
+            f"strides {list(strides)} of shape {list(shape)}: a dimension longer than one needs a positive stride"
+        )
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes > buffer.nbytes:
+        raise ArrayFormatError(
+            f"shape {list(shape)} of {dtype} holds {nbytes} bytes, more than its {buffer.nbytes}-byte buffer"
+        )
+    if nbytes:
+        high = sum((dim - 1) * step for dim, step in zip(shape, strides, strict=True) if dim > 1) + dtype.itemsize
+        if high > buffer.nbytes:
             raise ArrayFormatError(
-                f"shape {list(shape)} with strides {list(strides)} spans bytes {low}..{high} of a "
+                f"shape {list(shape)} with strides {list(strides)} spans bytes 0..{high} of a "
                 f"{buffer.nbytes}-byte buffer"
             )
     try:

@@ -78,7 +78,7 @@ class WorkerHost:
             self.handle.start()
         except OrchestratorError as exc:  # same kind, so the driver tells a broken model from a lost worker
             raise type(exc)(f"node {self.node}: {exc}") from None
-        return {"node": self.node, "gpu_ids": gpu_ids, **self.handle.info}
+        return {"node": self.node, "gpu_ids": gpu_ids, **self.handle.info.to_header()}  # type: ignore[union-attr]
 
     def _ensure_weights(self) -> None:
         """The model's weights in this node's cache, fetched from `weights_from` where missing."""

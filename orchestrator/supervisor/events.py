@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.errors import OrchestratorError, WorkerError
+from workers.headers import WorkerInfo
 
 
 class Phase(enum.Enum):
@@ -30,7 +31,8 @@ class Phase(enum.Enum):
 
 @dataclass(frozen=True)
 class Ready:
-    info: dict[str, Any]
+    info: WorkerInfo | dict[str, Any]
+    """The worker's READY header; on Ray, the actor's dict of it plus the node and GPU ids."""
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,8 @@ from orchestrator.supervisor.launch import worker_argv, worker_environ
 from orchestrator.supervisor.output import LogSink, OutputPump, log_to_logger
 from orchestrator.supervisor.policy import WorkerPolicy
 from orchestrator.supervisor.shutdown import close_all
-from workers.protocol import Decoder, Encoder, Kind, Message, ProtocolError, peek_request_id
+from workers.headers import ErrorReport, WorkerInfo
+from workers.protocol import SHUTDOWN, Decoder, Encoder, Kind, Message, ProtocolError, peek_request_id
 from workers.shm_ring import ShmRingWriter, ShmUnavailable
 
 _ids = itertools.count(1)
@@ -130,7 +131,7 @@ class WorkerHandle:
         self.runtime_dir = runtime_dir
         self.on_log = on_log
         self.phase = Phase.STARTING
-        self.info: dict[str, Any] = {}
+        self.info: WorkerInfo | None = None
         self.declarations: dict[str, Any] | None = None
         self.in_flight: dict[int, _Request] = {}
         self._res = _Resources()
@@ -308,12 +309,12 @@ class WorkerHandle:
         return self._data, self._res.pidfd
 
     # --- blocking conveniences ----------------------------------------------------------------
-    def start(self, describe: bool = False) -> dict[str, Any]:
+    def start(self, describe: bool = False) -> WorkerInfo | None:
         """Spawn, handshake and set the model up; returns the worker's READY info."""
         self.launch()
         return self.handshake(describe)
 
-    def handshake(self, describe: bool = False) -> dict[str, Any]:
+    def handshake(self, describe: bool = False) -> WorkerInfo | None:
         """Wait for READY, optionally DESCRIBE, then set the model up; raises what went wrong."""
         if describe:
             self.read_declarations()
@@ -427,7 +428,7 @@ class WorkerHandle:
     def _interpret(self, message: Message) -> list[Event]:
         purpose = self._control.pop(message.request_id, None)
         if message.kind is Kind.READY and self.phase is Phase.STARTING:
-            self.info = message.header
+            self.info = message.worker_info()
             self.phase = Phase.HELLO
             self._phase_deadline = None
             return [*self._take_queued(), Ready(self.info)]
@@ -438,7 +439,7 @@ class WorkerHandle:
         if message.kind is Kind.HEARTBEAT:
             return [Beat(message.request_id)]
         if message.kind is Kind.ERROR:  # the worker could not decode something we sent and cannot say what
-            return [self._kill_for(f"it could not read a request ({message.header.get('message')})")]
+            return [self._kill_for(f"it could not read a request ({message.error_report().message})")]
         self.on_log(self.spec.label, f"dropped a {message.kind.value!r} message for unknown request "
                                      f"{message.request_id}")
         return self._take_queued()
@@ -455,7 +456,8 @@ class WorkerHandle:
         if message.kind is Kind.ERROR:
             self.phase = Phase.HELLO
             what = "could not describe" if purpose == "describe" else "could not set up"
-            return SetupFailed(self._worker_error(message, f"{what} {self.spec.model.class_path}"))
+            return SetupFailed(self._worker_error(message.request_id, message.error_report(),
+                                                  f"{what} {self.spec.model.class_path}"))
         if purpose == "describe":
             self.declarations = message.payload
             return Described(message.payload)
@@ -466,12 +468,10 @@ class WorkerHandle:
     def _batch_reply(self, message: Message) -> Event:
         request = self._finish(message.request_id)
         if message.kind is Kind.ERROR:
-            return Failed(message.request_id, self._worker_error(message, "batch failed"))
-        failed = {}
-        if request.items:
-            for index, header in message.header.get("failed", []):
-                failed[int(index)] = self._worker_error(Message(Kind.ERROR, message.request_id, header),
-                                                        f"item {index} failed")
+            return Failed(message.request_id, self._worker_error(message.request_id, message.error_report(),
+                                                                 "batch failed"))
+        failed = {index: self._worker_error(message.request_id, report, f"item {index} failed")
+                  for index, report in message.item_errors().items()} if request.items else {}
         return Answer(message.request_id, message.payload, failed)
 
     def _finish(self, request_id: int) -> _Request:
@@ -585,7 +585,7 @@ class WorkerHandle:
         error = WorkerDied(f"worker {self.spec.label} ({self.spec.env.name}) {describe_exit(returncode)} {context}; "
                            f"last stderr:\n{self.stderr_tail()}", returncode)
         if self._last_words is not None:
-            error.__cause__ = WorkerError(self._last_words.header.get("traceback", ""))
+            error.__cause__ = WorkerError(self._last_words.error_report().traceback)
         self._died = Died(error, requests, hung)
         return self._died
 
@@ -600,18 +600,17 @@ class WorkerHandle:
         """The last lines the worker wrote to stderr."""
         return self._pump.tail() if self._pump else ""
 
-    def _worker_error(self, message: Message, what: str) -> WorkerError:
-        header = message.header
+    def _worker_error(self, request_id: int, report: ErrorReport, what: str) -> WorkerError:
         return WorkerError(f"worker {self.spec.label} ({self.spec.env.name}): {what}: "
-                           f"[{header.get('stage')}] {header.get('type')}: {header.get('message')}",
-                           message.request_id, str(header.get("stage", "")), str(header.get("traceback", "")))
+                           f"[{report.stage}] {report.type_name}: {report.message}",
+                           request_id, report.stage, report.traceback)
 
     # --- shutdown -----------------------------------------------------------------------------
     def ask_to_stop(self) -> None:
         """Ask the worker to exit on its control socket (never waits behind queued batches)."""
         if self.poll() is None and self._res.process is not None:
             with contextlib.suppress(zmq.ZMQError):
-                self._control_socket.send(b"shutdown", zmq.NOBLOCK)
+                self._control_socket.send(SHUTDOWN, zmq.NOBLOCK)
 
     def release(self) -> None:
         """Free sockets, shared memory and the process (killed if still running)."""

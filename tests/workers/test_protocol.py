@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import zmq
 
+from workers.headers import ErrorReport, WorkerInfo
 from workers.protocol import PROTOCOL_VERSION, Decoder, Encoder, Kind, Message, ProtocolError
 from workers.shm_ring import ShmRingReader, ShmRingWriter
 
@@ -138,10 +139,63 @@ def test_plain_values_and_numpy_scalars_round_trip() -> None:
     assert [type(value) for value in got.payload["np"]] == [float, int, int, bool, str, bytes]
 
 
+INFO = WorkerInfo(41, "stage/0", "ocr", "/envs/ocr/bin/python", "3.12.3", {"numpy": "2.1.0"}, "0,1")
+REPORT = ErrorReport("batch", "KeyError", "'frames'", "Traceback ...", None)
+HEADERS = {Kind.READY: INFO.to_header(), Kind.ERROR: REPORT.to_header(), Kind.DEAD: REPORT.to_header()}
+
+
 @pytest.mark.parametrize("kind", list(Kind))
 def test_every_kind_round_trips(kind: Kind) -> None:
-    got = Decoder().decode(Encoder().encode(Message(kind, 2**64 - 1))[0])
-    assert (got.kind, got.request_id, got.header, got.payload) == (kind, 2**64 - 1, {}, None)
+    got = Decoder().decode(Encoder().encode(Message(kind, 2**64 - 1, HEADERS.get(kind, {})))[0])
+    assert (got.kind, got.request_id, got.header, got.payload) == (kind, 2**64 - 1, HEADERS.get(kind, {}), None)
+
+
+def test_ready_error_and_item_headers_decode_into_typed_records() -> None:
+    def decoded(kind: Kind, header: dict[str, Any], payload: Any = None) -> Message:
+        return Decoder().decode(Encoder().encode(Message(kind, 5, header, payload))[0])
+
+    assert decoded(Kind.READY, INFO.to_header()).worker_info() == INFO
+    assert decoded(Kind.ERROR, REPORT.to_header()).error_report() == REPORT
+    missing = ErrorReport("import", "ModuleNotFoundError", "No module named 'torch'", "", "torch")
+    assert decoded(Kind.ERROR, missing.to_header()).error_report() == missing
+    result = decoded(Kind.RESULT, {"failed": [[1, REPORT.to_header()]]}, [{"ok": 1}, None, {"ok": 3}])
+    assert result.item_errors() == {1: REPORT}
+    assert decoded(Kind.RESULT, {}, [1, 2]).item_errors() == {}
+
+
+@pytest.mark.parametrize(
+    ("kind", "header", "payload", "message"),
+    [
+        ("result", {"failed": "x"}, [None], "failed is a 'str', not a list"),
+        ("result", {"failed": [[0, "boom"]]}, [None], r"failed item 0 is a 'str', not a map"),
+        ("result", {"failed": [[0]]}, [None], r"failed entry \[0\] is not \[item index, error header\]"),
+        ("result", {"failed": [["0", {}]]}, [None], r"is not \[item index, error header\]"),
+        ("result", {"failed": [[True, {}]]}, [None], r"is not \[item index, error header\]"),
+        ("result", {"failed": [[3, REPORT.to_header()]]}, [None], "failed item 3 is not one of its 1 results"),
+        ("result", {"failed": [[0, REPORT.to_header()]] * 2}, [None], "failed item 0 .* named twice"),
+        ("result", {"failed": [[0, REPORT.to_header()]]}, "not a list", "not one of its 0 results"),
+        ("result", {"failed": [[0, {**REPORT.to_header(), "stage": ["x"]}]]}, [None], "stage is a 'list'"),
+        ("error", {"stage": "batch", "type": "E"}, None, r"error header lacks \['message'\]"),
+        ("error", {**REPORT.to_header(), "message": 3}, None, "message is a 'int', not a string"),
+        ("error", {**REPORT.to_header(), "missing_module": 1}, None, "missing_module is a 'int'"),
+        ("error", {**REPORT.to_header(), "extra": 1}, None, r"unknown fields \['extra'\]"),
+        ("dead", {"traceback": "x"}, None, "error header lacks"),
+        ("ready", {"pid": 1}, None, "READY header lacks"),
+        ("ready", {**INFO.to_header(), "pid": "41"}, None, "pid is a 'str', not int"),
+        ("ready", {**INFO.to_header(), "packages": {"numpy": 2}}, None, "packages must map names to version"),
+    ],
+)  # fmt: skip
+def test_malformed_typed_headers_fail_the_request_they_name(kind: str, header: Any, payload: Any,
+                                                            message: str) -> None:
+    with pytest.raises(ProtocolError, match=message) as caught:
+        Decoder().decode([msgpack.packb({"v": PROTOCOL_VERSION, "k": kind, "id": 7, "h": header, "p": payload})])
+    assert caught.value.request_id == 7
+
+
+def test_a_bad_array_names_the_request_it_answers() -> None:
+    with pytest.raises(ProtocolError, match="unknown array encoding") as caught:
+        Decoder().decode([head({"a": ext(9, "|u1")}, id=12)])
+    assert caught.value.request_id == 12
 
 
 def test_torch_tensors_are_sent_as_arrays_without_importing_torch() -> None:
@@ -212,9 +266,13 @@ def test_full_hd_frame_over_a_zmq_pair(path: str, tmp_path: Any, request: pytest
         ([head({"a": ext(2, "|u1", [4], [1], 1)})], "frame index 1 is out of range: the message has 0 buffer"),
         ([head({"a": ext(2, "|u1", [4], [1], 5)}), b"abcd"], "frame index 5 is out of range"),
         ([head({"a": ext(2, "|u1", [4], [1], 0)}), b"abcd"], "frame index 0 is out of range"),
-        ([head({"a": ext(2, "<u4", [10], [4], 1)}), bytes(8)], "spans bytes 0..40 of a 8-byte buffer"),
-        ([head({"a": ext(2, "|u1", [4], [-1], 1)}), bytes(8)], "spans bytes -3..1 of a 8-byte buffer"),
+        ([head({"a": ext(2, "<u4", [10], [4], 1)}), bytes(8)], "holds 40 bytes, more than its 8-byte buffer"),
+        ([head({"a": ext(2, "<u4", [2], [8], 1)}), bytes(8)], "spans bytes 0..12 of a 8-byte buffer"),
+        ([head({"a": ext(2, "|u1", [4], [-1], 1)}), bytes(8)], r"strides \[-1\] of shape \[4\]: a dimension longer"),
         ([head({"a": ext(2, "|u1", [4, 1], [1], 1)}), bytes(8)], r"shape \[4, 1\] and strides \[1\] do not"),
+        ([head({"a": ext(2, "|u1", [2**20, 2**20], [0, 0], 1)}), b"x"], r"strides \[0, 0\] of shape \[1048576, "),
+        ([head({"a": ext(2, "<f8", [2**20, 2], [0, 8], 1)}), bytes(16)], "a dimension longer than one needs a pos"),
+        ([head({"a": ext(2, "|u1", [1024, 1024], [1, 1], 1)}), bytes(2047)], "holds 1048576 bytes, more than its 2047"),
         ([head({"a": ext(2, "|u1", [-4], [1], 1)}), bytes(8)], "do not describe an array"),
         ([head({"a": ext(2, "|u1", ["4"], [1], 1)}), bytes(8)], r"shape \['4'\] is not a list of at most"),
         ([head({"a": ext(2, "|u1", [4], [1])}), bytes(8)], r"not a list of \(str, list, list, int\)"),

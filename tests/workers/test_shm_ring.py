@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -123,7 +125,8 @@ def test_empty_rings_are_refused(n_slots: int, slot_bytes: int) -> None:
         (4, [4], [1], 4, "slot 4 with 4 bytes is outside the ring of 4 slots"),
         (-1, [4], [1], 4, "slot -1 with 4 bytes is outside"),
         (0, [4], [1], 8 * 1024 * 1024 + 1, "slot 0 with 8388609 bytes is outside"),
-        (0, [8], [1], 4, "spans bytes 0..8 of a 4-byte buffer"),
+        (0, [8], [1], 4, "holds 8 bytes, more than its 4-byte buffer"),
+        (0, [2], [4], 4, "spans bytes 0..5 of a 4-byte buffer"),
     ],
 )
 def test_reader_refuses_views_outside_a_slot(
@@ -178,14 +181,32 @@ def test_worker_process_reads_a_slot_and_leaves_the_segment_to_the_parent(ring: 
     assert Path(SHM_DIR, writer.name).exists()
 
 
-def test_segments_of_dead_creators_are_removed_live_ones_kept() -> None:
-    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    dead = Path(SHM_DIR) / f"{NAME_PREFIX}{int(child.stdout)}-deadbeef"
-    dead.write_bytes(b"x")
-    writer = ShmRingWriter(n_slots=1, slot_bytes=64)
+RING_OWNER = """
+import sys
+from workers.shm_ring import ShmRingWriter
+ring = ShmRingWriter(n_slots=1, slot_bytes=64)
+print(ring.name, flush=True)
+sys.stdin.read()
+"""
+
+
+def test_segments_of_exited_creators_are_removed_live_and_unowned_ones_kept() -> None:
+    owner = subprocess.Popen([sys.executable, "-c", RING_OWNER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True, start_new_session=True)
+    orphan = Path(SHM_DIR) / owner.stdout.readline().strip()  # type: ignore[union-attr]
+    os.killpg(owner.pid, signal.SIGKILL)  # with its resource tracker: nothing is left to clean up after it
+    owner.wait()
+    unowned = Path(SHM_DIR) / f"{NAME_PREFIX}{owner.pid}-deadbeef"  # no owner lock: not ours to judge
+    unowned.write_bytes(b"x")
     try:
-        assert not dead.exists()
-        assert (Path(SHM_DIR) / writer.name.lstrip("/")).exists()
-        assert remove_orphaned_segments() == []
+        assert orphan.exists()
+        writer = ShmRingWriter(n_slots=1, slot_bytes=64)
+        try:
+            assert not orphan.exists() and unowned.exists()
+            assert (Path(SHM_DIR) / writer.name).exists()
+            assert remove_orphaned_segments() == []
+        finally:
+            writer.close()
     finally:
-        writer.close()
+        unowned.unlink()
+        orphan.unlink(missing_ok=True)

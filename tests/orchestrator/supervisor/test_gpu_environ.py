@@ -32,7 +32,7 @@ def test_worker_sees_its_translated_gpus_and_is_capped_to_its_share(
     handle = make_handle(class_path="isolation_probe.IsolationProbe", code_dirs=(FAKE_TORCH,),
                          extra_environ=assignment.environ())
     seen = handle.call({})
-    assert seen["environ"]["CUDA_VISIBLE_DEVICES"] == devices and handle.info["devices"] == devices
+    assert seen["environ"]["CUDA_VISIBLE_DEVICES"] == devices and handle.info.devices == devices
     assert seen["memory_fractions"] == caps
 
 

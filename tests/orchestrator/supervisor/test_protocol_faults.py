@@ -27,7 +27,9 @@ args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
 sock = zmq.Context().socket(zmq.PAIR)
 sock.connect(args["--data"])
 encoder, decoder, mode = Encoder(), Decoder(), os.environ["FAKE_MODE"]
-sock.send_multipart(encoder.encode(Message(Kind.READY, 0, {"pid": os.getpid()}))[0])
+from workers.headers import WorkerInfo
+info = WorkerInfo(os.getpid(), "fake", "", sys.executable, "3", {}, "")
+sock.send_multipart(encoder.encode(Message(Kind.READY, 0, info.to_header()))[0])
 while sock.poll(30000):
     msg = decoder.decode(sock.recv_multipart())
     if msg.kind is not Kind.BATCH:
@@ -38,6 +40,8 @@ while sock.poll(30000):
         import msgpack
         head = {"v": PROTOCOL_VERSION, "k": "result", "id": msg.request_id, "h": {}, "p": msgpack.ExtType(99, b"?")}
         sock.send_multipart([msgpack.packb(head)])
+    elif mode == "bad-failed":
+        sock.send_multipart(encoder.encode(Message(Kind.RESULT, msg.request_id, {"failed": [[0, "boom"]]}, [None]))[0])
     elif mode == "unknown-id":
         sock.send_multipart(encoder.encode(Message(Kind.RESULT, 987654321, {}, "stray"))[0])
         sock.send_multipart(encoder.encode(Message(Kind.RESULT, msg.request_id, {}, "real"))[0])
@@ -58,6 +62,15 @@ def test_a_reply_that_cannot_be_decoded_fails_only_its_request(make_handle, tmp_
     handle = fake_worker(make_handle, tmp_path, "bad-array")
     with pytest.raises(WorkerError, match=r"its reply could not be decoded: bad array"):
         handle.call({"x": 1}, timeout=5)  # reported at once, not when the wait runs out
+    assert handle.poll() is None and not handle.in_flight
+
+
+def test_a_reply_with_a_malformed_failed_header_fails_only_its_request(make_handle, tmp_path: Path) -> None:
+    handle = fake_worker(make_handle, tmp_path, "bad-failed")
+    for _ in range(2):  # the worker goes on serving: each request fails alone
+        handle.submit([{"x": 1}], items=True)
+        with pytest.raises(WorkerError, match=r"its reply could not be decoded: .*failed item 0 is a 'str', not a map"):
+            handle.receive(timeout=30)
     assert handle.poll() is None and not handle.in_flight
 
 

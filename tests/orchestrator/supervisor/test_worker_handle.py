@@ -21,10 +21,10 @@ from tests.orchestrator.supervisor.conftest import fake_env
 
 def test_ready_info_and_big_frame_round_trip(make_handle, ocr_env) -> None:
     handle = make_handle()
-    assert handle.info["env"] == "ocr"
-    assert handle.info["executable"] == str(ocr_env.python)
-    assert handle.info["pid"] == handle.pid
-    assert set(handle.info["packages"]) >= {"numpy", "pyzmq", "msgpack"}
+    assert handle.info.env == "ocr"
+    assert handle.info.executable == str(ocr_env.python)
+    assert handle.info.pid == handle.pid
+    assert set(handle.info.packages) >= {"numpy", "pyzmq", "msgpack"}
     frame = np.random.default_rng(0).integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
     arrays = {
         "frame": frame,
@@ -54,7 +54,7 @@ def test_worker_output_and_logging_reach_the_parent_prefixed(make_handle, caplog
 def test_worker_on_another_python_round_trips(make_handle) -> None:
     env = EnvRegistry().ensure("content_filter")
     handle = make_handle(env=env)
-    assert handle.info["python"].startswith("3.12.")
+    assert handle.info.python.startswith("3.12.")
     frames = np.arange(2 * 240 * 320 * 3, dtype=np.uint8).reshape(2, 240, 320, 3)
     assert np.array_equal(handle.call({"frames": frames})["frames"], frames)
     assert handle.call({"x": 1}) == {"x": 1}
