@@ -239,6 +239,8 @@ class StagePool:
     # --- events -----------------------------------------------------------------------------------
     def _on_event(self, replica: _Replica, event: Event) -> None:
         if isinstance(event, Ready):
+            if node := event.info.get("node"):
+                self.stats.nodes[node] += 1
             with contextlib.suppress(WorkerDied):  # it died just after READY: its Died event comes next
                 replica.worker.setup()  # type: ignore[union-attr]
         elif isinstance(event, SetUp):
