@@ -7,22 +7,29 @@
                                          WorkerHandle ──ipc + shared memory──▶ `<env python> -m workers`
 
 The actor runs the cluster's own Python (which has this package); the model runs in its env's interpreter,
-so an env needs no Ray and may use another Python version. A dying env worker is reported as WorkerDied;
-stopping the actor stops its worker (ask, SIGTERM, SIGKILL of its process group), and if the actor itself is
+so an env needs no Ray and may use another Python version. A dying env worker is reported as WorkerDied.
+`start` and `call` run one at a time, in the order sent, on the actor's default thread; `stop` runs on its own
+thread (the `control` concurrency group), so it never waits behind a call: it stops the worker's whole process
+group (ask, SIGTERM, SIGKILL), which ends the call under way, then frees the worker. If the actor itself is
 killed, the worker sees its parent gone and exits within a second.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import select
 import shutil
+import signal
 import socket
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from orchestrator.declarations import ModelDeclarations
 from orchestrator.envs import EnvRegistry
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import OrchestratorError, WorkerDied
 from orchestrator.supervisor.handle import ModelRef, WorkerHandle, WorkerSpec
 from orchestrator.supervisor.policy import WorkerPolicy
 from orchestrator.supervisor.runtime_dir import make_runtime_dir
@@ -31,6 +38,12 @@ from orchestrator.weights.preflight import check_weights_present
 from orchestrator.weights.requirements import merge_requirements, requirements_of
 from orchestrator.weights.sources import open_source
 from workers.gpu import MEMORY_FRACTION_VAR
+
+CONTROL = "control"
+"""The actor's concurrency group for `stop`: one thread beside the one that runs `start` and `call`."""
+CALL_EXIT_S = 5.0
+"""After its worker's process group is gone, how long `stop` waits for the call under way to return (the
+call notices the death at once, then collects the worker's last output)."""
 
 
 @dataclass(frozen=True)
@@ -57,28 +70,45 @@ class WorkerHost:
         self.node = socket.gethostname()
         self.handle: WorkerHandle | None = None
         self.runtime_dir: Path | None = None
+        self._busy = threading.Lock()
+        """Held while `start` or `call` runs, so `stop` frees the worker only once neither uses it."""
+        self._state = threading.Lock()
+        self._stopping = False
+
+    def where(self) -> dict[str, str]:
+        """The node Ray placed this actor on (answered as soon as it is placed)."""
+        import ray  # this runs inside a Ray actor: Ray is there
+
+        node_id = ray.get_runtime_context().get_node_id()
+        self.node = f"{socket.gethostname()} (Ray node {node_id[:8]})"
+        return {"node": self.node, "node_id": node_id}
 
     def start(self) -> dict[str, Any]:
         """Find or build the env on this node, check the weights here, start and set up the worker."""
-        import ray  # this runs inside a Ray actor: Ray is there
+        import ray
 
         request = self.request
-        self.node = f"{socket.gethostname()} (Ray node {ray.get_runtime_context().get_node_id()[:8]})"
         gpu_ids = [str(i) for i in ray.get_gpu_ids()]
-        try:
-            env = EnvRegistry().ensure(request.env_name)  # built once per node: the build cache's file lock
-            self._ensure_weights()
-            share = request.declarations.num_gpus
-            gpu = {"CUDA_VISIBLE_DEVICES": ",".join(gpu_ids),
-                   MEMORY_FRACTION_VAR: f"{share:g}" if gpu_ids and 0 < share < 1 else ""}
-            self.runtime_dir = make_runtime_dir()
-            spec = WorkerSpec(request.label, env, request.model, request.user_code_dirs,
-                              {**request.extra_environ, **gpu}, request.setup_options)
-            self.handle = WorkerHandle(spec, self.runtime_dir, request.policy)
-            self.handle.start()
-        except OrchestratorError as exc:  # same kind, so the driver tells a broken model from a lost worker
-            raise type(exc)(f"node {self.node}: {exc}") from None
-        return {"node": self.node, "gpu_ids": gpu_ids, **self.handle.info.to_header()}  # type: ignore[union-attr]
+        with self._busy:
+            try:
+                env = EnvRegistry().ensure(request.env_name)  # built once per node: the build cache's file lock
+                self._ensure_weights()
+                share = request.declarations.num_gpus
+                gpu = {"CUDA_VISIBLE_DEVICES": ",".join(gpu_ids),
+                       MEMORY_FRACTION_VAR: f"{share:g}" if gpu_ids and 0 < share < 1 else ""}
+                self.runtime_dir = make_runtime_dir()
+                spec = WorkerSpec(request.label, env, request.model, request.user_code_dirs,
+                                  {**request.extra_environ, **gpu}, request.setup_options)
+                handle = WorkerHandle(spec, self.runtime_dir, request.policy)
+                handle.launch()
+                with self._state:
+                    self.handle = handle
+                    if self._stopping:
+                        raise WorkerDied(f"worker {request.label}: stopped while it started")
+                handle.handshake()
+            except OrchestratorError as exc:  # same kind, so the driver tells a broken model from a lost worker
+                raise type(exc)(f"node {self.node}: {exc}") from None
+        return {**self.where(), "gpu_ids": gpu_ids, **handle.info.to_header()}  # type: ignore[union-attr]
 
     def _ensure_weights(self) -> None:
         """The model's weights in this node's cache, fetched from `weights_from` where missing."""
@@ -95,14 +125,54 @@ class WorkerHost:
 
     def call(self, payload: Any, items: bool) -> tuple[Any, dict[int, str]]:
         """One request through the env worker: its result and, for items, the positions that failed.
-        The model raising fails the call with WorkerError; the worker dying with WorkerDied."""
-        assert self.handle is not None, "start() first"
-        self.handle.submit(payload, items=items)
-        reply = self.handle.receive()
+        The model raising fails the call with WorkerError; the worker dying (or being stopped) with WorkerDied."""
+        with self._busy:
+            if self.handle is None or self._stopping:
+                raise WorkerDied(f"worker {self.request.label} on {self.node}: stopped")
+            self.handle.submit(payload, items=items)
+            reply = self.handle.receive()
         return reply.payload, {index: str(error) for index, error in reply.failed.items()}
 
     def stop(self) -> None:
-        if self.handle is not None:
-            self.handle.close()
-        if self.runtime_dir is not None:
-            shutil.rmtree(self.runtime_dir, ignore_errors=True)
+        """Stop the worker's process group now, even while a call runs (this runs on the control thread):
+        ask, SIGTERM, SIGKILL, each after the policy's grace; then, once the call has returned, free it."""
+        with self._state:
+            self._stopping = True
+            handle = self.handle
+        if handle is not None:
+            _stop_group(handle, self.request.policy)
+        if not self._busy.acquire(timeout=CALL_EXIT_S):
+            return  # a call stuck past its worker's death: the driver ends this actor next
+        try:
+            if self.handle is not None:  # also one that `start` launched while this began
+                self.handle.close()
+            if self.runtime_dir is not None:
+                shutil.rmtree(self.runtime_dir, ignore_errors=True)
+        finally:
+            self._busy.release()
+
+
+def _stop_group(handle: WorkerHandle, policy: WorkerPolicy) -> None:
+    """Ask the worker to exit, then SIGTERM and SIGKILL its process group (the worker leads its own), so
+    whatever the model started goes too. Never touches the worker's data socket, which a call may be using."""
+    if handle.pidfd is None:
+        return
+    handle.ask_to_stop()
+    if not _exits_within(handle.pidfd, policy.shutdown_grace_s):
+        _signal_group(handle, signal.SIGTERM)
+        _exits_within(handle.pidfd, policy.term_grace_s)
+    # Also after the worker exited: children it left in its group go with SIGKILL. The group's id stays the
+    # worker's while any member lives, so this reaches only them.
+    _signal_group(handle, signal.SIGKILL)
+
+
+def _exits_within(pidfd: int, seconds: float) -> bool:
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(int(seconds * 1000)))
+
+
+def _signal_group(handle: WorkerHandle, sig: int) -> None:
+    if handle.pid is not None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(handle.pid, sig)

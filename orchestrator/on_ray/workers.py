@@ -5,41 +5,43 @@
         └─ events(): Ready, SetUp, Answer, Failed, Died (the same events a local WorkerHandle gives)
 
 Because a lost actor, a lost node and a dead env worker all end in `Died` with the requests in flight, the
-pool's retry, poison and restart rules apply unchanged, and the writer's order and exactly-once hold.
+pool's retry, poison and restart rules apply unchanged, and the writer's order and exactly-once hold. A
+replica Ray cannot place is never waited on forever: while it waits, it checks that an alive node could still
+hold it, and gives up after the placement timeout when no replica of its stage is placed.
+
+Stopping asks every replica's host at once (`close_all` calls `ask_to_stop` on all before it waits), each host
+stops its worker on its own control thread, and each `release` waits only until that stop's deadline, so
+closing many busy replicas takes one grace period, not one each.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from orchestrator.declarations import ModelDeclarations
-from orchestrator.errors import ConfigError, HandshakeTimeout, OrchestratorError, WorkerDied, WorkerError
-from orchestrator.on_ray.host import HostRequest, WorkerHost
-from orchestrator.pipeline.autoscaler import Resources
-from orchestrator.pipeline.config import StageConfig
-from orchestrator.pipeline.run import ResolvedStage, worker_policy
+from orchestrator.errors import (
+    ConfigError,
+    HandshakeTimeout,
+    OrchestratorError,
+    PipelineError,
+    WorkerDied,
+    WorkerError,
+)
+from orchestrator.on_ray.host import CONTROL, HostRequest, WorkerHost
+from orchestrator.on_ray.placement import RayPolicy, StagePlacement, alive_nodes, amounts, lacking
 from orchestrator.supervisor.events import Answer, Died, Event, Failed, Phase, Ready, SetUp, SetupFailed
-from orchestrator.supervisor.handle import ModelRef
-from orchestrator.supervisor.policy import WorkerPolicy
-from orchestrator.supervisor.threads import thread_environ
 
 _ids = itertools.count(1)
 _WATCH_S = 0.2
 """How long the watcher waits on Ray per round, so it notices new futures and its own closing."""
 CONNECT_TIMEOUT_S = 5.0
-HOST_MARGIN_S = 30.0
-"""Beyond a stage's request deadline (which the host enforces on its worker), how long the driver waits
-for the host's answer before it counts the host itself as hung and kills its actor."""
 
 
 def connect(address: str | None) -> Any:
@@ -117,22 +119,34 @@ class _Watch:
 class RayWorker:
     """A replica whose env worker runs in a Ray actor placed by Ray (CPUs, fractional GPUs, resources)."""
 
-    pidfd = None  # nothing local to wait on: stopping goes through the actor
-
-    def __init__(self, request: HostRequest, options: Mapping[str, Any], max_in_flight: int) -> None:
+    def __init__(self, request: HostRequest, placement: StagePlacement, max_in_flight: int,
+                 policy: RayPolicy | None = None) -> None:
         self.request = request
         self.label = request.label
-        self.options = dict(options)
+        self.placement = placement
         self.max_in_flight = max_in_flight
+        self.policy = policy or RayPolicy()
         self.phase = Phase.STARTING
         self.info: dict[str, Any] = {}
         self._ray: Any = None
         self._actor: Any = None
         self._watch: _Watch | None = None
+        self._where_ref: Any = None
         self._start_ref: Any = None
+        self._launched_at = self._next_check = 0.0
+        self._placed = self._killed = False
         self._calls: dict[int, tuple[Any, bool]] = {}
         self._sent_at: dict[int, float] = {}
+        self._answered_at: float | None = None
         self._queued: list[Event] = []
+        self._stop_ref: Any = None
+        self._stop_by: float | None = None
+
+    @property
+    def pidfd(self) -> int | None:
+        """Readable when one of the replica's Ray futures completes, its stop included (None before launch):
+        what the pool and `close_all` wait on."""
+        return self._watch.fd if self._watch is not None else None
 
     @property
     def free_slots(self) -> int:
@@ -147,8 +161,11 @@ class RayWorker:
 
         self._ray = ray
         self._watch = _Watch(ray)
-        self._actor = ray.remote(WorkerHost).options(**self.options).remote(self.request)
+        self._actor = _host_class().options(**self.placement.options).remote(self.request)
+        self._where_ref = self._actor.where.remote()
         self._start_ref = self._actor.start.remote()
+        self._launched_at = self._next_check = time.monotonic()
+        self._watch.add(self._where_ref)
         self._watch.add(self._start_ref)
 
     def setup(self) -> None:
@@ -167,30 +184,60 @@ class RayWorker:
         return request_id
 
     def events(self) -> list[Event]:
+        """What happened since the last call. Raises PipelineError when the replica can never be placed: no
+        alive node could hold it, or Ray placed no replica of its stage within the placement timeout."""
         found, self._queued = self._queued, []
         if self.phase is Phase.DEAD or self._watch is None:
             return found
         self._watch.clear()
+        if not self._placed:
+            self._check_placement()
         if self._start_ref is not None and self._done(self._start_ref):
             found.append(self._started())
         for request_id, (ref, items) in list(self._calls.items()):
             if self.phase is not Phase.DEAD and self._done(ref):
                 found.append(self._answered(request_id, ref, items))
-        if self.phase is not Phase.DEAD and (deadline := self.next_deadline()) is not None \
+        if self.phase is not Phase.DEAD and (deadline := self._host_deadline()) is not None \
                 and time.monotonic() >= deadline:
             self.terminate()
             found.append(self._died(WorkerDied(f"worker {self.label}{self._on_node()}: its Ray actor gave no "
-                                               f"answer within {self._host_deadline_s()} s; killed it"), hung=True))
+                                               f"answer within {self._host_deadline_s()} s of beginning a "
+                                               f"request; killed it"), hung=True))
         return found
 
     def _done(self, ref: Any) -> bool:
         ready, _ = self._ray.wait([ref], timeout=0)
         return bool(ready)
 
+    def _check_placement(self) -> None:
+        """Note the node once Ray placed the actor; until then, end the run if it can never be placed."""
+        if self._done(self._where_ref):
+            self._placed = True
+            self.placement.placed.add(self)
+            with contextlib.suppress(Exception):  # an actor that died as it was made: its start says why
+                self.info.update(self._ray.get(self._where_ref))
+            return
+        now = time.monotonic()
+        if now < self._next_check:
+            return
+        self._next_check = now + self.policy.placement_check_s
+        stage, bundle = self.placement.stage, self.placement.bundle
+        nodes = alive_nodes(self._ray)
+        if (missing := lacking(bundle, nodes)) is not None:
+            raise PipelineError(f"stage {stage!r}: no alive node of the Ray cluster can hold a replica any more: "
+                                f"{missing}; add such a node and rerun (finished videos are kept)")
+        if now - self._launched_at >= self.policy.placement_timeout_s and not self.placement.placed:
+            free = ", ".join(f"{k}={v:g}" for k, v in sorted(self._ray.available_resources().items())
+                             if k in bundle)
+            raise PipelineError(f"stage {stage!r}: Ray placed none of its replicas within "
+                                f"{self.policy.placement_timeout_s:g} s (one needs {amounts(bundle)}; free "
+                                f"now: {free or 'none'}): other work holds the cluster's resources; free them "
+                                f"or add nodes and rerun (finished videos are kept)")
+
     def _started(self) -> Event:
         ref, self._start_ref = self._start_ref, None
         try:
-            self.info = self._ray.get(ref)
+            self.info.update(self._ray.get(ref))
         except Exception as exc:  # the host's start raised, or the actor or its node is gone
             cause = _cause(exc)
             if isinstance(cause, OrchestratorError) and not isinstance(cause, (WorkerDied, HandshakeTimeout)):
@@ -203,6 +250,7 @@ class RayWorker:
     def _answered(self, request_id: int, ref: Any, items: bool) -> Event:
         del self._calls[request_id]
         self._sent_at.pop(request_id, None)
+        self._answered_at = time.monotonic()
         try:
             payload, failed = self._ray.get(ref)
         except Exception as exc:  # the model raised, its worker died, or the actor or its node is gone
@@ -228,37 +276,76 @@ class RayWorker:
 
     def _host_deadline_s(self) -> float | None:
         limit = self.request.policy.request_timeout_s
-        return None if limit is None else limit + HOST_MARGIN_S
+        return None if limit is None else limit + self.policy.host_margin_s
 
-    def next_deadline(self) -> float | None:
-        """When the oldest call's host is overdue; the host's own WorkerHandle keeps the worker's deadlines."""
+    def _host_deadline(self) -> float | None:
+        """When the host of the oldest call is overdue. The host takes calls one at a time, in the order
+        sent, so the oldest began when it was sent or when the one before it was answered, if later: a
+        call queued behind a long one gets its own full deadline."""
         if not self._sent_at or (limit := self._host_deadline_s()) is None:
             return None
-        return min(self._sent_at.values()) + limit
+        sent = next(iter(self._sent_at.values()))
+        return max(sent, self._answered_at or sent) + limit
 
+    def next_deadline(self) -> float | None:
+        """When `events()` must run even if no future completes: a hung host, or a placement check."""
+        times = [t for t in (self._host_deadline(), None if self._placed else self._next_check) if t is not None]
+        return min(times) if times and self.phase is not Phase.DEAD else None
+
+    # --- stopping: ask every host at once (close_all), then each release waits until one common deadline ---
     def poll(self) -> int | None:
-        return 0 if self.phase is Phase.DEAD else None
+        """0 once the replica is stopped (its host stopped its worker) or dead; None while it runs."""
+        if self.phase is Phase.DEAD or self._actor is None or self._killed:
+            return 0
+        if self._stop_by is None:
+            return None
+        if self._watch is not None:
+            self._watch.clear()
+        return 0 if self._stop_ref is None or self._done(self._stop_ref) else None
 
     def ask_to_stop(self) -> None:
-        """Nothing to ask locally: `release` stops the host, which stops its worker."""
+        """Have the host stop its worker's process group now, on its control thread, even while a call runs;
+        `release` waits for that, bounded by the host's graces."""
+        if self._actor is None or self._stop_by is not None:
+            return
+        self._stop_by = time.monotonic()
+        if self._killed or not (self._placed or self._done(self._where_ref)):
+            return  # nothing on a node to stop
+        policy = self.request.policy
+        self._stop_by += policy.shutdown_grace_s + policy.term_grace_s + self.policy.stop_margin_s
+        self._stop_ref = self._actor.stop.options(concurrency_group=CONTROL).remote()
+        self._watch.add(self._stop_ref)  # type: ignore[union-attr]
 
     def terminate(self) -> None:
-        if self._actor is not None:
+        """End the actor at once, unless its host is stopping its worker (then `release` ends it)."""
+        if self._actor is not None and self._stop_ref is None and not self._killed:
+            self._killed = True
             self._ray.kill(self._actor, no_restart=True)
 
     def release(self) -> None:
-        """Stop the host (it stops its worker: ask, SIGTERM, SIGKILL of the group), then end the actor."""
+        """Stop the host (it stops its worker's process group) unless asked already, wait for that until
+        the stop's deadline, then end the actor."""
         if self._actor is not None:
-            policy = self.request.policy
-            with contextlib.suppress(Exception):  # a host already gone has nothing left to stop
-                self._ray.get(self._actor.stop.remote(), timeout=policy.shutdown_grace_s + policy.term_grace_s + 5)
+            self.ask_to_stop()
+            if self._stop_ref is not None:
+                with contextlib.suppress(Exception):  # a host already gone has nothing left to stop
+                    self._ray.wait([self._stop_ref], timeout=max(0.0, self._stop_by - time.monotonic()))
             with contextlib.suppress(Exception):
                 self._ray.kill(self._actor, no_restart=True)
             self._actor = None
+        self.placement.placed.discard(self)
         if self._watch is not None:
             self._watch.close()
             self._watch = None
         self.phase = Phase.DEAD
+
+
+@functools.cache
+def _host_class() -> Any:
+    """WorkerHost as a Ray actor class with its control group, made once per process."""
+    import ray
+
+    return ray.remote(concurrency_groups={CONTROL: 1})(WorkerHost)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -272,78 +359,3 @@ def _cause(exc: BaseException) -> BaseException:
     return cause if isinstance(cause, BaseException) else exc
 
 
-@dataclass(frozen=True)
-class RayWorkers:
-    """Makes a run's replicas as Ray actors: the resources each reserves and what its host needs."""
-
-    env_names: Mapping[str, str]
-    class_paths: Mapping[str, str]
-    declarations: Mapping[str, ModelDeclarations]
-    threads: Mapping[str, int]
-    policies: Mapping[str, WorkerPolicy]
-    user_code_dirs: tuple[Path, ...]
-    weights_from: str | None = None
-    cluster_has_gpus: bool = True
-    """Without any GPU in the cluster, models that ask for one run on CPU (as the local executor does)."""
-
-    def make(self, stage: StageConfig, replica: int) -> RayWorker:
-        threads = self.threads[stage.name]
-        request = HostRequest(f"{stage.name}/{replica}", self.env_names[stage.name],
-                              ModelRef(self.class_paths[stage.name], stage.params), self.declarations[stage.name],
-                              self.user_code_dirs, thread_environ(threads), {"input": stage.input},
-                              self.policies[stage.name], self.weights_from)
-        return RayWorker(request, self.options(stage), self.policies[stage.name].max_in_flight)
-
-    def options(self, stage: StageConfig) -> dict[str, Any]:
-        """What one replica reserves: its threads as CPUs, the model's GPU share, the stage's custom resources."""
-        num_gpus = self.declarations[stage.name].num_gpus if self.cluster_has_gpus else 0
-        return {"num_cpus": self.threads[stage.name], "num_gpus": num_gpus,
-                "resources": dict(stage.resources), "max_concurrency": 1}
-
-
-def ray_threads(stages: Sequence[StageConfig]) -> dict[str, int]:
-    """Threads per replica, which are also the CPUs its actor reserves: the stage's `threads`, else one
-    (as Ray's own actors default to), so Ray packs replicas onto nodes by their cores."""
-    return {stage.name: stage.threads or 1 for stage in stages}
-
-
-def check_placeable(stage: StageConfig, options: Mapping[str, Any], nodes: Sequence[Mapping[str, float]]) -> None:
-    """Fail now, naming the stage, when no node of the cluster could ever hold one replica (Ray would
-    otherwise keep the actor pending, and the run would wait forever)."""
-    wanted = {"CPU": options["num_cpus"], "GPU": options["num_gpus"], **options["resources"]}
-    wanted = {name: amount for name, amount in wanted.items() if amount}
-    if any(all(node.get(name, 0) >= amount for name, amount in wanted.items()) for node in nodes):
-        return
-    have = "; ".join(", ".join(f"{k}={v:g}" for k, v in sorted(node.items()) if not k.startswith("node:")
-                               and "memory" not in k) for node in nodes)
-    raise ConfigError(f"stage {stage.name!r}: no node of the Ray cluster has "
-                      f"{', '.join(f'{k}={v:g}' for k, v in wanted.items())} for one replica (nodes: {have}); "
-                      f"lower the stage's threads, num_gpus or resources, or add such a node")
-
-
-def alive_nodes(ray: Any) -> list[dict[str, float]]:
-    """Each alive node's total resources."""
-    return [dict(node["Resources"]) for node in ray.nodes() if node.get("Alive")]
-
-
-def ray_workers(ray: Any, stages: Mapping[str, ResolvedStage], declarations: Mapping[str, ModelDeclarations],
-                user_code_dirs: tuple[Path, ...], weights_from: str | None,
-                warn: Callable[[str], None]) -> tuple[RayWorkers, Resources]:
-    """The factory of a run's Ray-hosted replicas, each checked to fit some node, and the cluster's totals
-    for `replicas: auto` (Ray itself picks the node of every replica)."""
-    configs = [stage.config for stage in stages.values()]
-    threads = ray_threads(configs)
-    totals = ray.cluster_resources()
-    n_gpus = int(totals.get("GPU", 0))
-    wanting = [name for name, declared in declarations.items() if declared.num_gpus > 0]
-    if n_gpus == 0 and wanting:
-        warn(f"stage{'s' if len(wanting) > 1 else ''} {', '.join(map(repr, wanting))} asked for GPUs but the "
-             f"Ray cluster has none; {'they run' if len(wanting) > 1 else 'it runs'} on CPU, slowly")
-    factory = RayWorkers({name: s.env.name for name, s in stages.items()},
-                         {name: s.class_path for name, s in stages.items()}, declarations, threads,
-                         {name: worker_policy(s.config) for name, s in stages.items()}, user_code_dirs, weights_from,
-                         cluster_has_gpus=n_gpus > 0)
-    nodes = alive_nodes(ray)
-    for stage in configs:
-        check_placeable(stage, factory.options(stage), nodes)
-    return factory, Resources(max(1, int(totals.get("CPU", 1))), threads, n_gpus, {})

@@ -172,11 +172,12 @@ def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_lo
                 make: WorkerFactory = workers.make
                 resources = Resources(workers.cores, workers.threads, n_gpus, workers.gpu_of)
             else:
-                from orchestrator.on_ray.workers import ray_workers
+                from orchestrator.on_ray.replicas import ray_workers
 
                 close_all(list(firsts.values()), 0, 0)  # replicas live on the cluster's nodes
                 adopt = {}
-                factory, resources = ray_workers(ray, stages, declarations, workers.user_dirs, weights_from, warn)
+                factory, resources, config = ray_workers(ray, config, stages, declarations, workers.user_dirs,
+                                                         weights_from, warn)
                 make = factory.make
             executor = PipelineExecutor(config, videos, writer, make, state, declarations, adopt, resources)
             executor.run(on_tick=(lambda: display(state)) if display else lambda: None)

@@ -38,6 +38,8 @@ class StageStats:
     last_at: float | None = None
     ready_at: float | None = None
     """When every replica had finished setup() (its model loaded): the end of this stage's start-up."""
+    nodes: collections.Counter[str] = field(default_factory=collections.Counter)
+    """Replica starts per node, where a replica reports the node it runs on (on Ray)."""
     _served: collections.deque[Served] = field(default_factory=lambda: collections.deque(maxlen=SERVICE_SAMPLES),
                                                repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -65,7 +67,7 @@ class StageStats:
             return 0.0
         return self.done / (self.last_at - self.first_at)
 
-    def summary(self) -> dict[str, float | int]:
+    def summary(self) -> dict[str, float | int | dict[str, int]]:
         return {"items": self.done, "failed": self.failed, "items_per_s": round(self.items_per_s(), 3),
                 "replicas": self.replicas, "worker_restarts": self.restarts, "retried": self.retried,
-                "poisoned": self.poisoned}
+                "poisoned": self.poisoned, **({"nodes": dict(self.nodes)} if self.nodes else {})}

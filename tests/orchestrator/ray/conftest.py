@@ -1,10 +1,15 @@
-"""A real multi-node Ray cluster on 127.0.0.1 for the Ray executor's tests: logical GPUs and custom resources
+"""Real multi-node Ray clusters on 127.0.0.1 for the Ray executor's tests: logical GPUs and custom resources
 make placement observable, and nodes can be removed mid-run.
 
+`cluster` (this process is its driver):
     head        CPU 3, head 10            the split stage and the Python 3.12 stage
     gpu_one     CPU 1, GPU 1, gpu_one 4   four replicas of 0.25 GPU must share its GPU
     gpu_two     CPU 1, GPU 2, gpu_two 4   two replicas of 1.0 GPU get a GPU each
     spare_a/b   CPU 2, spare 2 (each)     a stage pinned here survives losing one of them
+
+`small_cluster` (runs reach it through --address), smaller than one replica of every stage at one CPU each:
+    head        CPU 0                     holds no replica: each runs on a worker node
+    one, two    CPU 1 (each)
 """
 
 from __future__ import annotations
@@ -45,6 +50,24 @@ def cluster() -> Iterator[tuple[Cluster, dict[str, Any]]]:
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def small_cluster() -> Iterator[tuple[Cluster, dict[str, Any]]]:
+    """A cluster of two one-CPU worker nodes under a head without CPUs, and those nodes by name."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    try:
+        nodes = {name: cluster.add_node(num_cpus=1) for name in ("one", "two")}
+        cluster.wait_for_nodes()
+        yield cluster, nodes
+    finally:
+        cluster.shutdown()
+
+
+def ray_node_ids(nodes: dict[str, int]) -> set[str]:
+    """The short Ray node ids in a stage's run.json `nodes` ("hostname (Ray node 1a2b3c4d)": starts)."""
+    return {key.rsplit(" ", 1)[-1].rstrip(")") for key in nodes}
 
 
 def env_workers() -> list[psutil.Process]:

@@ -18,13 +18,14 @@ from models.model_utils import WEIGHTS_DIR_VAR
 from orchestrator.declarations import ModelDeclarations
 from orchestrator.envs import EnvRegistry
 from orchestrator.on_ray.host import HostRequest
+from orchestrator.on_ray.placement import StagePlacement
 from orchestrator.on_ray.workers import RayWorker
 from orchestrator.sample_video import generate_sample
 from orchestrator.supervisor.events import Answer, Died, Phase, Ready, SetUp, SetupFailed
 from orchestrator.supervisor.handle import ModelRef
 from orchestrator.supervisor.policy import WorkerPolicy
 from tests.orchestrator.pipeline.runs import FIXTURES, ROOT, comparable, copy_controlled_model, outputs, run, start
-from tests.orchestrator.ray.conftest import env_workers
+from tests.orchestrator.ray.conftest import env_workers, ray_node_ids
 
 PIPELINE = """\
 inputs: [{inputs}]
@@ -80,6 +81,10 @@ def test_outputs_equal_the_local_executors(cluster, videos, local_rows, tmp_path
     assert summary["failures"] == [] and summary["videos_done"] == len(videos)
     kept = sorted(r["path"] for r in rows if r["path"])
     assert kept and sorted(f"clips/{p.name}" for p in (out / "clips").iterdir()) == kept
+    ray_cluster, nodes = cluster
+    spare = {nodes[name].node_id[:8] for name in ("spare_a", "spare_b")}
+    assert ray_node_ids(summary["stages"]["stats"]["nodes"]) <= spare, "stats ran off the nodes with `spare`"
+    assert ray_node_ids(summary["stages"]["stats312"]["nodes"]) == {ray_cluster.head_node.node_id[:8]}
 
 
 def test_losing_a_node_mid_run_loses_and_duplicates_nothing(cluster, videos, local_rows, tmp_path: Path) -> None:
@@ -132,7 +137,8 @@ def _host(stage: str, env: str, num_gpus: float, resources: dict[str, float]) ->
     declared = ModelDeclarations("ControlledModel", env, num_gpus=num_gpus)
     model = ModelRef("controlled_model.ControlledModel", {"env": env, "returns": "environ", "num_gpus": num_gpus})
     request = HostRequest(stage, env, model, declared, (FIXTURES,), policy=WorkerPolicy(request_timeout_s=60))
-    return RayWorker(request, {"num_cpus": 0, "num_gpus": num_gpus, "resources": resources}, max_in_flight=1)
+    options = {"num_cpus": 0, "num_gpus": num_gpus, "resources": resources}
+    return RayWorker(request, StagePlacement(stage, options), max_in_flight=1)
 
 
 def _answers(workers: list[RayWorker]) -> list[dict[str, Any]]:
@@ -214,9 +220,9 @@ def _radio_host(node_cache: Path, weights_from: Path | None) -> RayWorker:
                                  {RADIO_WEIGHTS: ("model.safetensors",)}, num_gpus=0)
     request = HostRequest("radio/0", "video_splitting", ModelRef("radio_like.RadioLike", {}), declared, (RADIO,),
                           weights_from=None if weights_from is None else str(weights_from))
-    options = {"num_cpus": 0, "resources": {"head": 1},
+    options = {"num_cpus": 0, "num_gpus": 0, "resources": {"head": 1},
                "runtime_env": {"env_vars": {WEIGHTS_DIR_VAR: str(node_cache)}}}
-    return RayWorker(request, options, max_in_flight=1)
+    return RayWorker(request, StagePlacement("radio", options), max_in_flight=1)
 
 
 def _first_start_event(worker: RayWorker) -> Any:

@@ -1,0 +1,83 @@
+"""A run's replicas on a Ray cluster: planned against the cluster before the run starts, then made as actors.
+
+    stages + declarations ─▶ plan_replicas(alive nodes) ─▶ what each replica reserves, how many start
+        ─▶ the config with those replica counts, and RayWorkers (the executor's worker factory)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from orchestrator.declarations import ModelDeclarations
+from orchestrator.on_ray.host import HostRequest
+from orchestrator.on_ray.placement import StageDemand, StagePlacement, alive_nodes, plan_replicas
+from orchestrator.on_ray.workers import RayWorker
+from orchestrator.pipeline.autoscaler import Resources
+from orchestrator.pipeline.config import PipelineConfig, StageConfig
+from orchestrator.pipeline.run import ResolvedStage, worker_policy
+from orchestrator.supervisor.handle import ModelRef
+from orchestrator.supervisor.policy import WorkerPolicy
+from orchestrator.supervisor.threads import thread_environ
+
+
+class RayWorkers:
+    """Makes a run's replicas as Ray actors: what each reserves (one placement per stage, shared by its
+    replicas) and what its host needs."""
+
+    def __init__(self, stages: Mapping[str, ResolvedStage], declarations: Mapping[str, ModelDeclarations],
+                 threads: Mapping[str, int], cpus: Mapping[str, float], user_code_dirs: tuple[Path, ...],
+                 weights_from: str | None = None, cluster_has_gpus: bool = True) -> None:
+        """`cpus`: what one replica of each stage reserves. Without any GPU in the cluster
+        (`cluster_has_gpus`), models that ask for one run on CPU, as the local executor does."""
+        self.stages = stages
+        self.declarations = declarations
+        self.threads = threads
+        self.user_code_dirs = user_code_dirs
+        self.weights_from = weights_from
+        self.policies: dict[str, WorkerPolicy] = {name: worker_policy(s.config) for name, s in stages.items()}
+        self.placements = {
+            name: StagePlacement(name, {"num_cpus": cpus[name],
+                                        "num_gpus": declarations[name].num_gpus if cluster_has_gpus else 0,
+                                        "resources": dict(s.config.resources), "max_concurrency": 1})
+            for name, s in stages.items()}
+
+    def make(self, stage: StageConfig, replica: int) -> RayWorker:
+        resolved = self.stages[stage.name]
+        request = HostRequest(f"{stage.name}/{replica}", resolved.env.name,
+                              ModelRef(resolved.class_path, stage.params), self.declarations[stage.name],
+                              self.user_code_dirs, thread_environ(self.threads[stage.name]), {"input": stage.input},
+                              self.policies[stage.name], self.weights_from)
+        return RayWorker(request, self.placements[stage.name], self.policies[stage.name].max_in_flight)
+
+
+def ray_threads(stages: Sequence[StageConfig]) -> dict[str, int]:
+    """Threads per replica: the stage's `threads`, else one (as Ray's own actors default to)."""
+    return {stage.name: stage.threads or 1 for stage in stages}
+
+
+def ray_workers(ray: Any, config: PipelineConfig, stages: Mapping[str, ResolvedStage],
+                declarations: Mapping[str, ModelDeclarations], user_code_dirs: tuple[Path, ...],
+                weights_from: str | None, warn: Callable[[str], None]) -> tuple[RayWorkers, Resources, PipelineConfig]:
+    """The factory of a run's Ray-hosted replicas, the cluster's totals for `replicas: auto`, and the config
+    with the replicas the cluster holds at once (one of every stage first; ConfigError, in one line, when
+    not even that fits)."""
+    configs = [stage.config for stage in stages.values()]
+    threads = ray_threads(configs)
+    totals = ray.cluster_resources()
+    n_gpus = int(totals.get("GPU", 0))
+    wanting = [name for name, declared in declarations.items() if declared.num_gpus > 0]
+    if n_gpus == 0 and wanting:
+        warn(f"stage{'s' if len(wanting) > 1 else ''} {', '.join(map(repr, wanting))} asked for GPUs but the "
+             f"Ray cluster has none; {'they run' if len(wanting) > 1 else 'it runs'} on CPU, slowly")
+    demands = [StageDemand(s.name, s.start_replicas, threads[s.name], s.threads is not None,
+                           declarations[s.name].num_gpus if n_gpus else 0.0, s.resources) for s in configs]
+    plan = plan_replicas(demands, alive_nodes(ray))
+    for note in plan.notes:
+        warn(note)
+    factory = RayWorkers(stages, declarations, threads, plan.cpus, user_code_dirs, weights_from, n_gpus > 0)
+    planned = [s.model_copy(update={"replicas": plan.replicas[s.name]})
+               if s.name in plan.replicas and not s.auto_replicas else s for s in config.stages]
+    return (factory, Resources(max(1, int(totals.get("CPU", 1))), threads, n_gpus, {}),
+            config.model_copy(update={"stages": planned}))
