@@ -1,0 +1,145 @@
+"""Media that goes wrong mid-video, through `orchestrator run` with real decode and real workers: a frame
+size that changes mid-stream, variable frame rate, a truncated file. Each fails (or marks) its own video and
+the run goes on with the next."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import pytest
+
+from tests.orchestrator.pipeline.media import truncate, write_resizing, write_shots
+from tests.orchestrator.pipeline.runs import FIXTURES, copy_controlled_model, outputs, run
+
+PIPELINE = """\
+inputs: [{inputs}]
+output: {output}
+stages:
+  - name: shots
+    split: colour_splitter.ColourSplitter
+    params: {params}
+    replicas: 2
+    max_attempts: 2
+{size}  - name: stats
+    model: controlled_model.ControlledModel
+    params: {{env: ocr, returns: frame_stats}}
+    frames: {{sampling: one_per_clip, size: [16, 12]}}
+"""
+RED, GREEN, BLUE, YELLOW, MAGENTA, CYAN = (200, 30, 30), (30, 200, 30), (30, 30, 200), (220, 220, 40), \
+    (200, 40, 200), (40, 200, 200)
+POISON, WHITE = (120, 120, 120), (250, 250, 250)
+
+
+def write_pipeline(folder: Path, videos: list[Path], *, split_size: bool = True, min_duration_s: float = 0.0,
+                   **params: object) -> tuple[Path, Path]:
+    copy_controlled_model(folder)
+    shutil.copy(FIXTURES / "colour_splitter.py", folder / "colour_splitter.py")
+    config, out = folder / "pipeline.yaml", folder / "out"
+    config.write_text(PIPELINE.format(inputs=", ".join(map(str, videos)), output=out,
+                                      params=json.dumps({"env": "ocr", **params}),
+                                      size="    frames: {size: [32, 24]}\n" if split_size else "")
+                      + f"  - {{name: keep, filter: {{min_duration_s: {min_duration_s}}}}}\n")
+    return config, out
+
+
+def spans(shots: list[tuple[int, tuple[int, int, int]]]) -> list[tuple[int, int]]:
+    bounds, start = [], 0
+    for n, _ in shots:
+        bounds.append((start, start + n - 1))
+        start += n
+    return bounds
+
+
+def rows_of(rows: list[dict], video: Path) -> list[dict]:
+    return [r for r in rows if r["video"] == str(video)]
+
+
+def test_a_frame_size_change_mid_stream_fails_that_video_and_the_run_goes_on(tmp_path: Path) -> None:
+    """The split stage reads frames at their own size (no `frames.size`)."""
+    resizing, clean = tmp_path / "resizing.ts", tmp_path / "clean.mp4"
+    write_resizing(resizing, [(30, RED)], [(30, BLUE)], ((64, 48), (32, 24)))
+    shots = [(30, RED), (30, BLUE)]
+    write_shots(clean, shots)
+    config, out = write_pipeline(tmp_path, [resizing, clean], split_size=False)
+    result = run(config)
+    assert result.returncode == 1, result.stderr[-3000:]
+    rows, summary = outputs(out)
+    assert summary["failures"] == [{"video": str(resizing), "reason": f"{resizing}: the frame size changes from "
+                                    "64x48 to 32x24 at frame 30; re-encode it at one size (e.g. ffmpeg -i IN -vf "
+                                    "scale=64:48 OUT)"}]
+    assert rows_of(rows, resizing) == []
+    assert [(r["start_frame"], r["end_frame"]) for r in rows_of(rows, clean)] == spans(shots)
+    assert summary["videos_done"] == 2
+
+
+def test_variable_frame_rate_clips_keep_the_frames_own_timestamps(tmp_path: Path) -> None:
+    """Frames 20 ms apart, then 55 ms, then alternating 30 and 50 ms: rows give the frames' own times, the
+    duration filter keeps what lasts long enough (not what has enough frames at the average rate), and each
+    clip file shows its frames when the source did, for as long as its scene lasts."""
+    shots = [(30, RED), (20, GREEN), (40, BLUE)]
+    gaps = [20] * 30 + [55] * 20 + [30, 50] * 20
+    stamps = [sum(gaps[:i]) for i in range(len(gaps))]
+    video = tmp_path / "vfr.mp4"
+    write_shots(video, shots, pts=stamps, time_base=Fraction(1, 1000))
+    with av.open(str(video)) as container:
+        decoded = list(container.decode(video=0))
+        last_end = float((decoded[-1].pts + decoded[-1].duration) * decoded[-1].time_base)
+    config, out = write_pipeline(tmp_path, [video], min_duration_s=0.7)
+    result = run(config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows, _ = outputs(out)
+    assert [(r["start_frame"], r["end_frame"]) for r in rows] == spans(shots)
+    times = [s / 1000 for s in stamps] + [last_end]
+    assert [(r["start_s"], r["end_s"]) for r in rows] == \
+        [(round(times[a], 3), round(times[b + 1], 3)) for a, b in spans(shots)]
+    # 30 frames in 0.6 s, 20 in 1.1 s: at the average rate (27 frames/s) it would be the other way round
+    assert [r["filtered_by"] for r in rows] == [["keep:min_duration_s"], None, None]
+    for row in rows[1:]:
+        with av.open(str(out / row["path"])) as clip:
+            stream = clip.streams.video[0]
+            shown = [float(frame.time) for frame in clip.decode(stream)]
+            assert float(stream.duration * stream.time_base) == pytest.approx(row["end_s"] - row["start_s"],
+                                                                               abs=0.002)
+        source = times[row["start_frame"]: row["end_frame"] + 1]
+        assert shown == pytest.approx([t - source[0] for t in source], abs=0.002)
+
+
+def test_a_truncated_file_is_marked_and_fails_under_strict(tmp_path: Path) -> None:
+    """A faststart mp4 (index first) cut to 60%: its index declares 200 frames, fewer decode, without an
+    error (FFmpeg's frame threads conceal the damage)."""
+    whole, truncated, clean = tmp_path / "whole.mp4", tmp_path / "truncated.mp4", tmp_path / "clean.mp4"
+    shots = [(40, RED), (100, BLUE), (60, GREEN)]
+    write_shots(whole, shots, options={"movflags": "faststart"})
+    truncate(whole, truncated, 0.6)
+    write_shots(clean, shots)
+    with av.open(str(truncated)) as container:
+        container.streams.video[0].thread_type = "AUTO"  # as the pipeline decodes: the damage is not raised
+        decoded = sum(1 for _ in container.decode(video=0))
+    assert 40 < decoded < 140
+    config, out = write_pipeline(tmp_path, [truncated, clean])
+    result = run(config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows, summary = outputs(out)
+    note = {"decoded_frames": decoded, "declared_frames": 200, "decoded_s": pytest.approx(decoded / 24, abs=0.2),
+            "declared_s": pytest.approx(200 / 24, abs=0.05)}
+    assert [(r["start_frame"], r["end_frame"]) for r in rows_of(rows, truncated)] == [(0, 39), (40, decoded - 1)]
+    assert all(r["truncated"] == note and r["path"] for r in rows_of(rows, truncated))
+    assert not any("truncated" in r for r in rows_of(rows, clean))
+    assert summary["warnings"] == [{"video": str(truncated), "truncated": note}]
+    assert summary["failures"] == []
+    decoded_s = summary["warnings"][0]["truncated"]["decoded_s"]
+
+    config.write_text(config.read_text().replace("stages:\n", "strict: true\nstages:\n"))
+    result = run(config, "--fresh")
+    assert result.returncode == 1, result.stderr[-3000:]
+    rows, summary = outputs(out)
+    [failure] = summary["failures"]
+    assert failure["video"] == str(truncated)
+    assert failure["reason"] == (f"{truncated}: decoded {decoded} frames ({decoded_s:.3f} s) of the 200 frames "
+                                 "(8.333 s) its container declares: the file is truncated or damaged (strict: true "
+                                 "fails such a video)")
+    assert [(r["start_frame"], r["end_frame"]) for r in rows_of(rows, clean)] == spans(shots)
