@@ -45,18 +45,22 @@ class VideoCutter:
         self._clips = 0
         self._broken: str | None = None
         """Why the full-size decode stopped; every later clip fails with it."""
+        self._split_failed = False
+        """A window went unanswered: the scenes after it cannot be known, so no more clips are cut."""
 
     def answered(self, request: SplitRequest) -> list[Clip]:
-        """The clips whose scenes this answer closes."""
+        """The clips whose scenes this answer closes; none from a window the split failed on, or after it."""
+        if request.scenes is None and request.transitions is None:
+            self._split_failed = True
+        if self._split_failed:
+            return []
         if request.scenes is not None:
             return [self._cut(scene) for scene in request.scenes]
-        if request.transitions is None:
-            return []
         return [self._cut(scene) for scene in self.stitcher.feed(request.transitions[: request.real])]
 
     def finish(self) -> list[Clip]:
         """The clips of the scenes still open at the video's end (none if its split failed)."""
-        if self.video.error is not None or self.stitcher.frames_fed != self.video.n_frames:
+        if self._split_failed or self.video.error is not None or self.stitcher.frames_fed != self.video.n_frames:
             return []
         return [self._cut(scene) for scene in self.stitcher.finish(self.video.n_frames)]
 

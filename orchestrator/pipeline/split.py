@@ -34,7 +34,7 @@ def decode_for_split(videos: list[VideoInput], split: StageConfig, window: Split
                      strict: bool = False) -> None:
     """For each video: its VideoItem, its split requests, then SplitDone. A video an earlier run finished
     goes on with its rows; one that cannot be read carries its error, and so does a truncated one when
-    `strict`."""
+    `strict`. Once a video has failed (a window it could not split), the rest of it is not decoded."""
     for seq, video in enumerate(videos):
         item = VideoItem(seq, video, resumed=resumable(video))
         if item.resumed is None:
@@ -55,9 +55,11 @@ def decode_for_split(videos: list[VideoInput], split: StageConfig, window: Split
 
 def _send_requests(item: VideoItem, size: tuple[int, int] | None, window: SplitWindow | None,
                    outq: queue.Queue, stop: threading.Event) -> bool:
-    """Put the video's split requests; False if stopped."""
+    """Put the video's split requests until its frames end or it fails; False if stopped."""
     try:
         for request in _requests(item, size, window):
+            if item.error is not None:  # a window failed: the windows after it are of no use
+                return True
             if not put(outq, request, stop):
                 return False
     except VideoError as exc:

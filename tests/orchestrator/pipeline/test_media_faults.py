@@ -1,6 +1,6 @@
-"""Media that goes wrong mid-video, through `orchestrator run` with real decode and real workers: a frame
-size that changes mid-stream, variable frame rate, a truncated file. Each fails (or marks) its own video and
-the run goes on with the next."""
+"""Media that goes wrong mid-video, through `orchestrator run` with real decode and real workers: a split
+window that fails while later ones are answered, a frame size that changes mid-stream, variable frame rate,
+a truncated file. Each fails (or marks) its own video and the run goes on with the next."""
 
 from __future__ import annotations
 
@@ -56,6 +56,32 @@ def spans(shots: list[tuple[int, tuple[int, int, int]]]) -> list[tuple[int, int]
 
 def rows_of(rows: list[dict], video: Path) -> list[dict]:
     return [r for r in rows if r["video"] == str(video)]
+
+
+@pytest.mark.parametrize("how", ["exception", "sigkill"])
+def test_a_failed_split_window_fails_its_video_while_later_windows_are_answered(tmp_path: Path, how: str) -> None:
+    """Windows of 40 frames; the second shows the poison colour and fails (after its retries, for a worker
+    killed on it) a second after it is sent, while the other replica answers the windows after it."""
+    shots = [(20, RED), (25, GREEN), (10, POISON), (75, YELLOW), (70, MAGENTA), (50, CYAN)]
+    poisoned, clean = tmp_path / "poisoned.mp4", tmp_path / "clean.mp4"
+    write_shots(poisoned, shots)
+    write_shots(clean, [(n, WHITE if colour == POISON else colour) for n, colour in shots])
+    config, out = write_pipeline(tmp_path, [poisoned, clean], fail_on=list(POISON), how=how, fail_after_s=1.0)
+    result = run(config)
+    assert result.returncode == 1, result.stderr[-3000:]
+    rows, summary = outputs(out)
+    # only the scene that closed before the failed window; nothing stitched across the gap it left
+    assert [(r["start_frame"], r["end_frame"]) for r in rows_of(rows, poisoned)] == [(0, 19)]
+    assert rows_of(rows, poisoned)[0]["path"] is not None
+    failed = [f for f in summary["failures"] if f["video"] == str(poisoned)]
+    assert len(failed) == 1 and "stage 'shots'" in failed[0]["reason"]
+    assert ("controlled failure" if how == "exception" else "failed on 2 attempts") in failed[0]["reason"]
+    clean_rows = rows_of(rows, clean)
+    assert [(r["start_frame"], r["end_frame"]) for r in clean_rows] == spans(shots)
+    assert all(r["path"] and r["filtered_by"] is None and r["stats"]["n"] == 1 for r in clean_rows)
+    assert summary["videos_done"] == 2
+    kept = sorted(r["path"] for r in rows if r["path"])
+    assert sorted(f"clips/{p.name}" for p in (out / "clips").iterdir()) == kept
 
 
 def test_a_frame_size_change_mid_stream_fails_that_video_and_the_run_goes_on(tmp_path: Path) -> None:
