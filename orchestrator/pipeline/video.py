@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import glob
 import hashlib
 from collections.abc import Iterator
@@ -223,7 +224,12 @@ def probe(path: Path) -> VideoMeta:
 
 class ClipEncoder:
     """Writes one clip as H.264 mp4 with its source frames' timestamps, so it lasts as long as its scene
-    whatever the source's frame rate does; dimensions are trimmed to even numbers, as yuv420p needs."""
+    whatever the source's frame rate does; dimensions are trimmed to even numbers, as yuv420p needs.
+
+    mp4 takes a clip's length both from where its frames stop being shown and from where its last packet
+    in decode order ends, and guesses a missing duration from the average rate. So every packet carries its
+    frame's duration (until the next frame; the last frame's until the clip's end), and the last packet in
+    decode order (with B-frames, not the last frame shown) reaches to the clip's end."""
 
     def __init__(self, path: Path, time_base: Fraction, fps: float, width: int, height: int,
                  codec: str = "libx264") -> None:
@@ -234,36 +240,44 @@ class ClipEncoder:
         self._stream = self._container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         self._stream.width, self._stream.height, self._stream.pix_fmt = self.width, self.height, "yuv420p"
         self._stream.codec_context.time_base = self._stream.time_base = time_base
-        self._held: av.Packet | None = None
+        self._last_pts: int | None = None
+        self._durations: dict[int, int] = {}
+        """Duration of each frame written whose packet has not been muxed, by its timestamp."""
+        self._waiting: collections.deque[av.Packet] = collections.deque()
+        """Packets, in decode order, from the first whose frame's duration is not known yet."""
         self._first_dts: int | None = None
+        self._end: int | None = None
 
     def write(self, rgb: np.ndarray, pts: int) -> None:
         """Add a frame shown at `pts` (in the clip's time base, from its first frame)."""
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[: self.height, : self.width]), format="rgb24")
         frame.pts, frame.time_base = pts, self._stream.codec_context.time_base
+        if self._last_pts is not None:
+            self._durations[self._last_pts] = pts - self._last_pts
+        self._last_pts = pts
         self._mux(self._stream.encode(frame))
         self.frames += 1
 
-    def _mux(self, packets: list[av.Packet]) -> None:
-        """Mux all but the latest packet, which `close` gives the duration that ends the clip."""
-        for packet in packets:
+    def _mux(self, packets: list[av.Packet], last: bool = False) -> None:
+        """Mux, in decode order, each packet whose frame's duration is known; `last`: the encoder is done."""
+        self._waiting.extend(packets)
+        while self._waiting and self._waiting[0].pts in self._durations:
+            packet = self._waiting.popleft()
+            packet.duration = self._durations.pop(packet.pts)
             if self._first_dts is None:
                 self._first_dts = packet.dts
-            if self._held is not None:
-                self._container.mux(self._held)
-            self._held = packet
+            if last and not self._waiting and self._end is not None and packet.dts is not None:
+                packet.duration = max(packet.duration, self._end - (packet.dts - self._first_dts))
+            self._container.mux(packet)
 
     def close(self, end_pts: int | None = None) -> None:
-        """Finish the file; `end_pts` is where the clip ends (where its last frame stops being shown).
-
-        mp4 takes a track's length from the last packet in decode order, whose duration must then reach
-        from its decode time to the clip's end (with B-frames that is not the last frame shown)."""
-        self._mux(self._stream.encode(None))
-        if self._held is not None:
-            if end_pts is not None and self._held.dts is not None and self._first_dts is not None:
-                self._held.duration = max(1, end_pts - (self._held.dts - self._first_dts))
-            self._container.mux(self._held)
-            self._held = None
+        """Finish the file; `end_pts` is where the clip ends (where its last frame stops being shown)."""
+        self._end = end_pts
+        if end_pts is not None and self._last_pts is not None:
+            self._durations[self._last_pts] = max(1, end_pts - self._last_pts)
+        self._mux(self._stream.encode(None), last=True)
+        while self._waiting:  # only when the clip's end is unknown: a failed clip, to be dropped
+            self._container.mux(self._waiting.popleft())
         self._container.close()
 
 
