@@ -71,16 +71,18 @@ class VideoCutter:
     def _cut(self, scene: Scene) -> Clip:
         clip = Clip(self.video, self._clips, *scene)
         self._clips += 1
-        if self._broken is None:
+        reason = self._broken
+        if reason is None:
             try:
                 self._encode(clip)
+                return clip
             except VideoError as exc:
-                self._broken = str(exc)
+                reason = str(exc)
             except _ENCODE_ERRORS as exc:
-                self._broken = f"cutting clips failed: {type(exc).__name__}: {exc}"
-        if self._broken is not None:
-            clip.errors["decode"] = self._broken
-            clip.frames.clear()
+                reason = f"cutting clips failed: {type(exc).__name__}: {exc}"
+            self._broken = reason
+        clip.errors["decode"] = reason
+        clip.frames.clear()
         return clip
 
     def _encode(self, clip: Clip) -> None:
@@ -103,10 +105,11 @@ class VideoCutter:
                     path = self.clips_tmp / f"{self.video.video.video_id}_{clip.index:04d}.mp4"
                     encoder = ClipEncoder(path, frame.time_base, self.fps, width, height, self.codec)
                     clip.encoded = encoder.path
-                encoder.write(frame.image, frame.pts - first.pts)  # type: ignore[union-attr]
+                image = _resize(frame.image, (width, height))  # a stream may change size mid-clip
+                encoder.write(image, frame.pts - first.pts)  # type: ignore[union-attr]
                 for stage in self.stages:
                     if index in wanted[stage.name]:
-                        picked[stage.name].append(_resize(frame.image, stage.frames.size))
+                        picked[stage.name].append(_resize(image, stage.frames.size))
             if first is not None:
                 end_pts = self._end_of_last_frame()
                 clip.times = (first.time_s, float(end_pts * first.time_base))

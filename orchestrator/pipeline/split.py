@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,7 @@ from orchestrator.pipeline.config import StageConfig
 from orchestrator.pipeline.items import END, SplitDone, SplitRequest, VideoItem, put
 from orchestrator.pipeline.pool import StepLogic
 from orchestrator.pipeline.scenes import FrameWindows, check_scenes
-from orchestrator.pipeline.video import Decoder, VideoError, VideoInput, probe, truncation
+from orchestrator.pipeline.video import Decoder, Frame, VideoError, VideoInput, probe, truncation
 
 CHUNK_STEPS = 4
 """Window cores of this many model steps (TransNetV2: 4 x 50 frames) per request: few enough requests that
@@ -71,7 +72,7 @@ def _send_requests(item: VideoItem, size: tuple[int, int] | None, window: SplitW
 
 def _requests(item: VideoItem, size: tuple[int, int] | None, window: SplitWindow | None) -> Iterator[SplitRequest]:
     decoder = Decoder(item.video.path, size)
-    frames = (frame.image for frame in decoder)
+    frames = _one_size(decoder, item.video.path)
     if window is None:
         whole = np.stack(list(frames))
         _decoded(item, decoder)
@@ -82,6 +83,19 @@ def _requests(item: VideoItem, size: tuple[int, int] | None, window: SplitWindow
         core = len(frames_window) - 2 * window.context
         yield SplitRequest(item, core_start, frames_window, min(core, windows.n_frames - core_start))
     _decoded(item, decoder)
+
+
+def _one_size(frames: Iterable[Frame], path: Path) -> Iterator[np.ndarray]:
+    """The frames' images, which windows (arrays) need all of one size: a VideoError where the size changes."""
+    first: tuple[int, ...] | None = None
+    for index, frame in enumerate(frames):
+        first = first or frame.image.shape
+        if frame.image.shape != first:
+            (height, width), (new_height, new_width) = first[:2], frame.image.shape[:2]
+            raise VideoError(f"{path}: the frame size changes from {width}x{height} to {new_width}x{new_height} at "
+                             f"frame {index}; give the split stage frames: {{size: [{width}, {height}]}}, or "
+                             f"re-encode the video at one size")
+        yield frame.image
 
 
 def _decoded(item: VideoItem, decoder: Decoder) -> None:

@@ -134,8 +134,8 @@ class Decoder:
 
     One scaler serves the whole video: `frame.to_ndarray(...)` would build a new one for every frame,
     which at 48x27 from 720p cost more than decoding the frame (see bench/decode.py); the pixels are the
-    same either way. Frames kept at their own size must all have one size: a video whose frame size
-    changes mid-stream is a VideoError there. Read it once."""
+    same either way. Without `size`, each frame keeps its own (a stream may change size mid-way). Read it
+    once."""
 
     def __init__(self, path: Path, size: tuple[int, int] | None = None) -> None:
         self.path, self.size = path, size
@@ -160,14 +160,7 @@ class Decoder:
             stream.thread_type = "AUTO"
             self.time_base = stream.time_base or self.time_base
             step = max(1, round(1 / (_average_rate(stream) * self.time_base)))
-            first: tuple[int, int] | None = None
             for frame in container.decode(stream):
-                if first is None:
-                    first = (frame.width, frame.height)
-                elif self.size is None and (frame.width, frame.height) != first:
-                    raise VideoError(f"{self.path}: the frame size changes from {first[0]}x{first[1]} to "
-                                     f"{frame.width}x{frame.height} at frame {self.frames_read}; re-encode it at "
-                                     f"one size (e.g. ffmpeg -i IN -vf scale={first[0]}:{first[1]} OUT)")
                 pts = self._pts(frame.pts, step)
                 self.end_pts = pts + (frame.duration or step)
                 self.frames_read += 1

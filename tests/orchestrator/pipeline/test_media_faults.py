@@ -85,9 +85,10 @@ def test_a_failed_split_window_fails_its_video_while_later_windows_are_answered(
 
 
 def test_a_frame_size_change_mid_stream_fails_that_video_and_the_run_goes_on(tmp_path: Path) -> None:
-    """The split stage reads frames at their own size (no `frames.size`)."""
+    """A split stage that reads frames at their own size (no `frames.size`) cannot window them: that video
+    fails alone. Given a size, the video is cut whole, each clip at the size of its first frame."""
     resizing, clean = tmp_path / "resizing.ts", tmp_path / "clean.mp4"
-    write_resizing(resizing, [(30, RED)], [(30, BLUE)], ((64, 48), (32, 24)))
+    write_resizing(resizing, [(30, RED), (20, GREEN)], [(30, BLUE)], ((64, 48), (32, 24)))
     shots = [(30, RED), (30, BLUE)]
     write_shots(clean, shots)
     config, out = write_pipeline(tmp_path, [resizing, clean], split_size=False)
@@ -95,11 +96,22 @@ def test_a_frame_size_change_mid_stream_fails_that_video_and_the_run_goes_on(tmp
     assert result.returncode == 1, result.stderr[-3000:]
     rows, summary = outputs(out)
     assert summary["failures"] == [{"video": str(resizing), "reason": f"{resizing}: the frame size changes from "
-                                    "64x48 to 32x24 at frame 30; re-encode it at one size (e.g. ffmpeg -i IN -vf "
-                                    "scale=64:48 OUT)"}]
+                                    "64x48 to 32x24 at frame 50; give the split stage frames: {size: [64, 48]}, or "
+                                    "re-encode the video at one size"}]
     assert rows_of(rows, resizing) == []
     assert [(r["start_frame"], r["end_frame"]) for r in rows_of(rows, clean)] == spans(shots)
     assert summary["videos_done"] == 2
+
+    config, out = write_pipeline(tmp_path, [resizing], split_size=True)
+    result = run(config, "--fresh")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows, _ = outputs(out)
+    assert [(r["start_frame"], r["end_frame"]) for r in rows] == [(0, 29), (30, 49), (50, 79)]
+    for row, size in zip(rows, [(64, 48), (64, 48), (32, 24)], strict=True):
+        with av.open(str(out / row["path"])) as clip:
+            stream = clip.streams.video[0]
+            assert (stream.codec_context.width, stream.codec_context.height) == size
+            assert sum(1 for _ in clip.decode(stream)) == row["end_frame"] - row["start_frame"] + 1
 
 
 def test_variable_frame_rate_clips_keep_the_frames_own_timestamps(tmp_path: Path) -> None:
