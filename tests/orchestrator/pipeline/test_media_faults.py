@@ -12,6 +12,7 @@ from pathlib import Path
 import av
 import pytest
 
+from orchestrator.pipeline.video import ClipEncoder, Decoder, probe
 from tests.orchestrator.pipeline.media import truncate, write_resizing, write_shots
 from tests.orchestrator.pipeline.runs import FIXTURES, copy_controlled_model, outputs, run
 
@@ -181,3 +182,25 @@ def test_a_truncated_file_is_marked_and_fails_under_strict(tmp_path: Path) -> No
                                  "(8.333 s) its container declares: the file is truncated or damaged (strict: true "
                                  "fails such a video)")
     assert [(r["start_frame"], r["end_frame"]) for r in rows_of(rows, clean)] == spans(shots)
+
+
+@pytest.mark.parametrize("rate", [None, 25.0, 60.0])
+def test_a_clip_file_lasts_from_its_first_frame_to_where_its_scene_ends(tmp_path: Path, rate: float | None) -> None:
+    """Whatever rate the encoder is told (the video's average by default), the clip's frames keep their
+    gaps and the file ends where the scene does, B-frames (x264's default) included."""
+    video = tmp_path / "vfr.mp4"
+    gaps = [20] * 10 + [55] * 10 + [30, 50] * 10
+    write_shots(video, [(len(gaps), RED)], pts=[sum(gaps[:i]) for i in range(len(gaps))],
+                time_base=Fraction(1, 1000))
+    frames = list(Decoder(video))
+    for start, end in [(0, 10), (5, 20), (10, 20), (20, 39), (25, 26)]:
+        encoder = ClipEncoder(tmp_path / "clip.mp4", frames[0].time_base, rate or probe(video).fps, 64, 48)
+        for frame in frames[start:end]:
+            encoder.write(frame.image, frame.pts - frames[start].pts)
+        encoder.close(frames[end].pts - frames[start].pts)
+        with av.open(str(tmp_path / "clip.mp4")) as clip:
+            stream = clip.streams.video[0]
+            shown = [float(frame.time) for frame in clip.decode(stream)]
+            lasts = float(stream.duration * stream.time_base)
+        assert lasts == pytest.approx(frames[end].time_s - frames[start].time_s, abs=0.001), (start, end)
+        assert shown == pytest.approx([f.time_s - frames[start].time_s for f in frames[start:end]], abs=0.001)
