@@ -157,7 +157,7 @@ def cut_clips(model_stages: list[StageConfig], clips_tmp: Path, codec: str, inq:
                 return
             out: list[object] = []
             if isinstance(item, VideoItem):
-                cutter = VideoCutter(item, model_stages, clips_tmp, codec) if item.needs_work else None
+                cutter = VideoCutter(item, model_stages, clips_tmp, codec) if item.decoded_here else None
                 out = [item]
             elif isinstance(item, SplitRequest) and cutter is not None:
                 out = list(cutter.answered(item))

@@ -36,6 +36,12 @@ class VideoItem:
         return self.error is None and self.resumed is None
 
     @property
+    def decoded_here(self) -> bool:
+        """Its frames are read in this run (it opened, and no earlier run finished it). Unlike `error`, which
+        a later window or the rest of the decode may set, this is settled before any of its windows leaves."""
+        return self.meta is not None and self.resumed is None
+
+    @property
     def notes(self) -> dict[str, Any]:
         """What every row of this video says about the video itself."""
         return {"truncated": asdict(self.truncated)} if self.truncated else {}

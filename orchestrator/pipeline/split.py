@@ -111,9 +111,12 @@ class SplitLogic(StepLogic):
     def __init__(self, stage: StageConfig, window: SplitWindow | None) -> None:
         self.stage = stage
         self.context = window.context if window else 0
+        self._failed: set[int] = set()
+        """Videos (by seq) with a window this stage failed: their later windows are of no use. A video the
+        decode fails later still has the windows read before answered, whatever the timing."""
 
     def wants(self, item: Any) -> bool:
-        return isinstance(item, SplitRequest) and item.video.error is None
+        return isinstance(item, SplitRequest) and item.video.seq not in self._failed
 
     def payload(self, item: SplitRequest) -> Any:
         return {"frames": item.frames}
@@ -140,5 +143,6 @@ class SplitLogic(StepLogic):
 
     def fail(self, item: SplitRequest, reason: str) -> None:
         item.frames = None
+        self._failed.add(item.video.seq)
         if item.video.error is None:
             item.video.error = f"stage {self.stage.name!r}: {reason}"

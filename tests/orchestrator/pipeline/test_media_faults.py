@@ -109,7 +109,8 @@ def test_a_failed_split_window_fails_its_video_while_later_windows_are_answered(
 
 def test_a_frame_size_change_mid_stream_fails_that_video_and_the_run_goes_on(tmp_path: Path) -> None:
     """A split stage that reads frames at their own size (no `frames.size`) cannot window them: that video
-    fails alone. Given a size, the video is cut whole, each clip at the size of its first frame."""
+    fails alone, keeping the scene that closed in the window read before the change (frames 0-40). Given a
+    size, the video is cut whole, each clip at the size of its first frame."""
     resizing, clean = tmp_path / "resizing.ts", tmp_path / "clean.mp4"
     write_resizing(resizing, [(30, RED), (20, GREEN)], [(30, BLUE)], ((64, 48), (32, 24)))
     shots = [(30, RED), (30, BLUE)]
@@ -121,7 +122,7 @@ def test_a_frame_size_change_mid_stream_fails_that_video_and_the_run_goes_on(tmp
     assert summary["failures"] == [{"video": str(resizing), "reason": f"{resizing}: the frame size changes from "
                                     "64x48 to 32x24 at frame 50; give the split stage frames: {size: [64, 48]}, or "
                                     "re-encode the video at one size"}]
-    assert rows_of(rows, resizing) == []
+    assert [(r["start_frame"], r["end_frame"]) for r in rows_of(rows, resizing)] == [(0, 29)]
     assert [(r["start_frame"], r["end_frame"]) for r in rows_of(rows, clean)] == spans(shots)
     assert summary["videos_done"] == 2
 
