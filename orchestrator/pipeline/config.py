@@ -168,6 +168,9 @@ class PipelineConfig(_Strict):
     output: str
     stages: list[StageConfig] = Field(min_length=1)
     clip_codec: str = "libx264"
+    strict: bool = False
+    """Fail a video that decodes short of what its container declares (truncated or damaged) instead of
+    keeping its clips with a `truncated` note."""
 
     @model_validator(mode="after")
     def _stage_order(self) -> PipelineConfig:

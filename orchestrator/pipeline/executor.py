@@ -55,6 +55,8 @@ class RunState:
     started: float = field(default_factory=time.monotonic)
     autoscale: list[dict[str, Any]] = field(default_factory=list)
     """Each replica `replicas: auto` added, and what held a stage back, with the speeds measured."""
+    warnings: list[dict[str, Any]] = field(default_factory=list)
+    """Videos that decoded short of what their container declares: kept with a note (failed too, when strict)."""
 
 
 class PipelineExecutor:
@@ -110,7 +112,7 @@ class PipelineExecutor:
         window = self.declarations[split.name].split_window
         decoded = Channel(QUEUE_DEPTH)
         self._spawn("decode", decode_for_split, self.videos, split, window, self.writer.resumable, decoded,
-                    self.stop)
+                    self.stop, self.config.strict)
         answered = Channel(QUEUE_DEPTH)
         self._spawn(split.name, self._pool(split, SplitLogic(split, window)).run, decoded, answered)
         current = Channel(QUEUE_DEPTH)
@@ -175,6 +177,8 @@ class PipelineExecutor:
         self.state.kept += sum(1 for r in rows if r.get("path"))
         if video.error:
             self.state.failures.append({"video": str(video.video.path), "reason": video.error})
+        if video.truncated:
+            self.state.warnings.append({"video": str(video.video.path), **video.notes})
         for clip in clips:
             for stage, reason in clip.errors.items():
                 self.state.failures.append({"video": str(video.video.path), "clip_index": str(clip.index),

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import queue
 import threading
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-from orchestrator.pipeline.video import VideoInput, VideoMeta
+from orchestrator.pipeline.video import Truncation, VideoInput, VideoMeta
 
 
 @dataclass
@@ -28,10 +28,23 @@ class VideoItem:
     error: str | None = None
     resumed: list[dict[str, Any]] | None = None
     """Rows an earlier run wrote for this video: it goes straight to the writer, unprocessed."""
+    truncated: Truncation | None = None
+    """Set with `n_frames` when the decode fell short of what the container declares."""
 
     @property
     def needs_work(self) -> bool:
         return self.error is None and self.resumed is None
+
+    @property
+    def decoded_here(self) -> bool:
+        """Its frames are read in this run (it opened, and no earlier run finished it). Unlike `error`, which
+        a later window or the rest of the decode may set, this is settled before any of its windows leaves."""
+        return self.meta is not None and self.resumed is None
+
+    @property
+    def notes(self) -> dict[str, Any]:
+        """What every row of this video says about the video itself."""
+        return {"truncated": asdict(self.truncated)} if self.truncated else {}
 
 
 @dataclass
@@ -77,6 +90,29 @@ class Clip:
     filtered_by: list[str] = field(default_factory=list)
     encoded: Any = None
     """The clip's encoded file awaiting keep (moved into clips/) or drop."""
+    times: tuple[float, float] | None = None
+    """When its first frame is shown and when its last stops being shown (where the next frame starts), in
+    seconds from the video's first frame, by the frames' own timestamps; set as its frames are decoded."""
+
+    @property
+    def start_s(self) -> float | None:
+        return round(self.times[0], 3) if self.times else self._at_average_rate(self.start)
+
+    @property
+    def end_s(self) -> float | None:
+        return round(self.times[1], 3) if self.times else self._at_average_rate(self.end + 1)
+
+    @property
+    def duration_s(self) -> float:
+        """How long the clip is shown: by its frames' timestamps once decoded, else at the average rate."""
+        if self.times:
+            return self.times[1] - self.times[0]
+        return (self.end - self.start + 1) / (self.video.meta.fps if self.video.meta else 1.0)
+
+    def _at_average_rate(self, frame: int) -> float | None:
+        """A frame's time estimated from the average rate, for a clip whose frames never decoded."""
+        fps = self.video.meta.fps if self.video.meta else 0.0
+        return round(frame / fps, 3) if fps else None
 
     @property
     def active(self) -> bool:

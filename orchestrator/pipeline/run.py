@@ -218,5 +218,5 @@ def _summary(state: RunState, wall_s: float) -> dict[str, Any]:
         "videos": state.videos_total, "videos_done": state.videos_done, "resumed": state.resumed,
         "clips": state.clips, "kept": state.kept, "failures": state.failures,
         "stages": {n: s.summary() for n, s in state.stages.items()}, "wall_s": round(wall_s, 3),
-        "autoscale": state.autoscale,
+        "autoscale": state.autoscale, "warnings": state.warnings,
     }

@@ -36,8 +36,7 @@ class ClipModelLogic(StepLogic):
 def apply_filter(stage: StageConfig, clip: Clip) -> None:
     """Record on the clip each rule of `stage` it breaks (as `stage:rule`)."""
     rules: FilterSpec = stage.filter  # type: ignore[assignment]
-    fps = clip.video.meta.fps if clip.video.meta else 1.0
-    if (clip.end - clip.start + 1) / fps < rules.min_duration_s:
+    if clip.duration_s < rules.min_duration_s:
         clip.filtered_by.append(f"{stage.name}:min_duration_s")
     for path, limit in rules.max.items():
         if not _number(clip, path) <= limit:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import glob
 import hashlib
 from collections.abc import Iterator
@@ -58,8 +59,43 @@ def _video_id(path: Path, stems: list[str]) -> str:
 @dataclass(frozen=True)
 class VideoMeta:
     fps: float
+    """The average rate: what frame sampling counts in; the frames' own timestamps give times."""
     width: int
     height: int
+    declared_frames: int | None = None
+    """Frames the container's index lists (mp4, mov), when it has one."""
+    declared_s: float | None = None
+    """Duration the container declares, when it declares one."""
+
+
+@dataclass(frozen=True)
+class Truncation:
+    """A video that decoded short of what its container declares: cut off, or damaged on the way."""
+
+    decoded_frames: int
+    declared_frames: int | None
+    decoded_s: float
+    declared_s: float | None
+
+    def explain(self, path: Path) -> str:
+        declared = " ".join(part for part in (
+            f"{self.declared_frames} frames" if self.declared_frames is not None else "",
+            f"({self.declared_s:.3f} s)" if self.declared_s is not None else "") if part)
+        return (f"{path}: decoded {self.decoded_frames} frames ({self.decoded_s:.3f} s) of the {declared} its "
+                f"container declares: the file is truncated or damaged")
+
+
+def truncation(meta: VideoMeta, decoded_frames: int, decoded_s: float) -> Truncation | None:
+    """What a video's container declares against what decoded, when the decode fell short of it.
+
+    A short frame count is enough (an index lists every frame); a short duration must miss by more than two
+    frames, since a last frame's duration is often a guess."""
+    short_frames = meta.declared_frames is not None and decoded_frames < meta.declared_frames
+    short_s = meta.declared_s is not None and decoded_s < meta.declared_s - 2 / meta.fps
+    if not (short_frames or short_s):
+        return None
+    return Truncation(decoded_frames, meta.declared_frames, round(decoded_s, 3),
+                      None if meta.declared_s is None else round(meta.declared_s, 3))
 
 
 def _open(path: Path) -> av.container.InputContainer:
@@ -77,59 +113,164 @@ def _open(path: Path) -> av.container.InputContainer:
     return container
 
 
-def iter_frames(path: Path, size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
-    """RGB frames in order, resized to (width, height) by FFmpeg's scaler (bilinear) when `size` is given.
+@dataclass(frozen=True)
+class Frame:
+    """A decoded RGB frame and when it is shown."""
+
+    image: np.ndarray
+    pts: int
+    """When it is shown, in its video's `time_base`, counted from the first frame; always later than the
+    frame before (a missing or repeated timestamp becomes the previous one plus one average frame)."""
+    time_base: Fraction
+
+    @property
+    def time_s(self) -> float:
+        return float(self.pts * self.time_base)
+
+
+class Decoder:
+    """A video's frames in order with their own timestamps, resized to (width, height) by FFmpeg's scaler
+    (bilinear) when `size` is given.
 
     One scaler serves the whole video: `frame.to_ndarray(...)` would build a new one for every frame,
     which at 48x27 from 720p cost more than decoding the frame (see bench/decode.py); the pixels are the
-    same either way."""
-    container = _open(path)
-    count = 0
-    width, height = size or (None, None)
-    scaler = VideoReformatter()
+    same either way. Without `size`, each frame keeps its own (a stream may change size mid-way). Read it
+    once."""
+
+    def __init__(self, path: Path, size: tuple[int, int] | None = None) -> None:
+        self.path, self.size = path, size
+        self.frames_read = 0
+        self.end_pts = 0
+        """Where the last frame read stops being shown: its timestamp plus its duration (one average frame
+        when the container gives none)."""
+        self.time_base = Fraction(1, 90000)
+        self._first_pts: int | None = None
+        self._last_pts = 0
+
+    @property
+    def end_s(self) -> float:
+        return float(self.end_pts * self.time_base)
+
+    def __iter__(self) -> Iterator[Frame]:
+        container = _open(self.path)
+        width, height = self.size or (None, None)
+        scaler = VideoReformatter()
+        try:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            self.time_base = stream.time_base or self.time_base
+            step = max(1, round(1 / (_average_rate(stream) * self.time_base)))
+            for frame in container.decode(stream):
+                pts = self._pts(frame.pts, step)
+                self.end_pts = pts + (frame.duration or step)
+                self.frames_read += 1
+                image = scaler.reformat(frame, width=width, height=height, format="rgb24",
+                                        interpolation="BILINEAR").to_ndarray()
+                yield Frame(image, pts, self.time_base)
+        except av.error.FFmpegError as exc:
+            raise VideoError(f"{self.path}: corrupt or truncated after frame {self.frames_read} ({exc})") from None
+        finally:
+            container.close()
+        if self.frames_read == 0:
+            raise VideoError(f"{self.path}: has no decodable frames")
+
+    def _pts(self, source_pts: int | None, step: int) -> int:
+        """A frame's timestamp counted from the first frame's, kept increasing (a stream's timestamps may
+        be missing, or jump back where two recordings were joined)."""
+        if self._first_pts is None:
+            self._first_pts, self._last_pts = source_pts or 0, 0
+            return 0
+        pts = None if source_pts is None else source_pts - self._first_pts
+        if pts is None or pts <= self._last_pts:
+            pts = self._last_pts + step
+        self._last_pts = pts
+        return pts
+
+
+def iter_frames(path: Path, size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
+    """The RGB images of `Decoder(path, size)`, for readers that need no timestamps."""
+    frames = iter(Decoder(path, size))
     try:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        for frame in container.decode(stream):
-            yield scaler.reformat(frame, width=width, height=height, format="rgb24",
-                                  interpolation="BILINEAR").to_ndarray()
-            count += 1
-    except av.error.FFmpegError as exc:
-        raise VideoError(f"{path}: corrupt or truncated after frame {count} ({exc})") from None
+        for frame in frames:
+            yield frame.image
     finally:
-        container.close()
-    if count == 0:
-        raise VideoError(f"{path}: has no decodable frames")
+        frames.close()  # type: ignore[attr-defined]
+
+
+def _average_rate(stream: av.video.stream.VideoStream) -> Fraction:
+    return stream.average_rate or stream.guessed_rate or Fraction(25)
 
 
 def probe(path: Path) -> VideoMeta:
     container = _open(path)
     try:
         stream = container.streams.video[0]
-        rate = stream.average_rate or stream.guessed_rate or Fraction(25)
-        return VideoMeta(float(rate), stream.codec_context.width, stream.codec_context.height)
+        if stream.duration is not None and stream.time_base is not None:
+            declared_s: float | None = float(stream.duration * stream.time_base)
+        else:
+            declared_s = container.duration / av.time_base if container.duration else None
+        return VideoMeta(float(_average_rate(stream)), stream.codec_context.width, stream.codec_context.height,
+                         stream.frames or None, declared_s)
     finally:
         container.close()
 
 
 class ClipEncoder:
-    """Writes one clip as H.264 mp4; dimensions are trimmed to even numbers, as yuv420p needs."""
+    """Writes one clip as H.264 mp4 with its source frames' timestamps, so it lasts as long as its scene
+    whatever the source's frame rate does; dimensions are trimmed to even numbers, as yuv420p needs.
 
-    def __init__(self, path: Path, fps: float, width: int, height: int, codec: str = "libx264") -> None:
+    mp4 takes a clip's length both from where its frames stop being shown and from where its last packet
+    in decode order ends, and guesses a missing duration from the average rate. So every packet carries its
+    frame's duration (until the next frame; the last frame's until the clip's end), and the last packet in
+    decode order (with B-frames, not the last frame shown) reaches to the clip's end."""
+
+    def __init__(self, path: Path, time_base: Fraction, fps: float, width: int, height: int,
+                 codec: str = "libx264") -> None:
         self.path = path
         self.width, self.height = width - width % 2, height - height % 2
         self.frames = 0
         self._container = av.open(str(path), mode="w", format="mp4")
         self._stream = self._container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         self._stream.width, self._stream.height, self._stream.pix_fmt = self.width, self.height, "yuv420p"
+        self._stream.codec_context.time_base = self._stream.time_base = time_base
+        self._last_pts: int | None = None
+        self._durations: dict[int, int] = {}
+        """Duration of each frame written whose packet has not been muxed, by its timestamp."""
+        self._waiting: collections.deque[av.Packet] = collections.deque()
+        """Packets, in decode order, from the first whose frame's duration is not known yet."""
+        self._first_dts: int | None = None
+        self._end: int | None = None
 
-    def write(self, rgb: np.ndarray) -> None:
+    def write(self, rgb: np.ndarray, pts: int) -> None:
+        """Add a frame shown at `pts` (in the clip's time base, from its first frame)."""
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[: self.height, : self.width]), format="rgb24")
-        self._container.mux(self._stream.encode(frame))
+        frame.pts, frame.time_base = pts, self._stream.codec_context.time_base
+        if self._last_pts is not None:
+            self._durations[self._last_pts] = pts - self._last_pts
+        self._last_pts = pts
+        self._mux(self._stream.encode(frame))
         self.frames += 1
 
-    def close(self) -> None:
-        self._container.mux(self._stream.encode(None))
+    def _mux(self, packets: list[av.Packet], last: bool = False) -> None:
+        """Mux, in decode order, each packet whose frame's duration is known; `last`: the encoder is done."""
+        self._waiting.extend(packets)
+        while self._waiting and self._waiting[0].pts in self._durations:
+            packet = self._waiting.popleft()
+            packet.duration = self._durations.pop(packet.pts)
+            if self._first_dts is None:
+                self._first_dts = packet.dts
+            if last and not self._waiting and self._end is not None and packet.dts is not None:
+                packet.duration = max(packet.duration, self._end - (packet.dts - self._first_dts))
+            self._container.mux(packet)
+
+    def close(self, end_pts: int | None = None) -> None:
+        """Finish the file; `end_pts` is where the clip ends (where its last frame stops being shown)."""
+        self._end = end_pts
+        if end_pts is not None and self._last_pts is not None:
+            self._durations[self._last_pts] = max(1, end_pts - self._last_pts)
+        self._mux(self._stream.encode(None), last=True)
+        while self._waiting:  # only when the clip's end is unknown: a failed clip, to be dropped
+            self._container.mux(self._waiting.popleft())
         self._container.close()
 
 

@@ -106,7 +106,6 @@ class OutputWriter:
         return rows
 
     def _finish_clip(self, clip: Clip) -> dict[str, Any]:
-        fps = clip.video.meta.fps if clip.video.meta else 0.0
         kept = clip.active and clip.encoded is not None
         path = None
         if kept:
@@ -117,10 +116,10 @@ class OutputWriter:
             Path(clip.encoded).unlink(missing_ok=True)
         return {
             "video": str(clip.video.video.path), "clip_index": clip.index, "start_frame": clip.start,
-            "end_frame": clip.end, "start_s": round(clip.start / fps, 3) if fps else None,
-            "end_s": round((clip.end + 1) / fps, 3) if fps else None, "path": path,
+            "end_frame": clip.end, "start_s": clip.start_s,
+            "end_s": clip.end_s, "path": path,
             "filtered_by": (clip.filtered_by or [f"error:{s}" for s in clip.errors]) or None,
-            **({"errors": clip.errors} if clip.errors else {}), **clip.results,
+            **({"errors": clip.errors} if clip.errors else {}), **clip.video.notes, **clip.results,
         }
 
     def _drop_stale_clips(self, part: Path, kept: set[str]) -> None:
