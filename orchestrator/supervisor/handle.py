@@ -21,7 +21,6 @@ import itertools
 import os
 import select
 import signal
-import subprocess
 import time
 import weakref
 from collections.abc import Callable, Mapping
@@ -50,6 +49,7 @@ from orchestrator.supervisor.events import (
 from orchestrator.supervisor.launch import worker_argv, worker_environ
 from orchestrator.supervisor.output import LogSink, OutputPump, log_to_logger
 from orchestrator.supervisor.policy import WorkerPolicy
+from orchestrator.supervisor.process import WorkerProcess
 from orchestrator.supervisor.shutdown import close_all
 from workers.protocol import Decoder, Encoder, Kind, Message, ProtocolError, peek_request_id
 from workers.shm_ring import ShmRingWriter, ShmUnavailable
@@ -97,25 +97,17 @@ class _Resources:
 
     def __init__(self) -> None:
         self.sockets: list[zmq.Socket] = []
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: WorkerProcess | None = None
         self.ring: ShmRingWriter | None = None
-        self.pidfd: int | None = None
         self.endpoints: list[Path] = []
 
     def release(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            # The worker leads its own process group: whatever it started goes with it. Only while it is
-            # unreaped: a reaped pid, and so its group id, may belong to another process by now.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        if self.process is not None:
+            self.process.reap()  # the worker's whole process group goes with it
         for sock in self.sockets:
             sock.close(linger=0)
         if self.ring is not None:
             self.ring.close()
-        if self.pidfd is not None:
-            os.close(self.pidfd)
-            self.pidfd = None
         for path in self.endpoints:
             path.unlink(missing_ok=True)
 
@@ -159,24 +151,29 @@ class WorkerHandle:
         return self._res.process.poll() if self._res.process else None
 
     def wait(self, timeout: float | None = None) -> int:
+        """Wait for the worker to exit, then reap it and kill what is left of its process group."""
         if self._res.process is None:
             raise RuntimeError(f"worker {self.spec.label} was never started")
-        return self._res.process.wait(timeout)
+        if self._res.process.wait_exit(timeout) is None:
+            raise TimeoutError(f"worker {self.spec.label} still runs after {timeout}s")
+        return self._res.process.reap()
 
     def send_signal(self, sig: int) -> None:
-        if self._res.process is not None and self._res.process.poll() is None:
+        if self._res.process is not None:
             self._res.process.send_signal(sig)
 
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)
 
     def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
+        """SIGKILL the worker and whatever it started."""
+        if self._res.process is not None:
+            self._res.process.kill_group()
 
     @property
     def pidfd(self) -> int | None:
         """Readable once the process has exited: wait on it with the data socket."""
-        return self._res.pidfd
+        return self._res.process.pidfd if self._res.process else None
 
     @property
     def ready(self) -> bool:
@@ -210,11 +207,9 @@ class WorkerHandle:
         self._decoder = Decoder()
         environ = worker_environ(self.spec.env, self.runtime_dir, self.spec.user_code_dirs,
                                  {**self.spec.extra_environ, **bound.worker_environ})
-        process = subprocess.Popen(worker_argv(self.spec.env, *args), env=environ, stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        process = WorkerProcess(worker_argv(self.spec.env, *args), environ)
         self._res.process = process
-        self._res.pidfd = os.pidfd_open(process.pid)
-        self._pump = OutputPump(self.spec.label, process.stdout, process.stderr, self.on_log,  # type: ignore[arg-type]
+        self._pump = OutputPump(self.spec.label, process.stdout, process.stderr, self.on_log,
                                 self.policy.stderr_tail_lines)
         self._set_deadline(self.policy.ready_timeout_s, "READY handshake", "ready_timeout_s")
 
@@ -303,9 +298,9 @@ class WorkerHandle:
     @property
     def wait_targets(self) -> tuple[zmq.Socket, int]:
         """The data socket and the process's pidfd, for callers waiting on many workers at once."""
-        if self._res.pidfd is None:
+        if self.pidfd is None:
             raise RuntimeError(f"worker {self.spec.label} is not running")
-        return self._data, self._res.pidfd
+        return self._data, self.pidfd
 
     # --- blocking conveniences ----------------------------------------------------------------
     def start(self, describe: bool = False) -> dict[str, Any]:
@@ -364,7 +359,7 @@ class WorkerHandle:
         limit = None if timeout is None else time.monotonic() + timeout
         poller = zmq.Poller()
         poller.register(self._data, zmq.POLLIN)
-        poller.register(self._res.pidfd, select.POLLIN)
+        poller.register(self.pidfd, select.POLLIN)
         while True:
             for event in list(self._backlog):
                 if wanted(event):
@@ -549,7 +544,7 @@ class WorkerHandle:
             if poller is None:
                 poller = zmq.Poller()
                 poller.register(self._data, zmq.POLLOUT)
-                poller.register(self._res.pidfd, select.POLLIN)
+                poller.register(self.pidfd, select.POLLIN)
             remaining = limit - time.monotonic()
             if self.poll() is not None:
                 died = self._death("while a request was being sent", hung=False)
@@ -574,7 +569,7 @@ class WorkerHandle:
     def _death(self, context: str, hung: bool) -> Died:
         returncode = self.wait()
         if self._pump:
-            self._pump.join(timeout=2)
+            self._pump.join(self.policy.output_drain_s)
         requests = tuple(self.in_flight)
         for request_id in requests:
             self._finish(request_id)
@@ -617,13 +612,13 @@ class WorkerHandle:
         """Free sockets, shared memory and the process (killed if still running)."""
         self._finalizer()
         if self._pump:
-            self._pump.join(timeout=2)
+            self._pump.join(self.policy.output_drain_s)
         self.phase = Phase.DEAD
 
     def close(self) -> int | None:
         """Stop the worker for sure: ask, wait, SIGTERM, wait, SIGKILL; then free sockets and memory."""
         close_all([self], self.policy.shutdown_grace_s, self.policy.term_grace_s)
-        return self._res.process.returncode if self._res.process else None
+        return self.poll()
 
     def __enter__(self) -> WorkerHandle:
         return self

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import IO
 
@@ -37,8 +38,11 @@ class OutputPump:
                 sink(label, line)
 
     def join(self, timeout: float) -> None:
+        """Wait up to `timeout` seconds in all for both pipes to end. They end when the worker's process group
+        is gone; a process that left the group may hold them open for ever, and is not waited for."""
+        limit = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join(max(0.0, limit - time.monotonic()))
 
     def tail(self) -> str:
         return "\n".join(self._tail)

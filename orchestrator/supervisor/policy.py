@@ -41,6 +41,8 @@ class WorkerPolicy:
     """The largest message either side accepts (ZMQ_MAXMSGSIZE on both sockets); a worker whose result is
     bigger answers with an error instead."""
     stderr_tail_lines: int = 30
+    output_drain_s: float = 2.0
+    """After a worker exits, how long to wait in all for the last lines of its stdout and stderr."""
     transport: Literal["ipc", "tcp"] = "ipc"
     """ipc in the run's private folder (one host), or tcp with CURVE authentication (for other hosts)."""
     tcp_host: str = "127.0.0.1"

@@ -1,0 +1,69 @@
+"""A worker's process group: whatever its model starts goes with it, on a kill and on a clean close, and a
+death is reported without waiting on pipes those children held open."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from orchestrator.supervisor.events import Died
+from orchestrator.supervisor.policy import WorkerPolicy
+
+SPAWNER = "supervised_model.ChildSpawner"
+
+
+def child_gone(pid: int) -> bool:
+    """Gone, or a zombie waiting for init to reap it (its parent, the worker, is dead)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def spawned_child(make_handle, tmp_path: Path, policy: WorkerPolicy | None = None):
+    pid_file = tmp_path / "child.pid"
+    handle = make_handle({"env": "ocr", "pid_file": str(pid_file)}, class_path=SPAWNER, policy=policy)
+    child = int(pid_file.read_text())
+    assert not child_gone(child)
+    return handle, child
+
+
+def test_a_killed_worker_takes_its_child_along_and_its_death_waits_on_no_pipe(make_handle, tmp_path: Path) -> None:
+    policy = WorkerPolicy(shutdown_grace_s=1, term_grace_s=1)
+    handle, child = spawned_child(make_handle, tmp_path, policy)
+    os.kill(handle.pid, signal.SIGKILL)
+    killed = time.monotonic()
+    events: list = []
+    while not events or not isinstance(events[-1], Died):
+        handle.wait_targets[0].poll(50)
+        events += handle.events()
+        assert time.monotonic() - killed < 30, "the death was never reported"
+    # the child shared the worker's stdout and stderr: had it lived on, the pipes would never end
+    assert time.monotonic() - killed < policy.output_drain_s
+    assert "killed by SIGKILL" in str(events[-1].error)
+    assert child_gone(child)
+
+
+def test_a_closed_worker_takes_its_child_along(make_handle, tmp_path: Path) -> None:
+    handle, child = spawned_child(make_handle, tmp_path)
+    assert handle.close() == 0
+    assert child_gone(child)
+
+
+@pytest.mark.parametrize("how", ["hung", "release"])
+def test_every_way_a_worker_is_stopped_takes_its_child_along(make_handle, tmp_path: Path, how: str) -> None:
+    policy = WorkerPolicy(request_timeout_s=0.5, shutdown_grace_s=1, term_grace_s=1)
+    handle, child = spawned_child(make_handle, tmp_path, policy)
+    if how == "hung":
+        os.kill(handle.pid, signal.SIGSTOP)
+        handle.submit({"x": 1})
+        with pytest.raises(Exception, match="exceeded request_timeout_s"):
+            handle.receive(timeout=30)
+    else:
+        handle.release()
+    assert child_gone(child)
