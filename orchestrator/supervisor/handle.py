@@ -546,15 +546,23 @@ class WorkerHandle:
                 poller.register(self._data, zmq.POLLOUT)
                 poller.register(self.pidfd, select.POLLIN)
             remaining = limit - time.monotonic()
-            if self.poll() is not None:
-                died = self._death("while a request was being sent", hung=False)
-            elif remaining <= 0:
-                died = self._kill_for(f"it took no request for send_timeout_s={self.policy.send_timeout_s}s")
-            else:
+            if self.poll() is None and remaining > 0:
                 poller.poll(int(remaining * 1000) + 1)
                 continue
-            self._queued.append(died)
-            raise died.error
+            raise self._died_while_sending().error
+
+    def _died_while_sending(self) -> Died:
+        """The worker exited, or took no request for `send_timeout_s` (it is killed). Its replies that arrived
+        before are still good: they are handed out by `events()` before its `Died`."""
+        context, hung = "while a request was being sent", False
+        if self.poll() is None:
+            self.kill()
+            context, hung = f"because it took no request for send_timeout_s={self.policy.send_timeout_s}s", True
+        self._res.process.wait_exit(None)  # type: ignore[union-attr]
+        self._queued = self._drain_after_exit()
+        if self._died is None:  # (a garbled reply among them may have killed it already)
+            self._queued.append(self._death(context, hung))
+        return self._died  # type: ignore[return-value]
 
     # --- death --------------------------------------------------------------------------------
     def _kill_for(self, reason: OrchestratorError | str) -> Died:
