@@ -135,10 +135,11 @@ class WorkerHandle:
         self._backlog: collections.deque[Event] = collections.deque()
         """Events the blocking conveniences took but did not want yet."""
         self._control: dict[int, str] = {}
-        """Request ids of DESCRIBE, SETUP and HEARTBEAT messages, and which they were."""
+        """Request ids of DESCRIBE and SETUP messages, and which they were."""
         self._phase_deadline: tuple[float, str, str] | None = None
         self._busy_since: float | None = None
         self._heartbeat: tuple[int, float] | None = None
+        """The heartbeat waiting for its answer on the control socket: its id and when it was sent."""
         self._last_heard = time.monotonic()
         self._died: Died | None = None
 
@@ -205,6 +206,7 @@ class WorkerHandle:
         args += self._ring_args() if self.policy.transport == "ipc" else []
         self._encoder = Encoder(self.policy.inline_threshold, self._res.ring, self.policy.shm_threshold)
         self._decoder = Decoder()
+        self._control_encoder, self._control_decoder = Encoder(), Decoder()
         environ = worker_environ(self.spec.env, self.runtime_dir, self.spec.user_code_dirs,
                                  {**self.spec.extra_environ, **bound.worker_environ})
         process = WorkerProcess(worker_argv(self.spec.env, *args), environ)
@@ -272,6 +274,7 @@ class WorkerHandle:
         found += self._take_queued()  # what a garbled message led to
         if self.phase is Phase.DEAD:
             return found
+        found += self._control_replies()
         if self.poll() is not None:
             found += self._drain_after_exit()
             found.append(self._death("", hung=False))
@@ -291,16 +294,16 @@ class WorkerHandle:
             times.append(self._busy_since + self.policy.request_timeout_s)
         if self._heartbeat is not None:
             times.append(self._heartbeat[1] + self.policy.heartbeat_timeout_s)
-        elif self.phase is Phase.UP and not self.in_flight and self.policy.heartbeat_interval_s is not None:
+        elif self.phase is Phase.UP and self.policy.heartbeat_interval_s is not None:
             times.append(self._last_heard + self.policy.heartbeat_interval_s)
         return min(times, default=None)
 
     @property
-    def wait_targets(self) -> tuple[zmq.Socket, int]:
-        """The data socket and the process's pidfd, for callers waiting on many workers at once."""
+    def wait_targets(self) -> tuple[zmq.Socket, zmq.Socket, int]:
+        """The data and control sockets and the process's pidfd, for callers waiting on many workers at once."""
         if self.pidfd is None:
             raise RuntimeError(f"worker {self.spec.label} is not running")
-        return self._data, self.pidfd
+        return self._data, self._control_socket, self.pidfd
 
     # --- blocking conveniences ----------------------------------------------------------------
     def start(self, describe: bool = False) -> dict[str, Any]:
@@ -359,6 +362,7 @@ class WorkerHandle:
         limit = None if timeout is None else time.monotonic() + timeout
         poller = zmq.Poller()
         poller.register(self._data, zmq.POLLIN)
+        poller.register(self._control_socket, zmq.POLLIN)
         poller.register(self.pidfd, select.POLLIN)
         while True:
             for event in list(self._backlog):
@@ -443,9 +447,6 @@ class WorkerHandle:
         return taken
 
     def _control_reply(self, purpose: str, message: Message) -> Event:
-        if purpose == "heartbeat":
-            self._heartbeat = None
-            return Beat(message.request_id)
         self._phase_deadline = None
         if message.kind is Kind.ERROR:
             self.phase = Phase.HELLO
@@ -505,20 +506,37 @@ class WorkerHandle:
             oldest = next(iter(self.in_flight))
             return f"request {oldest} exceeded request_timeout_s={timeout}s"
         if self._heartbeat is not None and now >= self._heartbeat[1] + self.policy.heartbeat_timeout_s:
-            return f"it answered no heartbeat within heartbeat_timeout_s={self.policy.heartbeat_timeout_s}s while idle"
+            return (f"it answered no heartbeat within heartbeat_timeout_s={self.policy.heartbeat_timeout_s}s "
+                    f"{'while busy' if self.in_flight else 'while idle'} (its process is frozen or stopped)")
         return None
 
     def _heartbeat_due(self) -> bool:
         interval = self.policy.heartbeat_interval_s
-        return (interval is not None and self.phase is Phase.UP and not self.in_flight and self._heartbeat is None
+        return (interval is not None and self.phase is Phase.UP and self._heartbeat is None
                 and time.monotonic() >= self._last_heard + interval)
 
     def _send_heartbeat(self) -> None:
+        """Ask on the control socket: the worker's control thread answers even while its model runs."""
         request_id = next(_ids)
-        self._control[request_id] = "heartbeat"
-        with contextlib.suppress(WorkerDied):  # its Died is queued for events()
-            self._send(Message(Kind.HEARTBEAT, request_id))
-            self._heartbeat = (request_id, time.monotonic())
+        self._heartbeat = (request_id, time.monotonic())
+        frames, _ = self._control_encoder.encode(Message(Kind.HEARTBEAT, request_id))
+        with contextlib.suppress(zmq.Again):  # not taken: it goes unanswered, and the deadline tells
+            self._control_socket.send_multipart(frames, zmq.NOBLOCK)
+
+    def _control_replies(self) -> list[Event]:
+        """Heartbeats the control thread answered; anything else there is dropped."""
+        found: list[Event] = []
+        while True:
+            try:
+                frames = self._control_socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return found
+            self._last_heard = time.monotonic()
+            with contextlib.suppress(ProtocolError):
+                message = self._control_decoder.decode(frames)
+                if self._heartbeat is not None and message.request_id == self._heartbeat[0]:
+                    self._heartbeat = None
+                    found.append(Beat(message.request_id))
 
     # --- sending ------------------------------------------------------------------------------
     def _send(self, message: Message) -> list[int]:
@@ -596,7 +614,7 @@ class WorkerHandle:
         """What the worker was doing, for the message that reports its death."""
         if requests:
             return "batch"
-        return {"heartbeat": "idle", "describe": "describe", "setup": "setup"}.get(
+        return {"describe": "describe", "setup": "setup"}.get(
             next(iter(self._control.values()), ""), "idle" if self.info else "ready")
 
     def stderr_tail(self) -> str:
@@ -613,8 +631,9 @@ class WorkerHandle:
     def ask_to_stop(self) -> None:
         """Ask the worker to exit on its control socket (never waits behind queued batches)."""
         if self.poll() is None and self._res.process is not None:
+            frames, _ = self._control_encoder.encode(Message(Kind.SHUTDOWN, next(_ids)))
             with contextlib.suppress(zmq.ZMQError):
-                self._control_socket.send(b"shutdown", zmq.NOBLOCK)
+                self._control_socket.send_multipart(frames, zmq.NOBLOCK)
 
     def release(self) -> None:
         """Free sockets, shared memory and the process (killed if still running)."""

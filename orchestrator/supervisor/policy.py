@@ -18,9 +18,11 @@ class WorkerPolicy:
     """A batch the worker has been on for this long means it hangs: it is killed and reported. The clock of a
     batch queued behind another starts when the one before it is answered."""
     heartbeat_interval_s: float | None = None
-    """While idle, check the worker's main loop with a heartbeat this often (None: never)."""
+    """After this long without news from the worker, idle or busy, send it a heartbeat (None: never). Its control
+    thread answers while the model runs, so a long batch is no silence."""
     heartbeat_timeout_s: float = 30.0
-    """A heartbeat unanswered for this long means the worker hangs: it is killed and reported."""
+    """A heartbeat unanswered for this long means the worker's process is frozen (stopped, or stuck in native code
+    that holds the GIL): it is killed and reported, long before `request_timeout_s`."""
     send_timeout_s: float = 30.0
     """A request the worker's socket will not take for this long (it stopped reading) means it hangs."""
     max_in_flight: int = 2
