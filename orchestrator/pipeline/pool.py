@@ -243,6 +243,7 @@ class StagePool:
                 replica.worker.setup()  # type: ignore[union-attr]
         elif isinstance(event, SetUp):
             self._ever_up = True
+            self.stats.ring_fallbacks += bool(event.ring_unavailable)
         elif isinstance(event, SetupFailed):
             if not self._ever_up:
                 raise PipelineError(f"stage {self.stats.name!r}: {event.error}") from event.error

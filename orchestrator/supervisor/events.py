@@ -41,6 +41,8 @@ class Described:
 @dataclass(frozen=True)
 class SetUp:
     model: str
+    ring_unavailable: str = ""
+    """Why the worker has no shared-memory ring although one was wanted (its arrays travel as frames)."""
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import itertools
+import logging
 import os
 import select
 import signal
@@ -54,6 +55,7 @@ from orchestrator.supervisor.shutdown import close_all
 from workers.protocol import Decoder, Encoder, Kind, Message, ProtocolError, peek_request_id
 from workers.shm_ring import ShmRingWriter, ShmUnavailable
 
+logger = logging.getLogger(__name__)
 _ids = itertools.count(1)
 _DRAIN_AFTER_EXIT_S = 0.05
 """After the process exits, how long to keep collecting replies it sent just before."""
@@ -84,6 +86,17 @@ class Reply:
     payload: Any
     failed: dict[int, WorkerError] = field(default_factory=dict)
     """For a request of items: the positions that failed, with why (their results are None)."""
+
+
+@dataclass(frozen=True)
+class RingUse:
+    """A worker's shared-memory ring: its slots, those free now, arrays written to it since launch; or, when
+    the ring was wanted but could not be made, why (its arrays then travel as frames)."""
+
+    slots: int = 0
+    free: int = 0
+    writes: int = 0
+    unavailable: str = ""
 
 
 @dataclass
@@ -142,6 +155,8 @@ class WorkerHandle:
         """The heartbeat waiting for its answer on the control socket: its id and when it was sent."""
         self._last_heard = time.monotonic()
         self._died: Died | None = None
+        self._ring_unavailable = ""
+        self._ring_writes = 0
 
     # --- Popen mirror -------------------------------------------------------------------------
     @property
@@ -183,6 +198,14 @@ class WorkerHandle:
     @property
     def label(self) -> str:
         return self.spec.label
+
+    @property
+    def ring(self) -> RingUse:
+        """What the worker's shared-memory ring has carried, and how much of it is free now."""
+        ring = self._res.ring
+        if ring is None:
+            return RingUse(unavailable=self._ring_unavailable)
+        return RingUse(ring.n_slots, ring.free_slots, self._ring_writes)
 
     @property
     def free_slots(self) -> int:
@@ -241,7 +264,9 @@ class WorkerHandle:
         try:
             self._res.ring = ShmRingWriter(self.policy.shm_slots, self.policy.shm_slot_bytes)
         except ShmUnavailable as exc:
-            self.on_log(self.spec.label, f"shared memory unavailable, sending frames instead: {exc}")
+            self._ring_unavailable = str(exc)
+            logger.warning("worker %s: no shared-memory ring (%s); its arrays travel as frames over its socket, "
+                           "slower", self.spec.label, exc)
             return []
         ring = self._res.ring
         return ["--ring", ring.name, "--ring-slots", str(ring.n_slots), "--ring-slot-bytes", str(ring.slot_bytes)]
@@ -457,7 +482,7 @@ class WorkerHandle:
             return Described(message.payload)
         self.phase = Phase.UP
         self._last_heard = time.monotonic()
-        return SetUp(str(message.header.get("model", "")))
+        return SetUp(str(message.header.get("model", "")), self._ring_unavailable)
 
     def _batch_reply(self, message: Message) -> Event:
         request = self._finish(message.request_id)
@@ -541,6 +566,7 @@ class WorkerHandle:
     # --- sending ------------------------------------------------------------------------------
     def _send(self, message: Message) -> list[int]:
         frames, slots = self._encoder.encode(message)
+        self._ring_writes += len(slots)
         try:
             self._send_frames(frames)
         except BaseException:

@@ -21,6 +21,7 @@ from orchestrator.pipeline.pool import RetryPolicy, StagePool, StepLogic
 from orchestrator.pipeline.stats import StageStats
 from orchestrator.supervisor.handle import ModelRef, WorkerHandle, WorkerSpec
 from orchestrator.supervisor.policy import WorkerPolicy
+from tests.orchestrator.supervisor.test_shm_ring_use import more_than_dev_shm
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 FAST_RETRY = RetryPolicy(backoff_s=0.05, max_backoff_s=0.2)
@@ -249,3 +250,13 @@ def test_a_replica_still_loading_its_model_never_holds_up_the_others(workers, ru
     run.feed(*range(6))
     assert [o["result"]["x"] for o in run.take(6)] == list(range(6))
     assert sorted(run.stats.states) == ["ready", "starting"]
+
+
+def test_a_replica_without_a_shared_memory_ring_is_counted(workers, running) -> None:
+    policy = more_than_dev_shm(WorkerPolicy(shutdown_grace_s=1, term_grace_s=1))
+    run = running(workers(policy), replicas=2)
+    wait_until(lambda: run.stats.ready_at is not None, "both replicas to be set up")
+    run.feed(0, 1)
+    run.finish()
+    assert [o["result"]["x"] for o in run.take(2)] == [0, 1]
+    assert run.stats.summary()["ring_fallbacks"] == 2
