@@ -155,6 +155,19 @@ def test_hung_batch_past_its_deadline_is_killed_and_reported(make_handle) -> Non
     assert handle.poll() == -signal.SIGKILL
 
 
+def test_slow_requests_inside_their_deadline_survive_even_queued_behind_each_other(make_handle) -> None:
+    policy = WorkerPolicy(request_timeout_s=2.0, max_in_flight=3, shutdown_grace_s=2, term_grace_s=2)
+    handle = make_handle({"env": "ocr", "sleep_s": 1.0}, class_path="supervised_model.Busy", policy=policy)
+    pid = handle.pid
+    started = time.monotonic()
+    sent = [handle.submit({"i": i}) for i in range(3)]
+    replies = [handle.receive(timeout=30) for _ in sent]
+    # together longer than the deadline: each one's clock starts when the worker takes it up
+    assert time.monotonic() - started > policy.request_timeout_s
+    assert [(r.request_id, r.payload) for r in replies] == [(s, {"i": i}) for i, s in enumerate(sent)]
+    assert handle.pid == pid and handle.poll() is None
+
+
 def test_heartbeat_goes_through_the_main_loop(make_handle) -> None:
     handle = make_handle({"fail_in": "batch", "how": "hang"})
     assert handle.ping(timeout=10) > 0
