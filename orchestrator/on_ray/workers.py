@@ -2,7 +2,7 @@
 
     StagePool ─ submit ─▶ RayWorker ─ ray.put(payload) ─▶ WorkerHost.call(ref) on its node ─▶ env worker
         ▲ eventfd: a future completed                  ◀── result, or WorkerError / WorkerDied / actor lost
-        └─ events(): Ready, SetUp, Answer, Failed, Died (the same events a local WorkerHandle gives)
+        └─ events(): Hello, SetUp, Answer, Failed, Died (the same events a local WorkerHandle gives)
 
 Because a lost actor, a lost node and a dead env worker all end in `Died` with the requests in flight, the
 pool's retry, poison and restart rules apply unchanged, and the writer's order and exactly-once hold.
@@ -28,7 +28,7 @@ from orchestrator.on_ray.host import HostRequest, WorkerHost
 from orchestrator.pipeline.autoscaler import Resources
 from orchestrator.pipeline.config import StageConfig
 from orchestrator.pipeline.run import ResolvedStage, worker_policy
-from orchestrator.supervisor.events import Answer, Died, Event, Failed, Phase, Ready, SetUp, SetupFailed
+from orchestrator.supervisor.events import Answer, Died, Event, Failed, Hello, Phase, SetUp, SetupFailed
 from orchestrator.supervisor.handle import ModelRef
 from orchestrator.supervisor.policy import WorkerPolicy
 from orchestrator.supervisor.threads import thread_environ
@@ -198,7 +198,7 @@ class RayWorker:
                 return SetupFailed(cause if isinstance(cause, WorkerError) else WorkerError(str(cause)))
             return self._died(cause)
         self.phase = Phase.HELLO
-        return Ready(self.info)
+        return Hello(self.info)
 
     def _answered(self, request_id: int, ref: Any, items: bool) -> Event:
         del self._calls[request_id]
@@ -251,7 +251,7 @@ class RayWorker:
         if self._actor is not None:
             policy = self.request.policy
             with contextlib.suppress(Exception):  # a host already gone has nothing left to stop
-                self._ray.get(self._actor.stop.remote(), timeout=policy.shutdown_grace_s + policy.term_grace_s + 5)
+                self._ray.get(self._actor.stop.remote(), timeout=policy.stop.total_s + 5)
             with contextlib.suppress(Exception):
                 self._ray.kill(self._actor, no_restart=True)
             self._actor = None

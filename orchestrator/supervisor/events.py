@@ -21,25 +21,32 @@ class Phase(enum.Enum):
     STARTING = "starting"
     """Spawned, waiting for READY."""
     HELLO = "hello"
-    """READY received: the owner may DESCRIBE the model and must send SETUP."""
+    """READY received (`Hello`): the owner may DESCRIBE the model and must send SETUP."""
     LOADING = "loading"
     """SETUP sent: importing the model and loading its weights."""
     UP = "up"
+    """The model is set up (`SetUp`): the worker is ready."""
     DEAD = "dead"
 
 
 @dataclass(frozen=True)
-class Ready:
+class Hello:
+    """The worker's READY handshake: its process runs and speaks our protocol (its model is not loaded yet)."""
+
     info: dict[str, Any]
 
 
 @dataclass(frozen=True)
-class Described:
+class Declared:
+    """The model's declarations, read in its env (the answer to DESCRIBE)."""
+
     declarations: dict[str, Any]
 
 
 @dataclass(frozen=True)
 class SetUp:
+    """The model is loaded: the worker is ready, and takes batches."""
+
     model: str
     ring_unavailable: str = ""
     """Why the worker has no shared-memory ring although one was wanted (its arrays travel as frames)."""
@@ -85,7 +92,7 @@ class Died:
     hung: bool = False
 
 
-Event = Ready | Described | SetUp | SetupFailed | Answer | Failed | Beat | Died
+Event = Hello | Declared | SetUp | SetupFailed | Answer | Failed | Beat | Died
 
 
 def describe_exit(returncode: int | None) -> str:

@@ -1,9 +1,28 @@
-"""Timeouts, limits and transport sizes for workers, with documented defaults."""
+"""Timeouts, limits and transport sizes for workers, and how long a stop waits, with documented defaults."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
+
+
+@dataclass(frozen=True)
+class StopGrace:
+    """How a worker is stopped: asked on its control socket, given `ask_s` to exit, then SIGTERM and `term_s`,
+    then SIGKILL to its whole process group. Many workers stopped together share one grace period."""
+
+    ask_s: float = 2.0
+    term_s: float = 1.0
+
+    @property
+    def total_s(self) -> float:
+        """The longest a stop takes before the SIGKILL."""
+        return self.ask_s + self.term_s
+
+
+STOP_AT_ONCE = StopGrace(0.0, 0.0)
+"""Ask, SIGTERM and SIGKILL without waiting in between: for workers that hold nothing worth a clean exit (they
+only described a model)."""
 
 
 @dataclass(frozen=True)
@@ -27,10 +46,7 @@ class WorkerPolicy:
     """A request the worker's socket will not take for this long (it stopped reading) means it hangs."""
     max_in_flight: int = 2
     """Batches sent but not answered; `submit` waits beyond this (backpressure)."""
-    shutdown_grace_s: float = 5.0
-    """After asking a worker to stop, wait this long before SIGTERM."""
-    term_grace_s: float = 3.0
-    """After SIGTERM, wait this long before SIGKILL."""
+    stop: StopGrace = StopGrace()
     use_shared_memory: bool = True
     """Send big arrays through a shared-memory ring (one host only); frames otherwise."""
     shm_slots: int = 8

@@ -1,4 +1,5 @@
-"""A worker's OS process: it leads its own process group, and its exit is seen without reaping it.
+"""A worker's OS process and what else it holds: the process leads its own group, and its exit is seen
+without reaping it.
 
     spawn ──▶ running ──exit──▶ zombie (exit status readable, pid and group id still ours) ──reap──▶ gone
                                                                         SIGKILL to the group ┘ then wait
@@ -17,7 +18,12 @@ import select
 import signal
 import subprocess
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import IO
+
+import zmq
+
+from orchestrator.supervisor.ring import WorkerRing
 
 _KILLED = (os.CLD_KILLED, os.CLD_DUMPED)
 
@@ -80,3 +86,27 @@ class WorkerProcess:
             os.close(self.pidfd)
             self.pidfd = None
         return returncode
+
+
+class WorkerResources:
+    """Everything a worker holds, released by one idempotent call (also run by weakref.finalize, so a handle
+    that fails halfway through its launch still frees what it took)."""
+
+    def __init__(self) -> None:
+        self.sockets: list[zmq.Socket] = []
+        self.process: WorkerProcess | None = None
+        self.ring = WorkerRing()
+        self.endpoints: list[Path] = []
+
+    def spawn(self, argv: Sequence[str], environ: Mapping[str, str]) -> WorkerProcess:
+        self.process = WorkerProcess(argv, environ)
+        return self.process
+
+    def release(self) -> None:
+        if self.process is not None:
+            self.process.reap()  # the worker's whole process group goes with it
+        for sock in self.sockets:
+            sock.close(linger=0)
+        self.ring.close()
+        for path in self.endpoints:
+            path.unlink(missing_ok=True)

@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from orchestrator.supervisor.events import Died
-from orchestrator.supervisor.policy import WorkerPolicy
+from orchestrator.supervisor.policy import StopGrace, WorkerPolicy
 
 SPAWNER = "supervised_model.ChildSpawner"
 
@@ -44,7 +44,7 @@ def spawned_child(make_handle, tmp_path: Path, policy: WorkerPolicy | None = Non
 
 
 def test_a_killed_worker_takes_its_child_along_and_its_death_waits_on_no_pipe(make_handle, tmp_path: Path) -> None:
-    policy = WorkerPolicy(shutdown_grace_s=1, term_grace_s=1)
+    policy = WorkerPolicy(stop=StopGrace(1, 1))
     handle, child = spawned_child(make_handle, tmp_path, policy)
     os.kill(handle.pid, signal.SIGKILL)
     killed = time.monotonic()
@@ -67,7 +67,7 @@ def test_a_closed_worker_takes_its_child_along(make_handle, tmp_path: Path) -> N
 
 @pytest.mark.parametrize("how", ["hung", "release"])
 def test_every_way_a_worker_is_stopped_takes_its_child_along(make_handle, tmp_path: Path, how: str) -> None:
-    policy = WorkerPolicy(request_timeout_s=0.5, shutdown_grace_s=1, term_grace_s=1)
+    policy = WorkerPolicy(request_timeout_s=0.5, stop=StopGrace(1, 1))
     handle, child = spawned_child(make_handle, tmp_path, policy)
     if how == "hung":
         os.kill(handle.pid, signal.SIGSTOP)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from orchestrator.errors import WorkerDied
-from orchestrator.supervisor.policy import WorkerPolicy
+from orchestrator.supervisor.policy import StopGrace, WorkerPolicy
 
 FRAMES = np.arange(4 * 120 * 160 * 3, dtype=np.uint8).reshape(4, 120, 160, 3)  # over shm_threshold
 
@@ -38,8 +38,8 @@ def test_ring_slots_of_a_batch_in_flight_come_back_when_its_worker_is_killed(mak
 
 
 def test_a_worker_without_a_ring_warns_and_sends_frames(make_handle, caplog) -> None:
-    caplog.set_level(logging.WARNING, logger="orchestrator.supervisor")
-    handle = make_handle(policy=more_than_dev_shm(WorkerPolicy(shutdown_grace_s=2, term_grace_s=2)))
+    caplog.set_level(logging.WARNING, logger="orchestrator.supervisor.ring")
+    handle = make_handle(policy=more_than_dev_shm(WorkerPolicy(stop=StopGrace(2, 2))))
     assert "the ring needs" in handle.ring.unavailable and handle.ring.slots == 0
     assert any(r.levelno == logging.WARNING and "no shared-memory ring" in r.getMessage()
                and handle.label in r.getMessage() for r in caplog.records)
