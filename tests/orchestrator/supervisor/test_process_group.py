@@ -35,17 +35,16 @@ def ends_soon(pid: int, limit_s: float = 10) -> bool:
     return True
 
 
-def spawned_child(make_handle, tmp_path: Path, policy: WorkerPolicy | None = None):
+def spawned_child(make_handle, tmp_path: Path, policy: WorkerPolicy | None = None, **params: object):
     pid_file = tmp_path / "child.pid"
-    handle = make_handle({"env": "ocr", "pid_file": str(pid_file)}, class_path=SPAWNER, policy=policy)
+    handle = make_handle({"env": "ocr", "pid_file": str(pid_file), **params}, class_path=SPAWNER, policy=policy)
     child = int(pid_file.read_text())
     assert not child_gone(child)
     return handle, child
 
 
-def test_a_killed_worker_takes_its_child_along_and_its_death_waits_on_no_pipe(make_handle, tmp_path: Path) -> None:
-    policy = WorkerPolicy(stop=StopGrace(1, 1))
-    handle, child = spawned_child(make_handle, tmp_path, policy)
+def kill_and_time_death(handle) -> tuple[float, Died]:
+    """SIGKILL the worker alone; seconds until its handle reports the death, and the `Died`."""
     os.kill(handle.pid, signal.SIGKILL)
     killed = time.monotonic()
     events: list = []
@@ -53,10 +52,29 @@ def test_a_killed_worker_takes_its_child_along_and_its_death_waits_on_no_pipe(ma
         handle.wait_targets[0].poll(50)
         events += handle.events()
         assert time.monotonic() - killed < 30, "the death was never reported"
+    return time.monotonic() - killed, events[-1]
+
+
+def test_a_killed_worker_takes_its_child_along_and_its_death_waits_on_no_pipe(make_handle, tmp_path: Path) -> None:
+    policy = WorkerPolicy(stop=StopGrace(1, 1))
+    handle, child = spawned_child(make_handle, tmp_path, policy)
+    seconds, died = kill_and_time_death(handle)
     # the child shared the worker's stdout and stderr: had it lived on, the pipes would never end
-    assert time.monotonic() - killed < policy.output_drain_s
-    assert "killed by SIGKILL" in str(events[-1].error)
+    assert seconds < policy.output_drain_s
+    assert "killed by SIGKILL" in str(died.error)
     assert ends_soon(child)
+
+
+def test_a_child_that_left_the_group_delays_a_death_report_by_output_drain_s_at_most(make_handle,
+                                                                                    tmp_path: Path) -> None:
+    policy = WorkerPolicy(output_drain_s=0.5, stop=StopGrace(1, 1))
+    handle, child = spawned_child(make_handle, tmp_path, policy, own_session=True)
+    try:
+        seconds, died = kill_and_time_death(handle)
+        assert seconds < policy.output_drain_s + 1.0  # it still holds the pipes: they are not waited for
+        assert "killed by SIGKILL" in str(died.error)
+    finally:  # a process that left the group is out of the supervisor's reach
+        os.kill(child, signal.SIGKILL)
 
 
 def test_a_closed_worker_takes_its_child_along(make_handle, tmp_path: Path) -> None:
