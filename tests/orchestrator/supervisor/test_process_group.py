@@ -11,6 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from orchestrator.errors import WorkerDied
 from orchestrator.supervisor.events import Died
 from orchestrator.supervisor.policy import StopGrace, WorkerPolicy
 
@@ -90,7 +91,7 @@ def test_every_way_a_worker_is_stopped_takes_its_child_along(make_handle, tmp_pa
     if how == "hung":
         os.kill(handle.pid, signal.SIGSTOP)
         handle.submit({"x": 1})
-        with pytest.raises(Exception, match="exceeded request_timeout_s"):
+        with pytest.raises(WorkerDied, match="exceeded request_timeout_s"):
             handle.receive(timeout=30)
     else:
         handle.release()
