@@ -4,6 +4,7 @@ death is reported without waiting on pipes those children held open."""
 from __future__ import annotations
 
 import os
+import random
 import signal
 import time
 from pathlib import Path
@@ -95,4 +96,20 @@ def test_every_way_a_worker_is_stopped_takes_its_child_along(make_handle, tmp_pa
             handle.receive(timeout=30)
     else:
         handle.release()
+    assert ends_soon(child)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_worker_killed_at_a_random_moment_of_its_work_takes_its_child_along(make_handle, tmp_path: Path,
+                                                                               seed: int) -> None:
+    policy = WorkerPolicy(stop=StopGrace(1, 1))
+    handle, child = spawned_child(make_handle, tmp_path, policy)
+    rng = random.Random(seed)
+    for i in range(rng.randrange(1, 6)):  # some batches answered first, then one in flight or none
+        handle.submit({"x": i})
+        if rng.random() < 0.8:
+            assert handle.receive(timeout=30).payload == {"x": i}
+    time.sleep(rng.uniform(0, 0.05))  # the fault's moment, not a wait for anything
+    seconds, died = kill_and_time_death(handle)
+    assert seconds < policy.output_drain_s and "killed by SIGKILL" in str(died.error)
     assert ends_soon(child)
