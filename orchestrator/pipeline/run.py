@@ -84,7 +84,7 @@ def assign_gpus(stages: dict[str, ResolvedStage], declarations: dict[str, ModelD
 
 
 def worker_policy(stage: StageConfig) -> WorkerPolicy:
-    """A stage's deadlines: a request it hangs on, and heartbeats while it idles."""
+    """A stage's deadlines: a request it hangs on, and heartbeats it must answer, idle or busy."""
     return WorkerPolicy(request_timeout_s=stage.request_timeout_s, heartbeat_timeout_s=stage.heartbeat_timeout_s,
                         heartbeat_interval_s=stage.heartbeat_timeout_s / 2)
 
