@@ -75,6 +75,9 @@ def test_a_child_that_left_the_group_delays_a_death_report_by_output_drain_s_at_
         seconds, died = kill_and_time_death(handle)
         assert seconds < policy.output_drain_s + 1.0  # it still holds the pipes: they are not waited for
         assert "killed by SIGKILL" in str(died.error)
+        released = time.monotonic()
+        handle.release()  # as a pool does next: the pipes are not waited for again
+        assert time.monotonic() - released < policy.output_drain_s / 2
     finally:  # a process that left the group is out of the supervisor's reach
         os.kill(child, signal.SIGKILL)
 
