@@ -2,7 +2,7 @@
 
     parent ──data (PAIR)──▶ READY ◀ DESCRIBE ▶ RESULT ◀ SETUP ▶ RESULT/ERROR ◀ BATCH ▶ RESULT/ERROR
                             ◀ HEARTBEAT ▶ HEARTBEAT   (through the main loop: a round trip behind queued batches)
-    parent ──control (PAIR)─▶ SHUTDOWN
+    parent ──control (PAIR)─▶ shutdown (raw bytes: anything but a HEARTBEAT message stops the worker)
                             ◀ HEARTBEAT ▶ HEARTBEAT   (answered by the control thread, also while the model runs)
 
 The control socket is read by its own thread, so a stop never waits behind queued batches, and the parent

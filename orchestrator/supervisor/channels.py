@@ -1,7 +1,7 @@
 """A worker's two sockets, as the parent uses them.
 
     data     requests and replies: a send never blocks on a peer that died or stopped reading
-    control  SHUTDOWN, and heartbeats the worker's control thread answers while its model runs
+    control  a raw shutdown request, and heartbeats the worker's control thread answers while its model runs
 
 Neither waits behind the other: a stop is prompt, and a busy worker can be told from a frozen one.
 """
@@ -18,6 +18,9 @@ import zmq
 
 from orchestrator.supervisor.ring import WorkerRing
 from workers.protocol import Decoder, Encoder, Kind, Message, ProtocolError
+
+_SHUTDOWN = b"shutdown"
+"""Raw bytes, not a message: the worker stops on anything on its control socket but a heartbeat."""
 
 
 class SendFailed(Exception):
@@ -82,10 +85,14 @@ class ControlChannel:
         self.socket = socket
         self._encoder, self._decoder = Encoder(), Decoder()
 
-    def send(self, kind: Kind, request_id: int) -> None:
-        """SHUTDOWN or HEARTBEAT, never blocking: one the socket does not take goes unanswered, and the
-        caller's deadline tells."""
-        frames, _ = self._encoder.encode(Message(kind, request_id))
+    def ask_to_stop(self) -> None:
+        self._send([_SHUTDOWN])
+
+    def heartbeat(self, request_id: int) -> None:
+        self._send(self._encoder.encode(Message(Kind.HEARTBEAT, request_id))[0])
+
+    def _send(self, frames: list[Any]) -> None:
+        """Never blocking: a message the socket does not take goes unanswered, and the caller's deadline tells."""
         with contextlib.suppress(zmq.ZMQError):
             self.socket.send_multipart(frames, zmq.NOBLOCK)
 

@@ -5,7 +5,7 @@
     describe()  DESCRIBE ─▶ Declared (optional: the model's declarations, read in its env)
     setup()     SETUP ─▶ SetUp | SetupFailed                                     Phase.LOADING ─▶ UP
     submit()    BATCH ─▶ Answer | Failed, at most `max_in_flight` outstanding
-    close()     SHUTDOWN on the control socket ─▶ SIGTERM ─▶ SIGKILL to its process group, always reaped
+    close()     shutdown on the control socket ─▶ SIGTERM ─▶ SIGKILL to its process group, always reaped
 
 This module is the message state machine. Nothing here blocks on the worker: a send never waits on a dead
 peer (it watches the process's pidfd and is bounded), and `events()` turns the process's exit, a missed
@@ -230,7 +230,7 @@ class WorkerHandle(BlockingCalls):
         elif self._clocks.heartbeat_due(self.phase is Phase.UP):
             request_id = next(_ids)
             self._clocks.heartbeat_sent(request_id)
-            self._control_channel.send(Kind.HEARTBEAT, request_id)
+            self._control_channel.heartbeat(request_id)
         return found
 
     def next_deadline(self) -> float | None:
@@ -399,7 +399,7 @@ class WorkerHandle(BlockingCalls):
     def ask_to_stop(self) -> None:
         """Ask the worker to exit on its control socket (never waits behind queued batches)."""
         if self.poll() is None and self._res.process is not None:
-            self._control_channel.send(Kind.SHUTDOWN, next(_ids))
+            self._control_channel.ask_to_stop()
 
     def release(self) -> None:
         """Free sockets, shared memory and the process (its group killed if still running)."""
