@@ -243,6 +243,22 @@ def test_an_idle_worker_that_stops_answering_is_replaced(workers, running) -> No
     assert run.pool.workers()[0].pid != stuck
 
 
+def test_a_worker_frozen_mid_batch_is_replaced_within_its_heartbeat_deadline(workers, running) -> None:
+    policy = WorkerPolicy(heartbeat_interval_s=0.2, heartbeat_timeout_s=1.0, request_timeout_s=600,
+                          stop=StopGrace(1, 1))
+    run = running(workers(policy, delay_s=2.0))
+    run.feed(0)
+    wait_until(lambda: run.stats.first_at is not None, "the item to be sent")
+    stuck = run.pool.workers()[0].pid
+    os.kill(stuck, signal.SIGSTOP)
+    frozen = time.monotonic()
+    wait_until(lambda: run.stats.restarts == 1, "the frozen worker to be replaced")
+    assert time.monotonic() - frozen < policy.heartbeat_interval_s + policy.heartbeat_timeout_s + 2.0
+    run.finish()
+    assert run.take(1)[0]["result"] == {"x": 0}  # sent again to its replacement
+    assert run.stats.retried == 1 and run.pool.workers()[0].pid != stuck
+
+
 def test_a_replica_still_loading_its_model_never_holds_up_the_others(workers, running, tmp_path: Path) -> None:
     marker = tmp_path / "loading"
     run = running(workers(slow_setup_marker=str(marker)), replicas=2)  # one replica loads for a minute
