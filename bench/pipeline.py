@@ -51,6 +51,7 @@ from orchestrator.pipeline.steps import ClipModelLogic
 from orchestrator.pipeline.video import expand_inputs
 from orchestrator.sample_video import SampleSpec, Shot, generate_sample
 from orchestrator.supervisor.handle import ModelRef, WorkerHandle, WorkerSpec
+from orchestrator.supervisor.policy import StopGrace
 from orchestrator.supervisor.threads import available_cores, thread_environ
 
 QUICKSTART = Path(__file__).resolve().parent.parent / "examples" / "quickstart.yaml"
@@ -294,7 +295,7 @@ class Alone:
             raise
         finally:
             stop.set()
-            pool.close(1.0, 1.0)
+            pool.close(StopGrace(1.0, 1.0))
         if stats.failed:
             raise RuntimeError(f"{stats.failed} items failed in {stage.name} alone:\n" + "\n".join(self.logs))
         return Timed(f"{stage.name} alone ({self.resolved[stage.name].class_path.rsplit('.', 1)[-1]})",

@@ -1,8 +1,12 @@
 """The worker program: handshake, load one model, serve batches until told to stop.
 
     parent ──data (PAIR)──▶ READY ◀ DESCRIBE ▶ RESULT ◀ SETUP ▶ RESULT/ERROR ◀ BATCH ▶ RESULT/ERROR
-                            ◀ HEARTBEAT ▶ HEARTBEAT
-    parent ──control (PAIR)─▶ SHUTDOWN   (read by a thread, so it never waits behind queued batches)
+                            ◀ HEARTBEAT ▶ HEARTBEAT   (through the main loop: a round trip behind queued batches)
+    parent ──control (PAIR)─▶ shutdown (raw bytes: anything but a HEARTBEAT message stops the worker)
+                            ◀ HEARTBEAT ▶ HEARTBEAT   (answered by the control thread, also while the model runs)
+
+The control socket is read by its own thread, so a stop never waits behind queued batches, and the parent
+can tell a worker whose model is busy (the thread answers) from one that is frozen (nothing answers).
 
 Every failure becomes an ERROR message with the worker's traceback, naming the request it answers whenever
 that request's id can be read; an unexpected crash of the loop sends a last DEAD message before exiting.
@@ -12,6 +16,7 @@ Nothing here imports the model's packages until DESCRIBE or SETUP.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import faulthandler
 import importlib.metadata
 import logging
@@ -196,15 +201,28 @@ class Worker:
         control = self.context.socket(zmq.PAIR)
         apply_client_keys(control)
         control.connect(endpoint)
+        decoder, encoder = Decoder(), Encoder()
         try:
             while not self.stop.is_set():
                 if control.poll(IDLE_POLL_MS):
-                    control.recv_multipart()
-                    self.stop.set()
+                    self._answer_control(control, decoder, encoder)
                 elif os.getppid() != self.parent_pid:
                     os._exit(3)  # orphaned: the parent died without stopping us
         finally:
             control.close(linger=0)
+
+    def _answer_control(self, control: zmq.Socket, decoder: Decoder, encoder: Encoder) -> None:
+        """A HEARTBEAT is answered at once, whatever the model is doing; anything else asks the worker to stop."""
+        frames = control.recv_multipart(copy=False)
+        try:
+            msg = decoder.decode(frames)
+        except ProtocolError:
+            msg = None
+        if msg is not None and msg.kind is Kind.HEARTBEAT:
+            with contextlib.suppress(zmq.Again):  # a parent that is gone is noticed by the orphan check
+                control.send_multipart(encoder.encode(Message(Kind.HEARTBEAT, msg.request_id))[0], zmq.NOBLOCK)
+        else:
+            self.stop.set()
 
     def die(self, exc: BaseException) -> None:
         """Tell the parent why the loop crashed, briefly, then let the process exit."""

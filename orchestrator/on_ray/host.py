@@ -158,9 +158,9 @@ def _stop_group(handle: WorkerHandle, policy: WorkerPolicy) -> None:
     if handle.pidfd is None:
         return
     handle.ask_to_stop()
-    if not _exits_within(handle.pidfd, policy.shutdown_grace_s):
+    if not _exits_within(handle.pidfd, policy.stop.ask_s):
         _signal_group(handle, signal.SIGTERM)
-        _exits_within(handle.pidfd, policy.term_grace_s)
+        _exits_within(handle.pidfd, policy.stop.term_s)
     # Also after the worker exited: children it left in its group go with SIGKILL. The group's id stays the
     # worker's while any member lives, so this reaches only them.
     _signal_group(handle, signal.SIGKILL)

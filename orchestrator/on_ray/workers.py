@@ -2,7 +2,7 @@
 
     StagePool ─ submit ─▶ RayWorker ─ ray.put(payload) ─▶ WorkerHost.call(ref) on its node ─▶ env worker
         ▲ eventfd: a future completed                  ◀── result, or WorkerError / WorkerDied / actor lost
-        └─ events(): Ready, SetUp, Answer, Failed, Died (the same events a local WorkerHandle gives)
+        └─ events(): Hello, SetUp, Answer, Failed, Died (the same events a local WorkerHandle gives)
 
 Because a lost actor, a lost node and a dead env worker all end in `Died` with the requests in flight, the
 pool's retry, poison and restart rules apply unchanged, and the writer's order and exactly-once hold. A
@@ -36,7 +36,7 @@ from orchestrator.errors import (
 )
 from orchestrator.on_ray.host import CONTROL, HostRequest, WorkerHost
 from orchestrator.on_ray.placement import RayPolicy, StagePlacement, alive_nodes, amounts, lacking
-from orchestrator.supervisor.events import Answer, Died, Event, Failed, Phase, Ready, SetUp, SetupFailed
+from orchestrator.supervisor.events import Answer, Died, Event, Failed, Hello, Phase, SetUp, SetupFailed
 
 _ids = itertools.count(1)
 _WATCH_S = 0.2
@@ -245,7 +245,7 @@ class RayWorker:
                 return SetupFailed(cause if isinstance(cause, WorkerError) else WorkerError(str(cause)))
             return self._died(cause)
         self.phase = Phase.HELLO
-        return Ready(self.info)
+        return Hello(self.info)
 
     def _answered(self, request_id: int, ref: Any, items: bool) -> Event:
         del self._calls[request_id]
@@ -312,7 +312,7 @@ class RayWorker:
         if self._killed or not (self._placed or self._done(self._where_ref)):
             return  # nothing on a node to stop
         policy = self.request.policy
-        self._stop_by += policy.shutdown_grace_s + policy.term_grace_s + self.policy.stop_margin_s
+        self._stop_by += policy.stop.total_s + self.policy.stop_margin_s
         self._stop_ref = self._actor.stop.options(concurrency_group=CONTROL).remote()
         self._watch.add(self._stop_ref)  # type: ignore[union-attr]
 

@@ -94,7 +94,7 @@ class StageConfig(_Strict):
     request_timeout_s: float = Field(600.0, gt=0)
     """A request a worker has been on this long means it hangs: it is killed and the items retried."""
     heartbeat_timeout_s: float = Field(60.0, gt=0)
-    """An idle worker that does not answer a heartbeat within this long hangs: it is killed and restarted."""
+    """A worker, idle or busy, that answers no heartbeat within this long is frozen: it is killed and restarted."""
     resources: dict[str, float] = Field(default_factory=dict)
     """On Ray (`--executor ray`): custom resources each replica reserves, to pin the stage to node kinds
     (e.g. {ocr_node: 1}); the local executor ignores them."""

@@ -30,12 +30,10 @@ from orchestrator.pipeline.stats import StageStats
 from orchestrator.pipeline.steps import ClipModelLogic, run_filter
 from orchestrator.pipeline.video import VideoInput
 from orchestrator.pipeline.writer import OutputWriter
+from orchestrator.supervisor.policy import StopGrace
 from orchestrator.supervisor.shutdown import close_all
 
 QUEUE_DEPTH = 8
-STOP_GRACE_S = 2.0
-"""Workers asked to stop get this long before SIGTERM, then `STOP_TERM_GRACE_S` before SIGKILL."""
-STOP_TERM_GRACE_S = 1.0
 JOIN_TIMEOUT_S = 10.0
 
 WorkerFactory = Callable[[StageConfig, int], Worker]
@@ -92,8 +90,7 @@ class PipelineExecutor:
             self.stop.set()
             for thread in self.threads:
                 thread.join(JOIN_TIMEOUT_S)
-            close_all([w for pool in self.pools.values() for w in pool.workers()], STOP_GRACE_S,
-                      STOP_TERM_GRACE_S)
+            close_all([w for pool in self.pools.values() for w in pool.workers()], StopGrace())
 
     def _pool(self, stage: StageConfig, logic: Any) -> StagePool:
         stats = self.state.stages.setdefault(stage.name, StageStats(stage.name))

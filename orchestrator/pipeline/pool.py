@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import zmq
 
@@ -33,7 +33,9 @@ from orchestrator.errors import OrchestratorError, PipelineError, ProtocolMismat
 from orchestrator.pipeline.channel import Channel
 from orchestrator.pipeline.items import END
 from orchestrator.pipeline.stats import StageStats
-from orchestrator.supervisor.events import Answer, Died, Event, Failed, Phase, Ready, SetUp, SetupFailed
+from orchestrator.supervisor.events import Answer, Died, Event, Failed, Hello, Phase, SetUp, SetupFailed
+from orchestrator.supervisor.interface import Worker
+from orchestrator.supervisor.policy import StopGrace
 from orchestrator.supervisor.shutdown import close_all
 from workers.protocol import ProtocolError
 
@@ -69,29 +71,6 @@ class StepLogic(abc.ABC):
 
     @abc.abstractmethod
     def fail(self, item: Any, reason: str) -> None: ...
-
-
-class Worker(Protocol):
-    """What the pool needs of a worker: `WorkerHandle` locally; an executor may bring its own."""
-
-    phase: Phase
-    label: str
-
-    @property
-    def pidfd(self) -> int | None: ...
-    @property
-    def free_slots(self) -> int: ...
-    @property
-    def wait_targets(self) -> tuple[Any, ...]: ...
-    def launch(self) -> None: ...
-    def setup(self) -> None: ...
-    def submit(self, payload: Any, request_id: int | None = None, items: bool = False) -> int: ...
-    def events(self) -> list[Event]: ...
-    def next_deadline(self) -> float | None: ...
-    def poll(self) -> int | None: ...
-    def ask_to_stop(self) -> None: ...
-    def terminate(self) -> None: ...
-    def release(self) -> None: ...
 
 
 @dataclass
@@ -149,8 +128,8 @@ class StagePool:
         with self._lock:
             return [*(r.worker for r in self.replicas if r.worker is not None), *self._adopt.values()]
 
-    def close(self, grace_s: float = 5.0, term_grace_s: float = 3.0) -> None:
-        close_all(self.workers(), grace_s, term_grace_s)
+    def close(self, grace: StopGrace) -> None:
+        close_all(self.workers(), grace)
 
     # --- the loop -------------------------------------------------------------------------------
     def run(self, inq: queue.Queue, outq: queue.Queue) -> None:
@@ -238,13 +217,14 @@ class StagePool:
 
     # --- events -----------------------------------------------------------------------------------
     def _on_event(self, replica: _Replica, event: Event) -> None:
-        if isinstance(event, Ready):
+        if isinstance(event, Hello):
             if isinstance(event.info, dict) and (node := event.info.get("node")):  # a Ray replica's node
                 self.stats.nodes[node] += 1
             with contextlib.suppress(WorkerDied):  # it died just after READY: its Died event comes next
                 replica.worker.setup()  # type: ignore[union-attr]
         elif isinstance(event, SetUp):
             self._ever_up = True
+            self.stats.ring_fallbacks += bool(event.ring_unavailable)
         elif isinstance(event, SetupFailed):
             if not self._ever_up:
                 raise PipelineError(f"stage {self.stats.name!r}: {event.error}") from event.error

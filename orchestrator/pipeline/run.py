@@ -37,7 +37,7 @@ from orchestrator.pipeline.writer import OutputWriter
 from orchestrator.sample_video import BUNDLED_SAMPLE, ensure_bundled_sample
 from orchestrator.supervisor.handle import ModelRef, WorkerHandle, WorkerSpec
 from orchestrator.supervisor.output import LogSink
-from orchestrator.supervisor.policy import WorkerPolicy
+from orchestrator.supervisor.policy import STOP_AT_ONCE, WorkerPolicy
 from orchestrator.supervisor.runtime_dir import make_runtime_dir
 from orchestrator.supervisor.shutdown import close_all
 from orchestrator.supervisor.threads import available_cores, default_budgets, thread_environ
@@ -84,9 +84,9 @@ def assign_gpus(stages: dict[str, ResolvedStage], declarations: dict[str, ModelD
 
 
 def worker_policy(stage: StageConfig) -> WorkerPolicy:
-    """A stage's deadlines: a request it hangs on, and heartbeats while it idles."""
+    """A stage's deadlines: a request it hangs on, and heartbeats it must answer, idle or busy."""
     return WorkerPolicy(request_timeout_s=stage.request_timeout_s, heartbeat_timeout_s=stage.heartbeat_timeout_s,
-                        heartbeat_interval_s=stage.heartbeat_timeout_s / 2, shutdown_grace_s=2.0, term_grace_s=1.0)
+                        heartbeat_interval_s=stage.heartbeat_timeout_s / 2)
 
 
 class _Workers:
@@ -135,7 +135,7 @@ def describe_stages(stages: dict[str, ResolvedStage], workers: _Workers) -> dict
                     firsts[name] = workers.make(stage.config, 0)
                     firsts[name].launch()
     except BaseException:
-        close_all(list(firsts.values()), 0, 0)
+        close_all(list(firsts.values()), STOP_AT_ONCE)
         raise
     return firsts
 
@@ -168,13 +168,13 @@ def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_lo
                 n_gpus = detect_gpu_count() if gpus is None else gpus
                 workers.gpu_of = assign_gpus(stages, declarations, n_gpus, warn)
                 adopt = {name: {0: h} for name, h in firsts.items() if workers.gpu_of[(name, 0)] == NO_GPU}
-                close_all([h for name, h in firsts.items() if name not in adopt], 0, 0)
+                close_all([h for name, h in firsts.items() if name not in adopt], STOP_AT_ONCE)
                 make: WorkerFactory = workers.make
                 resources = Resources(workers.cores, workers.threads, n_gpus, workers.gpu_of)
             else:
                 from orchestrator.on_ray.replicas import ray_workers
 
-                close_all(list(firsts.values()), 0, 0)  # replicas live on the cluster's nodes
+                close_all(list(firsts.values()), STOP_AT_ONCE)  # replicas live on the cluster's nodes
                 adopt = {}
                 factory, resources, config = ray_workers(ray, config, stages, declarations, workers.user_dirs,
                                                          weights_from, warn)
@@ -188,7 +188,7 @@ def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_lo
         state.failures.append({"video": "", "reason": f"the run stopped: {exc}"})
         raise
     finally:
-        close_all(list(firsts.values()), 0, 0)
+        close_all(list(firsts.values()), STOP_AT_ONCE)
         summary = _summary(state, time.monotonic() - started)
         writer.write_summary(summary)
         shutil.rmtree(runtime_dir, ignore_errors=True)

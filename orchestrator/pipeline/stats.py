@@ -32,6 +32,8 @@ class StageStats:
     poisoned: int = 0
     """Items that failed alone after losing their worker `max_attempts` times."""
     queued: int = 0
+    ring_fallbacks: int = 0
+    """Workers started without the shared-memory ring they were meant to have (their arrays went as frames)."""
     states: list[str] = field(default_factory=list)
     first_at: float | None = None
     """When the first item was handed to a worker: throughput excludes model loading."""
@@ -70,4 +72,5 @@ class StageStats:
     def summary(self) -> dict[str, float | int | dict[str, int]]:
         return {"items": self.done, "failed": self.failed, "items_per_s": round(self.items_per_s(), 3),
                 "replicas": self.replicas, "worker_restarts": self.restarts, "retried": self.retried,
-                "poisoned": self.poisoned, **({"nodes": dict(self.nodes)} if self.nodes else {})}
+                "poisoned": self.poisoned, "ring_fallbacks": self.ring_fallbacks,
+                **({"nodes": dict(self.nodes)} if self.nodes else {})}

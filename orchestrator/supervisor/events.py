@@ -22,27 +22,36 @@ class Phase(enum.Enum):
     STARTING = "starting"
     """Spawned, waiting for READY."""
     HELLO = "hello"
-    """READY received: the owner may DESCRIBE the model and must send SETUP."""
+    """READY received (`Hello`): the owner may DESCRIBE the model and must send SETUP."""
     LOADING = "loading"
     """SETUP sent: importing the model and loading its weights."""
     UP = "up"
+    """The model is set up (`SetUp`): the worker is ready."""
     DEAD = "dead"
 
 
 @dataclass(frozen=True)
-class Ready:
+class Hello:
+    """The worker's READY handshake: its process runs and speaks our protocol (its model is not loaded yet)."""
+
     info: WorkerInfo | dict[str, Any]
     """The worker's READY header; on Ray, the actor's dict of it plus the node and GPU ids."""
 
 
 @dataclass(frozen=True)
-class Described:
+class Declared:
+    """The model's declarations, read in its env (the answer to DESCRIBE)."""
+
     declarations: dict[str, Any]
 
 
 @dataclass(frozen=True)
 class SetUp:
+    """The model is loaded: the worker is ready, and takes batches."""
+
     model: str
+    ring_unavailable: str = ""
+    """Why the worker has no shared-memory ring although one was wanted (its arrays travel as frames)."""
 
 
 @dataclass(frozen=True)
@@ -85,7 +94,7 @@ class Died:
     hung: bool = False
 
 
-Event = Ready | Described | SetUp | SetupFailed | Answer | Failed | Beat | Died
+Event = Hello | Declared | SetUp | SetupFailed | Answer | Failed | Beat | Died
 
 
 def describe_exit(returncode: int | None) -> str:

@@ -1,90 +1,53 @@
-"""One worker process: start it in its env, handshake, stream batches, notice its death, stop it for sure.
+"""One worker: start it in its env, handshake, stream batches, notice its death, stop it for sure.
 
     launch()    bind sockets ─▶ spawn `<env python> -m workers`                  Phase.STARTING
-    events()    READY ─▶ Ready                                                   Phase.HELLO
-    describe()  DESCRIBE ─▶ Described (optional: the model's declarations, read in its env)
+    events()    READY ─▶ Hello                                                   Phase.HELLO
+    describe()  DESCRIBE ─▶ Declared (optional: the model's declarations, read in its env)
     setup()     SETUP ─▶ SetUp | SetupFailed                                     Phase.LOADING ─▶ UP
     submit()    BATCH ─▶ Answer | Failed, at most `max_in_flight` outstanding
-    close()     SHUTDOWN on the control socket ─▶ SIGTERM ─▶ SIGKILL, always reaped
+    close()     shutdown on the control socket ─▶ SIGTERM ─▶ SIGKILL to its process group, always reaped
 
-Nothing here blocks on the worker. A send never waits on a dead peer (it watches the process's pidfd and
-is bounded), and `events()` turns the process's exit, a missed READY/setup/request/heartbeat deadline or a
-garbled message into one final `Died`. `start`, `receive`, `call` and `ping` are blocking conveniences
-over the same events, for simple callers and tests.
+This module is the message state machine. Nothing here blocks on the worker: a send never waits on a dead
+peer (it watches the process's pidfd and is bounded), and `events()` turns the process's exit, a missed
+deadline (`deadlines`) or a garbled message into one final `Died`. The process and its group are `process`,
+the sockets `channels`, and `start`, `receive`, `call` and `ping` are blocking calls over the same events
+(`blocking`).
 """
 
 from __future__ import annotations
 
-import collections
-import contextlib
 import itertools
 import os
-import select
 import signal
-import subprocess
-import time
 import weakref
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import zmq
 
-from orchestrator.envs import Env
-from orchestrator.errors import HandshakeTimeout, OrchestratorError, ProtocolMismatch, WorkerDied, WorkerError
+from orchestrator.errors import OrchestratorError
+from orchestrator.supervisor import reports
+from orchestrator.supervisor.blocking import BlockingCalls
+from orchestrator.supervisor.channels import ControlChannel, DataChannel, SendFailed
+from orchestrator.supervisor.deadlines import Clocks, Deadline
 from orchestrator.supervisor.endpoints import bind_ipc, bind_tcp
-from orchestrator.supervisor.events import (
-    Answer,
-    Beat,
-    Described,
-    Died,
-    Event,
-    Failed,
-    Phase,
-    Ready,
-    SetUp,
-    SetupFailed,
-    describe_exit,
-)
+from orchestrator.supervisor.events import Answer, Beat, Declared, Died, Event, Failed, Hello, Phase, SetUp, SetupFailed
 from orchestrator.supervisor.launch import worker_argv, worker_environ
 from orchestrator.supervisor.output import LogSink, OutputPump, log_to_logger
 from orchestrator.supervisor.policy import WorkerPolicy
+from orchestrator.supervisor.process import WorkerResources
+from orchestrator.supervisor.ring import RingUse
 from orchestrator.supervisor.shutdown import close_all
-from workers.headers import ErrorReport, WorkerInfo
-from workers.protocol import SHUTDOWN, Decoder, Encoder, Kind, Message, ProtocolError, peek_request_id
-from workers.shm_ring import ShmRingWriter, ShmUnavailable
+from orchestrator.supervisor.spec import ModelRef, WorkerSpec
+from workers.headers import WorkerInfo
+from workers.protocol import Kind, Message, ProtocolError, peek_request_id
+
+__all__ = ["ModelRef", "RingUse", "WorkerHandle", "WorkerSpec"]
 
 _ids = itertools.count(1)
 _DRAIN_AFTER_EXIT_S = 0.05
 """After the process exits, how long to keep collecting replies it sent just before."""
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """A model class path (`module.Class` or `file.py:Class`) and its constructor params."""
-
-    class_path: str
-    params: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class WorkerSpec:
-    label: str
-    env: Env
-    model: ModelRef
-    user_code_dirs: tuple[Path, ...] = ()
-    extra_environ: Mapping[str, str] = field(default_factory=dict)
-    setup_options: Mapping[str, Any] = field(default_factory=dict)
-    """Extra SETUP header fields for the worker (how to hand the model its input, thread budget)."""
-
-
-@dataclass(frozen=True)
-class Reply:
-    request_id: int
-    payload: Any
-    failed: dict[int, WorkerError] = field(default_factory=dict)
-    """For a request of items: the positions that failed, with why (their results are None)."""
 
 
 @dataclass
@@ -93,39 +56,12 @@ class _Request:
     items: bool
 
 
-class _Resources:
-    """Everything a worker holds, released by one idempotent call (also run by weakref.finalize)."""
-
-    def __init__(self) -> None:
-        self.sockets: list[zmq.Socket] = []
-        self.process: subprocess.Popen[bytes] | None = None
-        self.ring: ShmRingWriter | None = None
-        self.pidfd: int | None = None
-        self.endpoints: list[Path] = []
-
-    def release(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            # The worker leads its own process group: whatever it started goes with it. Only while it is
-            # unreaped: a reaped pid, and so its group id, may belong to another process by now.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-        for sock in self.sockets:
-            sock.close(linger=0)
-        if self.ring is not None:
-            self.ring.close()
-        if self.pidfd is not None:
-            os.close(self.pidfd)
-            self.pidfd = None
-        for path in self.endpoints:
-            path.unlink(missing_ok=True)
-
-
-class WorkerHandle:
+class WorkerHandle(BlockingCalls):
     """A worker process mirroring `Popen` (poll/wait/send_signal/terminate/kill), plus its sockets."""
 
     def __init__(self, spec: WorkerSpec, runtime_dir: Path, policy: WorkerPolicy | None = None,
                  on_log: LogSink = log_to_logger) -> None:
+        super().__init__()
         self.spec = spec
         self.policy = policy or WorkerPolicy()
         self.runtime_dir = runtime_dir
@@ -134,21 +70,16 @@ class WorkerHandle:
         self.info: WorkerInfo | None = None
         self.declarations: dict[str, Any] | None = None
         self.in_flight: dict[int, _Request] = {}
-        self._res = _Resources()
+        self._res = WorkerResources()
         self._finalizer = weakref.finalize(self, self._res.release)
+        self._clocks = Clocks(self.policy)
         self._pump: OutputPump | None = None
         self._last_words: Message | None = None
         """The worker's DEAD message, if its loop crashed and it managed to say why."""
         self._queued: list[Event] = []
         """Events found outside `events()` (a death noticed while sending), handed out by it next."""
-        self._backlog: collections.deque[Event] = collections.deque()
-        """Events the blocking conveniences took but did not want yet."""
         self._control: dict[int, str] = {}
-        """Request ids of DESCRIBE, SETUP and HEARTBEAT messages, and which they were."""
-        self._phase_deadline: tuple[float, str, str] | None = None
-        self._busy_since: float | None = None
-        self._heartbeat: tuple[int, float] | None = None
-        self._last_heard = time.monotonic()
+        """Request ids of DESCRIBE and SETUP messages, and which they were."""
         self._died: Died | None = None
 
     # --- Popen mirror -------------------------------------------------------------------------
@@ -157,40 +88,59 @@ class WorkerHandle:
         return self._res.process.pid if self._res.process else None
 
     def poll(self) -> int | None:
+        """The exit status, or None while the worker runs; never reaps it."""
         return self._res.process.poll() if self._res.process else None
 
     def wait(self, timeout: float | None = None) -> int:
+        """Wait for the worker to exit, then reap it and kill what is left of its process group."""
         if self._res.process is None:
             raise RuntimeError(f"worker {self.spec.label} was never started")
-        return self._res.process.wait(timeout)
+        if self._res.process.wait_exit(timeout) is None:
+            raise TimeoutError(f"worker {self.spec.label} still runs after {timeout}s")
+        return self._res.process.reap()
 
     def send_signal(self, sig: int) -> None:
-        if self._res.process is not None and self._res.process.poll() is None:
+        if self._res.process is not None:
             self._res.process.send_signal(sig)
 
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)
 
     def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
+        """SIGKILL the worker and whatever it started."""
+        if self._res.process is not None:
+            self._res.process.kill_group()
 
     @property
     def pidfd(self) -> int | None:
-        """Readable once the process has exited: wait on it with the data socket."""
-        return self._res.pidfd
-
-    @property
-    def ready(self) -> bool:
-        return self.phase is Phase.UP
+        """Readable once the process has exited: wait on it with the sockets."""
+        return self._res.process.pidfd if self._res.process else None
 
     @property
     def label(self) -> str:
         return self.spec.label
 
     @property
+    def death(self) -> Died | None:
+        """The worker's death, once `events()` has found it."""
+        return self._died
+
+    @property
+    def ring(self) -> RingUse:
+        """What the worker's shared-memory ring has carried, and how much of it is free now."""
+        return self._res.ring.use()
+
+    @property
     def free_slots(self) -> int:
         """Batches `submit` takes now: none unless the model is set up."""
         return self.policy.max_in_flight - len(self.in_flight) if self.phase is Phase.UP else 0
+
+    @property
+    def wait_targets(self) -> tuple[zmq.Socket, zmq.Socket, int]:
+        """The data and control sockets and the process's pidfd, for callers waiting on many workers at once."""
+        if self.pidfd is None:
+            raise RuntimeError(f"worker {self.spec.label} is not running")
+        return self._data.socket, self._control_channel.socket, self.pidfd
 
     # --- lifecycle ----------------------------------------------------------------------------
     def launch(self) -> None:
@@ -203,24 +153,20 @@ class WorkerHandle:
             bound = bind_ipc(context, self.runtime_dir, f"w{next(_ids)}-{os.getpid()}", limit)
         self._res.sockets += [bound.data, bound.control]
         self._res.endpoints += bound.ipc_paths
-        self._data, self._control_socket = bound.data, bound.control
         args = ["--data", bound.data_url, "--control", bound.control_url, "--name", self.spec.label,
                 "--max-message-bytes", str(self.policy.max_message_bytes)]
-        args += self._ring_args() if self.policy.transport == "ipc" else []
-        self._encoder = Encoder(self.policy.inline_threshold, self._res.ring, self.policy.shm_threshold)
-        self._decoder = Decoder()
+        args += self._res.ring.make(self.policy, self.spec.label)
+        self._data = DataChannel(bound.data, self._res.ring, self.policy.inline_threshold, self.policy.shm_threshold)
+        self._control_channel = ControlChannel(bound.control)
         environ = worker_environ(self.spec.env, self.runtime_dir, self.spec.user_code_dirs,
                                  {**self.spec.extra_environ, **bound.worker_environ})
-        process = subprocess.Popen(worker_argv(self.spec.env, *args), env=environ, stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-        self._res.process = process
-        self._res.pidfd = os.pidfd_open(process.pid)
-        self._pump = OutputPump(self.spec.label, process.stdout, process.stderr, self.on_log,  # type: ignore[arg-type]
+        process = self._res.spawn(worker_argv(self.spec.env, *args), environ)
+        self._pump = OutputPump(self.spec.label, process.stdout, process.stderr, self.on_log,
                                 self.policy.stderr_tail_lines)
-        self._set_deadline(self.policy.ready_timeout_s, "READY handshake", "ready_timeout_s")
+        self._clocks.start_phase(self.policy.ready_timeout_s, "READY handshake", "ready_timeout_s")
 
     def describe(self) -> None:
-        """Ask for the model's declarations, read inside its env (answered by `Described`)."""
+        """Ask for the model's declarations, read inside its env (answered by `Declared`)."""
         self._control_request(Kind.DESCRIBE, "describe", {}, "the model's description", "setup_timeout_s")
 
     def setup(self) -> None:
@@ -237,18 +183,7 @@ class WorkerHandle:
         header = {"class_path": self.spec.model.class_path, **header}
         self._control[request_id] = purpose
         self._send(Message(kind, request_id, header, dict(self.spec.model.params)))
-        self._set_deadline(self.policy.setup_timeout_s, what, setting)
-
-    def _ring_args(self) -> list[str]:
-        if not self.policy.use_shared_memory:
-            return []
-        try:
-            self._res.ring = ShmRingWriter(self.policy.shm_slots, self.policy.shm_slot_bytes)
-        except ShmUnavailable as exc:
-            self.on_log(self.spec.label, f"shared memory unavailable, sending frames instead: {exc}")
-            return []
-        ring = self._res.ring
-        return ["--ring", ring.name, "--ring-slots", str(ring.n_slots), "--ring-slot-bytes", str(ring.slot_bytes)]
+        self._clocks.start_phase(self.policy.setup_timeout_s, what, setting)
 
     # --- data path ----------------------------------------------------------------------------
     def submit(self, payload: Any, request_id: int | None = None, items: bool = False) -> int:
@@ -263,14 +198,21 @@ class WorkerHandle:
             raise RuntimeError(f"worker {self.spec.label}: {len(self.in_flight)} batches in flight; receive first")
         request_id = next(_ids) if request_id is None else request_id
         slots = self._send(Message(Kind.BATCH, request_id, {"items": True} if items else {}, payload))
-        if not self.in_flight:
-            self._busy_since = time.monotonic()
         self.in_flight[request_id] = _Request(slots, items)
+        self._clocks.batches_changed(len(self.in_flight), answered=False)
+        return request_id
+
+    def probe(self) -> int:
+        """Send a heartbeat through the worker's main loop, behind its queued batches; its `Beat` carries the
+        id returned."""
+        self._raise_if_dead()
+        request_id = next(_ids)
+        self._send(Message(Kind.HEARTBEAT, request_id))
         return request_id
 
     def events(self) -> list[Event]:
         """Everything that happened since the last call, without blocking; a `Died` is always last."""
-        found, self._queued = self._queued, []
+        found = self._take_queued()
         if self.phase is Phase.DEAD:
             return found
         while self.phase is not Phase.DEAD and (message := self._next_message()) is not None:
@@ -278,129 +220,44 @@ class WorkerHandle:
         found += self._take_queued()  # what a garbled message led to
         if self.phase is Phase.DEAD:
             return found
+        found += self._heartbeat_answers()
         if self.poll() is not None:
             found += self._drain_after_exit()
             found.append(self._death("", hung=False))
-        elif (overdue := self._overdue()) is not None:
+        elif (overdue := self._clocks.overdue(next(iter(self.in_flight), None))) is not None:
+            if isinstance(overdue, Deadline):
+                overdue = reports.missed(self.spec, self.policy, overdue, self.stderr_tail())
             found.append(self._kill_for(overdue))
-        elif self._heartbeat_due():
-            self._send_heartbeat()
-            found, self._queued = found + self._queued, []
+        elif self._clocks.heartbeat_due(self.phase is Phase.UP):
+            request_id = next(_ids)
+            self._clocks.heartbeat_sent(request_id)
+            self._control_channel.heartbeat(request_id)
         return found
 
     def next_deadline(self) -> float | None:
         """When `events()` must next be called even if nothing arrives (a deadline or a heartbeat)."""
-        times = []
-        if self._phase_deadline is not None:
-            times.append(self._phase_deadline[0])
-        if self._busy_since is not None and self.policy.request_timeout_s is not None:
-            times.append(self._busy_since + self.policy.request_timeout_s)
-        if self._heartbeat is not None:
-            times.append(self._heartbeat[1] + self.policy.heartbeat_timeout_s)
-        elif self.phase is Phase.UP and not self.in_flight and self.policy.heartbeat_interval_s is not None:
-            times.append(self._last_heard + self.policy.heartbeat_interval_s)
-        return min(times, default=None)
+        return self._clocks.next(self.phase is Phase.UP)
 
-    @property
-    def wait_targets(self) -> tuple[zmq.Socket, int]:
-        """The data socket and the process's pidfd, for callers waiting on many workers at once."""
-        if self._res.pidfd is None:
-            raise RuntimeError(f"worker {self.spec.label} is not running")
-        return self._data, self._res.pidfd
-
-    # --- blocking conveniences ----------------------------------------------------------------
-    def start(self, describe: bool = False) -> WorkerInfo | None:
-        """Spawn, handshake and set the model up; returns the worker's READY info."""
-        self.launch()
-        return self.handshake(describe)
-
-    def handshake(self, describe: bool = False) -> WorkerInfo | None:
-        """Wait for READY, optionally DESCRIBE, then set the model up; raises what went wrong."""
-        if describe:
-            self.read_declarations()
-        else:
-            self._wait_for(lambda e: isinstance(e, Ready), None)
-        self.setup()
-        self._expect_setup(self._wait_for(lambda e: isinstance(e, (SetUp, SetupFailed)), None))
-        return self.info
-
-    def read_declarations(self) -> dict[str, Any]:
-        """Wait for READY, then have the worker describe its model in its env; it then waits for `setup()`."""
-        self._wait_for(lambda e: isinstance(e, Ready), None)
-        self.describe()
-        event = self._wait_for(lambda e: isinstance(e, (Described, SetupFailed)), None)
-        self._expect_setup(event)
-        assert isinstance(event, Described)
-        return event.declarations
-
-    @staticmethod
-    def _expect_setup(event: Event) -> None:
-        if isinstance(event, SetupFailed):
-            raise event.error
-
-    def receive(self, timeout: float | None = None) -> Reply:
-        """The next answered batch. Raises WorkerError for a failed batch, WorkerDied if the process exited
-        or hung past a deadline, TimeoutError if nothing came within `timeout`."""
-        event = self._wait_for(lambda e: isinstance(e, (Answer, Failed)), timeout, "a batch result")
-        if isinstance(event, Failed):
-            raise event.error
-        assert isinstance(event, Answer)
-        return Reply(event.request_id, event.payload, event.failed)
-
-    def call(self, payload: Any, timeout: float | None = None) -> Any:
-        """Submit one batch and wait for its result."""
-        self.submit(payload)
-        return self.receive(timeout).payload
-
-    def ping(self, timeout: float) -> float:
-        """Round trip of a heartbeat through the worker's main loop; seconds taken."""
-        started = time.monotonic()
-        request_id = next(_ids)
-        self._send(Message(Kind.HEARTBEAT, request_id))
-        self._wait_for(lambda e: isinstance(e, Beat) and e.request_id == request_id, timeout, "a heartbeat reply")
-        return time.monotonic() - started
-
-    def _wait_for(self, wanted: Callable[[Event], bool], timeout: float | None, what: str = "") -> Event:
-        """The first event `wanted` picks, keeping the others for later calls; raises on death."""
-        limit = None if timeout is None else time.monotonic() + timeout
-        poller = zmq.Poller()
-        poller.register(self._data, zmq.POLLIN)
-        poller.register(self._res.pidfd, select.POLLIN)
-        while True:
-            for event in list(self._backlog):
-                if wanted(event):
-                    self._backlog.remove(event)
-                    return event
-                if isinstance(event, Died):
-                    raise event.error
-            new = self.events()
-            self._backlog.extend(new)
-            if new:
-                continue
-            wake = [t for t in (limit, self.next_deadline()) if t is not None]
-            if limit is not None and time.monotonic() >= limit:
-                raise TimeoutError(f"worker {self.spec.label}: no {what} within {timeout:.1f}s")
-            wait_ms = None if not wake else max(0, int((min(wake) - time.monotonic()) * 1000) + 1)
-            poller.poll(wait_ms)
+    def _heartbeat_answers(self) -> list[Event]:
+        answers = self._control_channel.answers()
+        if answers:
+            self._clocks.heard()
+        return [Beat(request_id) for request_id in answers if self._clocks.heartbeat_answered(request_id)]
 
     def _raise_if_dead(self) -> None:
         """A worker found dead (its `Died` already reported, or about to be) raises its death's error."""
         if self._died is not None:
             raise self._died.error
         if self.phase is Phase.DEAD:
-            raise WorkerDied(f"worker {self.spec.label} ({self.spec.env.name}) was stopped")
+            raise reports.stopped(self.spec)
 
     # --- receiving ----------------------------------------------------------------------------
     def _next_message(self) -> Message | None:
         """A message already queued on the socket, without a poll system call (the fast path)."""
-        while True:
+        while (frames := self._data.receive()) is not None:
+            self._clocks.heard()
             try:
-                frames = self._data.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return None
-            self._last_heard = time.monotonic()
-            try:
-                message = self._decoder.decode(frames)
+                message = self._data.decode(frames)
             except ProtocolError as exc:
                 self._garbled(frames, exc)
                 return None
@@ -408,20 +265,17 @@ class WorkerHandle:
                 self._last_words = message
                 continue
             return message
+        return None
 
     def _garbled(self, frames: list[zmq.Frame], exc: ProtocolError) -> None:
         """A reply we cannot decode fails its request when we can tell which; otherwise the worker is unusable."""
         if "protocol version" in str(exc):
-            self._queued.append(self._kill_for(ProtocolMismatch(
-                f"worker {self.spec.label} ({self.spec.env.python}): {exc}; rebuild or update the env so both "
-                f"sides run the same orchestrator")))
+            self._queued.append(self._kill_for(reports.protocol_mismatch(self.spec, exc)))
             return
         request_id = peek_request_id(frames[0].buffer)
         if request_id in self.in_flight:
             self._finish(request_id)
-            self._queued.append(Failed(request_id, WorkerError(
-                f"worker {self.spec.label} ({self.spec.env.name}): its reply could not be decoded: {exc}",
-                request_id, "result")))
+            self._queued.append(Failed(request_id, reports.undecodable_reply(self.spec, request_id, exc)))
             return
         self._queued.append(self._kill_for(f"it sent a message that could not be decoded ({exc})"))
 
@@ -430,8 +284,8 @@ class WorkerHandle:
         if message.kind is Kind.READY and self.phase is Phase.STARTING:
             self.info = message.worker_info()
             self.phase = Phase.HELLO
-            self._phase_deadline = None
-            return [*self._take_queued(), Ready(self.info)]
+            self._clocks.end_phase()
+            return [*self._take_queued(), Hello(self.info)]
         if purpose is not None:
             return [*self._take_queued(), self._control_reply(purpose, message)]
         if message.kind in (Kind.RESULT, Kind.ERROR) and message.request_id in self.in_flight:
@@ -449,117 +303,62 @@ class WorkerHandle:
         return taken
 
     def _control_reply(self, purpose: str, message: Message) -> Event:
-        if purpose == "heartbeat":
-            self._heartbeat = None
-            return Beat(message.request_id)
-        self._phase_deadline = None
+        self._clocks.end_phase()
         if message.kind is Kind.ERROR:
             self.phase = Phase.HELLO
             what = "could not describe" if purpose == "describe" else "could not set up"
-            return SetupFailed(self._worker_error(message.request_id, message.error_report(),
-                                                  f"{what} {self.spec.model.class_path}"))
+            return SetupFailed(reports.worker_error(self.spec, message.request_id, message.error_report(),
+                                                    f"{what} {self.spec.model.class_path}"))
         if purpose == "describe":
             self.declarations = message.payload
-            return Described(message.payload)
+            return Declared(message.payload)
         self.phase = Phase.UP
-        self._last_heard = time.monotonic()
-        return SetUp(str(message.header.get("model", "")))
+        return SetUp(str(message.header.get("model", "")), self._res.ring.unavailable)
 
     def _batch_reply(self, message: Message) -> Event:
         request = self._finish(message.request_id)
         if message.kind is Kind.ERROR:
-            return Failed(message.request_id, self._worker_error(message.request_id, message.error_report(),
-                                                                 "batch failed"))
-        failed = {index: self._worker_error(message.request_id, report, f"item {index} failed")
+            return Failed(message.request_id,
+                          reports.worker_error(self.spec, message.request_id, message.error_report(), "batch failed"))
+        failed = {index: reports.worker_error(self.spec, message.request_id, report, f"item {index} failed")
                   for index, report in message.item_errors().items()} if request.items else {}
         return Answer(message.request_id, message.payload, failed)
 
     def _finish(self, request_id: int) -> _Request:
         request = self.in_flight.pop(request_id)
-        if self._res.ring is not None:
-            self._res.ring.release(request.slots)
-        self._busy_since = time.monotonic() if self.in_flight else None
+        self._res.ring.release(request.slots)
+        self._clocks.batches_changed(len(self.in_flight), answered=True)
         return request
 
     def _drain_after_exit(self) -> list[Event]:
         """Replies the worker sent just before it exited are still good: collect them."""
         found: list[Event] = []
-        with contextlib.suppress(zmq.ZMQError):
-            while self._data.poll(int(_DRAIN_AFTER_EXIT_S * 1000)):
-                while self.phase is not Phase.DEAD and (message := self._next_message()) is not None:
-                    found += self._interpret(message)
-                if self.phase is Phase.DEAD:
-                    break
+        while self.phase is not Phase.DEAD and self._data.wait(_DRAIN_AFTER_EXIT_S):
+            while self.phase is not Phase.DEAD and (message := self._next_message()) is not None:
+                found += self._interpret(message)
         return found + self._take_queued()
-
-    # --- deadlines and heartbeats -------------------------------------------------------------
-    def _set_deadline(self, seconds: float, what: str, setting: str) -> None:
-        self._phase_deadline = (time.monotonic() + seconds, what, setting)
-
-    def _overdue(self) -> OrchestratorError | str | None:
-        """What the worker is late with: a start-up error, or why a hung worker must be killed."""
-        now = time.monotonic()
-        if self._phase_deadline is not None and now >= self._phase_deadline[0]:
-            _, what, setting = self._phase_deadline
-            seconds = getattr(self.policy, setting)
-            return HandshakeTimeout(
-                f"worker {self.spec.label} ({self.spec.env.name}): no {what} within {seconds:.0f}s; raise "
-                f"WorkerPolicy.{setting} if it needs longer; last stderr:\n{self.stderr_tail()}")
-        timeout = self.policy.request_timeout_s
-        if self._busy_since is not None and timeout is not None and now >= self._busy_since + timeout:
-            oldest = next(iter(self.in_flight))
-            return f"request {oldest} exceeded request_timeout_s={timeout}s"
-        if self._heartbeat is not None and now >= self._heartbeat[1] + self.policy.heartbeat_timeout_s:
-            return f"it answered no heartbeat within heartbeat_timeout_s={self.policy.heartbeat_timeout_s}s while idle"
-        return None
-
-    def _heartbeat_due(self) -> bool:
-        interval = self.policy.heartbeat_interval_s
-        return (interval is not None and self.phase is Phase.UP and not self.in_flight and self._heartbeat is None
-                and time.monotonic() >= self._last_heard + interval)
-
-    def _send_heartbeat(self) -> None:
-        request_id = next(_ids)
-        self._control[request_id] = "heartbeat"
-        with contextlib.suppress(WorkerDied):  # its Died is queued for events()
-            self._send(Message(Kind.HEARTBEAT, request_id))
-            self._heartbeat = (request_id, time.monotonic())
 
     # --- sending ------------------------------------------------------------------------------
     def _send(self, message: Message) -> list[int]:
-        frames, slots = self._encoder.encode(message)
+        """Send without ever blocking on a worker that died or stopped reading; returns its ring slots."""
         try:
-            self._send_frames(frames)
-        except BaseException:
-            if self._res.ring is not None:
-                self._res.ring.release(slots)
-            raise
-        return slots
+            return self._data.send(message, self.pidfd, lambda: self.poll() is not None,  # type: ignore[arg-type]
+                                   self.policy.send_timeout_s)
+        except SendFailed:
+            raise self._died_while_sending().error from None
 
-    def _send_frames(self, frames: list[Any]) -> None:
-        """Send without ever blocking on a worker that died or stopped reading."""
-        limit = time.monotonic() + self.policy.send_timeout_s
-        poller: zmq.Poller | None = None
-        while True:
-            try:
-                self._data.send_multipart(frames, zmq.NOBLOCK, copy=False)
-                return
-            except zmq.Again:
-                pass
-            if poller is None:
-                poller = zmq.Poller()
-                poller.register(self._data, zmq.POLLOUT)
-                poller.register(self._res.pidfd, select.POLLIN)
-            remaining = limit - time.monotonic()
-            if self.poll() is not None:
-                died = self._death("while a request was being sent", hung=False)
-            elif remaining <= 0:
-                died = self._kill_for(f"it took no request for send_timeout_s={self.policy.send_timeout_s}s")
-            else:
-                poller.poll(int(remaining * 1000) + 1)
-                continue
-            self._queued.append(died)
-            raise died.error
+    def _died_while_sending(self) -> Died:
+        """The worker exited, or took no request for `send_timeout_s` (it is killed). Its replies that arrived
+        before are still good: they are handed out by `events()` before its `Died`."""
+        context, hung = "while a request was being sent", False
+        if self.poll() is None:
+            self.kill()
+            context, hung = f"because it took no request for send_timeout_s={self.policy.send_timeout_s}s", True
+        self._res.process.wait_exit(None)  # type: ignore[union-attr]
+        self._queued = self._drain_after_exit()
+        if self._died is None:  # (a garbled reply among them may have killed it already)
+            self._queued.append(self._death(context, hung))
+        return self._died  # type: ignore[return-value]
 
     # --- death --------------------------------------------------------------------------------
     def _kill_for(self, reason: OrchestratorError | str) -> Died:
@@ -567,25 +366,20 @@ class WorkerHandle:
         self.kill()
         if isinstance(reason, str):
             return self._death(f"because {reason}", hung=True)
-        self.wait()
         self._died = Died(reason, self._death("", hung=True).requests, hung=True)
         return self._died
 
     def _death(self, context: str, hung: bool) -> Died:
         returncode = self.wait()
         if self._pump:
-            self._pump.join(timeout=2)
+            self._pump.join(self.policy.output_drain_s)
         requests = tuple(self.in_flight)
         for request_id in requests:
             self._finish(request_id)
         self.phase = Phase.DEAD
-        self._phase_deadline, self._busy_since, self._heartbeat = None, None, None
-        if not context:
-            context = f"while {_WAITING[self._activity(requests)]}"
-        error = WorkerDied(f"worker {self.spec.label} ({self.spec.env.name}) {describe_exit(returncode)} {context}; "
-                           f"last stderr:\n{self.stderr_tail()}", returncode)
-        if self._last_words is not None:
-            error.__cause__ = WorkerError(self._last_words.error_report().traceback)
+        self._clocks.stop()
+        last_words = self._last_words.error_report().traceback if self._last_words is not None else None
+        error = reports.died(self.spec, returncode, context, self._activity(requests), self.stderr_tail(), last_words)
         self._died = Died(error, requests, hung)
         return self._died
 
@@ -593,43 +387,33 @@ class WorkerHandle:
         """What the worker was doing, for the message that reports its death."""
         if requests:
             return "batch"
-        return {"heartbeat": "idle", "describe": "describe", "setup": "setup"}.get(
+        return {"describe": "describe", "setup": "setup"}.get(
             next(iter(self._control.values()), ""), "idle" if self.info else "ready")
 
     def stderr_tail(self) -> str:
         """The last lines the worker wrote to stderr."""
         return self._pump.tail() if self._pump else ""
 
-    def _worker_error(self, request_id: int, report: ErrorReport, what: str) -> WorkerError:
-        return WorkerError(f"worker {self.spec.label} ({self.spec.env.name}): {what}: "
-                           f"[{report.stage}] {report.type_name}: {report.message}",
-                           request_id, report.stage, report.traceback)
-
     # --- shutdown -----------------------------------------------------------------------------
     def ask_to_stop(self) -> None:
         """Ask the worker to exit on its control socket (never waits behind queued batches)."""
         if self.poll() is None and self._res.process is not None:
-            with contextlib.suppress(zmq.ZMQError):
-                self._control_socket.send(SHUTDOWN, zmq.NOBLOCK)
+            self._control_channel.ask_to_stop()
 
     def release(self) -> None:
-        """Free sockets, shared memory and the process (killed if still running)."""
+        """Free sockets, shared memory and the process (its group killed if still running)."""
         self._finalizer()
         if self._pump:
-            self._pump.join(timeout=2)
+            self._pump.join(self.policy.output_drain_s)
         self.phase = Phase.DEAD
 
     def close(self) -> int | None:
         """Stop the worker for sure: ask, wait, SIGTERM, wait, SIGKILL; then free sockets and memory."""
-        close_all([self], self.policy.shutdown_grace_s, self.policy.term_grace_s)
-        return self._res.process.returncode if self._res.process else None
+        close_all([self], self.policy.stop)
+        return self.poll()
 
     def __enter__(self) -> WorkerHandle:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-_WAITING = {"batch": "waiting for a batch result", "idle": "idle", "describe": "waiting for the model's description",
-            "setup": "waiting for setup", "ready": "waiting for READY handshake"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import IO
 
@@ -21,6 +22,7 @@ class OutputPump:
 
     def __init__(self, label: str, stdout: IO[bytes], stderr: IO[bytes], sink: LogSink, tail_lines: int) -> None:
         self._tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
+        self._limit: float | None = None
         self._threads = [
             threading.Thread(target=self._pump, args=(label, stream, sink, keep), daemon=True, name=f"{label}-{what}")
             for stream, keep, what in ((stdout, False, "stdout"), (stderr, True, "stderr"))
@@ -37,8 +39,13 @@ class OutputPump:
                 sink(label, line)
 
     def join(self, timeout: float) -> None:
+        """Wait for both pipes to end, `timeout` seconds at most from the first call on: they end when the
+        worker's process group is gone, but a process that left the group may hold them open for ever, and
+        is waited for once, not at every step of the worker's end (its death, then its release)."""
+        if self._limit is None:
+            self._limit = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join(max(0.0, self._limit - time.monotonic()))
 
     def tail(self) -> str:
         return "\n".join(self._tail)

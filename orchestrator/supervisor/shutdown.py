@@ -8,31 +8,21 @@ from __future__ import annotations
 import select
 import time
 from collections.abc import Sequence
-from typing import Protocol
+
+from orchestrator.supervisor.interface import Stoppable
+from orchestrator.supervisor.policy import StopGrace
 
 
-class Stoppable(Protocol):
-    """What stopping needs of a worker: its process (through a pidfd, so an exit wakes the wait) and a way
-    to ask, terminate and finally release it."""
-
-    @property
-    def pidfd(self) -> int | None: ...
-    def poll(self) -> int | None: ...
-    def ask_to_stop(self) -> None: ...
-    def terminate(self) -> None: ...
-    def release(self) -> None: ...
-
-
-def close_all(handles: Sequence[Stoppable], grace_s: float, term_grace_s: float) -> None:
-    """Ask, wait `grace_s`, SIGTERM, wait `term_grace_s`, then kill and release whatever is left."""
+def close_all(handles: Sequence[Stoppable], grace: StopGrace) -> None:
+    """Ask, wait `grace.ask_s`, SIGTERM, wait `grace.term_s`, then kill and release whatever is left."""
     try:
         running = [h for h in handles if h.pidfd is not None and h.poll() is None]
         for handle in running:
             handle.ask_to_stop()
-        running = _wait_exited(running, grace_s)
+        running = _wait_exited(running, grace.ask_s)
         for handle in running:
             handle.terminate()
-        _wait_exited(running, term_grace_s)
+        _wait_exited(running, grace.term_s)
     finally:
         for handle in handles:
             handle.release()

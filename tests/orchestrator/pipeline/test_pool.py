@@ -20,7 +20,8 @@ from orchestrator.pipeline.items import END
 from orchestrator.pipeline.pool import RetryPolicy, StagePool, StepLogic
 from orchestrator.pipeline.stats import StageStats
 from orchestrator.supervisor.handle import ModelRef, WorkerHandle, WorkerSpec
-from orchestrator.supervisor.policy import WorkerPolicy
+from orchestrator.supervisor.policy import StopGrace, WorkerPolicy
+from tests.orchestrator.supervisor.test_shm_ring_use import more_than_dev_shm
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 FAST_RETRY = RetryPolicy(backoff_s=0.05, max_backoff_s=0.2)
@@ -55,7 +56,7 @@ def workers(tmp_path: Path, ocr_env: Env) -> Callable[..., Callable[[int], Worke
 
         def make(replica: int) -> WorkerHandle:
             spec = WorkerSpec(f"s/{replica}", ocr_env, model, (FIXTURES,))
-            return WorkerHandle(spec, tmp_path, policy or WorkerPolicy(shutdown_grace_s=1, term_grace_s=1))
+            return WorkerHandle(spec, tmp_path, policy or WorkerPolicy(stop=StopGrace(1, 1)))
 
         return make
 
@@ -96,7 +97,7 @@ class Running:
     def close(self) -> None:
         self.stop.set()
         self.thread.join(RUN_LIMIT_S)
-        self.pool.close(1, 1)
+        self.pool.close(StopGrace(1, 1))
 
 
 @pytest.fixture
@@ -154,7 +155,7 @@ def test_a_stop_ends_the_pool_even_when_its_output_queue_is_full(workers) -> Non
     stop.set()
     thread.join(timeout=5)
     assert not thread.is_alive()
-    pool.close(1, 1)
+    pool.close(StopGrace(1, 1))
 
 
 def test_poison_item_fails_alone_and_the_rest_succeed(workers, running) -> None:
@@ -190,7 +191,7 @@ def test_one_failing_item_in_a_batch_fails_alone(workers, running) -> None:
 
 
 def test_a_hung_request_is_killed_and_its_item_retried_then_failed(workers, running) -> None:
-    policy = WorkerPolicy(request_timeout_s=1.0, shutdown_grace_s=1, term_grace_s=1)
+    policy = WorkerPolicy(request_timeout_s=1.0, stop=StopGrace(1, 1))
     run = running(workers(policy, poison={"1": "hang"}), retry=RetryPolicy(max_attempts=2, backoff_s=0.05))
     run.feed(0, 1, 2)
     run.finish()
@@ -229,7 +230,7 @@ def test_a_model_that_cannot_set_up_stops_the_stage_at_once(workers, running) ->
 
 
 def test_an_idle_worker_that_stops_answering_is_replaced(workers, running) -> None:
-    policy = WorkerPolicy(heartbeat_interval_s=0.2, heartbeat_timeout_s=1.0, shutdown_grace_s=1, term_grace_s=1)
+    policy = WorkerPolicy(heartbeat_interval_s=0.2, heartbeat_timeout_s=1.0, stop=StopGrace(1, 1))
     run = running(workers(policy))
     run.feed(0)
     assert run.take(1)[0]["result"] == {"x": 0}
@@ -242,6 +243,22 @@ def test_an_idle_worker_that_stops_answering_is_replaced(workers, running) -> No
     assert run.pool.workers()[0].pid != stuck
 
 
+def test_a_worker_frozen_mid_batch_is_replaced_within_its_heartbeat_deadline(workers, running) -> None:
+    policy = WorkerPolicy(heartbeat_interval_s=0.2, heartbeat_timeout_s=1.0, request_timeout_s=600,
+                          stop=StopGrace(1, 1))
+    run = running(workers(policy, delay_s=2.0))
+    run.feed(0)
+    wait_until(lambda: run.stats.first_at is not None, "the item to be sent")
+    stuck = run.pool.workers()[0].pid
+    os.kill(stuck, signal.SIGSTOP)
+    frozen = time.monotonic()
+    wait_until(lambda: run.stats.restarts == 1, "the frozen worker to be replaced")
+    assert time.monotonic() - frozen < policy.heartbeat_interval_s + policy.heartbeat_timeout_s + 2.0
+    run.finish()
+    assert run.take(1)[0]["result"] == {"x": 0}  # sent again to its replacement
+    assert run.stats.retried == 1 and run.pool.workers()[0].pid != stuck
+
+
 def test_a_replica_still_loading_its_model_never_holds_up_the_others(workers, running, tmp_path: Path) -> None:
     marker = tmp_path / "loading"
     run = running(workers(slow_setup_marker=str(marker)), replicas=2)  # one replica loads for a minute
@@ -249,3 +266,13 @@ def test_a_replica_still_loading_its_model_never_holds_up_the_others(workers, ru
     run.feed(*range(6))
     assert [o["result"]["x"] for o in run.take(6)] == list(range(6))
     assert sorted(run.stats.states) == ["ready", "starting"]
+
+
+def test_a_replica_without_a_shared_memory_ring_is_counted(workers, running) -> None:
+    policy = more_than_dev_shm(WorkerPolicy(stop=StopGrace(1, 1)))
+    run = running(workers(policy), replicas=2)
+    wait_until(lambda: run.stats.ready_at is not None, "both replicas to be set up")
+    run.feed(0, 1)
+    run.finish()
+    assert [o["result"]["x"] for o in run.take(2)] == [0, 1]
+    assert run.stats.summary()["ring_fallbacks"] == 2

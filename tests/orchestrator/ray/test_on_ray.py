@@ -21,7 +21,7 @@ from orchestrator.on_ray.host import HostRequest
 from orchestrator.on_ray.placement import StagePlacement
 from orchestrator.on_ray.workers import RayWorker
 from orchestrator.sample_video import generate_sample
-from orchestrator.supervisor.events import Answer, Died, Phase, Ready, SetUp, SetupFailed
+from orchestrator.supervisor.events import Answer, Died, Hello, Phase, SetUp, SetupFailed
 from orchestrator.supervisor.handle import ModelRef
 from orchestrator.supervisor.policy import WorkerPolicy
 from tests.orchestrator.pipeline.runs import FIXTURES, ROOT, comparable, copy_controlled_model, outputs, run, start
@@ -151,7 +151,7 @@ def _answers(workers: list[RayWorker]) -> list[dict[str, Any]]:
         for index, worker in enumerate(workers):
             for event in worker.events():
                 assert not isinstance(event, Died), event.error
-                if isinstance(event, Ready):
+                if isinstance(event, Hello):
                     worker.setup()
                 elif isinstance(event, SetUp):
                     worker.submit({"x": 1})
@@ -230,7 +230,7 @@ def _first_start_event(worker: RayWorker) -> Any:
     limit = time.monotonic() + RUN_S
     while time.monotonic() < limit:
         for event in worker.events():
-            if isinstance(event, Ready):
+            if isinstance(event, Hello):
                 worker.setup()
             elif isinstance(event, (SetUp, SetupFailed, Died)):
                 return event

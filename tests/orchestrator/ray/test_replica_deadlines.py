@@ -17,9 +17,9 @@ from orchestrator.errors import PipelineError
 from orchestrator.on_ray.host import HostRequest, WorkerHost
 from orchestrator.on_ray.placement import RayPolicy, StagePlacement
 from orchestrator.on_ray.workers import RayWorker
-from orchestrator.supervisor.events import Answer, Died, Ready, SetUp
+from orchestrator.supervisor.events import Answer, Died, Hello, SetUp
 from orchestrator.supervisor.handle import ModelRef
-from orchestrator.supervisor.policy import WorkerPolicy
+from orchestrator.supervisor.policy import StopGrace, WorkerPolicy
 from orchestrator.supervisor.shutdown import close_all
 from tests.orchestrator.pipeline.runs import FIXTURES
 
@@ -45,7 +45,7 @@ def _up(workers: list[RayWorker]) -> None:
         for index, worker in enumerate(workers):
             for event in worker.events():
                 assert not isinstance(event, Died), event.error
-                if isinstance(event, Ready):
+                if isinstance(event, Hello):
                     worker.setup()
                 elif isinstance(event, SetUp):
                     up.add(index)
@@ -91,7 +91,7 @@ def test_closing_busy_replicas_takes_one_grace_period_not_one_each(cluster, tmp_
     thread at once, so all close within one grace period (the host's ask, SIGTERM and SIGKILL graces), and
     what each model started in its worker's process group goes with it."""
     replicas = 4
-    policy = WorkerPolicy(request_timeout_s=600, shutdown_grace_s=1.0, term_grace_s=1.0)
+    policy = WorkerPolicy(request_timeout_s=600, stop=StopGrace(1.0, 1.0))
     marks = tmp_path / "marks"
     model = ModelRef("busy_model.BusyModel", {"env": "ocr", "marks": str(marks), "delay_s": 60})
     workers = [_replica(f"busy/{i}", model, policy) for i in range(replicas)]
@@ -102,12 +102,12 @@ def test_closing_busy_replicas_takes_one_grace_period_not_one_each(cluster, tmp_
         _until(lambda: len(list(marks.glob("call-*"))) == replicas, "every call under way")
         children = [psutil.Process(int(mark.name.removeprefix("child-"))) for mark in marks.glob("child-*")]
         began = time.monotonic()
-        close_all(workers, policy.shutdown_grace_s, policy.term_grace_s)
+        close_all(workers, policy.stop)
         took = time.monotonic() - began
     finally:
         for worker in workers:
             worker.release()
-    grace = policy.shutdown_grace_s + policy.term_grace_s + RayPolicy().stop_margin_s
+    grace = policy.stop.total_s + RayPolicy().stop_margin_s
     assert took < 2 * grace, f"closing {replicas} busy replicas took {took:.1f} s (one grace period: {grace} s)"
     assert len(children) == replicas
     _, alive = psutil.wait_procs(children, timeout=5)

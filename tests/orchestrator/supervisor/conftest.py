@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator.envs import Env, EnvRegistry
 from orchestrator.supervisor.handle import ModelRef, WorkerHandle, WorkerSpec
-from orchestrator.supervisor.policy import WorkerPolicy
+from orchestrator.supervisor.policy import StopGrace, WorkerPolicy
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 CONTROLLED = "controlled_model.ControlledModel"
@@ -32,7 +32,7 @@ def make_handle(tmp_path: Path, ocr_env: Env) -> Iterator[Callable[..., WorkerHa
         env_param = {"env": env.name} if class_path.startswith(("controlled_model.", "isolation_probe.")) else {}
         model = ModelRef(class_path, {**env_param, **(params or {})})
         spec = WorkerSpec(f"test/{len(handles)}", env, model, (FIXTURES, *code_dirs), **spec_fields)
-        handle = WorkerHandle(spec, tmp_path, policy or WorkerPolicy(shutdown_grace_s=2, term_grace_s=2))
+        handle = WorkerHandle(spec, tmp_path, policy or WorkerPolicy(stop=StopGrace(2, 2)))
         handles.append(handle)
         if start:
             handle.start()

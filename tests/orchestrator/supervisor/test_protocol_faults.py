@@ -15,7 +15,7 @@ import zmq
 
 from orchestrator.errors import WorkerDied, WorkerError
 from orchestrator.supervisor.events import Answer, Died, Failed
-from orchestrator.supervisor.policy import WorkerPolicy
+from orchestrator.supervisor.policy import StopGrace, WorkerPolicy
 from tests.orchestrator.supervisor.conftest import fake_env
 from workers.protocol import Decoder, Encoder, Kind, Message
 
@@ -54,7 +54,7 @@ def fake_worker(make_handle, tmp_path: Path, mode: str, **policy: float):
     (tmp_path / "fake_worker.py").write_text(FAKE_WORKER)
     env = fake_env(tmp_path, f'shift 2; exec {sys.executable} {tmp_path / "fake_worker.py"} "$@"')
     handle = make_handle(env=env, extra_environ={"FAKE_MODE": mode},
-                         policy=WorkerPolicy(shutdown_grace_s=0.5, term_grace_s=0.5, **policy))
+                         policy=WorkerPolicy(stop=StopGrace(0.5, 0.5), **policy))
     return handle
 
 

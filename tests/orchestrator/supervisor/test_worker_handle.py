@@ -15,7 +15,7 @@ import pytest
 
 from orchestrator.envs import EnvRegistry
 from orchestrator.errors import HandshakeTimeout, ProtocolMismatch, WorkerDied, WorkerError
-from orchestrator.supervisor.policy import WorkerPolicy
+from orchestrator.supervisor.policy import StopGrace, WorkerPolicy
 from tests.orchestrator.supervisor.conftest import fake_env
 
 
@@ -155,6 +155,19 @@ def test_hung_batch_past_its_deadline_is_killed_and_reported(make_handle) -> Non
     assert handle.poll() == -signal.SIGKILL
 
 
+def test_slow_requests_inside_their_deadline_survive_even_queued_behind_each_other(make_handle) -> None:
+    policy = WorkerPolicy(request_timeout_s=2.0, max_in_flight=3, stop=StopGrace(2, 2))
+    handle = make_handle({"env": "ocr", "sleep_s": 1.0}, class_path="supervised_model.Busy", policy=policy)
+    pid = handle.pid
+    started = time.monotonic()
+    sent = [handle.submit({"i": i}) for i in range(3)]
+    replies = [handle.receive(timeout=30) for _ in sent]
+    # together longer than the deadline: each one's clock starts when the worker takes it up
+    assert time.monotonic() - started > policy.request_timeout_s
+    assert [(r.request_id, r.payload) for r in replies] == [(s, {"i": i}) for i, s in enumerate(sent)]
+    assert handle.pid == pid and handle.poll() is None
+
+
 def test_heartbeat_goes_through_the_main_loop(make_handle) -> None:
     handle = make_handle({"fail_in": "batch", "how": "hang"})
     assert handle.ping(timeout=10) > 0
@@ -173,7 +186,7 @@ def test_a_ping_keeps_results_that_arrive_before_its_heartbeat(make_handle) -> N
 
 def test_close_escalates_and_reaps_a_busy_worker(make_handle) -> None:
     handle = make_handle({"fail_in": "batch", "how": "hang"},
-                         policy=WorkerPolicy(shutdown_grace_s=0.2, term_grace_s=5))
+                         policy=WorkerPolicy(stop=StopGrace(0.2, 5)))
     handle.submit({"x": 1})
     deadline = time.monotonic() + 30
     while "hanging" not in handle.stderr_tail() and time.monotonic() < deadline:
@@ -188,7 +201,7 @@ def test_idle_worker_stops_when_asked(make_handle) -> None:
 
 def test_worker_that_never_becomes_ready_times_out(make_handle, tmp_path: Path) -> None:
     env = fake_env(tmp_path, "echo 'starting forever' >&2; exec sleep 600")
-    handle = make_handle(env=env, policy=WorkerPolicy(ready_timeout_s=1.0, shutdown_grace_s=0.1), start=False)
+    handle = make_handle(env=env, policy=WorkerPolicy(ready_timeout_s=1.0, stop=StopGrace(ask_s=0.1)), start=False)
     with pytest.raises(HandshakeTimeout, match=r"(?s)no READY handshake within 1s; raise WorkerPolicy.ready_timeout_s.*"
                        r"starting forever"):
         handle.start()

@@ -16,7 +16,7 @@ import numpy as np
 from models.model_utils import WEIGHTS_DIR_VAR
 from orchestrator.envs import EnvRegistry
 from orchestrator.supervisor.handle import ModelRef, WorkerHandle, WorkerSpec
-from orchestrator.supervisor.policy import WorkerPolicy
+from orchestrator.supervisor.policy import StopGrace, WorkerPolicy
 from tests.orchestrator.weights.conftest import ROOT, run_cli
 
 EXAMPLE = ROOT / "examples" / "custom_model"
@@ -43,7 +43,7 @@ def test_tutorial_model_downloads_and_runs_in_its_env(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     clip_a = rng.integers(0, 256, (3, 90, 160, 3), dtype=np.uint8)
     clip_b = 255 - clip_a
-    with WorkerHandle(spec, tmp_path, WorkerPolicy(ready_timeout_s=240, shutdown_grace_s=5)) as handle:
+    with WorkerHandle(spec, tmp_path, WorkerPolicy(ready_timeout_s=240, stop=StopGrace(ask_s=5))) as handle:
         handle.start()
         first, again, other = (handle.call({"frames": c}, timeout=120) for c in (clip_a, clip_a, clip_b))
     assert first["embedding"].shape == (32,) and first["embedding"].dtype == np.float32 and first["frames"] == 3
