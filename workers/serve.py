@@ -53,6 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ring", help="shared-memory ring name (same host only)")
     parser.add_argument("--ring-slots", type=int, default=0)
     parser.add_argument("--ring-slot-bytes", type=int, default=0)
+    parser.add_argument("--parent-pid", type=int, default=0,
+                        help="the process that started this worker: its death makes the worker exit")
     parser.add_argument("--max-message-bytes", type=int, default=1024**3,
                         help="largest message either side accepts; bigger results are answered with an error")
     return parser.parse_args(argv)
@@ -90,7 +92,9 @@ class Worker:
         self.input = InputSpec()
         self.described: tuple[str, ModelInterface] | None = None
         """The model DESCRIBE built, kept so SETUP of the same class goes on with it."""
-        self.parent_pid = os.getppid()
+        # Given by the parent, not read here: a parent that died while this interpreter imported would
+        # otherwise be taken for init, and the orphan would never notice.
+        self.parent_pid = args.parent_pid or os.getppid()
         self.control_thread = threading.Thread(target=self._listen_control, args=(args.control,), daemon=True)
 
     def send(self, msg: Message) -> None:

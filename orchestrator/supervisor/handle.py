@@ -154,7 +154,7 @@ class WorkerHandle(BlockingCalls):
         self._res.sockets += [bound.data, bound.control]
         self._res.endpoints += bound.ipc_paths
         args = ["--data", bound.data_url, "--control", bound.control_url, "--name", self.spec.label,
-                "--max-message-bytes", str(self.policy.max_message_bytes)]
+                "--parent-pid", str(os.getpid()), "--max-message-bytes", str(self.policy.max_message_bytes)]
         args += self._res.ring.make(self.policy, self.spec.label)
         self._data = DataChannel(bound.data, self._res.ring, self.policy.inline_threshold, self.policy.shm_threshold)
         self._control_channel = ControlChannel(bound.control)
