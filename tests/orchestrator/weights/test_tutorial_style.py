@@ -146,11 +146,10 @@ inputs: [{video}]
 output: {output}
 stages:
   - {{name: shots, split: models.transnetv2.TransNetV2ShotDetector, frames: {{size: [48, 27]}}}}
-  - name: radio                                   # the tutorial's model as written: one clip per call
-    model: radio_like.py:RadioLike
-    input: {{form: frames, type: torch, layout: NCHW, dtype: float32}}
+  - name: radio                                   # the tutorial's model as written: one clip per call, the
+    model: radio_like.py:RadioLike                # (N, 3, H, W) tensor its `__call__` annotation asks for
     frames: {{sampling: per_second, rate: 2, size: [24, 16]}}
-  - name: batched                                 # the same model opting in to batched calls
+  - name: batched                                 # the same model opting in to batched calls; `input:` wins
     model: radio_like.BatchedRadioLike
     batch_size: 3
     input: {{form: frames, type: torch, layout: NCHW, dtype: float32}}
