@@ -11,7 +11,6 @@ import hashlib
 import random
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -23,7 +22,7 @@ import psutil
 
 from orchestrator.atomic import TMP_SUFFIX
 from tests.fixtures.controlled_model import PHASES
-from tests.orchestrator.pipeline.runs import ROOT, _default_signals, workers_of
+from tests.orchestrator.pipeline.runs import ROOT, RUN, _default_signals, start, workers_of
 
 PHASE_WAIT_S = 90.0
 """How long a killer looks for a worker in the phase it wants before it reports the phase missed."""
@@ -179,12 +178,16 @@ class ParentKill:
     """Its private folders, left behind by the kill for a later run to remove."""
 
 
-def start_slow_fsync(config: Path) -> tuple[subprocess.Popen[str], psutil.Process]:
-    """`orchestrator run CONFIG` under strace, every fsync delayed; returns strace and the orchestrator."""
+def start_for(config: Path, moment: str) -> tuple[subprocess.Popen[str], psutil.Process]:
+    """`orchestrator run CONFIG`, and the orchestrator's process. For a kill mid-publish it runs under strace
+    with every fsync delayed (SLOW_FSYNC_US); the first value is then strace."""
+    if moment != "publish":
+        proc = start(config)
+        return proc, psutil.Process(proc.pid)
     tracer = subprocess.Popen(["strace", "-f", "--seccomp-bpf", "-qq", "-o", "/dev/null", "-e", "trace=fsync",
-                               "-e", f"inject=fsync:delay_enter={SLOW_FSYNC_US}", sys.executable, "-m",
-                               "orchestrator.cli", "run", str(config), "--quiet"], cwd=ROOT, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, preexec_fn=_default_signals)
+                               "-e", f"inject=fsync:delay_enter={SLOW_FSYNC_US}", *RUN, str(config), "--quiet"],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=_default_signals)
     deadline = time.monotonic() + 60
     while not (children := psutil.Process(tracer.pid).children()):
         assert tracer.poll() is None and time.monotonic() < deadline, tracer.communicate()
