@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from multiprocessing import resource_tracker
 from pathlib import Path
 
 import psutil
 import pytest
 
+from tests.fixtures.sentinels import parent_watched
 from workers.shm_ring import NAME_PREFIX, SHM_DIR
 
 
@@ -43,3 +44,11 @@ def no_leaked_children():
             pass
         proc.kill()
     assert not alive, f"test leaked child processes: {alive}"
+
+
+@pytest.fixture
+def parent_imports(tmp_path: Path) -> Iterator[Callable[[], list[str]]]:
+    """Sentinel torch, transformers, onnxruntime and safetensors on this process's path for the test
+    (tests/fixtures/sentinels): call the fixture's value to list those this process imported meanwhile."""
+    with parent_watched(tmp_path / "sentinel-imports.log") as imported:
+        yield imported

@@ -7,17 +7,26 @@
        ▼
     form dict: {**payload, "frames": adapted}      form frames: adapted itself (what `__call__(images)` expects)
 
+A stage without `input:` gets what the model's `__call__` annotates its first parameter with: an
+annotation naming `torch.Tensor` (alone, in a Union, or in a batched model's list) gets an (N, 3, H, W)
+uint8 tensor, the convention of torch vision models; one naming a numpy array gets the (N, H, W, 3) array;
+anything else (a dict, `Any`, none) gets the dict. An explicit `input:` always wins.
+
 torch is imported only when a spec asks for a torch tensor, so envs without torch never pay for it.
 Values are not rescaled: a float dtype holds 0..255, as the model would get from `images.to(dtype)`.
 """
 
 from __future__ import annotations
 
+import inspect
+import typing
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
+
+from workers.calls import Outcome
 
 FORMS = ("dict", "frames")
 TYPES = ("numpy", "torch")
@@ -104,3 +113,86 @@ def _as_torch(frames: np.ndarray, dtype: str | None) -> Any:
         # torch makes no read-only tensors: wrapping shared memory a model might write to would be unsafe.
         frames = frames.copy()
     return torch.from_numpy(frames)
+
+
+TORCH_FRAMES = InputSpec(form="frames", type="torch", layout="NCHW")
+NUMPY_FRAMES = InputSpec(form="frames")
+_CHOICES = (InputSpec(), NUMPY_FRAMES, TORCH_FRAMES)
+INPUT_ERRORS = ("AttributeError", "TypeError", "IndexError", "KeyError")
+"""What a model raises when its input is not the kind of object it was written for."""
+
+
+def resolve_input(settings: Mapping[str, Any] | None, model: Any) -> InputSpec:
+    """The stage's `input:` settings when it has them (None: it has none), else what `model` annotates."""
+    return InputSpec.from_dict(settings) if settings is not None else infer_input(model)
+
+
+def infer_input(model: Any) -> InputSpec:
+    """What a model's `__call__` says it takes, from its first parameter's annotation (see the module doc)."""
+    kinds = _array_kinds(_first_annotation(model))
+    if "torch" in kinds:
+        return TORCH_FRAMES
+    return NUMPY_FRAMES if "numpy" in kinds else InputSpec()
+
+
+def _first_annotation(model: Any) -> Any:
+    call = type(model).__call__
+    try:
+        parameters = list(inspect.signature(call).parameters.values())[1:]  # after self
+    except (TypeError, ValueError):
+        return None
+    if not parameters:
+        return None
+    try:
+        hints = typing.get_type_hints(call)
+    except Exception:  # a name the module does not define: the annotation's text is read instead
+        hints = {}
+    return hints.get(parameters[0].name, parameters[0].annotation)
+
+
+def _array_kinds(annotation: Any) -> set[str]:
+    """"torch" and/or "numpy" when the annotation names a tensor or an array outside a mapping's values."""
+    if isinstance(annotation, typing.ForwardRef):
+        annotation = annotation.__forward_arg__
+    if isinstance(annotation, str):
+        if annotation.replace("typing.", "").startswith(("dict", "Dict", "Mapping")):
+            return set()
+        return {kind for kind, words in (("torch", ("Tensor",)), ("numpy", ("ndarray", "NDArray")))
+                if any(word in annotation for word in words)}
+    origin = typing.get_origin(annotation)
+    if isinstance(origin, type) and issubclass(origin, Mapping):
+        return set()
+    for kind, module, name in (("torch", "torch", "Tensor"), ("numpy", "numpy", "ndarray")):
+        if _is_class(annotation, module, name) or _is_class(origin, module, name):
+            return {kind}
+    return set().union(*(_array_kinds(arg) for arg in typing.get_args(annotation)))
+
+
+def _is_class(candidate: Any, module: str, name: str) -> bool:
+    """True for `module.name` or a subclass, told by name: torch is never imported to check."""
+    return isinstance(candidate, type) and any(
+        cls.__name__ == name and cls.__module__.partition(".")[0] == module for cls in candidate.__mro__)
+
+
+def received(spec: InputSpec) -> str:
+    """What a model given input `spec` receives, in words."""
+    dims = "3, H, W" if spec.layout == "NCHW" else "H, W, 3"
+    frames = f"an (N, {dims}) {spec.dtype or 'uint8'} {'torch tensor' if spec.type == 'torch' else 'numpy array'}"
+    return f"a dict whose 'frames' is {frames}" if spec.form == "dict" else frames
+
+
+def as_setting(spec: InputSpec) -> str:
+    """`spec` as a stage's `input:` line: the fields that differ from the default, in YAML flow style."""
+    changed = {k: v for k, v in spec.to_dict().items() if v != getattr(InputSpec(), k)} or {"form": "dict"}
+    return "input: {" + ", ".join(f"{k}: {v}" for k, v in changed.items()) + "}"
+
+
+def with_input_hint(outcome: Outcome, spec: InputSpec) -> Outcome:
+    """A model's failure on the kind of object it received, with what it received and the `input:` settings
+    that would hand it something else; any other outcome as it is."""
+    result, error = outcome
+    if error is None or error.get("type") not in INPUT_ERRORS:
+        return outcome
+    others = "; ".join(f"`{as_setting(choice)}` gives {received(choice)}" for choice in _CHOICES if choice != spec)
+    hint = f" (the model received {received(spec)}; set the stage's input to change that: {others})"
+    return result, {**error, "message": f"{error.get('message')}{hint}"}

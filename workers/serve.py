@@ -34,7 +34,7 @@ from workers.curve import apply_client_keys
 from workers.describe import describe, missing_module
 from workers.gpu import apply_memory_cap
 from workers.headers import WorkerInfo
-from workers.model_input import InputSpec, adapt_input
+from workers.model_input import InputSpec, adapt_input, resolve_input, with_input_hint
 from workers.model_loader import ModelLoadError, instantiate
 from workers.protocol import Decoder, Encoder, Kind, Message, ProtocolError, peek_request_id
 from workers.shm_ring import ShmRingReader
@@ -158,7 +158,7 @@ class Worker:
             else:
                 model = instantiate(msg.header["class_path"], msg.payload or {})
             self.described = None
-            self.input = InputSpec.from_dict(msg.header.get("input"))
+            self.input = resolve_input(msg.header.get("input"), model)
             stage = "setup"
             apply_thread_budget(budget_from_environ())
             apply_memory_cap()
@@ -199,7 +199,7 @@ class Worker:
             except Exception as exc:  # a payload the input settings cannot shape fails alone
                 outcomes.append((None, error_header("input", exc)))
         called = iter(call_items(self.model, inputs, self.model.batched))  # type: ignore[arg-type]
-        return [outcome if outcome is not None else next(called) for outcome in outcomes]
+        return [outcome if outcome is not None else with_input_hint(next(called), self.input) for outcome in outcomes]
 
     def _listen_control(self, endpoint: str) -> None:
         control = self.context.socket(zmq.PAIR)

@@ -73,9 +73,10 @@ class StageConfig(_Strict):
     env: str | None = Field(None, min_length=1)
     """The env the model runs in, when it cannot be read from the model's source (a computed
     `conda_env_name` in a module that imports what the orchestrator's environment lacks)."""
-    input: dict[str, Any] = Field(default_factory=dict)
+    input: dict[str, Any] | None = None
     """How the model receives a clip's frames: {form: dict|frames, type: numpy|torch, layout: NHWC|NCHW,
-    dtype: e.g. float32}; the default hands it {"frames": (N, H, W, 3) uint8}."""
+    dtype: e.g. float32}; unset, what its `__call__` annotates (torch.Tensor: an (N, 3, H, W) uint8 tensor,
+    a numpy array: the (N, H, W, 3) array), else {"frames": (N, H, W, 3) uint8}."""
     replicas: int | Literal["auto"] = 1
     """Worker processes for this stage, or `auto`: start with one and add more while the run measures this
     stage as its slowest and cores (or GPU shares) are free, up to `max_replicas`."""
@@ -120,8 +121,8 @@ class StageConfig(_Strict):
 
     @field_validator("input")
     @classmethod
-    def _valid_input(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return InputSpec.from_dict(value).to_dict()
+    def _valid_input(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if value is None else InputSpec.from_dict(value).to_dict()
 
     @model_validator(mode="after")
     def _exactly_one_kind(self) -> StageConfig:

@@ -18,7 +18,15 @@ from typing import Any
 import boto3.session
 from boto3.exceptions import S3UploadFailedError
 from botocore.config import Config
-from botocore.exceptions import ClientError, CredentialRetrievalError, NoCredentialsError, PartialCredentialsError
+from botocore.exceptions import (
+    ClientError,
+    CredentialRetrievalError,
+    IncompleteReadError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+)
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from pydantic import ValidationError
 
@@ -51,6 +59,9 @@ def s3_errors(location: str) -> Iterator[None]:
     except BotoConnectionError as exc:
         raise SourceError(f"cannot reach the S3 endpoint for {location} ({exc}): check AWS_ENDPOINT_URL and the "
                           f"network; {OFFLINE_HINT}") from None
+    except (ResponseStreamingError, IncompleteReadError, ReadTimeoutError) as exc:
+        raise SourceError(f"the connection broke while reading {location} ({exc}): the whole files fetched so far are "
+                          f"kept, the torn one is not; run the same command again to resume") from None
     except S3UploadFailedError as exc:
         raise SourceError(f"upload to {location} failed: {exc}") from None
     except ClientError as exc:

@@ -85,7 +85,7 @@ def test_nudenet_finds_the_sample_safe(run_model: RunModel, sample: tuple[np.nda
         assert set(detection) == {"label", "score", "box"} and len(detection["box"]) == 4
 
 
-def test_models_import_in_the_parent_without_env_libraries(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_models_import_in_the_parent_without_env_libraries(monkeypatch: pytest.MonkeyPatch, parent_imports) -> None:
     monkeypatch.delenv(WORKER_ENV_VAR, raising=False)
     for name in ("models.transnetv2", "models.rapidocr", "models.nudenet"):
         monkeypatch.delitem(sys.modules, name, raising=False)
@@ -103,4 +103,4 @@ def test_models_import_in_the_parent_without_env_libraries(monkeypatch: pytest.M
     assert transnetv2.INPUT_SIZE == (48, 27)
     assert transnetv2.TransNetV2ShotDetector.split_window == SplitWindow(step=50, context=25)
     leaked = [name for name in sys.modules if name.split(".")[0] in ENV_ONLY_MODULES]
-    assert leaked == []
+    assert leaked == [] and parent_imports() == []

@@ -78,7 +78,8 @@ def test_declarations_decode_and_bad_ones_are_named() -> None:
             ModelDeclarations.from_dict({**DESCRIBED, field: value})
 
 
-def test_the_env_comes_from_the_request_then_the_source_then_a_child_of_this_interpreter(user_dir: Path) -> None:
+def test_the_env_comes_from_the_request_then_the_source_then_a_child_of_this_interpreter(user_dir: Path,
+                                                                                           parent_imports) -> None:
     names = env_names([DescribeRequest(f"{TUTORIAL_STYLE}:RadioLike", env="ocr"),
                        DescribeRequest(f"{TUTORIAL_STYLE}:BatchedRadioLike"),
                        DescribeRequest("guarded.Computed", {"env": "content_filter"}),
@@ -98,10 +99,10 @@ def test_the_env_comes_from_the_request_then_the_source_then_a_child_of_this_int
     assert isinstance(typo, DescribeFailure) and typo.explain(DescribeRequest("guarded_typo.Computed")) == (
         "model 'guarded_typo.Computed': module 'guarded_typo' does not import: No module named 'guarded_typo'; if the "
         "module is installed only in the model's env, add `env: <name>` to the stage/entry")
-    assert not {"torch", "guarded", "unguarded", "radio_like"} & set(sys.modules)
+    assert parent_imports() == [] and not {"guarded", "unguarded", "radio_like"} & set(sys.modules)
 
 
-def test_each_model_is_described_inside_its_env_in_request_order(user_dir: Path) -> None:
+def test_each_model_is_described_inside_its_env_in_request_order(user_dir: Path, parent_imports) -> None:
     registry = EnvRegistry()
     ocr, video_splitting = registry.ensure("ocr"), registry.ensure("video_splitting")
     requests = [DescribeRequest(f"{TUTORIAL_STYLE}:RadioLike"), DescribeRequest("guarded.Computed"),
@@ -119,7 +120,7 @@ def test_each_model_is_described_inside_its_env_in_request_order(user_dir: Path)
         f"imports 'rapidocr_onnxruntime' (No module named 'rapidocr_onnxruntime'): add it to "
         f"envs/video_splitting/environment.yml and run `orchestrator envs lock video_splitting`, or name an env that "
         f"has it with `env:`")
-    assert "torch" not in sys.modules
+    assert parent_imports() == []
 
 
 def test_a_describe_process_that_dies_or_hangs_is_reported_with_its_stderr(user_dir: Path) -> None:
@@ -130,3 +131,14 @@ def test_a_describe_process_that_dies_or_hangs_is_reported_with_its_stderr(user_
     with pytest.raises(DescribeError, match=r"took longer than 2s describing hangs.Model: a module import or a "
                                             r"constructor is stuck"):
         run_describe(sys.executable, environ, [DescribeRequest("hangs.Model")], timeout_s=2)
+
+
+def test_the_parent_sentinels_record_an_import_that_the_importer_catches(parent_imports) -> None:
+    """The guard the tests above rely on: code that tries torch and swallows every error is still caught."""
+    try:
+        import torch
+
+        torch.cuda.is_available()
+    except Exception as exc:  # what a careless `try: import torch` in the orchestrator would do
+        assert "imported the test sentinel 'torch'" in str(exc)
+    assert parent_imports() == ["torch"]

@@ -5,12 +5,22 @@ The torch cases run in the video_splitting env's interpreter, the way a worker o
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Union
+
 import numpy as np
+import numpy.typing as npt
 import pytest
 
-from orchestrator.envs import Env
-from tests.workers.conftest import run_in_env
-from workers.model_input import InputSpec, adapt_input
+from orchestrator.envs import Env, EnvRegistry
+from orchestrator.errors import WorkerError
+from orchestrator.supervisor.handle import ModelRef, WorkerHandle, WorkerSpec
+from orchestrator.supervisor.policy import WorkerPolicy
+from tests.workers.conftest import ROOT, run_in_env
+from workers.model_input import InputSpec, adapt_input, infer_input, resolve_input, with_input_hint
+
+FIXTURES = ROOT / "tests" / "fixtures"
+RADIO_LIKE = FIXTURES / "tutorial_style" / "radio_like.py"
 
 FRAMES = np.arange(2 * 4 * 6 * 3, dtype=np.uint8).reshape(2, 4, 6, 3)
 
@@ -108,3 +118,87 @@ def test_torch_tensors_share_writable_memory_and_copy_read_only_memory(video_spl
     for name, (dtype, shape, shares, keys) in expected.items():
         assert facts[name] == {"type": "torch.Tensor", "dtype": dtype, "shape": shape, "shares": shares,
                                "equal": True, "keys": keys}, name
+
+
+class Untyped:
+    def __call__(self, batch): ...
+
+
+class TakesADict:
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict: ...
+
+
+class TakesAnArray:
+    def __call__(self, frames: npt.NDArray[np.uint8]) -> np.ndarray: ...
+
+
+class TakesArrays:
+    batched = True
+
+    def __call__(self, clips: list[np.ndarray | None]) -> list: ...
+
+
+class TakesATensor:  # torch is not installed here: the annotation's text is what is read
+    def __call__(self, images: Union[torch.Tensor, npt.NDArray[np.uint8]]) -> torch.Tensor: ...  # noqa: F821, UP007
+
+
+class TakesTensorsByName:
+    def __call__(self, batch: dict[str, torch.Tensor]) -> dict: ...  # noqa: F821
+
+
+@pytest.mark.parametrize(("model", "expected"), [
+    (Untyped(), InputSpec()), (TakesADict(), InputSpec()), (TakesTensorsByName(), InputSpec()),
+    (TakesAnArray(), InputSpec(form="frames")), (TakesArrays(), InputSpec(form="frames")),
+    (TakesATensor(), InputSpec(form="frames", type="torch", layout="NCHW")),
+])
+def test_a_stage_without_input_gets_what_call_annotates(model: object, expected: InputSpec) -> None:
+    assert infer_input(model) == expected
+    assert resolve_input(None, model) == expected
+
+
+def test_an_explicit_input_wins_over_the_annotation() -> None:
+    assert resolve_input({}, TakesATensor()) == InputSpec()
+    assert resolve_input({"form": "frames", "dtype": "float32"}, TakesATensor()) == InputSpec(form="frames",
+                                                                                            dtype="float32")
+
+
+_INFERRED_IN_ENV = """
+import json, sys
+from workers.model_input import infer_input
+from workers.model_loader import instantiate
+
+print(json.dumps({name: infer_input(instantiate(f"{sys.argv[1]}:{name}", {})).to_dict()
+                  for name in ("RadioLike", "BatchedRadioLike")}))
+"""
+
+
+def test_the_tutorial_models_get_nchw_tensors_where_torch_resolves_their_annotations(video_splitting: Env) -> None:
+    inferred = run_in_env(video_splitting, _INFERRED_IN_ENV, str(RADIO_LIKE))
+    nchw = InputSpec(form="frames", type="torch", layout="NCHW").to_dict()
+    assert inferred == {"RadioLike": nchw, "BatchedRadioLike": nchw}
+
+
+def test_a_model_failing_on_what_it_received_is_told_which_input_setting_changes_it() -> None:
+    failed = (None, {"stage": "batch", "type": "AttributeError", "message": "'dict' object has no attribute 'to'"})
+    _, error = with_input_hint(failed, InputSpec())
+    assert error is not None and error["message"] == (
+        "'dict' object has no attribute 'to' (the model received a dict whose 'frames' is an (N, H, W, 3) uint8 "
+        "numpy array; set the stage's input to change that: `input: {form: frames}` gives an (N, H, W, 3) uint8 "
+        "numpy array; `input: {form: frames, type: torch, layout: NCHW}` gives an (N, 3, H, W) uint8 torch tensor)")
+    _, error = with_input_hint(failed, InputSpec(form="frames", type="torch", layout="NCHW", dtype="float32"))
+    assert error is not None and "received an (N, 3, H, W) float32 torch tensor" in error["message"]
+    assert "`input: {form: dict}` gives a dict whose 'frames'" in error["message"]
+    own = (None, {"stage": "batch", "type": "RuntimeError", "message": "out of memory"})
+    assert with_input_hint(own, InputSpec()) == own and with_input_hint(("ok", None), InputSpec()) == ("ok", None)
+
+
+def test_a_worker_reports_the_input_setting_with_the_models_failure(tmp_path: Path) -> None:
+    env = EnvRegistry().ensure("ocr")
+    spec = WorkerSpec("tensor/0", env, ModelRef("controlled_model.ControlledModel",
+                                                {"env": "ocr", "returns": "as_tensor"}), (FIXTURES,))
+    with WorkerHandle(spec, tmp_path, WorkerPolicy(shutdown_grace_s=2, term_grace_s=2)) as handle:
+        handle.start()
+        with pytest.raises(WorkerError, match=r"'dict' object has no attribute 'to' \(the model received a dict "
+                                              r"whose 'frames' is .*`input: \{form: frames, type: torch, layout: "
+                                              r"NCHW\}` gives an \(N, 3, H, W\) uint8 torch tensor\)"):
+            handle.call({"frames": FRAMES}, timeout=60)

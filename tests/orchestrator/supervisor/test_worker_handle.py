@@ -232,7 +232,7 @@ def test_peer_speaking_another_protocol_version_is_refused(make_handle, tmp_path
         handle.start()
 
 
-def test_seed_style_transformers_model_runs_in_its_env(make_handle, tmp_path: Path) -> None:
+def test_seed_style_transformers_model_runs_in_its_env(make_handle, tmp_path: Path, parent_imports) -> None:
     env = EnvRegistry().ensure("video_splitting")
     weights = tmp_path / "weights"
     subprocess.run([str(env.python), "-c",
@@ -244,4 +244,4 @@ def test_seed_style_transformers_model_runs_in_its_env(make_handle, tmp_path: Pa
                          extra_environ={"ORCHESTRATOR_WEIGHTS_DIR": str(weights)})
     out = handle.call({"input_ids": np.array([[1, 2, 3, 4], [5, 6, 7, 8]], dtype=np.int64)}, timeout=120)
     assert out["embeddings"].shape == (2, 16) and out["embeddings"].dtype == np.float32
-    assert "transformers" not in sys.modules and "torch" not in sys.modules
+    assert parent_imports() == []

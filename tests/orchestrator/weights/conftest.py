@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
+import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -118,3 +122,73 @@ def s3_bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     bucket = f"weights-{uuid.uuid4().hex[:12]}"
     boto3.session.Session().client("s3").create_bucket(Bucket=bucket)
     return bucket
+
+
+class S3Link:
+    """A TCP hop between boto3 and the S3 server: replies pass at most `rate` bytes per second, and the
+    first connection whose replies pass `cut_after` bytes is closed there, mid-body (a dropped link)."""
+
+    PIECE = 64 * 1024
+
+    def __init__(self, upstream: str, rate: float | None = None, cut_after: int | None = None) -> None:
+        host, _, port = upstream.removeprefix("http://").partition(":")
+        self.upstream = (host, int(port))
+        self.rate, self.cut_after = rate, cut_after
+        self.cut = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.closed = threading.Event()
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            self.sockets += [client, server]
+            threading.Thread(target=self._pipe, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, True), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket, replies: bool) -> None:
+        passed = 0
+        try:
+            while data := source.recv(self.PIECE):
+                if replies and self.cut_after is not None and not self.cut.is_set() \
+                        and passed + len(data) > self.cut_after:
+                    sink.sendall(data[:self.cut_after - passed])
+                    self.cut.set()
+                    break
+                sink.sendall(data)
+                passed += len(data)
+                if replies and self.rate:
+                    time.sleep(len(data) / self.rate)  # the link's bandwidth, not a synchronisation
+        except OSError:
+            pass
+        for end in (source, sink):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+            end.close()
+
+    def close(self) -> None:
+        self.closed.set()
+        self.listener.close()
+        for end in self.sockets:
+            with contextlib.suppress(OSError):
+                end.close()
+
+
+@pytest.fixture
+def s3_link(s3_endpoint: str) -> Iterator[Callable[..., S3Link]]:
+    """Make links to the session's S3 server; each is closed after the test."""
+    links: list[S3Link] = []
+
+    def make(**settings: float | int | None) -> S3Link:
+        links.append(S3Link(s3_endpoint, **settings))  # type: ignore[arg-type]
+        return links[-1]
+
+    yield make
+    for link in links:
+        link.close()

@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import os
+import random
 import shutil
 import socket
+import subprocess
+import time
 from pathlib import Path
 
 import boto3.session
 import pytest
 
+from orchestrator.atomic import TMP_SUFFIX
 from orchestrator.weights.cache import WeightsCache, WeightsStatus
 from orchestrator.weights.manifest import MANIFEST_NAME, read_manifest
 from orchestrator.weights.requirements import WeightsRequirement
 from orchestrator.weights.s3 import S3Source
 from orchestrator.weights.sources import LocalDirSource, SourceError
-from tests.orchestrator.weights.conftest import FILES, RecordingReporter, run_cli, write_repo
+from tests.orchestrator.weights.conftest import FILES, ORCHESTRATOR, ROOT, RecordingReporter, run_cli, write_repo
 
 NAMES = ("acme/tiny", "acme/other")
+MIB = 1 << 20
+BIG = random.Random(0).randbytes(9 * MIB + 300 * 1024)
+"""Over boto3's 8 MiB multipart threshold (pushed in two parts) and read back in ten 1 MiB chunks."""
+BIG_FILES = {**FILES, "model.safetensors": BIG}
+BIG_NAME = "acme/big"
 
 
 @pytest.fixture
@@ -134,3 +144,70 @@ def test_a_wrong_bucket_is_named(s3_bucket: str) -> None:
     with pytest.raises(SourceError, match=rf"S3 refused access to s3://nope-{s3_bucket}/: NoSuchBucket: .*check the "
                                           rf"bucket name"):
         S3Source(f"s3://nope-{s3_bucket}").remote_names()
+
+
+@pytest.fixture
+def big_mirror(cache: WeightsCache, s3_bucket: str, tmp_path: Path) -> str:
+    """The mirror `s3://<bucket>/big` holding BIG_NAME, its big file uploaded in parts."""
+    write_repo(tmp_path / "mirror", BIG_NAME, BIG_FILES)
+    cache.download(WeightsRequirement(BIG_NAME), LocalDirSource(tmp_path / "mirror"))
+    url = f"s3://{s3_bucket}/big"
+    assert cache.push(BIG_NAME, S3Source(url))
+    head = S3Source(url).client.head_object(Bucket=s3_bucket, Key=f"big/{BIG_NAME}/model.safetensors")
+    assert head["ETag"].strip('"').endswith("-2"), head["ETag"]  # S3's mark of a two-part upload
+    return url
+
+
+def _being_written(folder: Path, name: str) -> int:
+    """Bytes in the temp file that is becoming `folder/name`, 0 while there is none."""
+    sizes = [p.stat().st_size for p in folder.glob(f".{name}.*{TMP_SUFFIX}")] if folder.is_dir() else []
+    return max(sizes, default=0)
+
+
+def _assert_resumes_to_a_whole_copy(fresh: WeightsCache, url: str) -> None:
+    """Not present while interrupted; the same pull again completes, verifies, and leaves no temp file."""
+    assert fresh.status(WeightsRequirement(BIG_NAME)) is WeightsStatus.PARTIAL
+    assert fresh.cached_names() == [] and fresh.manifest(BIG_NAME) is None
+    reporter = RecordingReporter()
+    assert fresh.pull(BIG_NAME, S3Source(url), reporter).fetched
+    assert set(reporter.kept_files) >= {"README.md", "config.json"}  # fetched before the interruption, kept
+    assert "model.safetensors" in reporter.started_files
+    assert fresh.verify([BIG_NAME]) == {BIG_NAME: []} and fresh.cached_names() == [BIG_NAME]
+    assert (fresh.directory(BIG_NAME) / "model.safetensors").read_bytes() == BIG
+    assert not [p for p in fresh.root.rglob("*") if p.name.endswith(TMP_SUFFIX)]
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_pull_killed_mid_file_resumes_to_a_verified_copy(big_mirror: str, s3_link, tmp_path: Path,
+                                                           seed: int) -> None:
+    """`orchestrator models pull` SIGKILLed at a seeded byte of the big file, over a link slow enough to hit it."""
+    at = random.Random(seed).randrange(MIB, len(BIG) - MIB)
+    link = s3_link(rate=8 * MIB)
+    fresh = WeightsCache(tmp_path / "fresh")
+    pull = subprocess.Popen([*ORCHESTRATOR, "models", "pull", "--from", big_mirror, "--models", BIG_NAME,
+                             "--weights-dir", str(fresh.root)], cwd=ROOT, env={**os.environ, "AWS_ENDPOINT_URL":
+                                                                                link.endpoint},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    partial, deadline = fresh.partial_directory(BIG_NAME), time.monotonic() + 60
+    while _being_written(partial, "model.safetensors") < at:
+        assert pull.poll() is None and time.monotonic() < deadline, pull.communicate()
+        time.sleep(0.005)
+    pull.kill()
+    pull.communicate(timeout=30)
+    assert at <= _being_written(partial, "model.safetensors") < len(BIG)  # killed mid-file, the torn file left
+    _assert_resumes_to_a_whole_copy(fresh, big_mirror)
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_a_link_dropped_mid_file_fails_in_one_line_and_the_rerun_completes(big_mirror: str, s3_link, s3_endpoint: str,
+                                                                          tmp_path: Path, seed: int,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    link = s3_link(cut_after=random.Random(seed).randrange(MIB, len(BIG) - MIB))
+    monkeypatch.setenv("AWS_ENDPOINT_URL", link.endpoint)
+    fresh = WeightsCache(tmp_path / "fresh")
+    with pytest.raises(SourceError, match=rf"the connection broke while reading {big_mirror}/{BIG_NAME}/"
+                                          rf"model.safetensors \(.*read.*\): .*; run the same command again to resume"):
+        fresh.pull(BIG_NAME, S3Source(big_mirror))
+    assert link.cut.is_set()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    _assert_resumes_to_a_whole_copy(fresh, big_mirror)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ from tests.orchestrator.weights.conftest import ROOT, run_cli
 EXAMPLE = ROOT / "examples" / "custom_model"
 
 
-def test_tutorial_model_downloads_and_runs_in_its_env(tmp_path: Path) -> None:
+def test_tutorial_model_downloads_and_runs_in_its_env(tmp_path: Path, parent_imports) -> None:
     env = EnvRegistry().ensure("video_splitting")
     mirror, weights = tmp_path / "mirror", tmp_path / "weights"
     made = subprocess.run([str(env.python), str(EXAMPLE / "make_tiny_weights.py"), str(mirror)],
@@ -50,4 +49,4 @@ def test_tutorial_model_downloads_and_runs_in_its_env(tmp_path: Path) -> None:
     assert abs(float(np.linalg.norm(first["embedding"])) - 1.0) < 1e-5
     assert np.array_equal(first["embedding"], again["embedding"])
     assert not np.allclose(first["embedding"], other["embedding"])
-    assert "torch" not in sys.modules and "transformers" not in sys.modules
+    assert parent_imports() == []

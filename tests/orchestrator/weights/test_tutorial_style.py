@@ -1,6 +1,7 @@
 """A tutorial-style model (unguarded `import torch`, `model_utils.ModelInterface`, `__call__(images)`) kept
 in a folder outside the project: listed, its weights downloaded, and run in its env, while the
-orchestrator's own process never imports torch, transformers, onnxruntime or the model's module.
+orchestrator's own process never imports torch, transformers, onnxruntime or the model's module: the
+CLI runs with sentinels of those libraries first on its path (tests/fixtures/sentinels), which record an import.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ import pytest
 
 from models.model_utils import WEIGHTS_DIR_VAR
 from orchestrator.envs import Env, EnvRegistry
+from tests.fixtures.sentinels import LOG_VAR, PROBE_PRELUDE, imported_sentinels
 from tests.orchestrator.weights.conftest import ROOT
 
 FIXTURE = ROOT / "tests" / "fixtures" / "tutorial_style"
@@ -37,12 +40,17 @@ main()
 
 
 def orchestrator(*args: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
-    """Run the CLI in a child that reports, at exit, the top-level name of every module it imported."""
-    done = subprocess.run([sys.executable, "-c", _PROBE, *args], cwd=ROOT, env={**os.environ, "COLUMNS": "200"},
-                          capture_output=True, text=True, timeout=300)
+    """Run the CLI in a child, sentinels first on its path, that reports at exit the top-level name of every
+    module it imported, the sentinels it recorded importing among them."""
+    with tempfile.TemporaryDirectory() as folder:
+        log = Path(folder) / "imports.log"
+        done = subprocess.run([sys.executable, "-c", PROBE_PRELUDE + _PROBE, *args], cwd=ROOT,
+                              env={**os.environ, "COLUMNS": "200", LOG_VAR: str(log)},
+                              capture_output=True, text=True, timeout=300)
+        recorded = set(imported_sentinels(log))
     lines = [line for line in done.stderr.splitlines() if line.startswith("MODULES ")]
     assert lines, done.stderr
-    return done, {name.partition(".")[0] for name in json.loads(lines[-1].removeprefix("MODULES "))}
+    return done, recorded | {name.partition(".")[0] for name in json.loads(lines[-1].removeprefix("MODULES "))}
 
 
 @pytest.fixture(scope="module")
@@ -138,11 +146,10 @@ inputs: [{video}]
 output: {output}
 stages:
   - {{name: shots, split: models.transnetv2.TransNetV2ShotDetector, frames: {{size: [48, 27]}}}}
-  - name: radio                                   # the tutorial's model as written: one clip per call
-    model: radio_like.py:RadioLike
-    input: {{form: frames, type: torch, layout: NCHW, dtype: float32}}
+  - name: radio                                   # the tutorial's model as written: one clip per call, the
+    model: radio_like.py:RadioLike                # (N, 3, H, W) tensor its `__call__` annotation asks for
     frames: {{sampling: per_second, rate: 2, size: [24, 16]}}
-  - name: batched                                 # the same model opting in to batched calls
+  - name: batched                                 # the same model opting in to batched calls; `input:` wins
     model: radio_like.BatchedRadioLike
     batch_size: 3
     input: {{form: frames, type: torch, layout: NCHW, dtype: float32}}
