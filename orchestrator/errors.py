@@ -56,3 +56,7 @@ class WeightsMissing(OrchestratorError):
 class PipelineError(OrchestratorError):
     """A pipeline step cannot go on (a stage's model cannot be set up, a step failed unexpectedly); the run
     stops, keeping every video already finished."""
+
+
+class OutputFull(PipelineError):
+    """The output folder's file system is full: the run stops, keeping every video already finished."""

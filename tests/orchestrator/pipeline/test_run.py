@@ -102,7 +102,12 @@ def test_bad_inputs_are_reported_and_the_rest_processed(sample, tmp_path: Path) 
     reasons = {Path(f["video"]).name: f["reason"] for f in summary["failures"]}
     assert "no such file" in reasons["missing.mp4"]
     assert "corrupt.mp4: not a readable video" in reasons["corrupt.mp4"]
-    assert summary["videos_done"] == 2
+    assert all(f["clip_index"] is None and f["stage"] is None for f in summary["failures"])
+    assert summary["videos"] == 2 and summary["videos_done"] == 1
+    # named before any worker started, as readable lines
+    assert result.stderr.index(f"warning: skipped {corrupt}: not a readable video") < result.stderr.index("[stats/0]")
+    assert f"failed: no such file, folder or glob match: {tmp_path / 'missing.mp4'}" in result.stderr
+    assert "{'video'" not in result.stderr
 
 
 def test_frame_size_the_model_rejects_fails_that_video(sample, tmp_path: Path) -> None:
@@ -122,8 +127,8 @@ def test_frame_size_the_model_rejects_fails_that_video(sample, tmp_path: Path) -
         ("min_duration_s", "min_duration", "field 'stages.2.filter.min_duration': Extra inputs are not permitted"),
     ],
 )
-def test_config_errors_are_one_line(tmp_path: Path, old: str, new: str, message: str) -> None:
-    config, out = write_pipeline(tmp_path, "typo", [tmp_path / "x.mp4"])
+def test_config_errors_are_one_line(sample, tmp_path: Path, old: str, new: str, message: str) -> None:
+    config, out = write_pipeline(tmp_path, "typo", [sample[0]])
     config.write_text(config.read_text().replace(old, new))
     result = run(config)
     assert result.returncode == 2
