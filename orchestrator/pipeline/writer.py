@@ -172,15 +172,16 @@ class OutputWriter:
         self._rebuilt_at, self._metadata_bytes = now, len(lines)
 
     def finish_run(self, summary: RunSummary, completed: bool) -> None:
-        """Write metadata.jsonl and run.json if this run finished a video or ran to the end (a run stopped
-        before finishing anything leaves an earlier run's record as it was), then drop the scratch folder."""
+        """Drop the scratch folder (first: on a full disk that frees room), then write metadata.jsonl and
+        run.json if this run finished a video or ran to the end (a run stopped before finishing anything
+        leaves an earlier run's record as it was)."""
+        shutil.rmtree(self.clips_tmp, ignore_errors=True)
         with self._writing(PipelineError):
             if self.changed or completed or not (self.out_dir / "metadata.jsonl").exists():
                 self._rebuild_metadata(force=True)
             if self.changed or completed or not (self.out_dir / "run.json").exists():
                 atomic_write_text(self.out_dir / "run.json",
                                   json.dumps(summary.to_json(), indent=2, default=to_json) + "\n")
-        shutil.rmtree(self.clips_tmp, ignore_errors=True)
 
     @contextlib.contextmanager
     def _writing(self, error: type[Exception]) -> Iterator[None]:
