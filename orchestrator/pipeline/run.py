@@ -39,7 +39,7 @@ from orchestrator.pipeline.output_lock import OutputLock
 from orchestrator.pipeline.parts import count_kept
 from orchestrator.pipeline.summary import Failure, RunStopped, RunSummary
 from orchestrator.pipeline.video import VIDEO_SUFFIXES, VideoInput, expand_inputs, open_inputs
-from orchestrator.pipeline.writer import OutputWriter
+from orchestrator.pipeline.writer import OutputWriter, check_results_key
 from orchestrator.sample_video import BUNDLED_SAMPLE, ensure_bundled_sample
 from orchestrator.supervisor.handle import ModelRef, WorkerHandle, WorkerSpec
 from orchestrator.supervisor.output import LogSink
@@ -173,6 +173,8 @@ def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_lo
         state = RunState(videos_total=found, failures=failures)
         registry = EnvRegistry()
         stages = resolve_stages(config, config_dir, registry)
+        if not fresh:
+            check_results_key(out_dir, config.results_key())  # after the config's own errors, before any worker
         runtime_dir = make_runtime_dir()
         workers = _Workers(stages, config_dir, runtime_dir, on_log)
         firsts: dict[str, WorkerHandle] = {}

@@ -55,6 +55,22 @@ def to_json(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+def _claim(results_key: dict[str, Any]) -> dict[str, Any]:
+    return {"layout": LAYOUT, "results": results_key}
+
+
+def check_results_key(out_dir: Path, results_key: dict[str, Any]) -> None:
+    """Refuse a folder whose parts another pipeline config made: they must not be mixed into these results.
+    Only reads, so a run can ask before it may write."""
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        earlier = json.loads((out_dir / ".parts" / PIPELINE_FILE).read_text())
+        if earlier != _claim(results_key):
+            what = ("an older orchestrator's layout" if "layout" not in earlier
+                    else "a different pipeline (stages, params or codec changed)")
+            raise ConfigError(f"{out_dir} holds results of {what}; rerun with --fresh to start over there (the "
+                              f"earlier results are moved to {out_dir / '.previous'}), or choose another --output")
+
+
 class OutputWriter:
     """Writes one run's results into a folder whose lock the run holds."""
 
@@ -67,12 +83,12 @@ class OutputWriter:
         self.videos = videos
         self.set_aside: Path | None = None
         """Where `fresh` moved the earlier results, if there were any."""
-        claim = {"layout": LAYOUT, "results": results_key}
+        claim = _claim(results_key)
         with self._writing(ConfigError):
             if fresh:
                 self.set_aside = self._set_aside()
             else:
-                self._check_claim(claim)
+                check_results_key(out_dir, results_key)
             shutil.rmtree(self.clips_tmp, ignore_errors=True)
             for sub in ("clips", ".parts", ".tmp"):
                 (out_dir / sub).mkdir(parents=True, exist_ok=True)
@@ -83,17 +99,6 @@ class OutputWriter:
         """Whether this run finished a video: only then does it rewrite metadata.jsonl and run.json."""
         self._rebuilt_at = 0.0
         self._metadata_bytes = 0
-
-    def _check_claim(self, claim: dict[str, Any]) -> None:
-        """Parts made by another pipeline config must not be mixed into this run's results."""
-        with contextlib.suppress(FileNotFoundError):
-            earlier = json.loads((self.parts_dir / PIPELINE_FILE).read_text())
-            if earlier != claim:
-                what = ("an older orchestrator's layout" if "layout" not in earlier
-                        else "a different pipeline (stages, params or codec changed)")
-                raise ConfigError(f"{self.out_dir} holds results of {what}; rerun with --fresh to start over "
-                                  f"there (the earlier results are moved to {self.out_dir / '.previous'}), or "
-                                  f"choose another --output")
 
     def _set_aside(self) -> Path | None:
         """Move the earlier results into `.previous/<UTC time>/`, so starting over never destroys them."""

@@ -71,7 +71,7 @@ def test_a_second_run_into_a_folder_in_use_is_refused_and_the_first_run_keeps_it
     config, out = write_pipeline(tmp_path, "busy", [sample[0]], delay_s=0.4)
     first = start(config)
     try:
-        wait_for(lambda: (out / ".lock-owner").is_file() and (out / ".tmp").is_dir(), "the first run to write")
+        wait_for(lambda: (out / ".tmp").is_dir() and any((out / ".tmp").iterdir()), "the first run's first clip")
         for extra in ([], ["--fresh"]):
             began = time.monotonic()
             second = run(config, *extra)

@@ -108,6 +108,7 @@ def test_config_errors_are_one_line(sample, tmp_path: Path, old: str, new: str, 
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()  # no .parts, .tmp or empty metadata.jsonl left behind
 
 
 def test_unwritable_output_directory(sample, tmp_path: Path) -> None:
