@@ -192,12 +192,14 @@ def test_a_clip_that_fails_is_reported_with_its_index_and_stage(sample, tmp_path
     assert f"failed: {sample[0]} clip {failures[0]['clip_index']} (stage 'stats'): " in result.stderr
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real file system of 96 KiB (tmpfs): room for one video's clips and records, not for three."""
+@pytest.fixture(params=[48, 96, 128])
+def small_disk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
+    """A real file system (tmpfs) too small for five videos' clips and records: 48 KiB fills while the first
+    video's clips are encoded, the larger ones while later videos' clips, parts or metadata are written."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(mount)], capture_output=True)
+    size = f"size={request.param}k"
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", size, "tmpfs", str(mount)], capture_output=True)
     if mounted.returncode != 0:
         pytest.skip(f"mounting a small tmpfs needs root: {mounted.stderr.decode().strip()}")
     try:
@@ -207,7 +209,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_a_full_disk_stops_the_run_with_one_line_and_keeps_the_finished_videos(sample, small_disk, tmp_path) -> None:
-    videos = [tmp_path / f"v{i}.mp4" for i in range(3)]
+    videos = [tmp_path / f"v{i}.mp4" for i in range(5)]
     for video in videos:
         shutil.copy(sample[0], video)
     config, _ = write_pipeline(tmp_path, "full", videos)
@@ -226,9 +228,9 @@ def test_a_full_disk_stops_the_run_with_one_line_and_keeps_the_finished_videos(s
     assert len(errors) == 1 and "Traceback" not in stderr, stderr[-3000:]
     assert str(out) in errors[0] and "no space left on device" in errors[0]
     parts = [json.loads(p.read_text()) for p in (out / ".parts").glob("*.json") if p.name != "pipeline.json"]
-    done = [part for part in parts if part["ok"]]
-    assert done and done[0]["video"] == str(videos[0])
+    done = sorted((part for part in parts if part["ok"]), key=lambda part: part["video"])
+    assert [part["video"] for part in done] == [str(video) for video in videos[: len(done)]]
     assert all((out / row["path"]).is_file() for part in done for row in part["rows"] if row["path"])
-    assert f"({len(done)} of 3 videos kept in {out})" in errors[0]
+    assert f"({len(done)} of 5 videos kept in {out})" in errors[0]
     assert not list(Path(SHM_DIR).glob(f"{NAME_PREFIX}{proc.pid}-*"))
     assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
