@@ -12,11 +12,11 @@ import typer
 from rich.live import Live
 from rich.markup import escape
 
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, RunStopped
 from orchestrator.pipeline.config import PipelineConfig, load_config
 from orchestrator.pipeline.progress import render, summary_table
 from orchestrator.pipeline.run import execute
-from orchestrator.pipeline.summary import RunStopped, RunSummary
+from orchestrator.pipeline.summary import RunSummary
 from orchestrator.render import console, error_console
 
 

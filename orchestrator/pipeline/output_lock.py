@@ -17,14 +17,10 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from orchestrator.atomic import atomic_write_text
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, OutputBusy
 
 LOCK_FILE = ".lock"
 OWNER_FILE = ".lock-owner"
-
-
-class OutputBusy(ConfigError):
-    """Another run holds the output folder."""
 
 
 class OutputLock:

@@ -27,6 +27,7 @@ from orchestrator.errors import (
     HandshakeTimeout,
     OrchestratorError,
     PipelineError,
+    RunStopped,
     WorkerDied,
     WorkerError,
 )
@@ -37,7 +38,7 @@ from orchestrator.pipeline.executor import PipelineExecutor, RunState, WorkerFac
 from orchestrator.pipeline.gpus import GpuAssignment, cpu_fallback_warning, detect_gpu_count, pack_replicas
 from orchestrator.pipeline.output_lock import OutputLock
 from orchestrator.pipeline.parts import count_kept
-from orchestrator.pipeline.summary import Failure, RunStopped, RunSummary
+from orchestrator.pipeline.summary import Failure, RunSummary
 from orchestrator.pipeline.video import VIDEO_SUFFIXES, VideoInput, expand_inputs, open_inputs
 from orchestrator.pipeline.writer import OutputWriter, check_results_key
 from orchestrator.sample_video import BUNDLED_SAMPLE, ensure_bundled_sample

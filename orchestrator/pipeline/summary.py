@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 
@@ -52,19 +51,3 @@ class RunSummary:
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-
-@dataclass(eq=False)
-class RunStopped(Exception):
-    """The run ended before its last video: interrupted (Ctrl-C, SIGTERM; `cause` None) or stopped by an
-    error while running. Says how much of the work the output folder keeps."""
-
-    cause: Exception | None
-    kept: int
-    total: int
-    out_dir: Path
-
-    def __str__(self) -> str:
-        kept = f"{self.kept} of {self.total} videos kept in {self.out_dir}"
-        if self.cause is None:
-            return f"interrupted: {kept}; rerun the same command to resume"
-        return f"{self.cause} ({kept})"
