@@ -234,3 +234,43 @@ def test_a_full_disk_stops_the_run_with_one_line_and_keeps_the_finished_videos(s
     assert f"({len(done)} of 5 videos kept in {out})" in errors[0]
     assert not list(Path(SHM_DIR).glob(f"{NAME_PREFIX}{proc.pid}-*"))
     assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
+
+
+HELD_MODEL = '''\
+"""ControlledModel, whose import waits while the file HOLD exists (saying so in IMPORTING): a model that
+takes long to import."""
+import os
+import time
+
+from controlled_model import ControlledModel
+
+while os.path.exists({hold!r}):
+    open({importing!r}, "w").close()
+    time.sleep(0.05)
+
+
+class HeldModel(ControlledModel):
+    pass
+'''
+
+
+def test_an_interrupt_while_models_import_changes_nothing(sample, tmp_path: Path) -> None:
+    hold, importing = tmp_path / "hold", tmp_path / "importing"
+    config, out = write_pipeline(tmp_path, "held", [sample[0]])
+    (tmp_path / "held_model.py").write_text(HELD_MODEL.format(hold=str(hold), importing=str(importing)))
+    config.write_text(config.read_text().replace("controlled_model.ControlledModel", "held_model.HeldModel"))
+    assert run(config).returncode == 0
+    before = snapshot(out)
+    hold.touch()
+    proc = start(config)
+    try:
+        wait_for(importing.exists, "the model's import to begin")
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        hold.unlink()
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 130, stderr[-3000:]
+    assert f"interrupted: 1 of 1 videos kept in {out}; rerun the same command to resume" in stderr
+    assert snapshot(out) == before
