@@ -149,8 +149,10 @@ def describe_stages(stages: dict[str, ResolvedStage], workers: _Workers) -> dict
 
 @dataclass
 class Prepared:
-    """A run ready to execute: what each stage's model declared, and how its replicas are made."""
+    """A run ready to execute: its config (as the executor runs it), what each stage's model declared, and how
+    its replicas are made."""
 
+    config: PipelineConfig
     declarations: dict[str, ModelDeclarations]
     make: WorkerFactory
     adopt: dict[str, dict[int, WorkerHandle]]
@@ -182,10 +184,10 @@ def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_lo
         try:
             with registry.leased(stage.env for stage in stages.values()):  # `envs gc` spares them until the end
                 firsts = describe_stages(stages, workers)
-                prepared = _prepare(stages, firsts, workers, ray, gpus, weights_from, warn)
+                prepared = _prepare(config, stages, firsts, workers, ray, gpus, weights_from, warn)
                 lock.acquire()
                 writer = OutputWriter(out_dir, config.results_key(), videos, fresh)
-                return _run(config, videos, writer, prepared, state, display, warn)
+                return _run(videos, writer, prepared, state, display, warn)
         finally:
             close_all(list(firsts.values()), 0, 0)
             shutil.rmtree(runtime_dir, ignore_errors=True)
@@ -217,8 +219,9 @@ def open_videos(config: PipelineConfig, config_dir: Path, warn: Callable[[str], 
     return videos, failures, len(found)
 
 
-def _prepare(stages: dict[str, ResolvedStage], firsts: dict[str, WorkerHandle], workers: _Workers, ray: Any,
-             gpus: int | None, weights_from: str | None, warn: Callable[[str], None]) -> Prepared:
+def _prepare(config: PipelineConfig, stages: dict[str, ResolvedStage], firsts: dict[str, WorkerHandle],
+             workers: _Workers, ray: Any, gpus: int | None, weights_from: str | None,
+             warn: Callable[[str], None]) -> Prepared:
     """Read each model's declarations; locally, check its weights and place replicas on GPUs (adopting each
     first worker whose place fits); on Ray, hand replicas to the cluster."""
     declarations = {name: _declarations(stages[name], handle) for name, handle in firsts.items()}
@@ -227,23 +230,23 @@ def _prepare(stages: dict[str, ResolvedStage], firsts: dict[str, WorkerHandle], 
 
         close_all(list(firsts.values()), 0, 0)  # replicas live on the cluster's nodes
         factory, resources = ray_workers(ray, stages, declarations, workers.user_dirs, weights_from, warn)
-        return Prepared(declarations, factory.make, {}, resources)
+        return Prepared(config, declarations, factory.make, {}, resources)
     check_weights_present(list(declarations.values()))
     n_gpus = detect_gpu_count() if gpus is None else gpus
     workers.gpu_of = assign_gpus(stages, declarations, n_gpus, warn)
     adopt = {name: {0: h} for name, h in firsts.items() if workers.gpu_of[(name, 0)] == NO_GPU}
     close_all([h for name, h in firsts.items() if name not in adopt], 0, 0)
-    return Prepared(declarations, workers.make, adopt, Resources(workers.cores, workers.threads, n_gpus,
-                                                                 workers.gpu_of))
+    return Prepared(config, declarations, workers.make, adopt,
+                    Resources(workers.cores, workers.threads, n_gpus, workers.gpu_of))
 
 
-def _run(config: PipelineConfig, videos: list[VideoInput], writer: OutputWriter, prepared: Prepared,
-         state: RunState, display: Callable[[RunState], Any] | None, warn: Callable[[str], None]) -> RunSummary:
+def _run(videos: list[VideoInput], writer: OutputWriter, prepared: Prepared, state: RunState,
+         display: Callable[[RunState], Any] | None, warn: Callable[[str], None]) -> RunSummary:
     """Execute with the writer; its summary is recorded however the run ends."""
     if writer.set_aside is not None:
         warn(f"--fresh: moved the earlier results to {writer.set_aside} (delete it when no longer needed)")
     state.frames_total = sum(v.frames for v in videos if writer.resumable(v) is None)
-    executor = PipelineExecutor(config, videos, writer, prepared.make, state, prepared.declarations,
+    executor = PipelineExecutor(prepared.config, videos, writer, prepared.make, state, prepared.declarations,
                                 prepared.adopt, prepared.resources)
     stopped: RunStopped | None = None
     try:
@@ -251,7 +254,7 @@ def _run(config: PipelineConfig, videos: list[VideoInput], writer: OutputWriter,
     except KeyboardInterrupt:
         state.failures.append(Failure("", "interrupted (Ctrl-C): finished videos were kept"))
         stopped = RunStopped(None, 0, state.videos_total, writer.out_dir)
-    except PipelineError as exc:
+    except Exception as exc:  # the step's error (PipelineError) or any other: the summary is recorded anyway
         state.failures.append(Failure("", f"the run stopped: {exc}"))
         stopped = RunStopped(exc, 0, state.videos_total, writer.out_dir)
     summary = _summary(state, time.monotonic() - state.started)
