@@ -65,9 +65,11 @@ class RunState:
     """When the first clip reached the writer: the ETA does not count the start-up before it."""
     frames_at_start: int = 0
 
-    def clip_written(self, video: VideoItem, clip: Clip) -> None:
-        if self.current is None or self.current.video_id != video.video.video_id:
-            self.current = VideoProgress(video.video.video_id, 0, video.video.frames)
+    def clip_written(self, clip: Clip) -> None:
+        """Every step is through with the frames up to this clip's end; the first one starts the ETA's clock."""
+        video = clip.video.video
+        if self.current is None or self.current.video_id != video.video_id:
+            self.current = VideoProgress(video.video_id, 0, video.frames)
         gained = clip.end + 1 - self.current.done
         self.current.done = clip.end + 1
         self.frames_done += max(gained, 0)
@@ -75,6 +77,7 @@ class RunState:
             self.work_started, self.frames_at_start = time.monotonic(), self.frames_done
 
     def video_finished(self, video: VideoItem) -> None:
+        """A video is written: all its declared frames count as done (none for one resumed from a part)."""
         if video.resumed is None and self.current is not None and self.current.video_id == video.video.video_id:
             self.frames_done += max(video.video.frames - self.current.done, 0)
         elif video.resumed is None:
@@ -196,7 +199,7 @@ class PipelineExecutor:
                 clips = []
             elif isinstance(item, Clip):
                 clips.append(item)
-                self.state.clip_written(item.video, item)
+                self.state.clip_written(item)
             elif isinstance(item, VideoDone):
                 self._finish(item.video, clips)
             on_tick()

@@ -26,10 +26,10 @@ def test_the_eta_is_measured_from_the_first_clip_over_the_frames_left_of_the_vid
     state.frames_total = long.video.frames
     state.video_finished(resumed)
     state.videos_done = state.resumed = 1
-    state.clip_written(long, Clip(long, 0, 0, 99))
+    state.clip_written(Clip(long, 0, 0, 99))
     assert state.work_started is not None
     first_clip = state.work_started
-    state.clip_written(long, Clip(long, 1, 100, 299))
+    state.clip_written(Clip(long, 1, 100, 299))
     # 200 frames in the 10 s since the first clip: 700 frames left take 35 s
     assert state.eta_s(first_clip + 10) == 35.0
     text = shown(state)
