@@ -6,16 +6,17 @@ import enum
 import logging
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.live import Live
 from rich.markup import escape
 
-from orchestrator.errors import ConfigError
-from orchestrator.pipeline.config import load_config
+from orchestrator.errors import ConfigError, RunStopped
+from orchestrator.pipeline.config import PipelineConfig, load_config
 from orchestrator.pipeline.progress import render, summary_table
 from orchestrator.pipeline.run import execute
+from orchestrator.pipeline.summary import RunSummary
 from orchestrator.render import console, error_console
 
 
@@ -62,18 +63,27 @@ def run(
     def warn(line: str) -> None:
         error_console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
 
-    if quiet:
-        summary = execute(pipeline, config_dir, gpus=gpus, warn=warn, fresh=fresh, **where,
-                          on_log=lambda label, line: error_console.print(f"[{label}] {line}", markup=False,
-                                                                         highlight=False))
-    else:
-        with Live(console=error_console, refresh_per_second=4, transient=True) as live:
-            summary = execute(pipeline, config_dir, gpus=gpus, warn=warn, fresh=fresh, **where,
-                              on_log=lambda label, line: live.console.print(f"[{label}] {line}", markup=False,
-                                                                            highlight=False),
-                              display=lambda state: live.update(render(state)))
+    try:
+        summary = _execute(pipeline, config_dir, quiet, gpus=gpus, warn=warn, fresh=fresh, **where)
+    except RunStopped as stopped:
+        error_console.print(f"[bold red]{'error: ' if stopped.cause else ''}[/]{escape(str(stopped))}",
+                            highlight=False, soft_wrap=True)
+        raise typer.Exit(130 if stopped.cause is None else 1) from None
     console.print(summary_table(summary))
-    for failure in summary["failures"]:
-        error_console.print(f"[red]failed:[/] {escape(str(failure))}", highlight=False, soft_wrap=True)
-    if summary["failures"]:
+    for failure in summary.failures:
+        error_console.print(f"[red]failed:[/] {escape(failure.line())}", highlight=False, soft_wrap=True)
+    if summary.failures:
         raise typer.Exit(1)
+
+
+def _execute(pipeline: PipelineConfig, config_dir: Path, quiet: bool, **options: Any) -> RunSummary:
+    """The run, with workers' log lines above the live view (or, `quiet`, only the log lines)."""
+    if quiet:
+        return execute(pipeline, config_dir, **options,
+                       on_log=lambda label, line: error_console.print(f"[{label}] {line}", markup=False,
+                                                                      highlight=False))
+    with Live(console=error_console, refresh_per_second=4, transient=True) as live:
+        return execute(pipeline, config_dir, **options,
+                       on_log=lambda label, line: live.console.print(f"[{label}] {line}", markup=False,
+                                                                     highlight=False),
+                       display=lambda state: live.update(render(state)))

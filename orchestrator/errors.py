@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 
 class OrchestratorError(Exception):
     """Base of every error the orchestrator reports to a user as one clear line."""
@@ -56,3 +59,28 @@ class WeightsMissing(OrchestratorError):
 class PipelineError(OrchestratorError):
     """A pipeline step cannot go on (a stage's model cannot be set up, a step failed unexpectedly); the run
     stops, keeping every video already finished."""
+
+
+class OutputFull(PipelineError):
+    """The output folder's file system is full: the run stops, keeping every video already finished."""
+
+
+class OutputBusy(ConfigError):
+    """Another run holds the output folder."""
+
+
+@dataclass(eq=False)
+class RunStopped(OrchestratorError):
+    """The run ended before its last video: interrupted (Ctrl-C, SIGTERM; `cause` None) or stopped by an
+    error while running. Says how much of the work the output folder keeps."""
+
+    cause: Exception | None
+    kept: int
+    total: int
+    out_dir: Path
+
+    def __str__(self) -> str:
+        kept = f"{self.kept} of {self.total} videos kept in {self.out_dir}"
+        if self.cause is None:
+            return f"interrupted: {kept}; rerun the same command to resume"
+        return f"{self.cause} ({kept})"

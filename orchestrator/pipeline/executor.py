@@ -28,6 +28,7 @@ from orchestrator.pipeline.pool import RetryPolicy, StagePool, Worker
 from orchestrator.pipeline.split import SplitLogic, decode_for_split
 from orchestrator.pipeline.stats import StageStats
 from orchestrator.pipeline.steps import ClipModelLogic, run_filter
+from orchestrator.pipeline.summary import Failure
 from orchestrator.pipeline.video import VideoInput
 from orchestrator.pipeline.writer import OutputWriter
 from orchestrator.supervisor.policy import StopGrace
@@ -41,20 +42,63 @@ WorkerFactory = Callable[[StageConfig, int], Worker]
 
 @dataclass
 class RunState:
-    """What the progress display reads while the run goes on."""
+    """What the progress display reads while the run goes on, and what its summary is made of."""
 
     videos_total: int
     videos_done: int = 0
     resumed: int = 0
     clips: int = 0
     kept: int = 0
-    failures: list[dict[str, str]] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
     stages: dict[str, StageStats] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     autoscale: list[dict[str, Any]] = field(default_factory=list)
     """Each replica `replicas: auto` added, and what held a stage back, with the speeds measured."""
     warnings: list[dict[str, Any]] = field(default_factory=list)
     """Videos that decoded short of what their container declares: kept with a note (failed too, when strict)."""
+    frames_total: int = 0
+    """Frames (as the containers declare them) of the videos this run works on; resumed ones are not counted."""
+    frames_done: int = 0
+    """Frames of those videos that every step is through with: finished videos, and the current one so far."""
+    current: VideoProgress | None = None
+    work_started: float | None = None
+    """When the first clip reached the writer: the ETA does not count the start-up before it."""
+    frames_at_start: int = 0
+
+    def clip_written(self, clip: Clip) -> None:
+        """Every step is through with the frames up to this clip's end; the first one starts the ETA's clock."""
+        video = clip.video.video
+        if self.current is None or self.current.video_id != video.video_id:
+            self.current = VideoProgress(video.video_id, 0, video.frames)
+        gained = clip.end + 1 - self.current.done
+        self.current.done = clip.end + 1
+        self.frames_done += max(gained, 0)
+        if self.work_started is None:
+            self.work_started, self.frames_at_start = time.monotonic(), self.frames_done
+
+    def video_finished(self, video: VideoItem) -> None:
+        """A video is written: all its declared frames count as done (none for one resumed from a part)."""
+        if video.resumed is None and self.current is not None and self.current.video_id == video.video.video_id:
+            self.frames_done += max(video.video.frames - self.current.done, 0)
+        elif video.resumed is None:
+            self.frames_done += video.video.frames
+        self.current = None
+
+    def eta_s(self, now: float) -> float | None:
+        """Seconds left at the speed measured since the first clip, over the frames still to do."""
+        if self.work_started is None or now <= self.work_started or self.frames_done >= self.frames_total:
+            return None
+        speed = (self.frames_done - self.frames_at_start) / (now - self.work_started)
+        return (self.frames_total - self.frames_done) / speed if speed > 0 else None
+
+
+@dataclass
+class VideoProgress:
+    """How far every step is through the video being written: frames done of the frames it declares."""
+
+    video_id: str
+    done: int
+    total: int
 
 
 class PipelineExecutor:
@@ -154,6 +198,7 @@ class PipelineExecutor:
                 clips = []
             elif isinstance(item, Clip):
                 clips.append(item)
+                self.state.clip_written(item)
             elif isinstance(item, VideoDone):
                 self._finish(item.video, clips)
             on_tick()
@@ -167,16 +212,20 @@ class PipelineExecutor:
         raise PipelineError(f"step {step!r} failed: {type(exc).__name__}: {exc}") from exc
 
     def _finish(self, video: VideoItem, clips: list[Clip]) -> None:
+        if video.resumed is None and video.error is None and video.video.changed():
+            video.error = (f"{video.video.path}: the file changed while the run read it; rerun the same command "
+                           f"to redo it")
         rows = self.writer.finish_video(video, clips)
         self.state.videos_done += 1
         self.state.resumed += video.resumed is not None
         self.state.clips += len(rows)
         self.state.kept += sum(1 for r in rows if r.get("path"))
+        self.state.video_finished(video)
+        path = str(video.video.path)
         if video.error:
-            self.state.failures.append({"video": str(video.video.path), "reason": video.error})
+            self.state.failures.append(Failure(path, video.error))
         if video.truncated:
             self.state.warnings.append({"video": str(video.video.path), **video.notes})
         for clip in clips:
             for stage, reason in clip.errors.items():
-                self.state.failures.append({"video": str(video.video.path), "clip_index": str(clip.index),
-                                            "stage": stage, "reason": reason})
+                self.state.failures.append(Failure(path, reason, clip.index, stage))

@@ -134,13 +134,15 @@ def _overflow_message(demands: Sequence[tuple[str, float]], needed: int, n_gpus:
             f"replicas or num_gpus of stage {biggest!r} ({totals[biggest]:g} GPUs)")
 
 
-def cpu_fallback_warning(demands: Sequence[tuple[str, float]]) -> str | None:
-    """The one line to print when no GPU was found: which stages asked for GPUs and now run on CPU;
-    None when no stage asked for one."""
-    wanting = list(dict.fromkeys(label for label, num_gpus in demands if num_gpus > 0))
+def cpu_fallback_warning(demands: Sequence[tuple[str, float]], models: Mapping[str, str]) -> str | None:
+    """The one line to print when no GPU was found: which models declare `num_gpus` (each with its stage,
+    from `models`: stage -> class path) and now run on CPU; None when no model asked for a GPU. The model's
+    own declaration asks for the GPU, so the line names it rather than the config."""
+    wanting = list(dict.fromkeys((label, num_gpus) for label, num_gpus in demands if num_gpus > 0))
     if not wanting:
         return None
-    names = ", ".join(repr(label) for label in wanting)
+    named = ", ".join(f"{models.get(label, label)!r} (stage {label!r}) declares num_gpus {num_gpus:g}"
+                      for label, num_gpus in wanting)
     many = len(wanting) > 1
-    return (f"stage{'s' if many else ''} {names} asked for GPUs but none was found (nvidia-smi lists none, or "
+    return (f"model{'s' if many else ''} {named}, but no GPU was found (nvidia-smi lists none, or "
             f"CUDA_VISIBLE_DEVICES hides them); {'they run' if many else 'it runs'} on CPU, slowly")

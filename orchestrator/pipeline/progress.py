@@ -1,23 +1,27 @@
-"""The live view of a run (rich): per stage done, items/s, queue depth, workers; overall ETA; final table."""
+"""The live view of a run (rich): frames done (overall and of the current video), ETA from the speed since the
+first clip (start-up and resumed videos not counted), per stage done, items/s, queue depth, workers; final table."""
 
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
 from orchestrator.pipeline.executor import RunState
+from orchestrator.pipeline.summary import RunSummary
 
 
 def render(state: RunState) -> Group:
-    elapsed = time.monotonic() - state.started
-    done, total = state.videos_done, state.videos_total
-    eta = f"{elapsed / done * (total - done):.0f}s" if done and done < total else "-"
-    header = Text(f"videos {done}/{total}   clips {state.clips} (kept {state.kept})   "
-                  f"failures {len(state.failures)}   elapsed {elapsed:.0f}s   ETA {eta}")
+    now = time.monotonic()
+    eta = state.eta_s(now)
+    frames = f"   frames {state.frames_done}/{state.frames_total}" if state.frames_total else ""
+    current = state.current
+    video = f"   this video {current.done}/{current.total} frames" if current and current.total else ""
+    header = Text(f"videos {state.videos_done}/{state.videos_total}{frames}{video}   clips {state.clips} "
+                  f"(kept {state.kept})   failures {len(state.failures)}   elapsed {now - state.started:.0f}s   "
+                  f"ETA {'-' if eta is None else f'{eta:.0f}s'}")
     table = Table("stage", "done", "failed", "items/s", "queue", "workers", "restarts", box=None)
     for stats in state.stages.values():
         workers = " ".join(stats.states) or "-"
@@ -26,11 +30,11 @@ def render(state: RunState) -> Group:
     return Group(header, table)
 
 
-def summary_table(summary: dict[str, Any]) -> Table:
+def summary_table(summary: RunSummary) -> Table:
     table = Table("stage", "items", "failed", "items/s", "replicas", "worker restarts",
-                  title=f"{summary['videos_done']}/{summary['videos']} videos, {summary['clips']} clips, "
-                        f"{summary['kept']} kept, {len(summary['failures'])} failures in {summary['wall_s']:.1f}s")
-    for name, stats in summary["stages"].items():
+                  title=f"{summary.videos_done}/{summary.videos} videos, {summary.clips} clips, "
+                        f"{summary.kept} kept, {len(summary.failures)} failures in {summary.wall_s:.1f}s")
+    for name, stats in summary.stages.items():
         table.add_row(name, str(stats["items"]), str(stats["failed"]), f"{stats['items_per_s']:.2f}",
                       str(stats["replicas"]), str(stats["worker_restarts"]))
     return table

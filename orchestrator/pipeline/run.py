@@ -1,10 +1,13 @@
-"""`orchestrator run`: resolve the config into stages and envs, describe each model in its env, check weights,
-place replicas on GPUs, execute, summarise.
+"""`orchestrator run`: open the inputs, resolve the config into stages and envs, describe each model in its
+env, check weights, place replicas on GPUs, then (only then) write into the output folder, execute, summarise.
 
-    stages ─▶ env per stage ─▶ first worker per stage (no GPU) ─▶ DESCRIBE ─▶ declarations
-        local: ─▶ weights present? ─▶ GPU shares ─▶ PipelineExecutor with local workers (adopting each first
-                  worker whose place fits)
-        ray:   ─▶ PipelineExecutor with Ray-hosted workers (each node checks its env and weights itself)
+    output lock ─▶ inputs opened ─▶ env per stage ─▶ first worker per stage (no GPU) ─▶ DESCRIBE ─▶ declarations
+        local: ─▶ weights present? ─▶ GPU shares ─▶ writer ─▶ PipelineExecutor with local workers (adopting each
+                  first worker whose place fits)
+        ray:   ─▶ writer ─▶ PipelineExecutor with Ray-hosted workers (each node checks its env and weights)
+
+Everything before the writer only reads, so a run that fails or is interrupted there leaves the output folder
+as it was; the lock (taken first when the folder exists) keeps a second run out of it throughout.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,7 @@ from orchestrator.errors import (
     HandshakeTimeout,
     OrchestratorError,
     PipelineError,
+    RunStopped,
     WorkerDied,
     WorkerError,
 )
@@ -32,8 +36,11 @@ from orchestrator.pipeline.autoscaler import Resources
 from orchestrator.pipeline.config import PipelineConfig, StageConfig
 from orchestrator.pipeline.executor import PipelineExecutor, RunState, WorkerFactory
 from orchestrator.pipeline.gpus import GpuAssignment, cpu_fallback_warning, detect_gpu_count, pack_replicas
-from orchestrator.pipeline.video import expand_inputs
-from orchestrator.pipeline.writer import OutputWriter
+from orchestrator.pipeline.output_lock import OutputLock
+from orchestrator.pipeline.parts import count_kept
+from orchestrator.pipeline.summary import Failure, RunSummary
+from orchestrator.pipeline.video import VIDEO_SUFFIXES, VideoInput, expand_inputs, open_inputs
+from orchestrator.pipeline.writer import OutputWriter, check_results_key
 from orchestrator.sample_video import BUNDLED_SAMPLE, ensure_bundled_sample
 from orchestrator.supervisor.handle import ModelRef, WorkerHandle, WorkerSpec
 from orchestrator.supervisor.output import LogSink
@@ -78,7 +85,7 @@ def assign_gpus(stages: dict[str, ResolvedStage], declarations: dict[str, ModelD
     """The GPU share of each (stage, replica), from the `num_gpus` each model declared in its env."""
     replicas = [(name, i) for name, s in stages.items() for i in range(s.config.start_replicas)]
     demands = [(name, declarations[name].num_gpus) for name, _ in replicas]
-    if n_gpus == 0 and (line := cpu_fallback_warning(demands)):
+    if n_gpus == 0 and (line := cpu_fallback_warning(demands, {n: s.class_path for n, s in stages.items()})):
         warn(line)
     return dict(zip(replicas, pack_replicas(demands, n_gpus), strict=True))
 
@@ -140,58 +147,124 @@ def describe_stages(stages: dict[str, ResolvedStage], workers: _Workers) -> dict
     return firsts
 
 
+@dataclass
+class Prepared:
+    """A run ready to execute: its config (as the executor runs it), what each stage's model declared, and how
+    its replicas are made."""
+
+    config: PipelineConfig
+    declarations: dict[str, ModelDeclarations]
+    make: WorkerFactory
+    adopt: dict[str, dict[int, WorkerHandle]]
+    resources: Resources
+
+
 def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_log: LogSink,
             warn: Callable[[str], None], display: Callable[[RunState], Any] | None = None,
             fresh: bool = False, ray_address: str | None = None, on_ray: bool = False,
-            weights_from: str | None = None) -> dict[str, Any]:
+            weights_from: str | None = None) -> RunSummary:
     """Run the pipeline, here or (`on_ray`) with every replica on a Ray cluster; returns the run summary
-    (also written to run.json)."""
-    started = time.monotonic()
-    ray = _connect_ray(ray_address) if on_ray else None
-    writer = OutputWriter(config_dir / config.output, config.results_key(), fresh)
+    (also written to run.json). Raises RunStopped when interrupted or stopped by an error once running."""
+    out_dir = config_dir / config.output
+    lock = OutputLock(out_dir)
+    videos: list[VideoInput] = []
+    try:
+        if out_dir.exists():
+            lock.acquire()  # a second run into a folder in use is refused before it does anything
+        ray = _connect_ray(ray_address) if on_ray else None
+        videos, failures, found = open_videos(config, config_dir, warn)
+        state = RunState(videos_total=found, failures=failures)
+        registry = EnvRegistry()
+        stages = resolve_stages(config, config_dir, registry)
+        if not fresh:
+            check_results_key(out_dir, config.results_key())  # after the config's own errors, before any worker
+        runtime_dir = make_runtime_dir()
+        workers = _Workers(stages, config_dir, runtime_dir, on_log)
+        firsts: dict[str, WorkerHandle] = {}
+        try:
+            with registry.leased(stage.env for stage in stages.values()):  # `envs gc` spares them until the end
+                firsts = describe_stages(stages, workers)
+                prepared = _prepare(config, stages, firsts, workers, ray, gpus, weights_from, warn)
+                lock.acquire()
+                writer = OutputWriter(out_dir, config.results_key(), videos, fresh)
+                return _run(videos, writer, prepared, state, display, warn)
+        finally:
+            close_all(list(firsts.values()), STOP_AT_ONCE)
+            shutil.rmtree(runtime_dir, ignore_errors=True)
+    except KeyboardInterrupt:
+        raise RunStopped(None, count_kept(out_dir, videos), len(videos), out_dir) from None
+    finally:
+        lock.release()
+
+
+def open_videos(config: PipelineConfig, config_dir: Path, warn: Callable[[str], None]) -> tuple[
+        list[VideoInput], list[Failure], int]:
+    """The readable input videos, each opened once (fingerprinted) before any worker starts, a failure for each
+    input that cannot be read (also warned of at once), and how many video files were found. No readable video
+    at all is a ConfigError."""
     if ensure_bundled_sample([config_dir / i for i in config.inputs]):
         warn(f"generated the bundled sample video {BUNDLED_SAMPLE} (python -m orchestrator.sample_video makes it)")
-    videos, missing = expand_inputs(config.inputs, config_dir)
-    registry = EnvRegistry()
-    stages = resolve_stages(config, config_dir, registry)
-    state = RunState(videos_total=len(videos))
-    state.failures += [{"video": pattern, "reason": reason} for pattern, reason in missing]
-    runtime_dir = make_runtime_dir()
-    workers = _Workers(stages, config_dir, runtime_dir, on_log)
-    firsts: dict[str, WorkerHandle] = {}
-    try:
-        with registry.leased(stage.env for stage in stages.values()):  # `envs gc` spares them until the end
-            firsts = describe_stages(stages, workers)
-            declarations = {name: _declarations(stages[name], handle) for name, handle in firsts.items()}
-            if ray is None:
-                check_weights_present(list(declarations.values()))
-                n_gpus = detect_gpu_count() if gpus is None else gpus
-                workers.gpu_of = assign_gpus(stages, declarations, n_gpus, warn)
-                adopt = {name: {0: h} for name, h in firsts.items() if workers.gpu_of[(name, 0)] == NO_GPU}
-                close_all([h for name, h in firsts.items() if name not in adopt], STOP_AT_ONCE)
-                make: WorkerFactory = workers.make
-                resources = Resources(workers.cores, workers.threads, n_gpus, workers.gpu_of)
-            else:
-                from orchestrator.on_ray.replicas import ray_workers
+    found, missing = expand_inputs(config.inputs, config_dir)
+    videos, unreadable = open_inputs(found)
+    failures = [Failure(pattern, reason) for pattern, reason in missing]
+    failures += [Failure(str(video.path), reason) for video, reason in unreadable]
+    if not videos:
+        if not failures:
+            raise ConfigError(f"no video in the inputs {', '.join(config.inputs)} (looked for files ending in "
+                              f"{', '.join(sorted(VIDEO_SUFFIXES))}); check inputs: or --input")
+        shown = "; ".join(f.line() for f in failures[:3]) + (f"; and {len(failures) - 3} more" if failures[3:] else "")
+        raise ConfigError(f"no readable video in the inputs: {shown}")
+    for failure in failures:
+        warn(f"skipped {failure.line()}")
+    return videos, failures, len(found)
 
-                close_all(list(firsts.values()), STOP_AT_ONCE)  # replicas live on the cluster's nodes
-                adopt = {}
-                factory, resources, config = ray_workers(ray, config, stages, declarations, workers.user_dirs,
-                                                         weights_from, warn)
-                make = factory.make
-            executor = PipelineExecutor(config, videos, writer, make, state, declarations, adopt, resources)
-            executor.run(on_tick=(lambda: display(state)) if display else lambda: None)
+
+def _prepare(config: PipelineConfig, stages: dict[str, ResolvedStage], firsts: dict[str, WorkerHandle],
+             workers: _Workers, ray: Any, gpus: int | None, weights_from: str | None,
+             warn: Callable[[str], None]) -> Prepared:
+    """Read each model's declarations; locally, check its weights and place replicas on GPUs (adopting each
+    first worker whose place fits); on Ray, hand replicas to the cluster."""
+    declarations = {name: _declarations(stages[name], handle) for name, handle in firsts.items()}
+    if ray is not None:
+        from orchestrator.on_ray.replicas import ray_workers
+
+        close_all(list(firsts.values()), STOP_AT_ONCE)  # replicas live on the cluster's nodes
+        factory, resources, config = ray_workers(ray, config, stages, declarations, workers.user_dirs,
+                                                 weights_from, warn)
+        return Prepared(config, declarations, factory.make, {}, resources)
+    check_weights_present(list(declarations.values()))
+    n_gpus = detect_gpu_count() if gpus is None else gpus
+    workers.gpu_of = assign_gpus(stages, declarations, n_gpus, warn)
+    adopt = {name: {0: h} for name, h in firsts.items() if workers.gpu_of[(name, 0)] == NO_GPU}
+    close_all([h for name, h in firsts.items() if name not in adopt], STOP_AT_ONCE)
+    return Prepared(config, declarations, workers.make, adopt,
+                    Resources(workers.cores, workers.threads, n_gpus, workers.gpu_of))
+
+
+def _run(videos: list[VideoInput], writer: OutputWriter, prepared: Prepared, state: RunState,
+         display: Callable[[RunState], Any] | None, warn: Callable[[str], None]) -> RunSummary:
+    """Execute with the writer; its summary is recorded however the run ends."""
+    if writer.set_aside is not None:
+        warn(f"--fresh: moved the earlier results to {writer.set_aside} (delete it when no longer needed)")
+    state.frames_total = sum(v.frames for v in videos if writer.resumable(v) is None)
+    executor = PipelineExecutor(prepared.config, videos, writer, prepared.make, state, prepared.declarations,
+                                prepared.adopt, prepared.resources)
+    stopped: RunStopped | None = None
+    try:
+        executor.run(on_tick=(lambda: display(state)) if display else lambda: None)
     except KeyboardInterrupt:
-        state.failures.append({"video": "", "reason": "interrupted (Ctrl-C): finished videos were kept"})
-        raise
+        state.failures.append(Failure("", "interrupted (Ctrl-C): finished videos were kept"))
+        stopped = RunStopped(None, 0, state.videos_total, writer.out_dir)
+    except Exception as exc:  # the step's error (PipelineError) or any other: the summary is recorded anyway
+        state.failures.append(Failure("", f"the run stopped: {exc}"))
+        stopped = RunStopped(exc, 0, state.videos_total, writer.out_dir)
+    summary = _summary(state, time.monotonic() - state.started)
+    try:
+        writer.finish_run(summary, completed=stopped is None)
     except PipelineError as exc:
-        state.failures.append({"video": "", "reason": f"the run stopped: {exc}"})
-        raise
-    finally:
-        close_all(list(firsts.values()), STOP_AT_ONCE)
-        summary = _summary(state, time.monotonic() - started)
-        writer.write_summary(summary)
-        shutil.rmtree(runtime_dir, ignore_errors=True)
+        stopped = stopped or RunStopped(exc, 0, state.videos_total, writer.out_dir)
+    if stopped is not None:
+        raise replace(stopped, kept=writer.kept())
     return summary
 
 
@@ -213,10 +286,8 @@ def _declarations(stage: ResolvedStage, handle: WorkerHandle) -> ModelDeclaratio
     return declared
 
 
-def _summary(state: RunState, wall_s: float) -> dict[str, Any]:
-    return {
-        "videos": state.videos_total, "videos_done": state.videos_done, "resumed": state.resumed,
-        "clips": state.clips, "kept": state.kept, "failures": state.failures,
-        "stages": {n: s.summary() for n, s in state.stages.items()}, "wall_s": round(wall_s, 3),
-        "autoscale": state.autoscale, "warnings": state.warnings,
-    }
+def _summary(state: RunState, wall_s: float) -> RunSummary:
+    return RunSummary(videos=state.videos_total, videos_done=state.videos_done, resumed=state.resumed,
+                      clips=state.clips, kept=state.kept, failures=state.failures,
+                      stages={n: s.summary() for n, s in state.stages.items()}, wall_s=round(wall_s, 3),
+                      autoscale=state.autoscale, warnings=state.warnings)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import collections
+import contextlib
+import errno
 import glob
 import hashlib
+import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -14,7 +17,7 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import OrchestratorError, OutputFull
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts"})
 
@@ -25,10 +28,23 @@ class VideoError(OrchestratorError):
 
 @dataclass(frozen=True)
 class VideoInput:
-    """One input video and the id its outputs are named by (its stem, made unique across inputs)."""
+    """One input video and the id its outputs are named by: the same file always gets the same id, whatever
+    else a run into the same folder reads. `fingerprint` and `frames` are set when the file is first opened
+    (`open_inputs`): the results are recorded under that fingerprint, so a file replaced while the run reads it
+    is noticed instead of recorded as the new file."""
 
     path: Path
     video_id: str
+    fingerprint: str = ""
+    frames: int = 0
+    """Frames the container declares (0 when it does not say)."""
+
+    def changed(self) -> bool:
+        """Whether the file is no longer the one opened (rewritten, replaced or gone)."""
+        try:
+            return fingerprint(self.path) != self.fingerprint
+        except OSError:
+            return True
 
 
 def expand_inputs(patterns: list[str], base: Path) -> tuple[list[VideoInput], list[tuple[str, str]]]:
@@ -46,14 +62,55 @@ def expand_inputs(patterns: list[str], base: Path) -> tuple[list[VideoInput], li
         else:
             missing.append((pattern, f"no such file, folder or glob match: {target}"))
     unique = list(dict.fromkeys(p.resolve() for p in found))
-    stems = [p.stem for p in unique]
-    return [VideoInput(p, _video_id(p, stems)) for p in unique], missing
+    return [VideoInput(p, video_id(p)) for p in unique], missing
 
 
-def _video_id(path: Path, stems: list[str]) -> str:
-    if stems.count(path.stem) == 1:
-        return path.stem
-    return f"{path.stem}-{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
+def video_id(path: Path) -> str:
+    """`<folder>_<stem>-<hash of the absolute path>`: readable, the same for the same file in every run, and
+    different for `cam1/0001.mp4` and `cam2/0001.mp4`."""
+    absolute = path.resolve()
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{absolute.parent.name}_{absolute.stem}").strip("_")
+    return f"{readable}-{hashlib.sha256(str(absolute).encode()).hexdigest()[:8]}"
+
+
+def fingerprint(path: Path) -> str:
+    """Which file a path held when it was opened: the same path, size, modification time and inode give the
+    same fingerprint; a file rewritten or replaced gets another."""
+    stat = path.stat()
+    key = f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ino}"
+    return hashlib.sha256(key.encode()).hexdigest()[:20]
+
+
+def open_inputs(videos: list[VideoInput]) -> tuple[list[VideoInput], list[tuple[VideoInput, str]]]:
+    """Each video opened once, before any worker starts: the readable ones with their fingerprint and declared
+    frame count, and (video, reason) for those that cannot be read."""
+    readable: list[VideoInput] = []
+    unreadable: list[tuple[VideoInput, str]] = []
+    for video in videos:
+        try:
+            marks = fingerprint(video.path)
+            container = _open(video.path)
+        except FileNotFoundError:
+            unreadable.append((video, f"{video.path}: file not found"))
+            continue
+        except VideoError as exc:
+            unreadable.append((video, str(exc)))
+            continue
+        try:
+            readable.append(replace(video, fingerprint=marks, frames=_declared_frames(container)))
+        finally:
+            container.close()
+    return readable, unreadable
+
+
+def _declared_frames(container: av.container.InputContainer) -> int:
+    stream = container.streams.video[0]
+    if stream.frames:
+        return int(stream.frames)
+    rate = stream.average_rate or stream.guessed_rate
+    if stream.duration and stream.time_base and rate:
+        return int(stream.duration * stream.time_base * rate)
+    return 0
 
 
 @dataclass(frozen=True)
@@ -217,7 +274,9 @@ def probe(path: Path) -> VideoMeta:
 
 class ClipEncoder:
     """Writes one clip as H.264 mp4 with its source frames' timestamps, so it lasts as long as its scene
-    whatever the source's frame rate does; dimensions are trimmed to even numbers, as yuv420p needs.
+    whatever the source's frame rate does; dimensions are trimmed to even numbers, as yuv420p needs. A full
+    disk raises OutputFull (the run cannot go on), and an encoder whose write failed is closed without
+    flushing: FFmpeg must not be asked to write through a muxer that already failed.
 
     mp4 takes a clip's length both from where its frames stop being shown and from where its last packet
     in decode order ends, and guesses a missing duration from the average rate. So every packet carries its
@@ -229,7 +288,9 @@ class ClipEncoder:
         self.path = path
         self.width, self.height = width - width % 2, height - height % 2
         self.frames = 0
-        self._container = av.open(str(path), mode="w", format="mp4")
+        self._failed = False
+        with self._guard():
+            self._container = av.open(str(path), mode="w", format="mp4")
         self._stream = self._container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         self._stream.width, self._stream.height, self._stream.pix_fmt = self.width, self.height, "yuv420p"
         self._stream.codec_context.time_base = self._stream.time_base = time_base
@@ -248,7 +309,8 @@ class ClipEncoder:
         if self._last_pts is not None:
             self._durations[self._last_pts] = pts - self._last_pts
         self._last_pts = pts
-        self._mux(self._stream.encode(frame))
+        with self._guard():
+            self._mux(self._stream.encode(frame))
         self.frames += 1
 
     def _mux(self, packets: list[av.Packet], last: bool = False) -> None:
@@ -265,13 +327,32 @@ class ClipEncoder:
 
     def close(self, end_pts: int | None = None) -> None:
         """Finish the file; `end_pts` is where the clip ends (where its last frame stops being shown)."""
+        if self._failed:
+            with contextlib.suppress(av.error.FFmpegError, OSError):
+                self._container.close()
+            return
         self._end = end_pts
         if end_pts is not None and self._last_pts is not None:
             self._durations[self._last_pts] = max(1, end_pts - self._last_pts)
-        self._mux(self._stream.encode(None), last=True)
-        while self._waiting:  # only when the clip's end is unknown: a failed clip, to be dropped
-            self._container.mux(self._waiting.popleft())
-        self._container.close()
+        with self._guard():
+            self._mux(self._stream.encode(None), last=True)
+            while self._waiting:  # only when the clip's end is unknown: a failed clip, to be dropped
+                self._container.mux(self._waiting.popleft())
+            self._container.close()
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            self._failed = True
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise OutputFull(f"{self.path.parent}: no space left on device; free some space and rerun the "
+                                 f"same command to resume") from None
+            raise
+        except BaseException:
+            self._failed = True
+            raise
 
 
 def sample_indices(start: int, end: int, fps: float, sampling: str, rate: float,

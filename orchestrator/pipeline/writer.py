@@ -1,34 +1,49 @@
 """Outputs, written so that a crash never leaves anything that looks complete but is not, and a rerun resumes.
 
-    <out>/clips/<video>_<clip>.mp4    kept clips, renamed into place once encoded and judged
-    <out>/.parts/<fingerprint>.json   one finished video: its rows and whether it succeeded (atomic)
-    <out>/.parts/pipeline.json        what decided the results beside it (stages, params, codec)
-    <out>/metadata.jsonl              this run's rows in input order, appended as each video finishes
-    <out>/run.json                    the run's summary, written atomically at the end
+    <out>/clips/<video id>_<clip>.mp4   kept clips, renamed into place once encoded and judged
+    <out>/.parts/<video id>.json        one finished video: its fingerprint, rows and whether it succeeded
+    <out>/.parts/pipeline.json          what decided the results beside it (stages, params, codec)
+    <out>/metadata.jsonl                every finished video's rows, rebuilt from the parts (atomic)
+    <out>/run.json                      the last run's summary (atomic)
+    <out>/.previous/<time>/             what `--fresh` set aside: the earlier results, never deleted
 
-Rerunning the same command reuses every video whose part says it succeeded (and whose clip files are still
-there) and redoes the others; `fresh` starts over. Clip names are fixed by the video's id and the clip's
-index, so redoing a video replaces what a killed run left instead of adding to it.
+The writer is made only once the run is known to be able to start (config valid, stages described, weights
+present, inputs opened) and while the run holds the folder's lock, so a run that fails early or a second run
+leaves the folder as it was. metadata.jsonl is never truncated: it is replaced, whole, by the rows of every
+part in the folder (this run's inputs first, in input order, then videos earlier runs finished), as videos
+finish and at the end. Clip names are fixed by the video's id and the clip's index, so redoing a video replaces
+what a killed run left instead of adding to it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import errno
 import json
 import os
 import shutil
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
-from orchestrator.atomic import atomic_write_text
-from orchestrator.errors import ConfigError
+from orchestrator.atomic import atomic_write_bytes, atomic_write_text
+from orchestrator.errors import ConfigError, OutputFull, PipelineError
 from orchestrator.pipeline.items import Clip, VideoItem
+from orchestrator.pipeline.parts import PIPELINE_FILE, Part, read_parts, resumable_rows
+from orchestrator.pipeline.summary import RunSummary
 from orchestrator.pipeline.video import VideoInput
 
-PIPELINE_FILE = "pipeline.json"
+LAYOUT = 2
+"""Bumped when the folder's layout (part names, clip names) changes: older results are not mixed in."""
+LARGE_METADATA = 16 << 20
+"""metadata.jsonl is rebuilt whole; beyond this size (tens of thousands of clips), at most every LARGE_REBUILD_S."""
+LARGE_REBUILD_S = 10.0
+RESULTS = ("clips", ".parts", "metadata.jsonl", "run.json")
+"""What `--fresh` sets aside."""
 
 
 def to_json(value: Any) -> Any:
@@ -40,69 +55,86 @@ def to_json(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def fingerprint(path: Path) -> str:
-    """Names a video's part: the same file (path, size, modification time) maps to the same part."""
-    stat = path.stat()
-    return hashlib.sha256(f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()[:20]
+def _claim(results_key: dict[str, Any]) -> dict[str, Any]:
+    return {"layout": LAYOUT, "results": results_key}
+
+
+def check_results_key(out_dir: Path, results_key: dict[str, Any]) -> None:
+    """Refuse a folder whose parts another pipeline config made: they must not be mixed into these results.
+    Only reads, so a run can ask before it may write."""
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        earlier = json.loads((out_dir / ".parts" / PIPELINE_FILE).read_text())
+        if earlier != _claim(results_key):
+            what = ("an older orchestrator's layout" if "layout" not in earlier
+                    else "a different pipeline (stages, params or codec changed)")
+            raise ConfigError(f"{out_dir} holds results of {what}; rerun with --fresh to start over there (the "
+                              f"earlier results are moved to {out_dir / '.previous'}), or choose another --output")
 
 
 class OutputWriter:
-    def __init__(self, out_dir: Path, results_key: dict[str, Any], fresh: bool = False) -> None:
+    """Writes one run's results into a folder whose lock the run holds."""
+
+    def __init__(self, out_dir: Path, results_key: dict[str, Any], videos: list[VideoInput],
+                 fresh: bool = False) -> None:
+        """`fresh` moves the earlier results aside (see `set_aside`) instead of refusing another pipeline's."""
         self.out_dir = out_dir
-        self.parts = out_dir / ".parts"
+        self.parts_dir = out_dir / ".parts"
         self.clips_tmp = out_dir / ".tmp"
-        try:
+        self.videos = videos
+        self.set_aside: Path | None = None
+        """Where `fresh` moved the earlier results, if there were any."""
+        claim = _claim(results_key)
+        with self._writing(ConfigError):
             if fresh:
-                for sub in (".parts", "clips"):
-                    shutil.rmtree(out_dir / sub, ignore_errors=True)
+                self.set_aside = self._set_aside()
+            else:
+                check_results_key(out_dir, results_key)
             shutil.rmtree(self.clips_tmp, ignore_errors=True)
             for sub in ("clips", ".parts", ".tmp"):
                 (out_dir / sub).mkdir(parents=True, exist_ok=True)
-            self._claim(results_key)
-            self._metadata: IO[str] = open(out_dir / "metadata.jsonl", "w")  # noqa: SIM115 - open for the run
-        except OSError as exc:
-            raise ConfigError(f"output directory {out_dir} is not writable ({exc.strerror}); choose another with "
-                              f"--output") from None
+            if not (self.parts_dir / PIPELINE_FILE).exists():
+                atomic_write_text(self.parts_dir / PIPELINE_FILE, json.dumps(claim, indent=2, sort_keys=True) + "\n")
+        self.parts: dict[str, Part] = read_parts(self.parts_dir)
+        self.changed = False
+        """Whether this run finished a video: only then does it rewrite metadata.jsonl and run.json."""
+        self._rebuilt_at = 0.0
+        self._metadata_bytes = 0
 
-    def _claim(self, results_key: dict[str, Any]) -> None:
-        """Parts made by another pipeline config must not be mixed into this run's results."""
-        path = self.parts / PIPELINE_FILE
-        with contextlib.suppress(FileNotFoundError):
-            if json.loads(path.read_text()) != results_key:
-                raise ConfigError(f"{self.out_dir} holds results of a different pipeline (stages, params or "
-                                  f"codec changed); rerun with --fresh to start over there, or choose another "
-                                  f"--output")
-            return
-        atomic_write_text(path, json.dumps(results_key, indent=2, sort_keys=True) + "\n")
+    def _set_aside(self) -> Path | None:
+        """Move the earlier results into `.previous/<UTC time>/`, so starting over never destroys them."""
+        present = [name for name in RESULTS if (self.out_dir / name).exists()]
+        if not present:
+            return None
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        target = self.out_dir / ".previous" / stamp
+        target.mkdir(parents=True)
+        for name in present:
+            os.replace(self.out_dir / name, target / name)
+        return target
 
     def resumable(self, video: VideoInput) -> list[dict[str, Any]] | None:
-        """The rows of an earlier run that finished `video` successfully and whose clips are all still here."""
-        try:
-            part = json.loads((self.parts / f"{fingerprint(video.path)}.json").read_text())
-        except (OSError, ValueError):
-            return None
-        if not isinstance(part, dict) or not part.get("ok") or part.get("video_id") != video.video_id:
-            return None
-        rows = part.get("rows")
-        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-            return None
-        if any(r.get("path") and not (self.out_dir / r["path"]).is_file() for r in rows):
-            return None
-        return rows
+        """The rows of an earlier run that finished `video` (as opened now) successfully, whose clips are all
+        still here."""
+        return resumable_rows(self.parts.get(video.video_id), video, self.out_dir)
+
+    def kept(self) -> int:
+        """This run's videos whose finished results the folder holds."""
+        return sum(self.resumable(video) is not None for video in self.videos)
 
     def finish_video(self, video: VideoItem, clips: list[Clip]) -> list[dict[str, Any]]:
-        """Keep or drop each clip's file, record the video's part atomically, then append its rows."""
+        """Keep or drop each clip's file, record the video's part atomically, then rebuild metadata.jsonl."""
         if video.resumed is not None:
-            self._append(video.resumed)
             return video.resumed
-        rows = [self._finish_clip(clip) for clip in clips]
-        ok = video.error is None and not any(clip.errors for clip in clips)
-        part = {"video": str(video.video.path), "video_id": video.video.video_id, "ok": ok, "rows": rows}
-        with contextlib.suppress(FileNotFoundError):  # a video that vanished mid-run still gets its rows
-            path = self.parts / f"{fingerprint(video.video.path)}.json"
-            self._drop_stale_clips(path, {r["path"] for r in rows if r["path"]})
-            atomic_write_text(path, json.dumps(part, default=to_json) + "\n")
-        self._append(rows)
+        with self._writing(PipelineError):
+            rows = [self._finish_clip(clip) for clip in clips]
+            ok = video.error is None and not any(clip.errors for clip in clips)
+            part = Part(str(video.video.path), video.video.video_id, video.video.fingerprint, ok, rows)
+            self._drop_stale_clips(self.parts.get(part.video_id), {r["path"] for r in rows if r["path"]})
+            atomic_write_text(self.parts_dir / f"{part.video_id}.json", json.dumps(part.to_json(), default=to_json)
+                              + "\n")
+            self.parts[part.video_id] = part
+            self.changed = True
+            self._rebuild_metadata(force=False)
         return rows
 
     def _finish_clip(self, clip: Clip) -> dict[str, Any]:
@@ -114,37 +146,57 @@ class OutputWriter:
             path = str(target.relative_to(self.out_dir))
         elif clip.encoded is not None:
             Path(clip.encoded).unlink(missing_ok=True)
-        return {
+        row = {
             "video": str(clip.video.video.path), "clip_index": clip.index, "start_frame": clip.start,
             "end_frame": clip.end, "start_s": clip.start_s,
             "end_s": clip.end_s, "path": path,
             "filtered_by": (clip.filtered_by or [f"error:{s}" for s in clip.errors]) or None,
             **({"errors": clip.errors} if clip.errors else {}), **clip.video.notes, **clip.results,
         }
+        return json.loads(json.dumps(row, default=to_json))  # the rows as a rerun will read them back
 
-    def _drop_stale_clips(self, part: Path, kept: set[str]) -> None:
+    def _drop_stale_clips(self, earlier: Part | None, kept: set[str]) -> None:
         """Clip files an earlier attempt at this video kept that this attempt does not."""
-        try:
-            earlier = json.loads(part.read_text())["rows"]
-        except (OSError, ValueError, KeyError, TypeError):
-            return
-        for row in earlier:
-            path = row.get("path") if isinstance(row, dict) else None
+        for row in earlier.rows if earlier else []:
+            path = row.get("path")
             if isinstance(path, str) and Path(path).parent == Path("clips") and path not in kept:
                 (self.out_dir / path).unlink(missing_ok=True)
 
-    def _append(self, rows: list[dict[str, Any]]) -> None:
-        self._metadata.write("".join(json.dumps(r, default=to_json) + "\n" for r in rows))
-        self._metadata.flush()
+    def _rebuild_metadata(self, force: bool) -> None:
+        """Replace metadata.jsonl with every part's rows: after each video, except that a large one (many
+        videos) is rebuilt at most every `LARGE_REBUILD_S` between videos; always at the end."""
+        now = time.monotonic()
+        if not force and self._metadata_bytes > LARGE_METADATA and now - self._rebuilt_at < LARGE_REBUILD_S:
+            return
+        ours = [self.parts[v.video_id] for v in self.videos if v.video_id in self.parts]
+        mine = {part.video_id for part in ours}
+        others = sorted((p for p in self.parts.values() if p.video_id not in mine), key=lambda p: (p.video, p.video_id))
+        lines = "".join(json.dumps(row) + "\n" for part in [*ours, *others] for row in part.rows).encode()
+        atomic_write_bytes(self.out_dir / "metadata.jsonl", lines)
+        self._rebuilt_at, self._metadata_bytes = now, len(lines)
 
-    def close(self) -> None:
-        """Make metadata.jsonl durable; idempotent."""
-        if not self._metadata.closed:
-            self._metadata.flush()
-            os.fsync(self._metadata.fileno())
-            self._metadata.close()
-
-    def write_summary(self, summary: dict[str, Any]) -> None:
-        self.close()
-        atomic_write_text(self.out_dir / "run.json", json.dumps(summary, indent=2, default=to_json) + "\n")
+    def finish_run(self, summary: RunSummary, completed: bool) -> None:
+        """Drop the scratch folder (first: on a full disk that frees room), then write metadata.jsonl and
+        run.json if this run finished a video or ran to the end (a run stopped before finishing anything
+        leaves an earlier run's record as it was)."""
         shutil.rmtree(self.clips_tmp, ignore_errors=True)
+        with self._writing(PipelineError):
+            if self.changed or completed or not (self.out_dir / "metadata.jsonl").exists():
+                self._rebuild_metadata(force=True)
+            if self.changed or completed or not (self.out_dir / "run.json").exists():
+                atomic_write_text(self.out_dir / "run.json",
+                                  json.dumps(summary.to_json(), indent=2, default=to_json) + "\n")
+
+    @contextlib.contextmanager
+    def _writing(self, error: type[Exception]) -> Iterator[None]:
+        """A file system error as one line naming the folder: a full disk stops the run (OutputFull)."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise OutputFull(f"{self.out_dir}: no space left on device; free some space and rerun the same "
+                                 f"command to resume") from None
+            if error is ConfigError:
+                raise ConfigError(f"output directory {self.out_dir} is not writable ({exc.strerror}); choose "
+                                  f"another with --output") from None
+            raise PipelineError(f"cannot write to {self.out_dir} ({exc.strerror}: {exc.filename})") from None

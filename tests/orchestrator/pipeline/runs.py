@@ -16,6 +16,31 @@ ROOT = Path(__file__).resolve().parents[3]
 FIXTURES = ROOT / "tests" / "fixtures"
 RUN = [sys.executable, "-m", "orchestrator.cli", "run"]
 
+PIPELINE = """\
+inputs: [{inputs}]
+output: {output}
+stages:
+  - {{name: shots, split: models.transnetv2.TransNetV2ShotDetector, frames: {{size: {size}}}}}
+  - name: stats
+    model: controlled_model.ControlledModel
+    params: {{env: ocr, returns: frame_stats, fail_in: "{fail_in}", how: sigkill, once_marker: "{marker}"{extra}}}
+    replicas: {replicas}
+    batch_size: {batch}
+    frames: {{sampling: per_second, rate: 4, size: [64, 48]}}
+  - {{name: keep, filter: {{min_duration_s: 1.6}}}}
+"""
+
+
+def write_pipeline(tmp_path: Path, name: str, inputs: list[Path], *, replicas: int = 1, batch: int = 1,
+                   fail_in: str = "", size: str = "[48, 27]", **params: object) -> tuple[Path, Path]:
+    out = tmp_path / f"out-{name}"
+    config = tmp_path / f"{name}.yaml"
+    shutil.copy(FIXTURES / "controlled_model.py", tmp_path / "controlled_model.py")
+    config.write_text(PIPELINE.format(inputs=", ".join(str(i) for i in inputs), output=out, replicas=replicas,
+                                      batch=batch, fail_in=fail_in, marker=tmp_path / f"{name}.died", size=size,
+                                      extra="".join(f", {k}: {json.dumps(v)}" for k, v in params.items())))
+    return config, out
+
 
 def _default_signals() -> None:
     """A child of a suite started in the background inherits SIGINT ignored: tests set it explicitly."""

@@ -30,8 +30,8 @@ def test_a_step_that_raises_ends_the_run_with_its_error(sample, tmp_path: Path) 
     def make_worker(stage, replica):
         raise RuntimeError("no worker today")
 
-    executor = PipelineExecutor(config, videos, OutputWriter(tmp_path / "out", config.results_key()), make_worker,
-                             RunState(len(videos)), declared)
+    writer = OutputWriter(tmp_path / "out", config.results_key(), videos)
+    executor = PipelineExecutor(config, videos, writer, make_worker, RunState(len(videos)), declared)
     with pytest.raises(PipelineError, match=r"step 'shots' failed: RuntimeError: no worker today"):
         executor.run()
     assert not [t for t in executor.threads if t.is_alive()]

@@ -92,14 +92,15 @@ def test_nonsense_demands_are_rejected(num_gpus: float) -> None:
         pack_replicas([("ocr", num_gpus)], 8)
 
 
-def test_no_gpus_puts_everything_on_cpu_with_one_warning_naming_the_stages() -> None:
+def test_no_gpus_puts_everything_on_cpu_with_one_warning_naming_the_models_that_declare_gpus() -> None:
     demands = [("ocr", 0.5), ("ocr", 0.5), ("filter", 0.0), ("embed", 2)]
     assert packed(demands, 0) == [((), None)] * 4
-    warning = cpu_fallback_warning(demands)
+    warning = cpu_fallback_warning(demands, {"ocr": "models.rapidocr.RapidOCR", "embed": "my.Embedder"})
     assert warning is not None and "\n" not in warning
-    assert warning.startswith("stages 'ocr', 'embed' asked for GPUs but none was found")
-    assert warning.endswith("they run on CPU, slowly")
-    assert cpu_fallback_warning([("filter", 0.0)]) is None
+    assert warning.startswith("models 'models.rapidocr.RapidOCR' (stage 'ocr') declares num_gpus 0.5, "
+                              "'my.Embedder' (stage 'embed') declares num_gpus 2, but no GPU was found")
+    assert warning.endswith("they run on CPU, slowly") and "config" not in warning
+    assert cpu_fallback_warning([("filter", 0.0)], {}) is None
 
 
 def test_environ_for_cpu_whole_gpus_and_a_share() -> None:

@@ -12,7 +12,7 @@ import av
 import psutil
 import pytest
 
-from tests.orchestrator.pipeline.runs import FIXTURES, ROOT, comparable, outputs, run, start, workers_of
+from tests.orchestrator.pipeline.runs import ROOT, comparable, outputs, run, start, workers_of, write_pipeline
 
 
 def test_quickstart_config_end_to_end(sample, tmp_path: Path) -> None:
@@ -39,32 +39,6 @@ def test_quickstart_config_end_to_end(sample, tmp_path: Path) -> None:
     assert sorted(p.name for p in (out / "clips").iterdir()) == sorted(Path(r["path"]).name for r in rows if r["path"])
     assert 0 < summary["kept"] < len(rows)
     assert "[shots/0]" not in result.stdout
-
-
-PIPELINE = """\
-inputs: [{inputs}]
-output: {output}
-stages:
-  - {{name: shots, split: models.transnetv2.TransNetV2ShotDetector, frames: {{size: {size}}}}}
-  - name: stats
-    model: controlled_model.ControlledModel
-    params: {{env: ocr, returns: frame_stats, fail_in: "{fail_in}", how: sigkill, once_marker: "{marker}"{extra}}}
-    replicas: {replicas}
-    batch_size: {batch}
-    frames: {{sampling: per_second, rate: 4, size: [64, 48]}}
-  - {{name: keep, filter: {{min_duration_s: 1.6}}}}
-"""
-
-
-def write_pipeline(tmp_path: Path, name: str, inputs: list[Path], *, replicas: int = 1, batch: int = 1,
-                   fail_in: str = "", size: str = "[48, 27]", **params: object) -> tuple[Path, Path]:
-    out = tmp_path / f"out-{name}"
-    config = tmp_path / f"{name}.yaml"
-    shutil.copy(FIXTURES / "controlled_model.py", tmp_path / "controlled_model.py")
-    config.write_text(PIPELINE.format(inputs=", ".join(str(i) for i in inputs), output=out, replicas=replicas,
-                                      batch=batch, fail_in=fail_in, marker=tmp_path / f"{name}.died", size=size,
-                                      extra="".join(f", {k}: {json.dumps(v)}" for k, v in params.items())))
-    return config, out
 
 
 def test_replicas_batches_and_a_killed_worker_give_the_same_outputs_in_order(sample, tmp_path: Path) -> None:
@@ -102,7 +76,12 @@ def test_bad_inputs_are_reported_and_the_rest_processed(sample, tmp_path: Path) 
     reasons = {Path(f["video"]).name: f["reason"] for f in summary["failures"]}
     assert "no such file" in reasons["missing.mp4"]
     assert "corrupt.mp4: not a readable video" in reasons["corrupt.mp4"]
-    assert summary["videos_done"] == 2
+    assert all(f["clip_index"] is None and f["stage"] is None for f in summary["failures"])
+    assert summary["videos"] == 2 and summary["videos_done"] == 1
+    # named before any worker started, as readable lines
+    assert result.stderr.index(f"warning: skipped {corrupt}: not a readable video") < result.stderr.index("[stats/0]")
+    assert f"failed: no such file, folder or glob match: {tmp_path / 'missing.mp4'}" in result.stderr
+    assert "{'video'" not in result.stderr
 
 
 def test_frame_size_the_model_rejects_fails_that_video(sample, tmp_path: Path) -> None:
@@ -123,13 +102,14 @@ def test_frame_size_the_model_rejects_fails_that_video(sample, tmp_path: Path) -
          "stage 'keep': unknown field 'filter.min_duration' (did you mean 'filter.min_duration_s'?)"),
     ],
 )
-def test_config_errors_are_one_line(tmp_path: Path, old: str, new: str, message: str) -> None:
-    config, out = write_pipeline(tmp_path, "typo", [tmp_path / "x.mp4"])
+def test_config_errors_are_one_line(sample, tmp_path: Path, old: str, new: str, message: str) -> None:
+    config, out = write_pipeline(tmp_path, "typo", [sample[0]])
     config.write_text(config.read_text().replace(old, new))
     result = run(config)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()  # no .parts, .tmp or empty metadata.jsonl left behind
 
 
 def test_unwritable_output_directory(sample, tmp_path: Path) -> None:

@@ -1,0 +1,71 @@
+"""The parts of an output folder: one file per finished video, the truth a rerun resumes from and that
+metadata.jsonl is rebuilt from. Reading them changes nothing, so a run may look before it may write."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.pipeline.video import VideoInput
+
+PIPELINE_FILE = "pipeline.json"
+
+
+@dataclass(frozen=True)
+class Part:
+    """One finished video: the input it was, the fingerprint the file had when the run opened it, whether
+    every clip succeeded, and its rows."""
+
+    video: str
+    video_id: str
+    fingerprint: str
+    ok: bool
+    rows: list[dict[str, Any]]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any) -> Part | None:
+        """The part `data` describes, or None when it is not one (torn by hand, or another layout's)."""
+        if not isinstance(data, dict):
+            return None
+        fields = (data.get("video"), data.get("video_id"), data.get("fingerprint"), data.get("ok"), data.get("rows"))
+        video, video_id, marks, ok, rows = fields
+        if not (isinstance(video, str) and isinstance(video_id, str) and isinstance(marks, str)
+                and isinstance(ok, bool) and isinstance(rows, list) and all(isinstance(r, dict) for r in rows)):
+            return None
+        return cls(video, video_id, marks, ok, rows)
+
+
+def read_parts(parts_dir: Path) -> dict[str, Part]:
+    """Every readable part in the folder, by video id (the file's name); others are ignored."""
+    parts = {}
+    for path in sorted(parts_dir.glob("*.json")) if parts_dir.is_dir() else []:
+        if path.name == PIPELINE_FILE:
+            continue
+        try:
+            part = Part.from_json(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue
+        if part is not None and path.stem == part.video_id:
+            parts[part.video_id] = part
+    return parts
+
+
+def resumable_rows(part: Part | None, video: VideoInput, out_dir: Path) -> list[dict[str, Any]] | None:
+    """The part's rows if it finished `video`, as fingerprinted now, successfully and its clips are all there."""
+    if part is None or not part.ok or part.fingerprint != video.fingerprint or not video.fingerprint:
+        return None
+    if any(r.get("path") and not (out_dir / str(r["path"])).is_file() for r in part.rows):
+        return None
+    return part.rows
+
+
+def count_kept(out_dir: Path, videos: list[VideoInput]) -> int:
+    """How many of `videos` the folder holds finished results for (read only, for a run stopped before it
+    could write)."""
+    parts = read_parts(out_dir / ".parts")
+    return sum(resumable_rows(parts.get(v.video_id), v, out_dir) is not None for v in videos)
