@@ -1,6 +1,6 @@
 """Env backends: a slow, cached `ensure(spec) -> Env`, and a pure description of how to launch into it.
 
-Three implementations: `uv` (venv + hash-pinned sync), `conda` (conda-lock install), and
+Three implementations: `uv` (venv + hash-pinned sync), `conda` (rattler installs a conda-lock file), and
 `existing` (an interpreter someone else built: containers, clusters). Only `uv` and `conda`
 envs live in the cache; an existing interpreter is never touched.
 """
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import abc
 import hashlib
-import json
 import os
 import subprocess
 from collections.abc import Mapping
@@ -18,16 +17,18 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from models.conda_utils import WORKER_ENV_VAR
+from orchestrator.envs import rattler_ops
 from orchestrator.envs.cache import EnvCache
+from orchestrator.envs.conda_lock_file import locked_records
 from orchestrator.envs.interpreters import find_interpreter, probe_interpreter
-from orchestrator.envs.locking import check_uv_lock
+from orchestrator.envs.locking import channel_access, check_conda_locks, check_uv_lock
 from orchestrator.envs.spec import EnvSpec
-from orchestrator.envs.tools import conda_executable, conda_lock_executable, run_tool, uv_executable
-from orchestrator.errors import EnvBuildError, EnvSpecError, LockError
+from orchestrator.envs.tools import run_tool, uv_executable
+from orchestrator.errors import EnvBuildError, EnvSpecError
+from orchestrator.settings import Settings
 
-_DROPPED_VARIABLES = (
-    "PYTHONHOME", "PYTHONPATH", "VIRTUAL_ENV", "CONDA_PREFIX", "CONDA_DEFAULT_ENV", "__PYVENV_LAUNCHER__",
-)
+_DROPPED_VARIABLES = ("PYTHONHOME", "PYTHONPATH", "VIRTUAL_ENV", "__PYVENV_LAUNCHER__")
+_DROPPED_PREFIXES = ("CONDA_", "_CE_")
 
 
 @dataclass(frozen=True)
@@ -39,12 +40,17 @@ class Env:
     prefix: Path
     python: Path
     activation: Mapping[str, str] = field(default_factory=dict)
+    path_prepend: tuple[str, ...] = ()
+    """Directories activation puts in front of PATH (a conda env's bin/)."""
 
     def launch_environ(self, base: Mapping[str, str]) -> dict[str, str]:
-        """The environment a worker process starts with: `base` minus the parent's interpreter
-        settings, plus this env's activation and its name (what `is_running_in_env` reads)."""
-        environ = {k: v for k, v in base.items() if k not in _DROPPED_VARIABLES}
+        """The environment a worker process starts with: `base` minus the parent's interpreter and conda
+        settings, plus this env's activation, its PATH entries and its name (what `is_running_in_env` reads)."""
+        environ = {k: v for k, v in base.items()
+                   if k not in _DROPPED_VARIABLES and not k.startswith(_DROPPED_PREFIXES)}
         environ.update(self.activation)
+        if self.path_prepend:
+            environ["PATH"] = os.pathsep.join([*self.path_prepend, base.get("PATH") or os.defpath])
         environ[WORKER_ENV_VAR] = self.name
         return environ
 
@@ -88,7 +94,8 @@ class UvBackend(EnvBackend):
         if spec.conda_packages:
             raise EnvSpecError(
                 f"env {spec.name!r}: conda packages {list(spec.conda_packages)} in {spec.spec_file} cannot be "
-                f"installed by the uv backend; move them under 'pip:' or use ORCHESTRATOR_ENV_BACKEND=conda"
+                f"installed by the uv backend; move them under 'pip:', or unset ORCHESTRATOR_ENV_BACKEND (an env "
+                f"with conda packages builds with the conda backend)"
             )
         check_uv_lock(spec)
         interpreter = find_interpreter(spec.python_version, spec.name)
@@ -105,11 +112,8 @@ class UvBackend(EnvBackend):
         def build(work: Path) -> dict[str, Any]:
             what = f"building env {spec.name!r}"
             run_tool([uv, "venv", "--quiet", "--relocatable", "--python", str(interpreter.path), str(work)], what)
-            argv = [uv, "pip", "sync", "--quiet", "--require-hashes", "--python", str(work / "bin" / "python"),
-                    str(spec.uv_lock)]
-            for link in self.find_links:
-                argv += ["--find-links", link]
-            run_tool(argv, what)
+            run_tool([uv, "pip", "sync", "--quiet", "--require-hashes", "--python", str(work / "bin" / "python"),
+                      *_find_links_args(self.find_links), str(spec.uv_lock)], what)
             return {"backend": self.name, "python_version": interpreter.version}
 
         entry = self.cache.ensure(spec.name, self.cache_key(spec), build, relocatable=True)
@@ -120,53 +124,53 @@ class UvBackend(EnvBackend):
 
 
 class CondaBackend(EnvBackend):
-    """`conda-lock install` into the cache; activation is captured once so workers exec python directly."""
+    """rattler installs the locked conda packages into the cache, then uv syncs the pip lock into that prefix;
+    activation (variables, PATH, activate.d scripts) is computed once and stored with the entry."""
 
     name = "conda"
 
-    def __init__(self, cache: EnvCache) -> None:
+    def __init__(self, cache: EnvCache, settings: Settings) -> None:
         self.cache = cache
-
-    @staticmethod
-    def available() -> bool:
-        return conda_executable() is not None and conda_lock_executable() is not None
+        self.settings = settings
 
     def cache_key(self, spec: EnvSpec) -> str:
-        if not spec.conda_lock.is_file():
-            raise LockError(
-                f"env {spec.name!r}: {spec.conda_lock} is missing; run `orchestrator envs lock {spec.name}`"
-            )
+        check_conda_locks(spec)
         # Conda prefixes embed their own path, so the location is part of what the entry is.
-        return _hash(self.name, spec.conda_lock.read_bytes(), str(self.cache.root), os.uname().machine)
+        return _hash(self.name, spec.conda_lock.read_bytes(), spec.uv_lock.read_bytes(), str(self.cache.root),
+                     rattler_ops.platform())
 
     def built(self, spec: EnvSpec) -> Env | None:
         entry = self.cache.lookup(spec.name, self.cache_key(spec))
         return self._env(spec, entry.directory, entry.metadata) if entry else None
 
     def ensure(self, spec: EnvSpec) -> Env:
-        conda, conda_lock = conda_executable(), conda_lock_executable()
-        if conda is None or conda_lock is None:
-            raise EnvBuildError(f"env {spec.name!r}: the conda backend needs conda-lock and micromamba/mamba/conda")
+        key = self.cache_key(spec)
+        records = locked_records(spec.conda_lock, spec.name, rattler_ops.platform())
+        access = channel_access(spec, self.settings)
 
         def build(prefix: Path) -> dict[str, Any]:
-            flavour = Path(conda).name if Path(conda).name in ("micromamba", "mamba") else "conda"
-            run_tool([conda_lock, "install", f"--{flavour}", conda, "--prefix", str(prefix), str(spec.conda_lock)],
-                     f"building env {spec.name!r}")
-            return {"backend": self.name, "activation": _capture_activation(conda, prefix)}
+            rattler_ops.install(spec.name, records, prefix, access, self.settings.conda_cache)
+            python = prefix / "bin" / "python"
+            if not python.exists():
+                raise EnvBuildError(f"env {spec.name!r}: its conda packages installed no bin/python; add "
+                                    f"'python={spec.python_version}' to {spec.spec_file} and lock again")
+            run_tool([uv_executable(), "pip", "sync", "--quiet", "--require-hashes", "--python", str(python),
+                      *_find_links_args(self.settings.find_links), str(spec.uv_lock)],
+                     f"installing the pip packages of env {spec.name!r}")
+            activated = rattler_ops.activation(prefix)
+            return {"backend": self.name, "activation": activated.variables,
+                    "path_prepend": list(activated.path_prepend)}
 
-        entry = self.cache.ensure(spec.name, self.cache_key(spec), build, relocatable=False)
+        entry = self.cache.ensure(spec.name, key, build, relocatable=False)
         return self._env(spec, entry.directory, entry.metadata)
 
     def _env(self, spec: EnvSpec, prefix: Path, metadata: Mapping[str, Any]) -> Env:
-        return Env(spec.name, self.name, prefix, prefix / "bin" / "python", dict(metadata.get("activation", {})))
+        return Env(spec.name, self.name, prefix, prefix / "bin" / "python", dict(metadata.get("activation", {})),
+                   tuple(metadata.get("path_prepend", ())))
 
 
-def _capture_activation(conda: str, prefix: Path) -> dict[str, str]:
-    """What activating the prefix changes (PATH, LD_LIBRARY_PATH, activate.d exports), captured once."""
-    dump = "import json, os; print(json.dumps(dict(os.environ)))"
-    out = run_tool([conda, "run", "--prefix", str(prefix), "python", "-c", dump], f"activating {prefix}")
-    activated = json.loads(out.strip().splitlines()[-1])
-    return {k: v for k, v in activated.items() if os.environ.get(k) != v and not k.startswith("CONDA_")}
+def _find_links_args(find_links: tuple[str, ...]) -> list[str]:
+    return [arg for link in find_links for arg in ("--find-links", link)]
 
 
 class ExistingBackend(EnvBackend):

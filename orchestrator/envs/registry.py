@@ -9,7 +9,7 @@ from pathlib import Path
 
 from orchestrator.envs.backends import CondaBackend, Env, EnvBackend, ExistingBackend, UvBackend
 from orchestrator.envs.cache import EnvCache, directory_size, lease
-from orchestrator.envs.locking import check_uv_lock
+from orchestrator.envs.locking import check_conda_locks, check_uv_lock
 from orchestrator.envs.spec import EnvSpec, list_env_names, load_spec, validate_env_name
 from orchestrator.errors import EnvBuildError, EnvSpecError, OrchestratorError
 from orchestrator.settings import Settings
@@ -39,7 +39,7 @@ class EnvRegistry:
         self.cache = EnvCache(self.settings.env_cache_dir)
         self._backends: dict[str, EnvBackend] = {
             "uv": UvBackend(self.cache, self.settings.find_links),
-            "conda": CondaBackend(self.cache),
+            "conda": CondaBackend(self.cache, self.settings),
             "existing": ExistingBackend(self.settings.existing_pythons),
         }
 
@@ -57,14 +57,15 @@ class EnvRegistry:
         return load_spec(self.settings.envs_dir, name)
 
     def backend_for(self, spec: EnvSpec) -> EnvBackend:
-        """Explicit setting, else an interpreter given for this env, else conda where usable, else uv."""
+        """Explicit setting, else an interpreter given for this env, else conda for an env with conda
+        packages, else uv."""
         choice = self.settings.backend
         if choice is not None and choice not in BACKENDS:
             raise EnvSpecError(f"ORCHESTRATOR_ENV_BACKEND={choice!r} is not one of {', '.join(BACKENDS)}")
         if choice is None:
             if spec.name.lower() in self.settings.existing_pythons:
                 choice = "existing"
-            elif spec.conda_lock.is_file() and CondaBackend.available():
+            elif spec.conda_packages:
                 choice = "conda"
             else:
                 choice = "uv"
@@ -92,8 +93,11 @@ class EnvRegistry:
         for name in self.names():
             try:
                 spec = self.spec(name)
-                if self.backend_for(spec).name == "uv":
+                backend = self.backend_for(spec).name
+                if backend == "uv":
                     check_uv_lock(spec)
+                elif backend == "conda":
+                    check_conda_locks(spec)
             except OrchestratorError as exc:
                 problems.append(str(exc))
         return problems

@@ -69,6 +69,10 @@ class EnvSpec:
         extra = [r for r in WORKER_REQUIREMENTS if requirement_name(r) not in named]
         return [*self.pip_requirements, *extra]
 
+    def conda_specs(self) -> list[str]:
+        """What a conda env solves for: the interpreter as a conda package, then the declared packages."""
+        return [f"python {self.python_version}.*", *self.conda_packages]
+
     def content_hash(self) -> str:
         """Hash of what the lock depends on; a lock records it so `envs check` spots drift."""
         canonical = json.dumps(

@@ -1,0 +1,189 @@
+"""Solve, install and activate conda packages with rattler: no conda executable anywhere.
+
+    channels + specs ──solve──▶ RepoDataRecords ──install──▶ prefix ──activate──▶ Activation
+                                (conda-lock.yml)          (package cache)    (variables, PATH entries)
+
+rattler is asynchronous and runs its own threads; each call here runs to completion on a private event
+loop and drops every rattler object before returning, so no rattler thread outlives the call (one that
+does can crash the interpreter as it exits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import gc
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+import urllib.parse
+import urllib.request
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import unquote
+
+import rattler
+from rattler.shell import ActivationVariables, Shell, activate
+
+from orchestrator.envs.channels import ChannelAccess
+from orchestrator.errors import EnvBuildError, LockError
+
+T = TypeVar("T")
+_BASE_PATH = ("/usr/bin", "/bin")
+FETCH_TIMEOUT_S = 120
+
+
+def run_rattler(make: Callable[[], Awaitable[T]]) -> T:
+    """Run one rattler operation to its end, then let go of its objects while the loop is gone."""
+    try:
+        return asyncio.run(_awaited(make))
+    finally:
+        gc.collect()
+
+
+async def _awaited(make: Callable[[], Awaitable[T]]) -> T:
+    return await make()
+
+
+def platform() -> str:
+    """This machine's conda subdir (`linux-64`, `osx-arm64`, ...)."""
+    return str(rattler.Platform.current())
+
+
+def solve(env_name: str, specs: Sequence[str], access: ChannelAccess, repodata_cache: Path) -> list[dict]:
+    """The newest consistent set of packages for `specs` on this platform, as repodata records (JSON dicts)."""
+
+    async def solved() -> list[dict]:
+        gateway = rattler.Gateway(cache_dir=repodata_cache)
+        records = await rattler.solve(
+            sources=[rattler.Channel(url) for url in access.solve_urls()], specs=list(specs), gateway=gateway,
+            platforms=[platform(), "noarch"], virtual_packages=rattler.VirtualPackage.detect(),
+        )
+        return [json.loads(record.to_json()) for record in records]
+
+    try:
+        return run_rattler(solved)
+    except Exception as exc:  # rattler raises its own exception types, one per failure kind
+        raise LockError(f"env {env_name!r}: cannot solve {list(specs)} from {list(access.declared)}: "
+                        f"{_first_line(exc)}") from None
+
+
+def install(env_name: str, records: Sequence[dict], prefix: Path, access: ChannelAccess, rattler_cache: Path) -> None:
+    """Link `records` into `prefix`. Every archive not yet in rattler's package cache is fetched here and
+    checked against the sha256 its record carries (rattler does not check a file:// package), then
+    handed to rattler from a verified local copy; what the cache holds installs without network."""
+    with tempfile.TemporaryDirectory(prefix="orch-conda-pkgs-") as staging:
+        sources = [_verified_source(env_name, r, access, rattler_cache / "pkgs", Path(staging)) for r in records]
+
+        async def installed() -> None:
+            repodata = [rattler.RepoDataRecord(_package_record(r), r["fn"], url, url.rsplit("/", 2)[0])
+                        for r, url in zip(records, sources, strict=True)]
+            await rattler.install(repodata, prefix, cache_dir=rattler_cache / "pkgs", show_progress=False,
+                                  execute_link_scripts=False)
+
+        try:
+            run_rattler(installed)
+        except Exception as exc:  # rattler raises its own exception types, one per failure kind
+            raise EnvBuildError(f"env {env_name!r}: installing its conda packages failed: {_first_line(exc)}") from None
+
+
+def _verified_source(env_name: str, record: dict, access: ChannelAccess, packages: Path, staging: Path) -> str:
+    """The URL rattler installs `record` from: its own (already cached), or a checked copy in `staging`."""
+    url = access.fetch_url(record["url"])
+    if _cached_sha256(packages, record) == record["sha256"]:
+        return url
+    data = _fetch(env_name, record["name"], url)
+    if hashlib.sha256(data).hexdigest() != record["sha256"]:
+        raise EnvBuildError(
+            f"env {env_name!r}: package {record['name']!r} ({url}) does not match the sha256 in conda-lock.yml: the "
+            f"channel's file changed since the lock was made; lock again (`orchestrator envs lock {env_name}`) if "
+            f"the change is expected"
+        )
+    local = staging / record["subdir"] / record["fn"]
+    local.parent.mkdir(parents=True, exist_ok=True)
+    local.write_bytes(data)
+    return local.as_uri()
+
+
+def _cached_sha256(packages: Path, record: dict) -> str | None:
+    stem = record["fn"].removesuffix(".conda").removesuffix(".tar.bz2")
+    try:
+        return json.loads((packages / stem / "info" / "repodata_record.json").read_text()).get("sha256")
+    except (OSError, ValueError):
+        return None
+
+
+def _fetch(env_name: str, package: str, url: str) -> bytes:
+    """One package archive over file://, http or https (basic auth from the URL's user:password)."""
+    parts = urllib.parse.urlsplit(url)
+    request = urllib.request.Request(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""))
+                                     .geturl() if parts.username else url)
+    if parts.username:
+        token = base64.b64encode(f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_S) as response:
+            return response.read()
+    except (OSError, ValueError) as exc:
+        raise EnvBuildError(f"env {env_name!r}: cannot fetch package {package!r} from {_redacted(url)}: {exc}; "
+                            f"check the channel (or ORCHESTRATOR_CONDA_MIRRORS) and the network") from None
+
+
+def _redacted(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return parts._replace(netloc=f"***@{parts.hostname}") .geturl() if parts.username else url
+
+
+def _package_record(record: dict) -> rattler.PackageRecord:
+    return rattler.PackageRecord(
+        record["name"], record["version"], rattler.BuildString(record["build"]), int(record.get("build_number", 0)),
+        record["subdir"], noarch=rattler.NoArchType(record["noarch"]) if record.get("noarch") else None,
+        depends=list(record.get("depends", [])),
+        constrains=list(record.get("constrains", [])), sha256=bytes.fromhex(record["sha256"]),
+        md5=bytes.fromhex(record["md5"]), size=record.get("size"),
+    )
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return "; ".join(lines[:3]) or type(exc).__name__
+
+
+@dataclass(frozen=True)
+class Activation:
+    """What activating a prefix changes: variables (activate.d scripts included) and PATH entries to prepend."""
+
+    variables: dict[str, str] = field(default_factory=dict)
+    path_prepend: tuple[str, ...] = ()
+
+
+def activation(prefix: Path) -> Activation:
+    """Run rattler's bash activation script for `prefix` once, from a minimal environment, and keep the change."""
+    script = activate(prefix, ActivationVariables(current_path=list(_BASE_PATH)), Shell.bash).script
+    gc.collect()
+    base = {"PATH": os.pathsep.join(_BASE_PATH), "HOME": os.environ.get("HOME", "/")}
+    with tempfile.NamedTemporaryFile("w", suffix=".sh", prefix="orch-activate-") as file:
+        file.write(script)
+        file.flush()
+        before = _bash_environ(base, [])
+        after = _bash_environ(base, [file.name])
+    path = after.pop("PATH", "").split(os.pathsep)
+    prepend = tuple(entry for entry in dict.fromkeys(path) if entry and entry not in _BASE_PATH)
+    variables = {k: v for k, v in after.items() if before.get(k) != v and k not in ("_", "SHLVL", "PWD", "OLDPWD")}
+    return Activation(variables, prepend)
+
+
+def _bash_environ(base: dict[str, str], scripts: list[str]) -> dict[str, str]:
+    """The environment bash ends with after sourcing `scripts` (argv only: the script paths are arguments)."""
+    program = 'for s in "$@"; do source "$s" >/dev/null || exit 3; done; exec env -0'
+    proc = subprocess.run(["bash", "--noprofile", "--norc", "-c", program, "activate", *scripts],
+                          env=base, capture_output=True, timeout=60)
+    if proc.returncode != 0:
+        tail = proc.stderr.decode(errors="replace").strip()[-500:]
+        raise EnvBuildError(f"activating a conda env failed (exit {proc.returncode}): {tail}")
+    pairs = (item.split("=", 1) for item in proc.stdout.decode().split("\0") if "=" in item)
+    return dict(pairs)
