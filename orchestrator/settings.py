@@ -83,9 +83,9 @@ class Settings:
     conda_mirrors: tuple[tuple[str, str], ...] = ()
     """Channel URL prefixes fetched from elsewhere, for air-gapped sites (`ORCHESTRATOR_CONDA_MIRRORS`:
     `URL=MIRROR` pairs separated by spaces)."""
-    conda_cache: Path = field(default_factory=lambda: _cache_home() / "rattler" / "cache")
-    """rattler's cache, shared with pixi (`ORCHESTRATOR_CONDA_CACHE`): packages in pkgs/ (what it holds
-    installs without network), channel indexes in repodata/."""
+    conda_cache: Path = field(default_factory=lambda: _cache_home() / "orchestrator" / "conda")
+    """Conda downloads (`ORCHESTRATOR_CONDA_CACHE`): checked package archives in archives/ (what it holds
+    builds without network), rattler's extracted packages in pkgs/ and channel indexes in repodata/."""
 
     @classmethod
     def from_environ(cls) -> Settings:
@@ -106,5 +106,5 @@ class Settings:
             conda_channel_alias=env.get("ORCHESTRATOR_CONDA_CHANNEL_ALIAS") or cls.conda_channel_alias,
             conda_mirrors=_mirrors(env.get("ORCHESTRATOR_CONDA_MIRRORS", "")),
             conda_cache=Path(env["ORCHESTRATOR_CONDA_CACHE"]) if env.get("ORCHESTRATOR_CONDA_CACHE")
-            else _cache_home() / "rattler" / "cache",
+            else _cache_home() / "orchestrator" / "conda",
         )

@@ -72,49 +72,45 @@ def solve(env_name: str, specs: Sequence[str], access: ChannelAccess, repodata_c
                         f"{_first_line(exc)}") from None
 
 
-def install(env_name: str, records: Sequence[dict], prefix: Path, access: ChannelAccess, rattler_cache: Path) -> None:
-    """Link `records` into `prefix`. Every archive not yet in rattler's package cache is fetched here and
-    checked against the sha256 its record carries (rattler does not check a file:// package), then
-    handed to rattler from a verified local copy; what the cache holds installs without network."""
-    with tempfile.TemporaryDirectory(prefix="orch-conda-pkgs-") as staging:
-        sources = [_verified_source(env_name, r, access, rattler_cache / "pkgs", Path(staging)) for r in records]
+def install(env_name: str, records: Sequence[dict], prefix: Path, access: ChannelAccess, conda_cache: Path) -> None:
+    """Link `records` into `prefix`.
 
-        async def installed() -> None:
-            repodata = [rattler.RepoDataRecord(_package_record(r), r["fn"], url, url.rsplit("/", 2)[0])
-                        for r, url in zip(records, sources, strict=True)]
-            await rattler.install(repodata, prefix, cache_dir=rattler_cache / "pkgs", show_progress=False,
-                                  execute_link_scripts=False)
+    Each archive is fetched once into `conda_cache/archives/<sha256>/` and checked against the sha256 its
+    record carries there (rattler does not check a file:// package); rattler installs from that checked
+    copy, so what the cache holds builds again without network.
+    """
+    archives = [verified_archive(env_name, r, access, conda_cache / "archives") for r in records]
 
-        try:
-            run_rattler(installed)
-        except Exception as exc:  # rattler raises its own exception types, one per failure kind
-            raise EnvBuildError(f"env {env_name!r}: installing its conda packages failed: {_first_line(exc)}") from None
+    async def installed() -> None:
+        repodata = [rattler.RepoDataRecord(_package_record(r), r["fn"], archive.as_uri(), archive.parent.as_uri())
+                    for r, archive in zip(records, archives, strict=True)]
+        await rattler.install(repodata, prefix, cache_dir=conda_cache / "pkgs", show_progress=False,
+                              execute_link_scripts=False)
+
+    try:
+        run_rattler(installed)
+    except Exception as exc:  # rattler raises its own exception types, one per failure kind
+        raise EnvBuildError(f"env {env_name!r}: installing its conda packages failed: {_first_line(exc)}") from None
 
 
-def _verified_source(env_name: str, record: dict, access: ChannelAccess, packages: Path, staging: Path) -> str:
-    """The URL rattler installs `record` from: its own (already cached), or a checked copy in `staging`."""
+def verified_archive(env_name: str, record: dict, access: ChannelAccess, archives: Path) -> Path:
+    """The package archive for `record`, fetched and checked against its sha256 unless already there."""
+    target = archives / record["sha256"] / record["fn"]
+    if target.is_file():
+        return target
     url = access.fetch_url(record["url"])
-    if _cached_sha256(packages, record) == record["sha256"]:
-        return url
     data = _fetch(env_name, record["name"], url)
     if hashlib.sha256(data).hexdigest() != record["sha256"]:
         raise EnvBuildError(
-            f"env {env_name!r}: package {record['name']!r} ({url}) does not match the sha256 in conda-lock.yml: the "
-            f"channel's file changed since the lock was made; lock again (`orchestrator envs lock {env_name}`) if "
-            f"the change is expected"
+            f"env {env_name!r}: package {record['name']!r} ({_redacted(url)}) does not match the sha256 in "
+            f"conda-lock.yml: the channel's file changed since the lock was made; lock again "
+            f"(`orchestrator envs lock {env_name}`) if the change is expected"
         )
-    local = staging / record["subdir"] / record["fn"]
-    local.parent.mkdir(parents=True, exist_ok=True)
-    local.write_bytes(data)
-    return local.as_uri()
-
-
-def _cached_sha256(packages: Path, record: dict) -> str | None:
-    stem = record["fn"].removesuffix(".conda").removesuffix(".tar.bz2")
-    try:
-        return json.loads((packages / stem / "info" / "repodata_record.json").read_text()).get("sha256")
-    except (OSError, ValueError):
-        return None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".fetch-", delete=False) as partial:
+        partial.write(data)
+    os.replace(partial.name, target)
+    return target
 
 
 def _fetch(env_name: str, package: str, url: str) -> bytes:

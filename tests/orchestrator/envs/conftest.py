@@ -1,9 +1,10 @@
-"""Fixtures: the project's envs built once per session, and a tiny env for cache behaviour."""
+"""Fixtures: the project's envs built once per session, a tiny env for cache behaviour, a local conda channel."""
 
 from __future__ import annotations
 
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,34 @@ def cli_env(settings: Settings) -> dict[str, str]:
 
 
 ORCHESTRATOR = [sys.executable, "-m", "orchestrator.cli"]
+
+
+@pytest.fixture(scope="session")
+def conda_channel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The local conda channel (python from pyenv's 3.12, ffmpeg with an activate.d script, orchpkg 1.0/2.0)."""
+    from orchestrator.envs.interpreters import find_interpreter
+    from tests.support.conda_channel import build_channel
+
+    interpreter = find_interpreter("3.12", "conda-test-channel")
+    prefix = interpreter.path.resolve().parent.parent
+    return build_channel(tmp_path_factory.mktemp("conda-channel") / "channel", prefix, interpreter.version)
+
+
+@pytest.fixture(scope="session")
+def http_channel(conda_channel: Path) -> Iterator[str]:
+    """The same channel served over http on 127.0.0.1."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(conda_channel)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    thread.join(timeout=10)
+    server.server_close()
