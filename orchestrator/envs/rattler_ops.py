@@ -57,10 +57,12 @@ def platform() -> str:
 def solve(env_name: str, specs: Sequence[str], access: ChannelAccess, repodata_cache: Path) -> list[dict]:
     """The newest consistent set of packages for `specs` on this platform, as repodata records (JSON dicts)."""
 
+    urls = access.solve_urls()
+
     async def solved() -> list[dict]:
         gateway = rattler.Gateway(cache_dir=repodata_cache)
         records = await rattler.solve(
-            sources=[rattler.Channel(url) for url in access.solve_urls()], specs=list(specs), gateway=gateway,
+            sources=[rattler.Channel(url) for url in urls], specs=list(specs), gateway=gateway,
             platforms=[platform(), "noarch"], virtual_packages=rattler.VirtualPackage.detect(),
         )
         return [json.loads(record.to_json()) for record in records]
@@ -68,8 +70,11 @@ def solve(env_name: str, specs: Sequence[str], access: ChannelAccess, repodata_c
     try:
         return run_rattler(solved)
     except Exception as exc:  # rattler raises its own exception types, one per failure kind
+        reason = _first_line(exc)
+        for fetched, canonical in zip(urls, access.canonical, strict=True):
+            reason = reason.replace(fetched.rstrip("/"), canonical)  # no credential in a message
         raise LockError(f"env {env_name!r}: cannot solve {list(specs)} from {list(access.declared)}: "
-                        f"{_first_line(exc)}") from None
+                        f"{reason}") from None
 
 
 def install(env_name: str, records: Sequence[dict], prefix: Path, access: ChannelAccess, conda_cache: Path) -> None:

@@ -12,25 +12,13 @@ from pathlib import Path
 import pytest
 
 from orchestrator.envs import Env, EnvRegistry
-from orchestrator.envs.locking import compile_conda_lock, compile_uv_lock
+from orchestrator.envs.locking import compile_conda_lock
 from orchestrator.errors import EnvBuildError
 from orchestrator.settings import Settings
 from orchestrator.supervisor.launch import worker_environ
-from tests.orchestrator.envs.conftest import ORCHESTRATOR, cli_env
+from tests.orchestrator.envs.conftest import ORCHESTRATOR, cli_env, conda_settings, lock, write_env
 from tests.support.conda_channel import ACTIVATION_VARIABLE
 
-SPEC = """\
-name: {name}
-channels:
-  - {channel}
-dependencies:
-  - python=3.12
-  - ffmpeg
-  - orchpkg={version}
-  - pip
-  - pip:
-      - six==1.17.0
-"""
 PROBE = """
 import json, os, shutil, sys, orchpkg, six
 from models import conda_utils
@@ -39,39 +27,6 @@ print(json.dumps({"orchpkg": orchpkg.__version__, "activation": os.environ.get(s
                   "conda_prefix": os.environ.get("CONDA_PREFIX"), "default_env": os.environ.get("CONDA_DEFAULT_ENV"),
                   "in_env": [n for n in ("orch_one", "orch_two") if conda_utils.is_running_in_env(n)]}))
 """
-
-
-def write_env(envs_dir: Path, name: str, channel: str, version: str) -> None:
-    (envs_dir / name).mkdir(parents=True, exist_ok=True)
-    (envs_dir / name / "environment.yml").write_text(SPEC.format(name=name, channel=channel, version=version))
-
-
-def conda_settings(root: Path) -> Settings:
-    return Settings(envs_dir=root / "envs", env_cache_dir=root / "cache", conda_cache=root / "rattler",
-                    find_links=Settings.from_environ().find_links)
-
-
-def lock(settings: Settings, name: str) -> None:
-    spec = EnvRegistry(settings).spec(name)
-    compile_conda_lock(spec, settings)
-    compile_uv_lock(spec, settings.find_links)
-
-
-@pytest.fixture(scope="module")
-def locked(conda_channel: Path, http_channel: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """Two envs pinning different orchpkg versions, one solved over file://, the other over http."""
-    settings = conda_settings(tmp_path_factory.mktemp("conda-envs"))
-    write_env(settings.envs_dir, "orch_one", conda_channel.as_uri(), "1.0")
-    write_env(settings.envs_dir, "orch_two", http_channel, "2.0")
-    for name in ("orch_one", "orch_two"):
-        lock(settings, name)
-    return settings
-
-
-@pytest.fixture(scope="module")
-def built(locked: Settings) -> dict[str, Env]:
-    registry = EnvRegistry(locked)
-    return {name: registry.ensure(name) for name in ("orch_one", "orch_two")}
 
 
 def probe(env: Env, runtime_dir: Path) -> dict:
@@ -83,9 +38,9 @@ def probe(env: Env, runtime_dir: Path) -> dict:
 
 
 @pytest.mark.parametrize(("name", "version"), [("orch_one", "1.0"), ("orch_two", "2.0")])
-def test_worker_sees_its_envs_package_activation_and_tool(built: dict[str, Env], tmp_path: Path, name: str,
+def test_worker_sees_its_envs_package_activation_and_tool(conda_envs: dict[str, Env], tmp_path: Path, name: str,
                                                           version: str) -> None:
-    env = built[name]
+    env = conda_envs[name]
     seen = probe(env, tmp_path)
     assert env.backend == "conda"
     assert seen["orchpkg"] == version
@@ -99,12 +54,12 @@ def test_worker_sees_its_envs_package_activation_and_tool(built: dict[str, Env],
     assert ffmpeg.stdout.startswith("ffmpeg version")
 
 
-def test_lock_is_byte_identical_on_relock_and_parses_with_conda_lock(locked: Settings) -> None:
+def test_lock_is_byte_identical_on_relock_and_parses_with_conda_lock(conda_locked: Settings) -> None:
     from conda_lock.lockfile import parse_conda_lock_file
 
-    path = locked.envs_dir / "orch_two" / "conda-lock.yml"
+    path = conda_locked.envs_dir / "orch_two" / "conda-lock.yml"
     first = path.read_bytes()
-    compile_conda_lock(EnvRegistry(locked).spec("orch_two"), locked)
+    compile_conda_lock(EnvRegistry(conda_locked).spec("orch_two"), conda_locked)
     assert path.read_bytes() == first
     parsed = parse_conda_lock_file(path)
     by_name = {p.name: p for p in parsed.package}
@@ -113,9 +68,9 @@ def test_lock_is_byte_identical_on_relock_and_parses_with_conda_lock(locked: Set
     assert all(len(p.hash.sha256 or "") == 64 and p.platform == "linux-64" for p in parsed.package)
 
 
-def test_second_build_is_a_no_op_from_the_stored_entry(built: dict[str, Env], locked: Settings) -> None:
-    assert EnvRegistry(locked).ensure("orch_one") == built["orch_one"]
-    assert EnvRegistry(locked).status("orch_one").built
+def test_second_build_is_a_no_op_from_the_stored_entry(conda_envs: dict[str, Env], conda_locked: Settings) -> None:
+    assert EnvRegistry(conda_locked).ensure("orch_one") == conda_envs["orch_one"]
+    assert EnvRegistry(conda_locked).status("orch_one").built
 
 
 def test_a_package_that_no_longer_matches_the_lock_is_refused_naming_it(conda_channel: Path, tmp_path: Path) -> None:
@@ -133,9 +88,9 @@ def test_a_package_that_no_longer_matches_the_lock_is_refused_naming_it(conda_ch
     assert not [p for p in settings.env_cache_dir.iterdir() if p.is_dir()]
 
 
-def test_concurrent_builds_of_one_env_make_one_build(locked: Settings, tmp_path: Path) -> None:
-    settings = Settings(envs_dir=locked.envs_dir, env_cache_dir=tmp_path / "cache", conda_cache=locked.conda_cache,
-                        find_links=locked.find_links)
+def test_concurrent_builds_of_one_env_make_one_build(conda_locked: Settings, tmp_path: Path) -> None:
+    settings = Settings(envs_dir=conda_locked.envs_dir, env_cache_dir=tmp_path / "cache",
+                        conda_cache=conda_locked.conda_cache, find_links=conda_locked.find_links)
     environ = {**cli_env(settings), "ORCHESTRATOR_CONDA_CACHE": str(settings.conda_cache)}
     procs = [subprocess.Popen([*ORCHESTRATOR, "envs", "build", "orch_one"], env=environ, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT) for _ in range(3)]
@@ -147,10 +102,10 @@ def test_concurrent_builds_of_one_env_make_one_build(locked: Settings, tmp_path:
     assert probe(EnvRegistry(settings).ensure("orch_one"), tmp_path)["orchpkg"] == "1.0"
 
 
-def test_envs_check_reports_a_spec_changed_after_its_conda_lock(locked: Settings, tmp_path: Path) -> None:
+def test_envs_check_reports_a_spec_changed_after_its_conda_lock(conda_locked: Settings, tmp_path: Path) -> None:
     envs_dir = tmp_path / "envs"
-    shutil.copytree(locked.envs_dir, envs_dir)
-    settings = Settings(envs_dir=envs_dir, env_cache_dir=tmp_path / "cache", conda_cache=locked.conda_cache)
+    shutil.copytree(conda_locked.envs_dir, envs_dir)
+    settings = Settings(envs_dir=envs_dir, env_cache_dir=tmp_path / "cache", conda_cache=conda_locked.conda_cache)
     assert EnvRegistry(settings).check() == []
     spec_file = envs_dir / "orch_one" / "environment.yml"
     spec_file.write_text(spec_file.read_text().replace("orchpkg=1.0", "orchpkg=2.0"))
@@ -158,15 +113,16 @@ def test_envs_check_reports_a_spec_changed_after_its_conda_lock(locked: Settings
     assert len(problems) == 1 and "orch_one" in problems[0] and "out of date" in problems[0]
 
 
-def test_offline_build_from_the_package_cache(locked: Settings, built: dict[str, Env], tmp_path: Path) -> None:
+def test_offline_build_from_the_package_cache(conda_locked: Settings, conda_envs: dict[str, Env],
+                                              tmp_path: Path) -> None:
     """The http env builds again on a second cache root with its channel unreachable: packages come from
-    rattler's package cache the first build filled."""
+    the conda cache the first build filled (the channel is mirrored to a closed port)."""
     envs_dir = tmp_path / "envs"
-    shutil.copytree(locked.envs_dir, envs_dir)
+    shutil.copytree(conda_locked.envs_dir, envs_dir)
     unreachable = "http://127.0.0.1:9"
-    settings = Settings(envs_dir=envs_dir, env_cache_dir=tmp_path / "cache", conda_cache=locked.conda_cache,
-                        find_links=locked.find_links,
-                        conda_mirrors=((EnvRegistry(locked).spec("orch_two").channels[0], unreachable),))
+    settings = Settings(envs_dir=envs_dir, env_cache_dir=tmp_path / "cache", conda_cache=conda_locked.conda_cache,
+                        find_links=conda_locked.find_links,
+                        conda_mirrors=((EnvRegistry(conda_locked).spec("orch_two").channels[0], unreachable),))
     env = EnvRegistry(settings).ensure("orch_two")
     assert probe(env, tmp_path)["orchpkg"] == "2.0"
 
@@ -174,11 +130,49 @@ def test_offline_build_from_the_package_cache(locked: Settings, built: dict[str,
 @pytest.mark.skipif(shutil.which("conda-lock") is None and not (Path(sys.executable).parent / "conda-lock").exists()
                     or not any(shutil.which(n) for n in ("micromamba", "mamba", "conda")),
                     reason="`conda-lock install` needs micromamba, mamba or conda, and none is installed here")
-def test_conda_lock_install_of_the_same_file_gives_the_same_packages(locked: Settings, built: dict[str, Env],
+def test_conda_lock_install_of_the_same_file_gives_the_same_packages(conda_locked: Settings, conda_envs: dict[str, Env],
                                                                      tmp_path: Path) -> None:
     conda_lock = shutil.which("conda-lock") or str(Path(sys.executable).parent / "conda-lock")
     prefix = tmp_path / "by-conda-lock"
-    subprocess.run([conda_lock, "install", "--prefix", str(prefix), str(locked.envs_dir / "orch_one" /
+    subprocess.run([conda_lock, "install", "--prefix", str(prefix), str(conda_locked.envs_dir / "orch_one" /
                     "conda-lock.yml")], check=True, timeout=600)
     installed = sorted(p.name for p in (prefix / "conda-meta").glob("*.json"))
-    assert installed == sorted(p.name for p in (built["orch_one"].prefix / "conda-meta").glob("*.json"))
+    assert installed == sorted(p.name for p in (conda_envs["orch_one"].prefix / "conda-meta").glob("*.json"))
+
+
+CONDA_PIPELINE = """\
+inputs: [{video}]
+output: {output}
+stages:
+  - {{name: shots, split: models.transnetv2.TransNetV2ShotDetector, frames: {{size: [48, 27]}}}}
+  - name: where
+    model: controlled_model.ControlledModel
+    params: {{env: orch_one, returns: info}}
+    frames: {{sampling: per_second, rate: 2, size: [32, 24]}}
+"""
+
+
+def test_pipeline_stage_runs_in_a_conda_env(conda_locked: Settings, conda_envs: dict[str, Env], tmp_path: Path) -> None:
+    """`orchestrator run`: the shot split in the project's uv env (given as an existing interpreter, so the
+    test does not rebuild torch), a model stage in the conda env."""
+    from orchestrator.sample_video import generate_sample
+    from tests.orchestrator.pipeline.runs import FIXTURES, outputs, run
+
+    splitting = EnvRegistry().ensure("video_splitting")
+    envs_dir = tmp_path / "envs"
+    shutil.copytree(conda_locked.envs_dir / "orch_one", envs_dir / "orch_one")
+    shutil.copytree(Settings().envs_dir / "video_splitting", envs_dir / "video_splitting")
+    video = tmp_path / "sample.mp4"
+    shots = generate_sample(video)
+    shutil.copy(FIXTURES / "controlled_model.py", tmp_path / "controlled_model.py")
+    config = tmp_path / "conda.yaml"
+    config.write_text(CONDA_PIPELINE.format(video=video, output=tmp_path / "out"))
+    result = run(config, environ={"ORCHESTRATOR_ENVS_DIR": str(envs_dir),
+                                  "ORCHESTRATOR_ENV_CACHE": str(conda_locked.env_cache_dir),
+                                  "ORCHESTRATOR_CONDA_CACHE": str(conda_locked.conda_cache),
+                                  "ORCHESTRATOR_ENV_PYTHON_VIDEO_SPLITTING": str(splitting.python)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows, summary = outputs(tmp_path / "out")
+    assert len(rows) == len(shots) and summary["failures"] == []
+    assert {row["where"]["executable"] for row in rows} == {str(conda_envs["orch_one"].python)}
+    assert {row["where"]["python"] for row in rows} == {"3.12"}
