@@ -83,6 +83,8 @@ def lock(names: Names = None) -> None:
     registry = EnvRegistry()
     for name in _selected(registry, names):
         spec = registry.spec(name)
+        if spec.is_pixi:
+            raise LockError(f"env {name!r} is a pixi workspace: lock it with `pixi lock` in {spec.directory}")
         with error_console.status(f"locking env [bold]{name}[/]..."):
             written = [compile_conda_lock(spec, registry.settings)] if spec.conda_packages else []
             written.append(compile_uv_lock(spec, registry.settings.find_links))

@@ -1,8 +1,8 @@
 """Env backends: a slow, cached `ensure(spec) -> Env`, and a pure description of how to launch into it.
 
-Three implementations: `uv` (venv + hash-pinned sync), `conda` (rattler installs a conda-lock file), and
-`existing` (an interpreter someone else built: containers, clusters). Only `uv` and `conda`
-envs live in the cache; an existing interpreter is never touched.
+Four implementations: `uv` (venv + hash-pinned sync), `conda` (rattler installs a conda-lock file),
+`pixi` (rattler installs a pixi workspace's lock) and `existing` (an interpreter someone else built:
+containers, clusters). All but `existing` live in the cache; an existing interpreter is never touched.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import abc
 import hashlib
 import os
 import subprocess
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,12 +20,14 @@ from typing import Any, ClassVar
 from models.conda_utils import WORKER_ENV_VAR
 from orchestrator.envs import rattler_ops
 from orchestrator.envs.cache import EnvCache
+from orchestrator.envs.channels import ChannelAccess
 from orchestrator.envs.conda_lock_file import locked_records
 from orchestrator.envs.interpreters import find_interpreter, probe_interpreter
 from orchestrator.envs.locking import channel_access, check_conda_locks, check_uv_lock
+from orchestrator.envs.pixi import PixiEnvironment, pypi_requirements, read_pixi_lock
 from orchestrator.envs.spec import EnvSpec
 from orchestrator.envs.tools import run_tool, uv_executable
-from orchestrator.errors import EnvBuildError, EnvSpecError
+from orchestrator.errors import EnvBuildError, EnvSpecError, LockError
 from orchestrator.settings import Settings
 
 _DROPPED_VARIABLES = ("PYTHONHOME", "PYTHONPATH", "VIRTUAL_ENV", "__PYVENV_LAUNCHER__")
@@ -145,18 +148,15 @@ class CondaBackend(EnvBackend):
 
     def ensure(self, spec: EnvSpec) -> Env:
         key = self.cache_key(spec)
-        records = locked_records(spec.conda_lock, spec.name, rattler_ops.platform())
-        access = channel_access(spec, self.settings)
+        records, access = self._locked(spec)
 
         def build(prefix: Path) -> dict[str, Any]:
             rattler_ops.install(spec.name, records, prefix, access, self.settings.conda_cache)
             python = prefix / "bin" / "python"
             if not python.exists():
                 raise EnvBuildError(f"env {spec.name!r}: its conda packages installed no bin/python; add "
-                                    f"'python={spec.python_version}' to {spec.spec_file} and lock again")
-            run_tool([uv_executable(), "pip", "sync", "--quiet", "--require-hashes", "--python", str(python),
-                      *_find_links_args(self.settings.find_links), str(spec.uv_lock)],
-                     f"installing the pip packages of env {spec.name!r}")
+                                    f"python to {spec.directory}'s conda dependencies and lock again")
+            self._install_pip(spec, python)
             activated = rattler_ops.activation(prefix)
             return {"backend": self.name, "activation": activated.variables,
                     "path_prepend": list(activated.path_prepend)}
@@ -164,9 +164,49 @@ class CondaBackend(EnvBackend):
         entry = self.cache.ensure(spec.name, key, build, relocatable=False)
         return self._env(spec, entry.directory, entry.metadata)
 
+    def _locked(self, spec: EnvSpec) -> tuple[list[dict], ChannelAccess]:
+        """The conda records to install and how to reach their channels."""
+        return locked_records(spec.conda_lock, spec.name, rattler_ops.platform()), channel_access(spec, self.settings)
+
+    def _install_pip(self, spec: EnvSpec, python: Path) -> None:
+        run_tool([uv_executable(), "pip", "sync", "--quiet", "--require-hashes", "--python", str(python),
+                  *_find_links_args(self.settings.find_links), str(spec.uv_lock)],
+                 f"installing the pip packages of env {spec.name!r}")
+
     def _env(self, spec: EnvSpec, prefix: Path, metadata: Mapping[str, Any]) -> Env:
         return Env(spec.name, self.name, prefix, prefix / "bin" / "python", dict(metadata.get("activation", {})),
                    tuple(metadata.get("path_prepend", ())))
+
+
+class PixiBackend(CondaBackend):
+    """A pixi workspace's locked environment (`pixi.lock`), installed like a conda env; PyPI packages by uv
+    from their locked URLs and hashes."""
+
+    name = "pixi"
+
+    def cache_key(self, spec: EnvSpec) -> str:
+        if not spec.pixi_lock.is_file():
+            raise LockError(f"env {spec.name!r}: {spec.pixi_lock} is missing; run `pixi lock` in {spec.directory}")
+        return _hash(self.name, spec.pixi_lock.read_bytes(), spec.name, str(self.cache.root), rattler_ops.platform())
+
+    def _environment(self, spec: EnvSpec) -> PixiEnvironment:
+        return read_pixi_lock(spec.pixi_lock, spec.name, rattler_ops.platform())
+
+    def _locked(self, spec: EnvSpec) -> tuple[list[dict], ChannelAccess]:
+        environment = self._environment(spec)
+        access = ChannelAccess.for_env(spec.name, environment.channels, alias=self.settings.conda_channel_alias,
+                                       base_dir=spec.directory, mirrors=self.settings.conda_mirrors)
+        return list(environment.conda), access
+
+    def _install_pip(self, spec: EnvSpec, python: Path) -> None:
+        requirements = pypi_requirements(self._environment(spec))
+        if not requirements:
+            return
+        with tempfile.TemporaryDirectory(prefix="orch-pixi-") as tmp:
+            listed = Path(tmp) / "requirements.txt"
+            listed.write_text(requirements)
+            run_tool([uv_executable(), "pip", "install", "--quiet", "--no-deps", "--require-hashes", "--python",
+                      str(python), "-r", str(listed)], f"installing the PyPI packages of env {spec.name!r}")
 
 
 def _find_links_args(find_links: tuple[str, ...]) -> list[str]:

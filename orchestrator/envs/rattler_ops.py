@@ -104,6 +104,8 @@ def verified_archive(env_name: str, record: dict, access: ChannelAccess, archive
     if target.is_file():
         return target
     url = access.fetch_url(record["url"])
+    if "://" not in url:  # pixi records a file:// channel's packages as plain paths
+        url = Path(url).as_uri()
     data = _fetch(env_name, record["name"], url)
     if hashlib.sha256(data).hexdigest() != record["sha256"]:
         raise EnvBuildError(

@@ -17,6 +17,7 @@ from orchestrator.yaml_errors import describe_yaml_error
 SPEC_FILE = "environment.yml"
 UV_LOCK_FILE = "requirements.lock"
 CONDA_LOCK_FILE = "conda-lock.yml"
+PIXI_LOCK_FILE = "pixi.lock"
 WORKER_REQUIREMENTS = ("pyzmq>=25", "msgpack>=1.0", "numpy")
 """What every worker imports; added to an env's lock unless its spec already names them."""
 
@@ -50,6 +51,8 @@ class EnvSpec:
     pip_requirements: tuple[str, ...]
     conda_packages: tuple[str, ...]
     channels: tuple[str, ...]
+    is_pixi: bool = False
+    """A pixi workspace (pixi.toml + pixi.lock, no environment.yml): everything it holds comes from its lock."""
 
     @property
     def spec_file(self) -> Path:
@@ -62,6 +65,10 @@ class EnvSpec:
     @property
     def conda_lock(self) -> Path:
         return self.directory / CONDA_LOCK_FILE
+
+    @property
+    def pixi_lock(self) -> Path:
+        return self.directory / PIXI_LOCK_FILE
 
     def lock_requirements(self) -> list[str]:
         """The pip requirements to lock: the declared ones plus what a worker needs."""
@@ -87,6 +94,8 @@ def load_spec(envs_dir: Path, name: str) -> EnvSpec:
     """Parse and validate one environment declaration; errors name the file and field."""
     validate_env_name(name)
     path = envs_dir / name / SPEC_FILE
+    if not path.is_file() and (envs_dir / name / PIXI_LOCK_FILE).is_file():
+        return EnvSpec(name, envs_dir / name, "-", (), (), (), is_pixi=True)
     if not path.is_file():
         raise EnvSpecError(f"{path}: not found; create it (see envs/video_splitting/{SPEC_FILE} for the shape)")
     try:
@@ -139,7 +148,7 @@ def _pip_requirements(path: Path, field_name: str, entries: list[Any]) -> list[s
 
 
 def list_env_names(envs_dir: Path) -> list[str]:
-    """Names of the declared environments (folders holding an environment.yml)."""
+    """Names of the declared environments (folders holding an environment.yml or a pixi.lock)."""
     if not envs_dir.is_dir():
         return []
-    return sorted(p.parent.name for p in envs_dir.glob(f"*/{SPEC_FILE}"))
+    return sorted({p.parent.name for pattern in (SPEC_FILE, PIXI_LOCK_FILE) for p in envs_dir.glob(f"*/{pattern}")})

@@ -188,3 +188,25 @@ def build_channel(channel: Path, pyenv_prefix: Path, python_version: str) -> Pat
         write_package(package, channel)
     asyncio.run(index_fs(channel, write_zst=False, write_shards=False))
     return channel
+
+
+def tiny_wheel(folder: Path, name: str, version: str, extra: str = "") -> Path:
+    """A pure-Python wheel holding one module `<name>` with `__version__` and `extra` lines (a PyPI package
+    for pixi locks)."""
+    dist = f"{name}-{version}.dist-info"
+    files = {f"{name}.py": f'__version__ = "{version}"\n{extra}'.encode(),
+             f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+             f"{dist}/WHEEL": b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    record = "".join(f"{path},sha256={_urlsafe_sha256(data)},{len(data)}\n" for path, data in files.items())
+    files[f"{dist}/RECORD"] = (record + f"{dist}/RECORD,,\n").encode()
+    target = folder / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(target, "w") as wheel:
+        for path, data in files.items():
+            wheel.writestr(zipfile.ZipInfo(path, date_time=(2024, 1, 1, 0, 0, 0)), data)
+    return target
+
+
+def _urlsafe_sha256(data: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
