@@ -61,8 +61,11 @@ def write_pixi_workspace(folder: Path, channel: str, wheel: Path) -> None:
 
 
 @pytest.fixture
-def pixi_settings(conda_channel: Path, tmp_path: Path) -> Settings:
-    settings = conda_settings(tmp_path)
+def pixi_settings(conda_channel: Path, conda_locked: Settings, tmp_path: Path) -> Settings:
+    """A workspace beside the conda envs' download cache (its archives are keyed by their sha256)."""
+    own = conda_settings(tmp_path)
+    settings = Settings(envs_dir=own.envs_dir, env_cache_dir=own.env_cache_dir, conda_cache=conda_locked.conda_cache,
+                        find_links=own.find_links)
     wheel = tiny_wheel(tmp_path, "pixiwheel", "1.0")
     write_pixi_workspace(settings.envs_dir / "orch_pixi", conda_channel.as_uri(), wheel)
     return settings
