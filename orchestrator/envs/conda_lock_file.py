@@ -1,4 +1,5 @@
-"""conda-lock's unified lockfile (version 1), written from a rattler solve and read back for installing.
+"""conda-lock's unified lockfile (version 1), written from rattler solves (one per platform) and read back for
+installing on this platform.
 
 The file parses with conda-lock's own parser and installs with `conda-lock install`; it records, per
 package: name, version, build, platform, dependencies, canonical URL, md5 and sha256. Packages are sorted
@@ -8,7 +9,7 @@ and nothing time-dependent is written, so the same spec and the same channel con
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,21 +31,22 @@ def _dependencies(depends: Sequence[str]) -> dict[str, str]:
     return {name: spec.strip() for name, spec in pairs}
 
 
-def lock_text(spec: EnvSpec, records: Sequence[dict], access: ChannelAccess, platform: str) -> str:
-    """The lockfile for `records` (rattler repodata records as JSON dicts) solved on `platform`."""
+def lock_text(spec: EnvSpec, solved: Mapping[str, Sequence[dict]], access: ChannelAccess) -> str:
+    """The lockfile for each platform's solve (rattler repodata records as JSON dicts)."""
     packages = [
         {"name": r["name"], "version": r["version"], "manager": "conda", "platform": platform,
          "dependencies": _dependencies(r.get("depends", [])), "url": access.canonical_url(r["url"]),
          "hash": {"md5": r["md5"], "sha256": r["sha256"]}, "build": r["build"], "category": "main",
          "optional": False}
+        for platform, records in sorted(solved.items())
         for r in sorted(records, key=lambda r: (r["name"], r["version"], r["build"]))
     ]
     document = {
         "version": 1,
         "metadata": {
-            "content_hash": {platform: spec.content_hash()},
+            "content_hash": {platform: spec.content_hash() for platform in sorted(solved)},
             "channels": [{"url": url, "used_env_vars": list(used_variables(url))} for url in access.canonical],
-            "platforms": [platform],
+            "platforms": sorted(solved),
             "sources": [SPEC_FILE],
         },
         "package": packages,
@@ -66,10 +68,11 @@ def _load(path: Path, env_name: str) -> dict[str, Any]:
     return document
 
 
-def recorded_hash(path: Path, env_name: str, platform: str) -> str | None:
-    """The spec hash the lock was made from (for `platform`), or None when it names none."""
-    hashes = _load(path, env_name).get("metadata", {}).get("content_hash", {})
-    return hashes.get(platform) if isinstance(hashes, dict) else None
+def recorded_hashes(path: Path, env_name: str) -> dict[str, str]:
+    """The spec hash the lock was made from, per platform it covers."""
+    metadata = _load(path, env_name).get("metadata")
+    hashes = metadata.get("content_hash") if isinstance(metadata, dict) else None
+    return {str(k): str(v) for k, v in hashes.items()} if isinstance(hashes, dict) else {}
 
 
 def locked_records(path: Path, env_name: str, platform: str) -> list[dict]:

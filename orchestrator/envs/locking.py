@@ -14,7 +14,7 @@ from pathlib import Path
 
 from orchestrator.envs import rattler_ops
 from orchestrator.envs.channels import ChannelAccess
-from orchestrator.envs.conda_lock_file import lock_text, recorded_hash
+from orchestrator.envs.conda_lock_file import lock_text, recorded_hashes
 from orchestrator.envs.interpreters import find_interpreter
 from orchestrator.envs.spec import EnvSpec
 from orchestrator.envs.tools import run_tool, uv_executable
@@ -84,17 +84,25 @@ def channel_access(spec: EnvSpec, settings: Settings) -> ChannelAccess:
 
 
 def compile_conda_lock(spec: EnvSpec, settings: Settings) -> Path:
-    """Solve the conda part with rattler from the declared channels and write `conda-lock.yml`."""
+    """Solve the conda part with rattler for each platform (`platforms:`, default this one) and write
+    `conda-lock.yml`."""
     access = channel_access(spec, settings)
-    platform = rattler_ops.platform()
-    records = rattler_ops.solve(spec.name, spec.conda_specs(), access, settings.conda_cache / "repodata")
-    spec.conda_lock.write_text(lock_text(spec, records, access, platform))
+    solved = {subdir: rattler_ops.solve(spec.name, spec.conda_specs(), access, settings.conda_cache / "repodata",
+                                        subdir)
+              for subdir in spec.platforms or (rattler_ops.platform(),)}
+    spec.conda_lock.write_text(lock_text(spec, solved, access))
     return spec.conda_lock
 
 
 def check_conda_locks(spec: EnvSpec) -> None:
-    """Raise LockError unless both locks of a conda env exist and were generated from the current spec."""
+    """Raise LockError unless both locks of a conda env exist, were generated from the current spec, and
+    cover this platform."""
     check_uv_lock(spec)
-    if recorded_hash(spec.conda_lock, spec.name, rattler_ops.platform()) != spec.content_hash():
-        raise LockError(f"env {spec.name!r}: {spec.conda_lock} is out of date with {spec.spec_file}; "
-                        f"run `orchestrator envs lock {spec.name}`")
+    here = rattler_ops.platform()
+    recorded = recorded_hashes(spec.conda_lock, spec.name)
+    fix = f"run `orchestrator envs lock {spec.name}`"
+    if recorded and here not in recorded:
+        raise LockError(f"env {spec.name!r}: {spec.conda_lock} has no packages for this platform ({here}); add it "
+                        f"to 'platforms:' in {spec.spec_file} and {fix}")
+    if recorded.get(here) != spec.content_hash():
+        raise LockError(f"env {spec.name!r}: {spec.conda_lock} is out of date with {spec.spec_file}; {fix}")

@@ -49,21 +49,41 @@ async def _awaited(make: Callable[[], Awaitable[T]]) -> T:
     return await make()
 
 
+_VIRTUAL_PACKAGES = {
+    "linux": {"__unix": "0", "__linux": "5.10", "__glibc": "2.28"},
+    "osx": {"__unix": "0", "__osx": "11.0"},
+    "win": {"__win": "0"},
+}
+_ARCHSPEC = {"64": "x86_64", "aarch64": "aarch64", "arm64": "arm64", "ppc64le": "ppc64le"}
+
+
+def _virtual_packages(subdir: str) -> list[rattler.GenericVirtualPackage]:
+    family, _, arch = subdir.partition("-")
+    packages = {**_VIRTUAL_PACKAGES.get(family, {}), "__archspec": f"1 {_ARCHSPEC.get(arch, arch)}"}
+    return [rattler.GenericVirtualPackage(rattler.PackageName(name), rattler.Version(value.split()[0]),
+                                          rattler.BuildString(value.split()[-1] if " " in value else "0"))
+            for name, value in packages.items()]
+
+
 def platform() -> str:
     """This machine's conda subdir (`linux-64`, `osx-arm64`, ...)."""
     return str(rattler.Platform.current())
 
 
-def solve(env_name: str, specs: Sequence[str], access: ChannelAccess, repodata_cache: Path) -> list[dict]:
-    """The newest consistent set of packages for `specs` on this platform, as repodata records (JSON dicts)."""
+def solve(env_name: str, specs: Sequence[str], access: ChannelAccess, repodata_cache: Path,
+          subdir: str) -> list[dict]:
+    """The newest consistent set of packages for `specs` on `subdir`, as repodata records (JSON dicts).
 
+    The solve assumes `subdir`'s default virtual packages (conda-lock's, less CUDA) rather than this
+    machine's, so any machine locks the same packages and the lock installs on older systems too.
+    """
     urls = access.solve_urls()
 
     async def solved() -> list[dict]:
         gateway = rattler.Gateway(cache_dir=repodata_cache)
         records = await rattler.solve(
             sources=[rattler.Channel(url) for url in urls], specs=list(specs), gateway=gateway,
-            platforms=[platform(), "noarch"], virtual_packages=rattler.VirtualPackage.detect(),
+            platforms=[subdir, "noarch"], virtual_packages=_virtual_packages(subdir),
         )
         return [json.loads(record.to_json()) for record in records]
 

@@ -23,6 +23,7 @@ WORKER_REQUIREMENTS = ("pyzmq>=25", "msgpack>=1.0", "numpy")
 
 _ENV_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _PYTHON_PIN = re.compile(r"^python\s*=+\s*(\d+\.\d+)(\.\d+)?(\.\*)?$")
+_SUBDIR = re.compile(r"^(linux|osx|win|emscripten|wasi|zos|freebsd)-[a-z0-9_]+$")
 _REQ_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 
@@ -51,6 +52,8 @@ class EnvSpec:
     pip_requirements: tuple[str, ...]
     conda_packages: tuple[str, ...]
     channels: tuple[str, ...]
+    platforms: tuple[str, ...] = ()
+    """Conda subdirs to lock for (`platforms:`, as conda-lock reads it); empty: this machine's."""
     is_pixi: bool = False
     """A pixi workspace (pixi.toml + pixi.lock, no environment.yml): everything it holds comes from its lock."""
 
@@ -82,11 +85,11 @@ class EnvSpec:
 
     def content_hash(self) -> str:
         """Hash of what the lock depends on; a lock records it so `envs check` spots drift."""
-        canonical = json.dumps(
-            {"python": self.python_version, "pip": self.lock_requirements(),
-             "conda": list(self.conda_packages), "channels": list(self.channels)},
-            sort_keys=True,
-        )
+        content = {"python": self.python_version, "pip": self.lock_requirements(),
+                   "conda": list(self.conda_packages), "channels": list(self.channels)}
+        if self.platforms:
+            content["platforms"] = list(self.platforms)
+        canonical = json.dumps(content, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -114,9 +117,8 @@ def _spec_from_mapping(path: Path, name: str, data: dict[str, Any]) -> EnvSpec:
     deps = data.get("dependencies")
     if not isinstance(deps, list):
         raise EnvSpecError(f"{path}: field 'dependencies' must be a list (python=X.Y, pip, and a pip: list)")
-    channels = data.get("channels", [])
-    if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
-        raise EnvSpecError(f"{path}: field 'channels' must be a list of channel names")
+    channels = _strings(path, data, "channels", "a list of channel names or URLs", re.compile(r"\S"))
+    platforms = _strings(path, data, "platforms", "a list of conda subdirs, e.g. [linux-64, osx-arm64]", _SUBDIR)
     python, pip_reqs, conda = None, [], []
     for index, dep in enumerate(deps):
         field_name = f"dependencies[{index}]"
@@ -135,7 +137,14 @@ def _spec_from_mapping(path: Path, name: str, data: dict[str, Any]) -> EnvSpec:
             raise EnvSpecError(f"{path}: field '{field_name}' must be a package string or a 'pip:' list")
     if python is None:
         raise EnvSpecError(f"{path}: field 'dependencies' needs the interpreter version, e.g. '- python=3.11'")
-    return EnvSpec(name, path.parent, python, tuple(pip_reqs), tuple(conda), tuple(channels))
+    return EnvSpec(name, path.parent, python, tuple(pip_reqs), tuple(conda), tuple(channels), tuple(platforms))
+
+
+def _strings(path: Path, data: dict[str, Any], field_name: str, shape: str, pattern: re.Pattern[str]) -> list[str]:
+    values = data.get(field_name, [])
+    if not isinstance(values, list) or not all(isinstance(v, str) and pattern.match(v) for v in values):
+        raise EnvSpecError(f"{path}: field '{field_name}' must be {shape}")
+    return values
 
 
 def _pip_requirements(path: Path, field_name: str, entries: list[Any]) -> list[str]:

@@ -2,7 +2,8 @@
 
     pyenv prefix ──patchelf (RPATH $ORIGIN/../lib)──▶ python-3.12.1-0.conda ─┐
     imageio-ffmpeg's bundled ffmpeg + activate.d/orch-ffmpeg.sh ─▶ ffmpeg ──┼──▶ <channel>/{linux-64,noarch}
-    orchpkg 1.0 and 2.0 (noarch: python) ───────────────────────────────────┘        + rattler's repodata.json
+    orchpkg 1.0 and 2.0 (noarch: python) ───────────────────────────────────┤        + rattler's repodata.json
+    python and ffmpeg for osx-arm64, metadata only (to lock, not install) ──┘
 
 Packages are written in the `.conda` format (a stored zip of two zstd tars) at a low zstd level: this
 builds in seconds, where bz2 would spend a minute on the interpreter and the 170 MB FFmpeg binary.
@@ -28,6 +29,8 @@ import zstandard
 from rattler.index import index_fs
 
 PLATFORM = "linux-64"
+FOREIGN_PLATFORM = "osx-arm64"
+"""Another platform the channel has (metadata-only) python and ffmpeg for, so a lock can cover two."""
 TIMESTAMP = 1_700_000_000_000
 ACTIVATION_VARIABLE = "ORCH_FFMPEG_HOME"
 _PYTHON_SKIPPED = {"test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "__pycache__",
@@ -86,7 +89,8 @@ def _info_members(package: Package) -> Iterator[tuple[tarfile.TarInfo, bytes]]:
     if package.subdir == "noarch":
         index["noarch"] = "python"
     else:
-        index |= {"platform": "linux", "arch": "x86_64"}
+        family, arch = package.subdir.split("-")
+        index |= {"platform": family, "arch": {"64": "x86_64"}.get(arch, arch)}
     paths = _paths_json(package)
     has_prefix = "".join(f"{package.placeholder} text {e['_path']}\n" for e in paths["paths"]
                          if "prefix_placeholder" in e)
@@ -183,8 +187,10 @@ def build_channel(channel: Path, pyenv_prefix: Path, python_version: str) -> Pat
     """Write every test package under `channel` and index it with rattler's indexer."""
     shutil.rmtree(channel, ignore_errors=True)
     (channel / "noarch").mkdir(parents=True)
+    foreign = [Package(name, version, FOREIGN_PLATFORM) for name, version in
+               (("python", python_version), ("ffmpeg", "9.0.2"))]
     for package in (python_package(pyenv_prefix, python_version), ffmpeg_package(),
-                    noarch_package("orchpkg", "1.0"), noarch_package("orchpkg", "2.0")):
+                    noarch_package("orchpkg", "1.0"), noarch_package("orchpkg", "2.0"), *foreign):
         write_package(package, channel)
     asyncio.run(index_fs(channel, write_zst=False, write_shards=False))
     return channel

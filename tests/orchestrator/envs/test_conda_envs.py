@@ -17,7 +17,7 @@ from orchestrator.errors import EnvBuildError
 from orchestrator.settings import Settings
 from orchestrator.supervisor.launch import worker_environ
 from tests.orchestrator.envs.conftest import ORCHESTRATOR, cli_env, conda_settings, lock, write_env
-from tests.support.conda_channel import ACTIVATION_VARIABLE
+from tests.support.conda_channel import ACTIVATION_VARIABLE, FOREIGN_PLATFORM
 
 PROBE = """
 import json, os, shutil, sys, orchpkg, six
@@ -66,6 +66,27 @@ def test_lock_is_byte_identical_on_relock_and_parses_with_conda_lock(conda_locke
     assert set(by_name) == {"python", "ffmpeg", "orchpkg"}
     assert by_name["orchpkg"].version == "2.0" and by_name["orchpkg"].url.startswith("http://127.0.0.1:")
     assert all(len(p.hash.sha256 or "") == 64 and p.platform == "linux-64" for p in parsed.package)
+
+
+def test_lock_covers_every_declared_platform_and_builds_from_this_ones(conda_channel: Path, conda_locked: Settings,
+                                                                      tmp_path: Path) -> None:
+    from conda_lock.lockfile import parse_conda_lock_file
+
+    settings = Settings(envs_dir=tmp_path / "envs", env_cache_dir=tmp_path / "cache",
+                        conda_cache=conda_locked.conda_cache, find_links=conda_locked.find_links)
+    write_env(settings.envs_dir, "orch_one", conda_channel.as_uri(), "1.0")
+    spec_file = settings.envs_dir / "orch_one" / "environment.yml"
+    spec_file.write_text(spec_file.read_text() + f"platforms: [{FOREIGN_PLATFORM}, linux-64]\n")
+    lock(settings, "orch_one")
+    parsed = parse_conda_lock_file(settings.envs_dir / "orch_one" / "conda-lock.yml")
+    assert sorted(parsed.metadata.platforms) == ["linux-64", FOREIGN_PLATFORM]
+    foreign = {p.name: p.url for p in parsed.package if p.platform == FOREIGN_PLATFORM}
+    assert set(foreign) == {"python", "ffmpeg", "orchpkg"}
+    assert f"/{FOREIGN_PLATFORM}/python-" in foreign["python"] and "/noarch/orchpkg-1.0" in foreign["orchpkg"]
+    registry = EnvRegistry(settings)
+    assert registry.check() == []
+    env = registry.ensure("orch_one")
+    assert probe(env, tmp_path)["orchpkg"] == "1.0"
 
 
 def test_second_build_is_a_no_op_from_the_stored_entry(conda_envs: dict[str, Env], conda_locked: Settings) -> None:
