@@ -11,30 +11,25 @@ does can crash the interpreter as it exits).
 from __future__ import annotations
 
 import asyncio
-import base64
 import gc
-import hashlib
 import json
 import os
 import subprocess
 import tempfile
-import urllib.parse
-import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import unquote
 
 import rattler
 from rattler.shell import ActivationVariables, Shell, activate
 
 from orchestrator.envs.channels import ChannelAccess
+from orchestrator.envs.conda_archives import verified_archive
 from orchestrator.errors import EnvBuildError, LockError
 
 T = TypeVar("T")
 _BASE_PATH = ("/usr/bin", "/bin")
-FETCH_TIMEOUT_S = 120
 
 
 def run_rattler(make: Callable[[], Awaitable[T]]) -> T:
@@ -54,15 +49,17 @@ _VIRTUAL_PACKAGES = {
     "osx": {"__unix": "0", "__osx": "11.0"},
     "win": {"__win": "0"},
 }
+"""Per platform family, the virtual packages a lock assumes (name -> version): conda-lock's defaults, less
+`__cuda`, so a lock picks CPU builds unless a spec asks for CUDA ones."""
 _ARCHSPEC = {"64": "x86_64", "aarch64": "aarch64", "arm64": "arm64", "ppc64le": "ppc64le"}
 
 
 def _virtual_packages(subdir: str) -> list[rattler.GenericVirtualPackage]:
     family, _, arch = subdir.partition("-")
-    packages = {**_VIRTUAL_PACKAGES.get(family, {}), "__archspec": f"1 {_ARCHSPEC.get(arch, arch)}"}
-    return [rattler.GenericVirtualPackage(rattler.PackageName(name), rattler.Version(value.split()[0]),
-                                          rattler.BuildString(value.split()[-1] if " " in value else "0"))
-            for name, value in packages.items()]
+    packages = {name: (version, "0") for name, version in _VIRTUAL_PACKAGES.get(family, {}).items()}
+    packages["__archspec"] = ("1", _ARCHSPEC.get(arch, arch))
+    return [rattler.GenericVirtualPackage(rattler.PackageName(name), rattler.Version(version),
+                                          rattler.BuildString(build)) for name, (version, build) in packages.items()]
 
 
 def platform() -> str:
@@ -100,9 +97,8 @@ def solve(env_name: str, specs: Sequence[str], access: ChannelAccess, repodata_c
 def install(env_name: str, records: Sequence[dict], prefix: Path, access: ChannelAccess, conda_cache: Path) -> None:
     """Link `records` into `prefix`.
 
-    Each archive is fetched once into `conda_cache/archives/<sha256>/` and checked against the sha256 its
-    record carries there (rattler does not check a file:// package); rattler installs from that checked
-    copy, so what the cache holds builds again without network.
+    rattler installs each package from its checked archive in `conda_cache/archives/` (see
+    `conda_archives`) and keeps the extracted package in `conda_cache/pkgs/`.
     """
     archives = [verified_archive(env_name, r, access, conda_cache / "archives") for r in records]
 
@@ -116,49 +112,6 @@ def install(env_name: str, records: Sequence[dict], prefix: Path, access: Channe
         run_rattler(installed)
     except Exception as exc:  # rattler raises its own exception types, one per failure kind
         raise EnvBuildError(f"env {env_name!r}: installing its conda packages failed: {_first_line(exc)}") from None
-
-
-def verified_archive(env_name: str, record: dict, access: ChannelAccess, archives: Path) -> Path:
-    """The package archive for `record`, fetched and checked against its sha256 unless already there."""
-    target = archives / record["sha256"] / record["fn"]
-    if target.is_file():
-        return target
-    url = access.fetch_url(record["url"])
-    if "://" not in url:  # pixi records a file:// channel's packages as plain paths
-        url = Path(url).as_uri()
-    data = _fetch(env_name, record["name"], url)
-    if hashlib.sha256(data).hexdigest() != record["sha256"]:
-        raise EnvBuildError(
-            f"env {env_name!r}: package {record['name']!r} ({_redacted(url)}) does not match the sha256 in "
-            f"conda-lock.yml: the channel's file changed since the lock was made; lock again "
-            f"(`orchestrator envs lock {env_name}`) if the change is expected"
-        )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".fetch-", delete=False) as partial:
-        partial.write(data)
-    os.replace(partial.name, target)
-    return target
-
-
-def _fetch(env_name: str, package: str, url: str) -> bytes:
-    """One package archive over file://, http or https (basic auth from the URL's user:password)."""
-    parts = urllib.parse.urlsplit(url)
-    request = urllib.request.Request(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""))
-                                     .geturl() if parts.username else url)
-    if parts.username:
-        token = base64.b64encode(f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_S) as response:
-            return response.read()
-    except (OSError, ValueError) as exc:
-        raise EnvBuildError(f"env {env_name!r}: cannot fetch package {package!r} from {_redacted(url)}: {exc}; "
-                            f"check the channel (or ORCHESTRATOR_CONDA_MIRRORS) and the network") from None
-
-
-def _redacted(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    return parts._replace(netloc=f"***@{parts.hostname}") .geturl() if parts.username else url
 
 
 def _package_record(record: dict) -> rattler.PackageRecord:
