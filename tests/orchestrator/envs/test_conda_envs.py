@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from orchestrator.envs import Env, EnvRegistry
-from orchestrator.envs.locking import compile_conda_lock
 from orchestrator.errors import EnvBuildError
 from orchestrator.settings import Settings
 from orchestrator.supervisor.launch import worker_environ
@@ -59,7 +58,11 @@ def test_lock_is_byte_identical_on_relock_and_parses_with_conda_lock(conda_locke
 
     path = conda_locked.envs_dir / "orch_two" / "conda-lock.yml"
     first = path.read_bytes()
-    compile_conda_lock(EnvRegistry(conda_locked).spec("orch_two"), conda_locked)
+    environ = {**cli_env(conda_locked), "ORCHESTRATOR_CONDA_CACHE": str(conda_locked.conda_cache)}
+    relock = subprocess.run([*ORCHESTRATOR, "envs", "lock", "orch_two"], env=environ, capture_output=True, text=True,
+                            timeout=300)
+    assert relock.returncode == 0, relock.stderr
+    assert "conda-lock.yml" in relock.stderr and "requirements.lock" in relock.stderr
     assert path.read_bytes() == first
     parsed = parse_conda_lock_file(path)
     by_name = {p.name: p for p in parsed.package}
