@@ -80,6 +80,9 @@ def conda_channel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     interpreter = find_interpreter("3.12", "conda-test-channel")
     prefix = interpreter.path.resolve().parent.parent
+    if not (prefix / "lib" / "python3.12" / "os.py").is_file():
+        pytest.fail(f"the conda test channel repacks a self-contained CPython 3.12 prefix (pyenv's); {prefix} is "
+                    f"not one: `pyenv install 3.12`")
     return build_channel(tmp_path_factory.mktemp("conda-channel") / "channel", prefix, interpreter.version)
 
 
