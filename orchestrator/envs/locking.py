@@ -97,7 +97,6 @@ def compile_conda_lock(spec: EnvSpec, settings: Settings) -> Path:
 def check_conda_locks(spec: EnvSpec) -> None:
     """Raise LockError unless both locks of a conda env exist, were generated from the current spec, and
     cover this platform."""
-    check_uv_lock(spec)
     here = rattler_ops.platform()
     recorded = recorded_hashes(spec.conda_lock, spec.name)
     fix = f"run `orchestrator envs lock {spec.name}`"
@@ -106,3 +105,4 @@ def check_conda_locks(spec: EnvSpec) -> None:
                         f"to 'platforms:' in {spec.spec_file} and {fix}")
     if recorded.get(here) != spec.content_hash():
         raise LockError(f"env {spec.name!r}: {spec.conda_lock} is out of date with {spec.spec_file}; {fix}")
+    check_uv_lock(spec)

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from orchestrator.envs import EnvRegistry
-from orchestrator.errors import EnvSpecError
+from orchestrator.errors import EnvSpecError, LockError
 from orchestrator.settings import Settings
 from tests.orchestrator.envs.conftest import conda_settings, lock, write_env
 
@@ -69,6 +69,10 @@ def test_credentials_come_from_the_environment_and_never_reach_the_lock(
     env = EnvRegistry(settings).ensure("orch_one")
     assert (env.prefix / "lib" / "python3.12" / "site-packages" / "orchpkg").is_dir()
     assert "/noarch/orchpkg-1.0-0.conda" in served
+    write_env(settings.envs_dir, "orch_one", channel, "9.9")
+    with pytest.raises(LockError, match=r"env 'orch_one': cannot solve") as unsolvable:
+        lock(settings, "orch_one")
+    assert PASSWORD not in str(unsolvable.value) and "orchpkg" in str(unsolvable.value)
 
 
 def test_a_mirror_serves_a_channel_whose_canonical_url_is_unreachable(conda_channel: Path, tmp_path: Path) -> None:
