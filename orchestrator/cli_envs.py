@@ -16,7 +16,6 @@ from rich.text import Text
 from orchestrator.envs import EnvRegistry
 from orchestrator.envs.locking import compile_conda_lock, compile_uv_lock
 from orchestrator.envs.registry import EnvStatus
-from orchestrator.envs.tools import conda_executable
 from orchestrator.errors import LockError
 from orchestrator.render import ShortPath, console, error_console, home_relative, human_size
 
@@ -79,15 +78,17 @@ def build(names: Names = None) -> None:
 
 @envs_app.command("lock")
 def lock(names: Names = None) -> None:
-    """Regenerate the uv lock from environment.yml (and the conda lock where conda is available)."""
+    """Regenerate the locks from environment.yml: requirements.lock, and conda-lock.yml for an env with conda
+    packages (solved with rattler from its channels)."""
     registry = EnvRegistry()
     for name in _selected(registry, names):
         spec = registry.spec(name)
+        if spec.is_pixi:
+            raise LockError(f"env {name!r} is a pixi workspace: lock it with `pixi lock` in {spec.directory}")
         with error_console.status(f"locking env [bold]{name}[/]..."):
-            path = compile_uv_lock(spec, registry.settings.find_links)
-            if conda_executable() is not None:
-                compile_conda_lock(spec)
-        error_console.print(f"[green]✓[/] {name}: wrote {path}", highlight=False)
+            written = [compile_conda_lock(spec, registry.settings)] if spec.conda_packages else []
+            written.append(compile_uv_lock(spec, registry.settings.find_links))
+        error_console.print(f"[green]✓[/] {name}: wrote {', '.join(map(str, written))}", highlight=False)
 
 
 @envs_app.command("python")

@@ -40,6 +40,17 @@ def _pip_find_links() -> tuple[str, ...]:
     return tuple(dict.fromkeys(links))
 
 
+def _mirrors(value: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in value.split():
+        original, _, mirror = item.partition("=")
+        if not original or not mirror:
+            raise ConfigError(f"ORCHESTRATOR_CONDA_MIRRORS: {item!r} is not URL=MIRROR (e.g. "
+                              f"https://conda.anaconda.org/conda-forge=file:///srv/mirror/conda-forge)")
+        pairs.append((original.rstrip("/"), mirror.rstrip("/")))
+    return tuple(pairs)
+
+
 def declared_cpus() -> int | None:
     """The cores a run may use, when `ORCHESTRATOR_CPUS` declares them: a container's CPU quota (which the
     process's CPU affinity does not show), fewer to leave cores to other work, or more when workers mostly
@@ -67,6 +78,14 @@ class Settings:
     """Local wheel folders handed to uv (`ORCHESTRATOR_FIND_LINKS`, default: pip's find-links)."""
     existing_pythons: dict[str, Path] = field(default_factory=dict)
     """Pre-built interpreters per env (`ORCHESTRATOR_ENV_PYTHON_<NAME>`)."""
+    conda_channel_alias: str = "https://conda.anaconda.org"
+    """Where a channel given by name lives (`ORCHESTRATOR_CONDA_CHANNEL_ALIAS`)."""
+    conda_mirrors: tuple[tuple[str, str], ...] = ()
+    """Channel URL prefixes fetched from elsewhere, for air-gapped sites (`ORCHESTRATOR_CONDA_MIRRORS`:
+    `URL=MIRROR` pairs separated by spaces)."""
+    conda_cache: Path = field(default_factory=lambda: _cache_home() / "orchestrator" / "conda")
+    """Conda downloads (`ORCHESTRATOR_CONDA_CACHE`): checked package archives in archives/ (what it holds
+    builds without network), rattler's extracted packages in pkgs/ and channel indexes in repodata/."""
 
     @classmethod
     def from_environ(cls) -> Settings:
@@ -84,4 +103,8 @@ class Settings:
             backend=env.get("ORCHESTRATOR_ENV_BACKEND") or None,
             find_links=tuple(find_links.split()) if find_links is not None else _pip_find_links(),
             existing_pythons=existing,
+            conda_channel_alias=env.get("ORCHESTRATOR_CONDA_CHANNEL_ALIAS") or cls.conda_channel_alias,
+            conda_mirrors=_mirrors(env.get("ORCHESTRATOR_CONDA_MIRRORS", "")),
+            conda_cache=Path(env["ORCHESTRATOR_CONDA_CACHE"]) if env.get("ORCHESTRATOR_CONDA_CACHE")
+            else _cache_home() / "orchestrator" / "conda",
         )

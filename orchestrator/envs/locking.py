@@ -1,7 +1,9 @@
 """Turn an environment.yml into its locks, and tell whether a lock still matches its spec.
 
 A uv lock is `uv pip compile --generate-hashes` output under a header recording the spec's
-content hash, so drift between spec and lock is detected without re-resolving.
+content hash; a conda env also has `conda-lock.yml` (rattler's solve of its conda packages, in
+conda-lock's format) recording the same hash. Drift between spec and locks is detected without
+re-resolving.
 """
 
 from __future__ import annotations
@@ -10,10 +12,14 @@ import re
 import tempfile
 from pathlib import Path
 
+from orchestrator.envs import rattler_ops
+from orchestrator.envs.channels import ChannelAccess
+from orchestrator.envs.conda_lock_file import lock_text, recorded_hashes
 from orchestrator.envs.interpreters import find_interpreter
 from orchestrator.envs.spec import EnvSpec
-from orchestrator.envs.tools import conda_lock_executable, run_tool, uv_executable
+from orchestrator.envs.tools import run_tool, uv_executable
 from orchestrator.errors import LockError
+from orchestrator.settings import Settings
 
 SPEC_HASH_PREFIX = "# spec-sha256: "
 _CUDA_PACKAGE = re.compile(r"^(nvidia-[a-z0-9-]+|torch==(?![^\s\\]*\+cpu)[^\s\\]+)", re.MULTILINE)
@@ -56,12 +62,7 @@ def reject_cuda_packages(spec: EnvSpec, lock_text: str) -> None:
 
 
 def compile_uv_lock(spec: EnvSpec, find_links: tuple[str, ...]) -> Path:
-    """Resolve the spec for its interpreter with hashes and write `requirements.lock`."""
-    if spec.conda_packages:
-        raise LockError(
-            f"env {spec.name!r}: conda packages {list(spec.conda_packages)} cannot be locked by the uv backend; "
-            f"move them under 'pip:' in {spec.spec_file} or use the conda backend (ORCHESTRATOR_ENV_BACKEND=conda)"
-        )
+    """Resolve the spec's pip part for its interpreter with hashes and write `requirements.lock`."""
     interpreter = find_interpreter(spec.python_version, spec.name)
     with tempfile.TemporaryDirectory(prefix="orch-lock-") as tmp:
         req_in = Path(tmp) / "requirements.in"
@@ -77,11 +78,31 @@ def compile_uv_lock(spec: EnvSpec, find_links: tuple[str, ...]) -> Path:
     return spec.uv_lock
 
 
-def compile_conda_lock(spec: EnvSpec) -> Path:
-    """`conda-lock lock` for linux-64 (needs conda channels to be reachable)."""
-    exe = conda_lock_executable()
-    if exe is None:
-        raise LockError(f"env {spec.name!r}: conda-lock is not installed; `pip install conda-lock` or use uv")
-    run_tool([exe, "lock", "--file", str(spec.spec_file), "--platform", "linux-64",
-              "--lockfile", str(spec.conda_lock)], f"conda-locking env {spec.name!r}")
+def channel_access(spec: EnvSpec, settings: Settings) -> ChannelAccess:
+    return ChannelAccess.for_env(spec.name, spec.channels, alias=settings.conda_channel_alias,
+                                 base_dir=spec.directory, mirrors=settings.conda_mirrors)
+
+
+def compile_conda_lock(spec: EnvSpec, settings: Settings) -> Path:
+    """Solve the conda part with rattler for each platform (`platforms:`, default this one) and write
+    `conda-lock.yml`."""
+    access = channel_access(spec, settings)
+    solved = {subdir: rattler_ops.solve(spec.name, spec.conda_specs(), access, settings.conda_cache / "repodata",
+                                        subdir)
+              for subdir in spec.platforms or (rattler_ops.platform(),)}
+    spec.conda_lock.write_text(lock_text(spec, solved, access))
     return spec.conda_lock
+
+
+def check_conda_locks(spec: EnvSpec) -> None:
+    """Raise LockError unless both locks of a conda env exist, were generated from the current spec, and
+    cover this platform."""
+    here = rattler_ops.platform()
+    recorded = recorded_hashes(spec.conda_lock, spec.name)
+    fix = f"run `orchestrator envs lock {spec.name}`"
+    if recorded and here not in recorded:
+        raise LockError(f"env {spec.name!r}: {spec.conda_lock} has no packages for this platform ({here}); add it "
+                        f"to 'platforms:' in {spec.spec_file} and {fix}")
+    if recorded.get(here) != spec.content_hash():
+        raise LockError(f"env {spec.name!r}: {spec.conda_lock} is out of date with {spec.spec_file}; {fix}")
+    check_uv_lock(spec)

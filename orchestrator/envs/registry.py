@@ -7,14 +7,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.envs.backends import CondaBackend, Env, EnvBackend, ExistingBackend, UvBackend
+from orchestrator.envs import rattler_ops
+from orchestrator.envs.backends import CondaBackend, Env, EnvBackend, ExistingBackend, PixiBackend, UvBackend
 from orchestrator.envs.cache import EnvCache, directory_size, lease
-from orchestrator.envs.locking import check_uv_lock
+from orchestrator.envs.locking import check_conda_locks, check_uv_lock
+from orchestrator.envs.pixi import read_pixi_lock
 from orchestrator.envs.spec import EnvSpec, list_env_names, load_spec, validate_env_name
 from orchestrator.errors import EnvBuildError, EnvSpecError, OrchestratorError
 from orchestrator.settings import Settings
 
-BACKENDS = ("uv", "conda", "existing")
+BACKENDS = ("uv", "conda", "pixi", "existing")
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,8 @@ class EnvRegistry:
         self.cache = EnvCache(self.settings.env_cache_dir)
         self._backends: dict[str, EnvBackend] = {
             "uv": UvBackend(self.cache, self.settings.find_links),
-            "conda": CondaBackend(self.cache),
+            "conda": CondaBackend(self.cache, self.settings),
+            "pixi": PixiBackend(self.cache, self.settings),
             "existing": ExistingBackend(self.settings.existing_pythons),
         }
 
@@ -52,19 +55,22 @@ class EnvRegistry:
             known = ", ".join(self.names()) or "none"
             raise EnvSpecError(
                 f"unknown env {name!r}: no {self.settings.envs_dir / name / 'environment.yml'} "
-                f"(known envs: {known})"
+                f"or pixi.lock (known envs: {known})"
             )
         return load_spec(self.settings.envs_dir, name)
 
     def backend_for(self, spec: EnvSpec) -> EnvBackend:
-        """Explicit setting, else an interpreter given for this env, else conda where usable, else uv."""
+        """Explicit setting, else an interpreter given for this env, else pixi for a pixi workspace, conda for
+        an env with conda packages, uv for the rest."""
         choice = self.settings.backend
         if choice is not None and choice not in BACKENDS:
             raise EnvSpecError(f"ORCHESTRATOR_ENV_BACKEND={choice!r} is not one of {', '.join(BACKENDS)}")
         if choice is None:
             if spec.name.lower() in self.settings.existing_pythons:
                 choice = "existing"
-            elif spec.conda_lock.is_file() and CondaBackend.available():
+            elif spec.is_pixi:
+                choice = "pixi"
+            elif spec.conda_packages:
                 choice = "conda"
             else:
                 choice = "uv"
@@ -92,8 +98,13 @@ class EnvRegistry:
         for name in self.names():
             try:
                 spec = self.spec(name)
-                if self.backend_for(spec).name == "uv":
+                backend = self.backend_for(spec).name
+                if backend == "uv":
                     check_uv_lock(spec)
+                elif backend == "conda":
+                    check_conda_locks(spec)
+                elif backend == "pixi":
+                    read_pixi_lock(spec.pixi_lock, spec.name, rattler_ops.platform())
             except OrchestratorError as exc:
                 problems.append(str(exc))
         return problems

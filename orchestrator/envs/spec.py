@@ -17,11 +17,13 @@ from orchestrator.yaml_errors import describe_yaml_error
 SPEC_FILE = "environment.yml"
 UV_LOCK_FILE = "requirements.lock"
 CONDA_LOCK_FILE = "conda-lock.yml"
+PIXI_LOCK_FILE = "pixi.lock"
 WORKER_REQUIREMENTS = ("pyzmq>=25", "msgpack>=1.0", "numpy")
 """What every worker imports; added to an env's lock unless its spec already names them."""
 
 _ENV_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _PYTHON_PIN = re.compile(r"^python\s*=+\s*(\d+\.\d+)(\.\d+)?(\.\*)?$")
+_SUBDIR = re.compile(r"^(linux|osx|win|emscripten|wasi|zos|freebsd)-[a-z0-9_]+$")
 _REQ_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 
@@ -50,6 +52,10 @@ class EnvSpec:
     pip_requirements: tuple[str, ...]
     conda_packages: tuple[str, ...]
     channels: tuple[str, ...]
+    platforms: tuple[str, ...] = ()
+    """Conda subdirs to lock for (`platforms:`, as conda-lock reads it); empty: this machine's."""
+    is_pixi: bool = False
+    """A pixi workspace (pixi.toml + pixi.lock, no environment.yml): everything it holds comes from its lock."""
 
     @property
     def spec_file(self) -> Path:
@@ -63,19 +69,27 @@ class EnvSpec:
     def conda_lock(self) -> Path:
         return self.directory / CONDA_LOCK_FILE
 
+    @property
+    def pixi_lock(self) -> Path:
+        return self.directory / PIXI_LOCK_FILE
+
     def lock_requirements(self) -> list[str]:
         """The pip requirements to lock: the declared ones plus what a worker needs."""
         named = {requirement_name(r) for r in self.pip_requirements}
         extra = [r for r in WORKER_REQUIREMENTS if requirement_name(r) not in named]
         return [*self.pip_requirements, *extra]
 
+    def conda_specs(self) -> list[str]:
+        """What a conda env solves for: the interpreter as a conda package, then the declared packages."""
+        return [f"python {self.python_version}.*", *self.conda_packages]
+
     def content_hash(self) -> str:
         """Hash of what the lock depends on; a lock records it so `envs check` spots drift."""
-        canonical = json.dumps(
-            {"python": self.python_version, "pip": self.lock_requirements(),
-             "conda": list(self.conda_packages), "channels": list(self.channels)},
-            sort_keys=True,
-        )
+        content = {"python": self.python_version, "pip": self.lock_requirements(),
+                   "conda": list(self.conda_packages), "channels": list(self.channels)}
+        if self.platforms:
+            content["platforms"] = list(self.platforms)
+        canonical = json.dumps(content, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -83,6 +97,8 @@ def load_spec(envs_dir: Path, name: str) -> EnvSpec:
     """Parse and validate one environment declaration; errors name the file and field."""
     validate_env_name(name)
     path = envs_dir / name / SPEC_FILE
+    if not path.is_file() and (envs_dir / name / PIXI_LOCK_FILE).is_file():
+        return EnvSpec(name, envs_dir / name, "-", (), (), (), is_pixi=True)
     if not path.is_file():
         raise EnvSpecError(f"{path}: not found; create it (see envs/video_splitting/{SPEC_FILE} for the shape)")
     try:
@@ -101,9 +117,8 @@ def _spec_from_mapping(path: Path, name: str, data: dict[str, Any]) -> EnvSpec:
     deps = data.get("dependencies")
     if not isinstance(deps, list):
         raise EnvSpecError(f"{path}: field 'dependencies' must be a list (python=X.Y, pip, and a pip: list)")
-    channels = data.get("channels", [])
-    if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
-        raise EnvSpecError(f"{path}: field 'channels' must be a list of channel names")
+    channels = _strings(path, data, "channels", "a list of channel names or URLs", re.compile(r"\S"))
+    platforms = _strings(path, data, "platforms", "a list of conda subdirs, e.g. [linux-64, osx-arm64]", _SUBDIR)
     python, pip_reqs, conda = None, [], []
     for index, dep in enumerate(deps):
         field_name = f"dependencies[{index}]"
@@ -122,7 +137,14 @@ def _spec_from_mapping(path: Path, name: str, data: dict[str, Any]) -> EnvSpec:
             raise EnvSpecError(f"{path}: field '{field_name}' must be a package string or a 'pip:' list")
     if python is None:
         raise EnvSpecError(f"{path}: field 'dependencies' needs the interpreter version, e.g. '- python=3.11'")
-    return EnvSpec(name, path.parent, python, tuple(pip_reqs), tuple(conda), tuple(channels))
+    return EnvSpec(name, path.parent, python, tuple(pip_reqs), tuple(conda), tuple(channels), tuple(platforms))
+
+
+def _strings(path: Path, data: dict[str, Any], field_name: str, shape: str, pattern: re.Pattern[str]) -> list[str]:
+    values = data.get(field_name, [])
+    if not isinstance(values, list) or not all(isinstance(v, str) and pattern.match(v) for v in values):
+        raise EnvSpecError(f"{path}: field '{field_name}' must be {shape}")
+    return values
 
 
 def _pip_requirements(path: Path, field_name: str, entries: list[Any]) -> list[str]:
@@ -135,7 +157,7 @@ def _pip_requirements(path: Path, field_name: str, entries: list[Any]) -> list[s
 
 
 def list_env_names(envs_dir: Path) -> list[str]:
-    """Names of the declared environments (folders holding an environment.yml)."""
+    """Names of the declared environments (folders holding an environment.yml or a pixi.lock)."""
     if not envs_dir.is_dir():
         return []
-    return sorted(p.parent.name for p in envs_dir.glob(f"*/{SPEC_FILE}"))
+    return sorted({p.parent.name for pattern in (SPEC_FILE, PIXI_LOCK_FILE) for p in envs_dir.glob(f"*/{pattern}")})

@@ -1,13 +1,10 @@
-"""Run the installer tools (uv, conda-lock, conda) as argv lists and turn failures into clear errors."""
+"""Run the installer tool (uv) as argv lists and turn failures into clear errors."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from orchestrator.errors import EnvBuildError
 
@@ -25,17 +22,6 @@ def uv_executable() -> str:
         if not found:
             raise EnvBuildError("uv is not installed: run `pip install uv` in the orchestrator's environment") from None
         return found
-
-
-def conda_executable() -> str | None:
-    """micromamba, mamba or conda, whichever exists (CONDA_EXE first)."""
-    candidates = [os.environ.get("CONDA_EXE"), *(shutil.which(n) for n in ("micromamba", "mamba", "conda"))]
-    return next((c for c in candidates if c and Path(c).exists()), None)
-
-
-def conda_lock_executable() -> str | None:
-    beside = Path(sys.executable).parent / "conda-lock"
-    return str(beside) if beside.exists() else shutil.which("conda-lock")
 
 
 def run_tool(argv: Sequence[str], what: str, env: dict[str, str] | None = None) -> str:

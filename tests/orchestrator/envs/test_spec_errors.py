@@ -28,6 +28,8 @@ def write_spec(envs_dir: Path, name: str, text: str) -> None:
         ("dependencies:\n  - python=3.11\n  - pip: [3]\n", "field 'dependencies[1].pip[0]' must be a requirement"),
         ("dependencies:\n  - python=3.11\n  - pip: nope\n", "field 'dependencies[1]' must be 'pip:'"),
         ("name: other\ndependencies:\n  - python=3.11\n", "field 'name' is 'other' but the folder is 'bad'"),
+        ("platforms: [linux64]\ndependencies:\n  - python=3.11\n", "field 'platforms' must be a list of conda subdirs"),
+        ("channels: [1]\ndependencies:\n  - python=3.11\n", "field 'channels' must be a list of channel names"),
         ("dependencies: python\n", "field 'dependencies' must be a list"),
     ],
 )
@@ -54,7 +56,7 @@ def test_unknown_env_lists_known_ones(tmp_path: Path) -> None:
 def test_conda_only_dependency_refused_by_uv_backend(tmp_path: Path) -> None:
     write_spec(tmp_path, "needs_conda", "dependencies:\n  - python=3.11\n  - ffmpeg=6\n")
     registry = EnvRegistry(Settings(envs_dir=tmp_path, env_cache_dir=tmp_path / "c", backend="uv"))
-    with pytest.raises(EnvSpecError, match=r"conda packages \['ffmpeg=6'\].*ORCHESTRATOR_ENV_BACKEND=conda"):
+    with pytest.raises(EnvSpecError, match=r"conda packages \[.ffmpeg=6.\].*unset ORCHESTRATOR_ENV_BACKEND"):
         registry.ensure("needs_conda")
 
 
@@ -88,3 +90,16 @@ def test_lock_pulling_cuda_builds_is_refused(tiny_envs_dir: Path) -> None:
 
 def test_project_locks_match_their_specs() -> None:
     assert EnvRegistry(Settings.from_environ()).check() == []
+
+
+def test_conda_env_without_channels_is_named(tmp_path: Path) -> None:
+    write_spec(tmp_path, "nochannels", "dependencies:\n  - python=3.12\n  - ffmpeg\n")
+    (tmp_path / "nochannels" / "requirements.lock").write_text("")
+    registry = EnvRegistry(Settings(envs_dir=tmp_path, env_cache_dir=tmp_path / "c"))
+    from orchestrator.envs.locking import compile_conda_lock
+
+    with pytest.raises(EnvSpecError, match=r"env 'nochannels' has conda packages but no 'channels:'"):
+        compile_conda_lock(registry.spec("nochannels"), registry.settings)
+    assert registry.backend_for(registry.spec("nochannels")).name == "conda"
+    assert "conda-lock.yml is missing" in registry.check()[0]
+
