@@ -39,6 +39,7 @@ import psutil
 from orchestrator.declarations import ModelDeclarations
 from orchestrator.envs import EnvRegistry
 from orchestrator.pipeline.channel import Channel
+from orchestrator.pipeline.clip_model import ClipModelLogic
 from orchestrator.pipeline.config import PipelineConfig, StageConfig, load_config
 from orchestrator.pipeline.cutting import cut_clips
 from orchestrator.pipeline.executor import RunState
@@ -47,7 +48,6 @@ from orchestrator.pipeline.pool import StagePool, StepLogic
 from orchestrator.pipeline.run import ResolvedStage, execute, resolve_stages, worker_policy
 from orchestrator.pipeline.split import SplitLogic, decode_for_split
 from orchestrator.pipeline.stats import StageStats
-from orchestrator.pipeline.steps import ClipModelLogic
 from orchestrator.pipeline.video import expand_inputs
 from orchestrator.sample_video import SampleSpec, Shot, generate_sample
 from orchestrator.supervisor.handle import ModelRef, WorkerHandle, WorkerSpec

@@ -1,7 +1,7 @@
 """Every environment-variable override the orchestrator reads, in one place.
 
 (`models.model_utils` reads the weights root itself, because workers cannot import this package;
-`supervisor.passthrough` reads ORCHESTRATOR_WORKER_PASS_ENV from the environment it filters for a worker.)
+`supervisor.worker_variables` reads ORCHESTRATOR_WORKER_PASS_ENV from the environment it filters for a worker.)
 """
 
 from __future__ import annotations

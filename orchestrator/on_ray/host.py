@@ -63,7 +63,7 @@ class HostRequest:
 
 
 class WorkerHost:
-    """One replica on a Ray node (made a Ray actor by `orchestrator.on_ray.workers`)."""
+    """One replica on a Ray node (made a Ray actor by `orchestrator.on_ray.ray_worker`)."""
 
     def __init__(self, request: HostRequest) -> None:
         self.request = request

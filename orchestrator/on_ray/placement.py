@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.errors import ConfigError
 
 if TYPE_CHECKING:
-    from orchestrator.on_ray.workers import RayWorker
+    from orchestrator.on_ray.ray_worker import RayWorker
 
 _EPSILON = 1e-6
 """Slack when comparing Ray's float resource amounts."""

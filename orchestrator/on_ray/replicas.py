@@ -13,7 +13,7 @@ from typing import Any
 from orchestrator.declarations import ModelDeclarations
 from orchestrator.on_ray.host import HostRequest
 from orchestrator.on_ray.placement import StageDemand, StagePlacement, alive_nodes, plan_replicas
-from orchestrator.on_ray.workers import RayWorker
+from orchestrator.on_ray.ray_worker import RayWorker
 from orchestrator.pipeline.autoscaler import Resources
 from orchestrator.pipeline.config import PipelineConfig, StageConfig
 from orchestrator.pipeline.run import ResolvedStage, worker_policy

@@ -1,6 +1,6 @@
 """The running side of `replicas: auto`: measure every model stage, ask the policy, grow a pool.
 
-    every interval: stats (answers, states, queue) + Metered (frames per item) ─▶ autoscale.choose
+    every interval: stats (answers, states, queue) + Metered (frames per item) ─▶ autoscale_policy.choose
         ─▶ GPU share placed beside the run's others ─▶ StagePool.add_replica() ─▶ decision in run.json
 
 Runs on its own thread beside the steps, so measuring never slows a stage's loop; the pools it grows start
@@ -15,7 +15,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.pipeline.autoscale import AutoscalePolicy, Capacity, Choice, StageLoad, choose, speed
+from orchestrator.pipeline.autoscale_policy import (
+    AutoscalePolicy,
+    Capacity,
+    Choice,
+    ScalingDecision,
+    StageLoad,
+    StageMeasure,
+    choose,
+    speed,
+)
 from orchestrator.pipeline.config import StageConfig
 from orchestrator.pipeline.gpus import GpuAssignment, place_replica
 from orchestrator.pipeline.items import Clip, SplitRequest
@@ -78,7 +87,7 @@ class _Watched:
 class Autoscaler:
     """Grows `replicas: auto` stages while the run goes on; every decision lands in `decisions`."""
 
-    def __init__(self, resources: Resources, decisions: list[dict[str, Any]], started: float,
+    def __init__(self, resources: Resources, decisions: list[ScalingDecision], started: float,
                  policy: AutoscalePolicy | None = None) -> None:
         self.resources = resources
         self.decisions = decisions
@@ -128,15 +137,11 @@ class Autoscaler:
         watched.pool.add_replica()
 
     def _record(self, now: float, choice: Choice, loads: list[StageLoad]) -> None:
-        self.decisions.append({
-            "at_s": round(now - self.started, 1), "grow": choice.grow, "held": choice.held or None,
-            "reason": choice.reason,
-            "stages": {load.name: {"replicas": load.replicas + (load.name == choice.grow),
-                                   "items_per_s_per_replica": _rounded(load.speed),
-                                   "frames_per_item": _rounded(load.frames_per_item),
-                                   "frames_per_s": _rounded(load.throughput), "waiting": load.waiting}
-                       for load in loads},
-        })
+        stages = {load.name: StageMeasure(load.replicas + (load.name == choice.grow), _rounded(load.speed),
+                                          _rounded(load.frames_per_item), _rounded(load.throughput), load.waiting)
+                  for load in loads}
+        self.decisions.append(ScalingDecision(round(now - self.started, 1), choice.grow, choice.held or None,
+                                              choice.reason, stages))
 
 
 def _rounded(value: float | None) -> float | None:

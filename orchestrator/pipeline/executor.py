@@ -19,15 +19,17 @@ from typing import Any
 
 from orchestrator.declarations import ModelDeclarations
 from orchestrator.errors import PipelineError
+from orchestrator.pipeline.autoscale_policy import ScalingDecision
 from orchestrator.pipeline.autoscaler import Autoscaler, Metered, Resources
 from orchestrator.pipeline.channel import Channel
+from orchestrator.pipeline.clip_model import ClipModelLogic
 from orchestrator.pipeline.config import PipelineConfig, StageConfig
 from orchestrator.pipeline.cutting import cut_clips
+from orchestrator.pipeline.filters import run_filter
 from orchestrator.pipeline.items import END, Clip, VideoDone, VideoItem
 from orchestrator.pipeline.pool import RetryPolicy, StagePool, Worker
 from orchestrator.pipeline.split import SplitLogic, decode_for_split
 from orchestrator.pipeline.stats import StageStats
-from orchestrator.pipeline.steps import ClipModelLogic, run_filter
 from orchestrator.pipeline.summary import Failure
 from orchestrator.pipeline.video import VideoInput
 from orchestrator.pipeline.writer import OutputWriter
@@ -52,7 +54,7 @@ class RunState:
     failures: list[Failure] = field(default_factory=list)
     stages: dict[str, StageStats] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
-    autoscale: list[dict[str, Any]] = field(default_factory=list)
+    autoscale: list[ScalingDecision] = field(default_factory=list)
     """Each replica `replicas: auto` added, and what held a stage back, with the speeds measured."""
     warnings: list[dict[str, Any]] = field(default_factory=list)
     """Videos that decoded short of what their container declares: kept with a note (failed too, when strict)."""

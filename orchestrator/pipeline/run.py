@@ -270,7 +270,7 @@ def _run(videos: list[VideoInput], writer: OutputWriter, prepared: Prepared, sta
 
 def _connect_ray(address: str | None) -> Any:
     """Ray, joined to the cluster at `address`; imported only for Ray runs (it is an optional extra)."""
-    from orchestrator.on_ray.workers import connect
+    from orchestrator.on_ray.ray_worker import connect
 
     return connect(address)
 

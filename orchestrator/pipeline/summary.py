@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.pipeline.autoscale_policy import ScalingDecision
+
 
 @dataclass(frozen=True)
 class Failure:
@@ -46,7 +48,7 @@ class RunSummary:
     failures: list[Failure]
     stages: dict[str, dict[str, Any]]
     wall_s: float
-    autoscale: list[dict[str, Any]] = field(default_factory=list)
+    autoscale: list[ScalingDecision] = field(default_factory=list)
     warnings: list[dict[str, Any]] = field(default_factory=list)
     """Videos kept with a note: those that decoded short of what their container declares."""
 

@@ -9,7 +9,7 @@ config folder or the current directory may shadow an installed package (a stray 
 break every worker). So PYTHONPATH holds only a private folder of symlinks to the two packages, the
 current directory never enters the path (PYTHONSAFEPATH), and `workers.bootstrap` appends the user's
 code folders after site-packages before it runs the worker program. Which of the parent's variables
-reach a worker is decided in `supervisor.passthrough`.
+reach a worker is decided in `supervisor.worker_variables`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 import models
 import workers
 from orchestrator.envs import Env
-from orchestrator.supervisor.passthrough import passed_environ
+from orchestrator.supervisor.worker_variables import passed_environ
 from workers.bootstrap import USER_CODE_DIRS_VAR
 
 _SHARED_PACKAGES = (workers, models)

@@ -19,7 +19,7 @@ from orchestrator.declarations import ModelDeclarations
 from orchestrator.envs import EnvRegistry
 from orchestrator.on_ray.host import HostRequest
 from orchestrator.on_ray.placement import StagePlacement
-from orchestrator.on_ray.workers import RayWorker
+from orchestrator.on_ray.ray_worker import RayWorker
 from orchestrator.sample_video import generate_sample
 from orchestrator.supervisor.events import Answer, Died, Hello, Phase, SetUp, SetupFailed
 from orchestrator.supervisor.handle import ModelRef

@@ -16,7 +16,7 @@ from orchestrator.declarations import ModelDeclarations
 from orchestrator.errors import PipelineError
 from orchestrator.on_ray.host import HostRequest, WorkerHost
 from orchestrator.on_ray.placement import RayPolicy, StagePlacement
-from orchestrator.on_ray.workers import RayWorker
+from orchestrator.on_ray.ray_worker import RayWorker
 from orchestrator.supervisor.events import Answer, Died, Hello, SetUp
 from orchestrator.supervisor.handle import ModelRef
 from orchestrator.supervisor.policy import StopGrace, WorkerPolicy

@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator.envs import Env
 from orchestrator.supervisor.launch import worker_environ
-from orchestrator.supervisor.passthrough import PASS_ENV_VAR, passed_environ
+from orchestrator.supervisor.worker_variables import PASS_ENV_VAR, passed_environ
 
 PROBE = "isolation_probe.IsolationProbe"
 

@@ -101,6 +101,28 @@ class Choice:
     held: str = ""
 
 
+@dataclass(frozen=True)
+class StageMeasure:
+    """One stage as a decision saw it (speeds over the policy's window; None: not measured yet)."""
+
+    replicas: int
+    items_per_s_per_replica: float | None
+    frames_per_item: float | None
+    frames_per_s: float | None
+    waiting: int
+
+
+@dataclass(frozen=True)
+class ScalingDecision:
+    """A replica added (`grow`), or what held the slowest stage back (`held`), as run.json lists them."""
+
+    at_s: float
+    grow: str | None
+    held: str | None
+    reason: str
+    stages: dict[str, StageMeasure]
+
+
 def choose(stages: Sequence[StageLoad], capacity: Capacity) -> Choice:
     """One more replica for the slowest stage when it may grow and it fits; otherwise why not."""
     if starting := [s.name for s in stages if s.starting]:

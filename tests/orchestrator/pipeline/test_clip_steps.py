@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 
 from orchestrator.pipeline.channel import Channel
+from orchestrator.pipeline.clip_model import ClipModelLogic
 from orchestrator.pipeline.config import StageConfig
+from orchestrator.pipeline.filters import run_filter
 from orchestrator.pipeline.items import END, Clip, VideoItem
 from orchestrator.pipeline.stats import StageStats
-from orchestrator.pipeline.steps import ClipModelLogic, run_filter
 from orchestrator.pipeline.video import VideoInput, VideoMeta
 
 

@@ -1,4 +1,4 @@
-"""The clip steps: run a clip stage's model on each clip's frames, and the built-in filters."""
+"""The built-in filter step: each clip is judged by a stage's rules over what earlier stages found."""
 
 from __future__ import annotations
 
@@ -8,29 +8,7 @@ from typing import Any
 
 from orchestrator.pipeline.config import FilterSpec, StageConfig
 from orchestrator.pipeline.items import END, Clip, put
-from orchestrator.pipeline.pool import StepLogic
 from orchestrator.pipeline.stats import StageStats
-
-
-class ClipModelLogic(StepLogic):
-    """A clip's sampled frames for this stage in, the model's result stored under the stage's name."""
-
-    def __init__(self, stage: StageConfig) -> None:
-        self.stage = stage
-
-    def wants(self, item: Any) -> bool:
-        return isinstance(item, Clip) and item.active
-
-    def payload(self, item: Clip) -> Any:
-        return {"frames": item.frames[self.stage.name]}
-
-    def absorb(self, item: Clip, result: Any) -> None:
-        item.frames.pop(self.stage.name, None)
-        item.results[self.stage.name] = result
-
-    def fail(self, item: Clip, reason: str) -> None:
-        item.frames.clear()  # a failed clip goes to no later stage
-        item.errors[self.stage.name] = reason
 
 
 def apply_filter(stage: StageConfig, clip: Clip) -> None:

@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from orchestrator.pipeline.autoscale import AutoscalePolicy, Capacity, StageLoad, choose, speed
+from orchestrator.pipeline.autoscale_policy import AutoscalePolicy, Capacity, StageLoad, choose, speed
 from orchestrator.pipeline.gpus import GpuAssignment
 from orchestrator.pipeline.stats import Served
 

@@ -1,0 +1,30 @@
+"""A clip stage's step: each clip's sampled frames to the stage's model, its result kept under the stage's name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orchestrator.pipeline.config import StageConfig
+from orchestrator.pipeline.items import Clip
+from orchestrator.pipeline.pool import StepLogic
+
+
+class ClipModelLogic(StepLogic):
+    """A clip's sampled frames for this stage in, the model's result stored under the stage's name."""
+
+    def __init__(self, stage: StageConfig) -> None:
+        self.stage = stage
+
+    def wants(self, item: Any) -> bool:
+        return isinstance(item, Clip) and item.active
+
+    def payload(self, item: Clip) -> Any:
+        return {"frames": item.frames[self.stage.name]}
+
+    def absorb(self, item: Clip, result: Any) -> None:
+        item.frames.pop(self.stage.name, None)
+        item.results[self.stage.name] = result
+
+    def fail(self, item: Clip, reason: str) -> None:
+        item.frames.clear()  # a failed clip goes to no later stage
+        item.errors[self.stage.name] = reason
