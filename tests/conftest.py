@@ -1,4 +1,4 @@
-"""Suite-wide guards: no test may leave a child process or a shared-memory segment behind."""
+"""Suite-wide guards (no test may leave a child process or a shared-memory segment behind) and the project envs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from orchestrator.envs import Env
 from tests.fixtures.sentinels import parent_watched
+from tests.support.envs import ensure_env
 from workers.shm_ring import NAME_PREFIX, SHM_DIR
 
 
@@ -19,6 +21,12 @@ def resource_tracker_running() -> None:
     """Start multiprocessing's resource tracker up front: the first shared-memory ring would otherwise
     start it as a long-lived child inside whichever test creates that ring."""
     resource_tracker.ensure_running()
+
+
+@pytest.fixture(scope="session")
+def env_for() -> Callable[[str], Env]:
+    """The one way tests get a project env: built (or found) from its lock once per session."""
+    return ensure_env
 
 
 @pytest.fixture(autouse=True)

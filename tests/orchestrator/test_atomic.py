@@ -16,7 +16,7 @@ from orchestrator.weights.manifest import MANIFEST_NAME
 from orchestrator.weights.requirements import WeightsRequirement
 from orchestrator.weights.sources import FetchResult, LocalDirSource, WeightsSource
 from orchestrator.weights.transfer import TransferReporter
-from tests.orchestrator.weights.conftest import FILES, write_repo
+from tests.support.weights import FILES, write_repo
 
 
 @pytest.fixture

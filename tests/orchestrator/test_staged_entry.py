@@ -12,7 +12,7 @@ from orchestrator.weights.cache import WeightsCache
 from orchestrator.weights.manifest import MANIFEST_NAME
 from orchestrator.weights.requirements import WeightsRequirement
 from orchestrator.weights.sources import LocalDirSource
-from tests.orchestrator.weights.conftest import FILES, RecordingReporter, write_repo
+from tests.support.weights import FILES, RecordingReporter, write_repo
 
 
 def fill_with(files: dict[str, str]):

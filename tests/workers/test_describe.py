@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.envs import Env
-from tests.workers.conftest import ROOT, run_in_env
+from tests.support.envs import last_json, run_in_env
+from tests.support.paths import ROOT
 from workers.describe import describe
 
 TUTORIAL_STYLE = ROOT / "tests" / "fixtures" / "tutorial_style" / "radio_like.py"
@@ -112,9 +113,10 @@ print(json.dumps({"replies": replies, "torch": "torch" in sys.modules}))
 
 def test_in_its_env_an_unguarded_torch_module_describes_and_describe_itself_imports_no_torch(
         video_splitting: Env) -> None:
-    guarded = run_in_env(video_splitting, _IN_ENV, "models.transnetv2.TransNetV2ShotDetector", worker=False)
+    guarded = last_json(run_in_env(video_splitting, _IN_ENV, "models.transnetv2.TransNetV2ShotDetector",
+                                   worker=False))
     assert guarded["replies"][0]["declarations"]["num_gpus"] == 0.25 and guarded["torch"] is False
-    unguarded = run_in_env(video_splitting, _IN_ENV, f"{TUTORIAL_STYLE}:RadioLike",
-                           f"{TUTORIAL_STYLE}:BatchedRadioLike", worker=False)
+    unguarded = last_json(run_in_env(video_splitting, _IN_ENV, f"{TUTORIAL_STYLE}:RadioLike",
+                                     f"{TUTORIAL_STYLE}:BatchedRadioLike", worker=False))
     assert [r["declarations"]["batched"] for r in unguarded["replies"]] == [False, True]
     assert unguarded["replies"][0]["declarations"]["id_file_mapping"] == {"test-org/radio-like": ["model.safetensors"]}

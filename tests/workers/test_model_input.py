@@ -12,11 +12,12 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from orchestrator.envs import Env, EnvRegistry
+from orchestrator.envs import Env
 from orchestrator.errors import WorkerError
 from orchestrator.supervisor.handle import ModelRef, WorkerHandle, WorkerSpec
-from orchestrator.supervisor.policy import WorkerPolicy
-from tests.workers.conftest import ROOT, run_in_env
+from orchestrator.supervisor.policy import StopGrace, WorkerPolicy
+from tests.support.envs import ensure_env, last_json, run_in_env
+from tests.support.paths import ROOT
 from workers.model_input import InputSpec, adapt_input, infer_input, resolve_input, with_input_hint
 
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -105,7 +106,7 @@ print(json.dumps(facts))
 
 
 def test_torch_tensors_share_writable_memory_and_copy_read_only_memory(video_splitting: Env) -> None:
-    facts = run_in_env(video_splitting, _TORCH_CASES)
+    facts = last_json(run_in_env(video_splitting, _TORCH_CASES))
     assert facts.pop("numpy_paths_import_torch") is False
     expected = {
         "nhwc": ("torch.uint8", [2, 4, 6, 3], True, None),
@@ -173,7 +174,7 @@ print(json.dumps({name: infer_input(instantiate(f"{sys.argv[1]}:{name}", {})).to
 
 
 def test_the_tutorial_models_get_nchw_tensors_where_torch_resolves_their_annotations(video_splitting: Env) -> None:
-    inferred = run_in_env(video_splitting, _INFERRED_IN_ENV, str(RADIO_LIKE))
+    inferred = last_json(run_in_env(video_splitting, _INFERRED_IN_ENV, str(RADIO_LIKE)))
     nchw = InputSpec(form="frames", type="torch", layout="NCHW").to_dict()
     assert inferred == {"RadioLike": nchw, "BatchedRadioLike": nchw}
 
@@ -193,10 +194,10 @@ def test_a_model_failing_on_what_it_received_is_told_which_input_setting_changes
 
 
 def test_a_worker_reports_the_input_setting_with_the_models_failure(tmp_path: Path) -> None:
-    env = EnvRegistry().ensure("ocr")
+    env = ensure_env("ocr")
     spec = WorkerSpec("tensor/0", env, ModelRef("controlled_model.ControlledModel",
                                                 {"env": "ocr", "returns": "as_tensor"}), (FIXTURES,))
-    with WorkerHandle(spec, tmp_path, WorkerPolicy(shutdown_grace_s=2, term_grace_s=2)) as handle:
+    with WorkerHandle(spec, tmp_path, WorkerPolicy(stop=StopGrace(2, 2))) as handle:
         handle.start()
         with pytest.raises(WorkerError, match=r"'dict' object has no attribute 'to' \(the model received a dict "
                                               r"whose 'frames' is .*`input: \{form: frames, type: torch, layout: "

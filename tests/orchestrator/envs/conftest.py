@@ -3,30 +3,18 @@
 from __future__ import annotations
 
 import shutil
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from orchestrator.envs import Env, EnvRegistry
-from orchestrator.envs.locking import compile_conda_lock, compile_uv_lock
+from orchestrator.envs.locking import compile_uv_lock
 from orchestrator.envs.spec import load_spec
 from orchestrator.settings import Settings
+from tests.support.env_settings import conda_settings, lock, write_env
+from tests.support.envs import PROJECT_ENVS
 
-PROJECT_ENVS = ("video_splitting", "ocr", "content_filter")
-CONDA_SPEC = """\
-name: {name}
-channels:
-  - {channel}
-dependencies:
-  - python=3.12
-  - ffmpeg
-  - orchpkg={version}
-  - pip
-  - pip:
-      - six==1.17.0
-"""
 TINY_SPEC = """\
 name: tiny
 dependencies:
@@ -38,9 +26,8 @@ dependencies:
 
 
 @pytest.fixture(scope="session")
-def project_envs() -> dict[str, Env]:
-    registry = EnvRegistry()
-    return {name: registry.ensure(name) for name in PROJECT_ENVS}
+def project_envs(env_for: Callable[[str], Env]) -> dict[str, Env]:
+    return {name: env_for(name) for name in PROJECT_ENVS}
 
 
 @pytest.fixture(scope="session")
@@ -59,17 +46,6 @@ def tiny_settings(tiny_envs_dir: Path, tmp_path: Path) -> Settings:
     shutil.copytree(tiny_envs_dir, envs_dir)
     base = Settings.from_environ()
     return Settings(envs_dir=envs_dir, env_cache_dir=tmp_path / "cache", find_links=base.find_links)
-
-
-def cli_env(settings: Settings) -> dict[str, str]:
-    """Variables that point the `orchestrator` CLI at a test's envs folder and cache."""
-    import os
-
-    return {**os.environ, "ORCHESTRATOR_ENVS_DIR": str(settings.envs_dir),
-            "ORCHESTRATOR_ENV_CACHE": str(settings.env_cache_dir)}
-
-
-ORCHESTRATOR = [sys.executable, "-m", "orchestrator.cli"]
 
 
 @pytest.fixture(scope="session")
@@ -104,22 +80,6 @@ def http_channel(conda_channel: Path) -> Iterator[str]:
     server.shutdown()
     thread.join(timeout=10)
     server.server_close()
-
-
-def write_env(envs_dir: Path, name: str, channel: str, version: str) -> None:
-    (envs_dir / name).mkdir(parents=True, exist_ok=True)
-    (envs_dir / name / "environment.yml").write_text(CONDA_SPEC.format(name=name, channel=channel, version=version))
-
-
-def conda_settings(root: Path) -> Settings:
-    return Settings(envs_dir=root / "envs", env_cache_dir=root / "cache", conda_cache=root / "rattler",
-                    find_links=Settings.from_environ().find_links)
-
-
-def lock(settings: Settings, name: str) -> None:
-    spec = EnvRegistry(settings).spec(name)
-    compile_conda_lock(spec, settings)
-    compile_uv_lock(spec, settings.find_links)
 
 
 @pytest.fixture(scope="session")

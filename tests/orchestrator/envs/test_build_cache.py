@@ -16,7 +16,8 @@ from orchestrator.envs import EnvRegistry
 from orchestrator.envs.cache import MARKER, lease
 from orchestrator.errors import EnvBuildError
 from orchestrator.settings import Settings
-from tests.orchestrator.envs.conftest import ORCHESTRATOR, cli_env
+from tests.support.env_settings import cli_env
+from tests.support.paths import ORCHESTRATOR
 
 FREEZE = "import importlib.metadata as m; print(sorted((d.metadata['Name'], d.version) for d in m.distributions()))"
 

@@ -15,7 +15,7 @@ import yaml
 from orchestrator.envs import EnvRegistry
 from orchestrator.errors import EnvSpecError, LockError
 from orchestrator.settings import Settings
-from tests.orchestrator.envs.conftest import conda_settings, lock, write_env
+from tests.support.env_settings import conda_settings, lock, write_env
 
 USER, PASSWORD = "curator", "s3cret-pass"
 

@@ -15,8 +15,10 @@ from orchestrator.envs import Env, EnvRegistry
 from orchestrator.errors import EnvBuildError
 from orchestrator.settings import Settings
 from orchestrator.supervisor.launch import worker_environ
-from tests.orchestrator.envs.conftest import ORCHESTRATOR, cli_env, conda_settings, lock, write_env
 from tests.support.conda_channel import ACTIVATION_VARIABLE, FOREIGN_PLATFORM
+from tests.support.env_settings import cli_env, conda_settings, lock, write_env
+from tests.support.envs import ensure_env
+from tests.support.paths import ORCHESTRATOR
 
 PROBE = """
 import json, os, shutil, sys, orchpkg, six
@@ -182,7 +184,7 @@ def test_pipeline_stage_runs_in_a_conda_env(conda_locked: Settings, conda_envs: 
     from orchestrator.sample_video import generate_sample
     from tests.orchestrator.pipeline.runs import FIXTURES, outputs, run
 
-    splitting = EnvRegistry().ensure("video_splitting")
+    splitting = ensure_env("video_splitting")
     envs_dir = tmp_path / "envs"
     shutil.copytree(conda_locked.envs_dir / "orch_one", envs_dir / "orch_one")
     shutil.copytree(Settings().envs_dir / "video_splitting", envs_dir / "video_splitting")

@@ -14,7 +14,7 @@ import pytest
 from models import conda_utils
 from orchestrator.envs import Env
 from orchestrator.supervisor.launch import worker_environ
-from tests.orchestrator.envs.conftest import PROJECT_ENVS
+from tests.support.envs import PROJECT_ENVS
 
 PROBE = """
 import importlib, importlib.metadata as md, json, sys, site

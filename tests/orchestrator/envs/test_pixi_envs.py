@@ -16,8 +16,8 @@ from orchestrator.envs import EnvRegistry
 from orchestrator.errors import EnvBuildError
 from orchestrator.settings import Settings
 from orchestrator.supervisor.launch import worker_environ
-from tests.orchestrator.envs.conftest import conda_settings
 from tests.support.conda_channel import ACTIVATION_VARIABLE, tiny_wheel
+from tests.support.env_settings import conda_settings
 
 MANIFEST = """\
 [workspace]

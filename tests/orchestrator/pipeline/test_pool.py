@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.envs import Env, EnvRegistry
+from orchestrator.envs import Env
 from orchestrator.errors import PipelineError
 from orchestrator.pipeline.channel import Channel
 from orchestrator.pipeline.items import END
@@ -22,6 +22,7 @@ from orchestrator.pipeline.stats import StageStats
 from orchestrator.supervisor.handle import ModelRef, WorkerHandle, WorkerSpec
 from orchestrator.supervisor.policy import StopGrace, WorkerPolicy
 from tests.orchestrator.supervisor.test_shm_ring_use import more_than_dev_shm
+from tests.support.envs import ensure_env
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 FAST_RETRY = RetryPolicy(backoff_s=0.05, max_backoff_s=0.2)
@@ -46,7 +47,7 @@ class Collect(StepLogic):
 
 @pytest.fixture(scope="module")
 def ocr_env() -> Env:
-    return EnvRegistry().ensure("ocr")
+    return ensure_env("ocr")
 
 
 @pytest.fixture

@@ -25,6 +25,8 @@ import pytest
 ray = pytest.importorskip("ray", reason="the Ray executor's tests need the ray extra: pip install -e '.[ray]'")
 from ray.cluster_utils import Cluster  # noqa: E402
 
+from tests.support.ray_nodes import env_workers  # noqa: E402
+
 NODES: dict[str, dict[str, Any]] = {
     "gpu_one": {"num_cpus": 1, "num_gpus": 1, "resources": {"gpu_one": 4}},
     "gpu_two": {"num_cpus": 1, "num_gpus": 2, "resources": {"gpu_two": 4}},
@@ -63,23 +65,6 @@ def small_cluster() -> Iterator[tuple[Cluster, dict[str, Any]]]:
         yield cluster, nodes
     finally:
         cluster.shutdown()
-
-
-def ray_node_ids(nodes: dict[str, int]) -> set[str]:
-    """The short Ray node ids in a stage's run.json `nodes` ("hostname (Ray node 1a2b3c4d)": starts)."""
-    return {key.rsplit(" ", 1)[-1].rstrip(")") for key in nodes}
-
-
-def env_workers() -> list[psutil.Process]:
-    """Env worker processes below this one (under the cluster's raylets, or a run's parent)."""
-    return [p for p in psutil.Process().children(recursive=True) if _is_env_worker(p)]
-
-
-def _is_env_worker(process: psutil.Process) -> bool:
-    try:
-        return "workers" in process.cmdline()
-    except psutil.Error:
-        return False
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,6 @@ import pytest
 
 from models.model_utils import WEIGHTS_DIR_VAR
 from orchestrator.declarations import ModelDeclarations
-from orchestrator.envs import EnvRegistry
 from orchestrator.on_ray.host import HostRequest
 from orchestrator.on_ray.placement import StagePlacement
 from orchestrator.on_ray.ray_worker import RayWorker
@@ -25,7 +24,8 @@ from orchestrator.supervisor.events import Answer, Died, Hello, Phase, SetUp, Se
 from orchestrator.supervisor.handle import ModelRef
 from orchestrator.supervisor.policy import WorkerPolicy
 from tests.orchestrator.pipeline.runs import FIXTURES, ROOT, comparable, copy_controlled_model, outputs, run, start
-from tests.orchestrator.ray.conftest import env_workers, ray_node_ids
+from tests.support.envs import ensure_env
+from tests.support.ray_nodes import env_workers, ray_node_ids
 
 PIPELINE = """\
 inputs: [{inputs}]
@@ -207,7 +207,7 @@ RADIO_WEIGHTS = "test-org/radio-like"
 def radio_mirror(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tutorial-style model's tiny checkpoint in a folder laid out like a weights mirror."""
     folder = tmp_path_factory.mktemp("mirror")
-    python = EnvRegistry().ensure("video_splitting").python
+    python = ensure_env("video_splitting").python
     made = subprocess.run([str(python), str(RADIO / "make_radio_like_weights.py"), str(folder)],
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
     assert made.returncode == 0, made.stderr[-2000:]

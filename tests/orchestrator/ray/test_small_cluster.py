@@ -12,7 +12,7 @@ import pytest
 
 from orchestrator.sample_video import generate_sample
 from tests.orchestrator.pipeline.runs import copy_controlled_model, outputs, run, start
-from tests.orchestrator.ray.conftest import env_workers, ray_node_ids
+from tests.support.ray_nodes import env_workers, ray_node_ids
 
 PIPELINE = """\
 inputs: [{video}]

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from orchestrator.envs import Env, EnvRegistry
+from orchestrator.envs import Env
 from orchestrator.supervisor.handle import ModelRef, WorkerHandle, WorkerSpec
 from orchestrator.supervisor.policy import StopGrace, WorkerPolicy
+from tests.support.paths import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 CONTROLLED = "controlled_model.ControlledModel"
 
 
-@pytest.fixture(scope="session")
-def ocr_env() -> Env:
-    return EnvRegistry().ensure("ocr")
+@pytest.fixture
+def ocr_env(env_for) -> Env:
+    return env_for("ocr")
 
 
 @pytest.fixture
@@ -41,11 +40,3 @@ def make_handle(tmp_path: Path, ocr_env: Env) -> Iterator[Callable[..., WorkerHa
     yield make
     for handle in handles:
         handle.close()
-
-
-def fake_env(tmp_path: Path, script: str, name: str = "fake") -> Env:
-    """An env whose 'interpreter' is a shell script: stands in for a broken or foreign worker."""
-    python = tmp_path / f"{name}-python"
-    python.write_text("#!/bin/sh\n" + script + "\n")
-    python.chmod(python.stat().st_mode | stat.S_IEXEC)
-    return Env(name, "existing", tmp_path, python)

@@ -13,7 +13,7 @@ import pytest
 
 from orchestrator.errors import ConfigError
 from orchestrator.pipeline.gpus import GpuAssignment
-from tests.orchestrator.supervisor.conftest import FIXTURES
+from tests.support.paths import FIXTURES
 from workers.gpu import MEMORY_FRACTION_VAR
 
 FAKE_TORCH = FIXTURES / "fake_torch"

@@ -16,7 +16,7 @@ import zmq
 from orchestrator.errors import WorkerDied, WorkerError
 from orchestrator.supervisor.events import Answer, Died, Failed
 from orchestrator.supervisor.policy import StopGrace, WorkerPolicy
-from tests.orchestrator.supervisor.conftest import fake_env
+from tests.support.envs import fake_env
 from workers.protocol import Decoder, Encoder, Kind, Message
 
 FAKE_WORKER = """

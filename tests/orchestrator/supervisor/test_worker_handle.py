@@ -13,10 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orchestrator.envs import EnvRegistry
 from orchestrator.errors import HandshakeTimeout, ProtocolMismatch, WorkerDied, WorkerError
 from orchestrator.supervisor.policy import StopGrace, WorkerPolicy
-from tests.orchestrator.supervisor.conftest import fake_env
+from tests.support.envs import ensure_env, fake_env
 
 
 def test_ready_info_and_big_frame_round_trip(make_handle, ocr_env) -> None:
@@ -52,7 +51,7 @@ def test_worker_output_and_logging_reach_the_parent_prefixed(make_handle, caplog
 
 
 def test_worker_on_another_python_round_trips(make_handle) -> None:
-    env = EnvRegistry().ensure("content_filter")
+    env = ensure_env("content_filter")
     handle = make_handle(env=env)
     assert handle.info.python.startswith("3.12.")
     frames = np.arange(2 * 240 * 320 * 3, dtype=np.uint8).reshape(2, 240, 320, 3)
@@ -233,7 +232,7 @@ def test_peer_speaking_another_protocol_version_is_refused(make_handle, tmp_path
 
 
 def test_seed_style_transformers_model_runs_in_its_env(make_handle, tmp_path: Path, parent_imports) -> None:
-    env = EnvRegistry().ensure("video_splitting")
+    env = ensure_env("video_splitting")
     weights = tmp_path / "weights"
     subprocess.run([str(env.python), "-c",
                     ("import sys; from transformers import BertConfig, BertModel; "

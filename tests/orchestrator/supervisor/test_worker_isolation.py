@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.envs import Env
-from tests.orchestrator.supervisor.conftest import FIXTURES
+from tests.support.paths import FIXTURES
 
 PROBE = "isolation_probe.IsolationProbe"
 STRAY_NUMPY = 'raise ImportError("a stray numpy.py shadowed the installed numpy")\n'

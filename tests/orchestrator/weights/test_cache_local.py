@@ -15,7 +15,8 @@ from orchestrator.weights.manifest import MANIFEST_NAME, TMP_SUFFIX, read_manife
 from orchestrator.weights.requirements import WeightsRequirement
 from orchestrator.weights.sources import LocalDirSource, SourceError, open_source
 from orchestrator.weights.transfer import DownloadError
-from tests.orchestrator.weights.conftest import FILES, RecordingReporter, run_cli, write_repo
+from tests.support.cli import run_cli
+from tests.support.weights import FILES, RecordingReporter, write_repo
 
 NAME = "acme/tiny"
 SELECTED = WeightsRequirement(NAME, ("config.json", "model.safetensors"))

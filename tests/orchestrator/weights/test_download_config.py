@@ -11,7 +11,8 @@ import pytest
 from orchestrator.errors import ConfigError
 from orchestrator.weights.download_config import load_download_config
 from orchestrator.weights.requirements import WeightsRequirement
-from tests.orchestrator.weights.conftest import ROOT, run_cli
+from tests.support.cli import run_cli
+from tests.support.paths import ROOT
 
 TUTORIAL = WeightsRequirement("tutorial/tiny-vit", ("config.json", "model.safetensors"))
 HELPERS = """\

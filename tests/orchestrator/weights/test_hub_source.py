@@ -13,7 +13,7 @@ from orchestrator.weights.cache import WeightsCache, WeightsStatus
 from orchestrator.weights.hub import HubSource, allow_patterns, snapshot_arguments
 from orchestrator.weights.requirements import WeightsRequirement
 from orchestrator.weights.sources import SourceError
-from tests.orchestrator.weights.conftest import run_cli
+from tests.support.cli import run_cli
 
 REPO_FILES = ["config.json", "model.safetensors", "pytorch_model.bin", "a[1].bin", "a1.bin", "onnx/config.json"]
 

@@ -16,7 +16,9 @@ from orchestrator.weights.cache import WeightsCache
 from orchestrator.weights.preflight import check_weights_present, missing_weights
 from orchestrator.weights.requirements import WeightsRequirement
 from orchestrator.weights.sources import LocalDirSource
-from tests.orchestrator.weights.conftest import ROOT, NeedsWeights, run_cli, write_repo
+from tests.support.cli import run_cli
+from tests.support.paths import ROOT
+from tests.support.weights import NeedsWeights, write_repo
 
 
 def declared(*models: ModelInterface) -> list[ModelDeclarations]:

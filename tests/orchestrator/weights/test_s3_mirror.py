@@ -19,7 +19,9 @@ from orchestrator.weights.manifest import MANIFEST_NAME, read_manifest
 from orchestrator.weights.requirements import WeightsRequirement
 from orchestrator.weights.s3 import S3Source
 from orchestrator.weights.sources import LocalDirSource, SourceError
-from tests.orchestrator.weights.conftest import FILES, ORCHESTRATOR, ROOT, RecordingReporter, run_cli, write_repo
+from tests.support.cli import run_cli
+from tests.support.paths import ORCHESTRATOR, ROOT
+from tests.support.weights import FILES, RecordingReporter, write_repo
 
 NAMES = ("acme/tiny", "acme/other")
 MIB = 1 << 20

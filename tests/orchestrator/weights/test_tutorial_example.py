@@ -13,16 +13,17 @@ from pathlib import Path
 import numpy as np
 
 from models.model_utils import WEIGHTS_DIR_VAR
-from orchestrator.envs import EnvRegistry
 from orchestrator.supervisor.handle import ModelRef, WorkerHandle, WorkerSpec
 from orchestrator.supervisor.policy import StopGrace, WorkerPolicy
-from tests.orchestrator.weights.conftest import ROOT, run_cli
+from tests.support.cli import run_cli
+from tests.support.envs import ensure_env
+from tests.support.paths import ROOT
 
 EXAMPLE = ROOT / "examples" / "custom_model"
 
 
 def test_tutorial_model_downloads_and_runs_in_its_env(tmp_path: Path, parent_imports) -> None:
-    env = EnvRegistry().ensure("video_splitting")
+    env = ensure_env("video_splitting")
     mirror, weights = tmp_path / "mirror", tmp_path / "weights"
     made = subprocess.run([str(env.python), str(EXAMPLE / "make_tiny_weights.py"), str(mirror)],
                           capture_output=True, text=True, timeout=300)

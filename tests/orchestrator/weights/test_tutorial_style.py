@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 
 from models.model_utils import WEIGHTS_DIR_VAR
-from orchestrator.envs import Env, EnvRegistry
+from orchestrator.envs import Env
 from tests.fixtures.sentinels import LOG_VAR, PROBE_PRELUDE, imported_sentinels
-from tests.orchestrator.weights.conftest import ROOT
+from tests.support.envs import ensure_env
+from tests.support.paths import ROOT
 
 FIXTURE = ROOT / "tests" / "fixtures" / "tutorial_style"
 NEVER_IN_THE_ORCHESTRATOR = {"torch", "transformers", "onnxruntime", "radio_like", "safetensors"}
@@ -55,7 +56,7 @@ def orchestrator(*args: str) -> tuple[subprocess.CompletedProcess[str], set[str]
 
 @pytest.fixture(scope="module")
 def video_splitting() -> Env:
-    return EnvRegistry().ensure("video_splitting")
+    return ensure_env("video_splitting")
 
 
 @pytest.fixture(scope="module")
