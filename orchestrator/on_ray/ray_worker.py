@@ -49,7 +49,8 @@ def connect(address: str | None) -> Any:
     try:
         import ray
     except ImportError:
-        raise ConfigError("--executor ray needs Ray, an optional extra: pip install -e '.[ray]'") from None
+        raise ConfigError("--executor ray needs Ray, the locked `ray` extra: run `bash scripts/setup.sh` (or "
+                          "`uv sync --frozen --extra ray`) in the orchestrator's checkout") from None
     if not ray.is_initialized():
         _check_reachable(address)
         try:

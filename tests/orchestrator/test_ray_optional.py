@@ -21,7 +21,7 @@ def test_the_ray_executor_without_ray_names_the_extra(tmp_path: Path) -> None:
     result = orchestrator_without_ray("run", "examples/quickstart.yaml", "-o", str(tmp_path), "--quiet",
                                       "--executor", "ray")
     assert result.returncode != 0
-    assert "pip install -e '.[ray]'" in result.stderr and "Traceback" not in result.stderr
+    assert "uv sync --frozen --extra ray" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "run.json").exists()
 
 

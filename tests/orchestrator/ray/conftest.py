@@ -22,7 +22,7 @@ from typing import Any
 import psutil
 import pytest
 
-ray = pytest.importorskip("ray", reason="the Ray executor's tests need the ray extra: pip install -e '.[ray]'")
+ray = pytest.importorskip("ray", reason="the Ray executor's tests need the ray extra: bash scripts/setup.sh")
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from tests.support.ray_nodes import env_workers  # noqa: E402
