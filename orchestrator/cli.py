@@ -61,11 +61,11 @@ def _error(message: str) -> None:
 
 
 def _report_click_error(exc: Exception) -> int:
-    """Print a click error short (the help, for a command given nothing), and return its exit code."""
+    """Print a click error as one line naming the command's help (the help itself, for a command given
+    nothing), and return its exit code."""
     if isinstance(exc, getattr(click_exceptions, "NoArgsIsHelpError", ())):
         exc.show()
     elif isinstance(exc, click_exceptions.UsageError) and exc.ctx is not None:
-        error_console.print(exc.ctx.get_usage(), markup=False, highlight=False, soft_wrap=True)
         _error(f"{exc.format_message()} (see `{exc.ctx.command_path} -h`)")
     else:
         _error(exc.format_message())
