@@ -16,6 +16,7 @@ from orchestrator.on_ray.placement import StageDemand, StagePlacement, alive_nod
 from orchestrator.on_ray.ray_worker import RayWorker
 from orchestrator.pipeline.autoscaler import Resources
 from orchestrator.pipeline.config import PipelineConfig, StageConfig
+from orchestrator.pipeline.gpus import cpu_fallback_warning
 from orchestrator.pipeline.run import ResolvedStage, worker_policy
 from orchestrator.supervisor.handle import ModelRef
 from orchestrator.supervisor.policy import WorkerPolicy
@@ -67,10 +68,10 @@ def ray_workers(ray: Any, config: PipelineConfig, stages: Mapping[str, ResolvedS
     threads = ray_threads(configs)
     totals = ray.cluster_resources()
     n_gpus = int(totals.get("GPU", 0))
-    wanting = [name for name, declared in declarations.items() if declared.num_gpus > 0]
-    if n_gpus == 0 and wanting:
-        warn(f"stage{'s' if len(wanting) > 1 else ''} {', '.join(map(repr, wanting))} asked for GPUs but the "
-             f"Ray cluster has none; {'they run' if len(wanting) > 1 else 'it runs'} on CPU, slowly")
+    demanded = [(name, declared.num_gpus) for name, declared in declarations.items()]
+    models = {name: stage.class_path for name, stage in stages.items()}
+    if n_gpus == 0 and (line := cpu_fallback_warning(demanded, models, "the Ray cluster has no GPU")):
+        warn(line)
     demands = [StageDemand(s.name, s.start_replicas, threads[s.name], s.threads is not None,
                            declarations[s.name].num_gpus if n_gpus else 0.0, s.resources) for s in configs]
     plan = plan_replicas(demands, alive_nodes(ray))

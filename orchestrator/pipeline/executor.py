@@ -27,12 +27,13 @@ from orchestrator.pipeline.config import PipelineConfig, StageConfig
 from orchestrator.pipeline.cutting import cut_clips
 from orchestrator.pipeline.filters import run_filter
 from orchestrator.pipeline.items import END, Clip, VideoDone, VideoItem
-from orchestrator.pipeline.pool import RetryPolicy, StagePool, Worker
+from orchestrator.pipeline.pool import RetryPolicy, StagePool
 from orchestrator.pipeline.split import SplitLogic, decode_for_split
 from orchestrator.pipeline.stats import StageStats
 from orchestrator.pipeline.summary import Failure
 from orchestrator.pipeline.video import VideoInput
 from orchestrator.pipeline.writer import OutputWriter
+from orchestrator.supervisor.interface import Worker
 from orchestrator.supervisor.policy import StopGrace
 from orchestrator.supervisor.shutdown import close_all
 

@@ -134,15 +134,19 @@ def _overflow_message(demands: Sequence[tuple[str, float]], needed: int, n_gpus:
             f"replicas or num_gpus of stage {biggest!r} ({totals[biggest]:g} GPUs)")
 
 
-def cpu_fallback_warning(demands: Sequence[tuple[str, float]], models: Mapping[str, str]) -> str | None:
+NO_GPU_FOUND = "no GPU was found (nvidia-smi lists none, or CUDA_VISIBLE_DEVICES hides them)"
+
+
+def cpu_fallback_warning(demands: Sequence[tuple[str, float]], models: Mapping[str, str],
+                         missing: str = NO_GPU_FOUND) -> str | None:
     """The one line to print when no GPU was found: which models declare `num_gpus` (each with its stage,
     from `models`: stage -> class path) and now run on CPU; None when no model asked for a GPU. The model's
-    own declaration asks for the GPU, so the line names it rather than the config."""
+    own declaration asks for the GPU, so the line names it rather than the config; `missing` says where no
+    GPU was found."""
     wanting = list(dict.fromkeys((label, num_gpus) for label, num_gpus in demands if num_gpus > 0))
     if not wanting:
         return None
     named = ", ".join(f"{models.get(label, label)!r} (stage {label!r}) declares num_gpus {num_gpus:g}"
                       for label, num_gpus in wanting)
     many = len(wanting) > 1
-    return (f"model{'s' if many else ''} {named}, but no GPU was found (nvidia-smi lists none, or "
-            f"CUDA_VISIBLE_DEVICES hides them); {'they run' if many else 'it runs'} on CPU, slowly")
+    return f"model{'s' if many else ''} {named}, but {missing}; {'they run' if many else 'it runs'} on CPU, slowly"

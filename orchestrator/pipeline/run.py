@@ -171,13 +171,13 @@ def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_lo
     try:
         if out_dir.exists():
             lock.acquire()  # a second run into a folder in use is refused before it does anything
-        ray = _connect_ray(ray_address) if on_ray else None
         videos, failures, found = open_videos(config, config_dir, warn)
         state = RunState(videos_total=found, failures=failures)
         registry = EnvRegistry()
         stages = resolve_stages(config, config_dir, registry)
         if not fresh:
             check_results_key(out_dir, config.results_key())  # after the config's own errors, before any worker
+        ray = _connect_ray(ray_address) if on_ray else None  # once the cheap checks have passed
         runtime_dir = make_runtime_dir()
         workers = _Workers(stages, config_dir, runtime_dir, on_log)
         firsts: dict[str, WorkerHandle] = {}
@@ -254,15 +254,15 @@ def _run(videos: list[VideoInput], writer: OutputWriter, prepared: Prepared, sta
         executor.run(on_tick=(lambda: display(state)) if display else lambda: None)
     except KeyboardInterrupt:
         state.failures.append(Failure("", "interrupted (Ctrl-C): finished videos were kept"))
-        stopped = RunStopped(None, 0, state.videos_total, writer.out_dir)
+        stopped = RunStopped(None, 0, len(videos), writer.out_dir)
     except Exception as exc:  # the step's error (PipelineError) or any other: the summary is recorded anyway
         state.failures.append(Failure("", f"the run stopped: {exc}"))
-        stopped = RunStopped(exc, 0, state.videos_total, writer.out_dir)
+        stopped = RunStopped(exc, 0, len(videos), writer.out_dir)
     summary = _summary(state, time.monotonic() - state.started)
     try:
         writer.finish_run(summary, completed=stopped is None)
     except PipelineError as exc:
-        stopped = stopped or RunStopped(exc, 0, state.videos_total, writer.out_dir)
+        stopped = stopped or RunStopped(exc, 0, len(videos), writer.out_dir)
     if stopped is not None:
         raise replace(stopped, kept=writer.kept())
     return summary

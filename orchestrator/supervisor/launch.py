@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import models
@@ -41,12 +41,12 @@ def worker_link_dir(runtime_dir: Path) -> Path:
 
 def worker_environ(
     env: Env, runtime_dir: Path, user_code_dirs: Sequence[Path] = (), extra: Mapping[str, str] | None = None,
-    base: Mapping[str, str] | None = None, *, pass_names: Iterable[str] = (),
+    base: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """Full environment for a worker process in `env`: what may pass of `base` (default: this process's
-    environment; `pass_names`: credentials the model declares it needs), the env's activation, the
-    import settings above, then `extra` (the launcher's own: GPU share, socket keys)."""
-    environ = env.launch_environ(passed_environ(os.environ if base is None else base, pass_names))
+    environment), the env's activation, the import settings above, then `extra` (the launcher's own: GPU
+    share, socket keys)."""
+    environ = env.launch_environ(passed_environ(os.environ if base is None else base))
     environ.update({
         "PYTHONPATH": str(worker_link_dir(runtime_dir)),
         USER_CODE_DIRS_VAR: os.pathsep.join(str(Path(d).resolve()) for d in user_code_dirs),

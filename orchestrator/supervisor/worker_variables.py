@@ -5,8 +5,7 @@ folders, device selection, thread settings, caches and offline switches) and the
 only while its URL carries no password. A credential the parent holds (DATABASE_URL, KAGGLE_KEY, HF_TOKEN,
 AWS_*, a password in a proxy URL, ...) stays with the parent, since a worker reads its weights from the local
 cache and needs none by default. The user adds what a model needs with ORCHESTRATOR_WORKER_PASS_ENV (names or
-shell-style patterns, separated by spaces or commas: `ORCHESTRATOR_WORKER_PASS_ENV="HF_TOKEN AWS_*"`), and a
-caller with the names a model declares.
+shell-style patterns, separated by spaces or commas: `ORCHESTRATOR_WORKER_PASS_ENV="HF_TOKEN AWS_*"`).
 
 Dynamic-loader injection never passes, not even when asked for: LD_PRELOAD, LD_AUDIT and every other LD_*
 variable but LD_LIBRARY_PATH (GPU stacks need it), and DYLD_*. A library that must be preloaded belongs in the
@@ -62,15 +61,15 @@ def is_needed(name: str, value: str) -> bool:
     return _matches(name, WORKER_VARIABLES)
 
 
-def asked_for(base: Mapping[str, str], declared: Iterable[str] = ()) -> tuple[str, ...]:
-    """The names and patterns the user lists in ORCHESTRATOR_WORKER_PASS_ENV, and `declared`."""
+def asked_for(base: Mapping[str, str]) -> tuple[str, ...]:
+    """The names and patterns the user lists in ORCHESTRATOR_WORKER_PASS_ENV."""
     listed = re.split(r"[\s,]+", base.get(PASS_ENV_VAR, "").strip())
-    return tuple(pattern for pattern in (*declared, *listed) if pattern)
+    return tuple(pattern for pattern in listed if pattern)
 
 
-def passed_environ(base: Mapping[str, str], declared: Iterable[str] = ()) -> dict[str, str]:
-    """The variables of `base` a worker may see; `declared`: names its model says it needs."""
-    asked = asked_for(base, declared)
+def passed_environ(base: Mapping[str, str]) -> dict[str, str]:
+    """The variables of `base` a worker may see."""
+    asked = asked_for(base)
     return {name: value for name, value in base.items()
             if not is_loader_injection(name) and (is_needed(name, value) or _matches(name, asked))}
 

@@ -121,7 +121,7 @@ def test_a_frame_size_change_mid_stream_fails_that_video_and_the_run_goes_on(tmp
     rows, summary = outputs(out)
     assert summary["failures"] == [{"video": str(resizing), "reason": f"{resizing}: the frame size changes from "
                                     "64x48 to 32x24 at frame 50; give the split stage frames: {size: [64, 48]}, or "
-                                    "re-encode the video at one size"}]
+                                    "re-encode the video at one size", "clip_index": None, "stage": None}]
     assert [(r["start_frame"], r["end_frame"]) for r in rows_of(rows, resizing)] == [(0, 29)]
     assert [(r["start_frame"], r["end_frame"]) for r in rows_of(rows, clean)] == spans(shots)
     assert summary["videos_done"] == 2

@@ -42,10 +42,10 @@ def test_a_worker_sees_what_it_needs_and_what_was_asked_for_and_no_credential(
     assert environ["PATH"] and environ["HOME"]
 
 
-def test_a_model_declared_name_passes_and_loader_injection_never(ocr_env: Env, tmp_path: Path) -> None:
+def test_a_name_asked_for_passes_and_loader_injection_never(ocr_env: Env, tmp_path: Path) -> None:
     base = {"HF_TOKEN": "hf_secret", "AWS_PROFILE": "team", "LD_PRELOAD": "/x.so", "PATH": "/usr/bin",
-            "LD_LIBRARY_PATH": "/usr/local/cuda/lib64"}
-    environ = worker_environ(ocr_env, tmp_path, base=base, pass_names=("HF_TOKEN", "LD_PRELOAD"))
+            "LD_LIBRARY_PATH": "/usr/local/cuda/lib64", PASS_ENV_VAR: "HF_TOKEN LD_PRELOAD"}
+    environ = worker_environ(ocr_env, tmp_path, base=base)
     assert (environ.get("HF_TOKEN"), environ.get("AWS_PROFILE"), environ.get("LD_PRELOAD")) == ("hf_secret", None, None)
     assert (environ["PATH"], environ["LD_LIBRARY_PATH"]) == ("/usr/bin", "/usr/local/cuda/lib64")
 
