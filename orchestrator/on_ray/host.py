@@ -16,11 +16,7 @@ killed, the worker sees its parent gone and exits within a second.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import select
 import shutil
-import signal
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -134,15 +130,19 @@ class WorkerHost:
         return reply.payload, {index: str(error) for index, error in reply.failed.items()}
 
     def stop(self) -> None:
-        """Stop the worker's process group now, even while a call runs (this runs on the control thread):
-        ask, SIGTERM, SIGKILL, each after the policy's grace; then, once the call has returned, free it."""
+        """Stop the worker's process group now, even while a call runs (this runs on the control thread),
+        then, once the call has returned, free it. A running call's thread owns the worker's sockets, so
+        a busy worker is stopped by signals alone: SIGTERM, then SIGKILL to its group after the policy's
+        grace; an idle one is asked first, as everywhere else."""
         with self._state:
             self._stopping = True
             handle = self.handle
-        if handle is not None:
-            _stop_group(handle, self.request.policy)
-        if not self._busy.acquire(timeout=CALL_EXIT_S):
-            return  # a call stuck past its worker's death: the driver ends this actor next
+        idle = self._busy.acquire(blocking=False)
+        if not idle:
+            if handle is not None:
+                _stop_busy(handle, self.request.policy)
+            if not self._busy.acquire(timeout=CALL_EXIT_S):
+                return  # a call stuck past its worker's death: the driver ends this actor next
         try:
             if self.handle is not None:  # also one that `start` launched while this began
                 self.handle.close()
@@ -152,27 +152,11 @@ class WorkerHost:
             self._busy.release()
 
 
-def _stop_group(handle: WorkerHandle, policy: WorkerPolicy) -> None:
-    """Ask the worker to exit, then SIGTERM and SIGKILL its process group (the worker leads its own), so
-    whatever the model started goes too. Never touches the worker's data socket, which a call may be using."""
-    if handle.pidfd is None:
-        return
-    handle.ask_to_stop()
-    if not _exits_within(handle.pidfd, policy.stop.ask_s):
-        _signal_group(handle, signal.SIGTERM)
-        _exits_within(handle.pidfd, policy.stop.term_s)
-    # Also after the worker exited: children it left in its group go with SIGKILL. The group's id stays the
-    # worker's while any member lives, so this reaches only them.
-    _signal_group(handle, signal.SIGKILL)
-
-
-def _exits_within(pidfd: int, seconds: float) -> bool:
-    poller = select.poll()
-    poller.register(pidfd, select.POLLIN)
-    return bool(poller.poll(int(seconds * 1000)))
-
-
-def _signal_group(handle: WorkerHandle, sig: int) -> None:
-    if handle.pid is not None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(handle.pid, sig)
+def _stop_busy(handle: WorkerHandle, policy: WorkerPolicy) -> None:
+    """SIGTERM a worker busy with a call, then SIGKILL its process group (the worker leads its own), so
+    whatever the model started goes too. Signals only: never a socket the call's thread is using, and
+    never a group whose leader that thread has reaped meanwhile (the handle's process excludes the two)."""
+    if handle.poll() is None:
+        handle.terminate()
+        handle.wait_exit(policy.stop.total_s)
+    handle.kill()

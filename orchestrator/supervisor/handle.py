@@ -91,6 +91,10 @@ class WorkerHandle(BlockingCalls):
         """The exit status, or None while the worker runs; never reaps it."""
         return self._res.process.poll() if self._res.process else None
 
+    def wait_exit(self, timeout: float | None) -> int | None:
+        """Wait up to `timeout` seconds for the worker to exit, without reaping it; its exit status, or None."""
+        return self._res.process.wait_exit(timeout) if self._res.process else None
+
     def wait(self, timeout: float | None = None) -> int:
         """Wait for the worker to exit, then reap it and kill what is left of its process group."""
         if self._res.process is None:

@@ -17,6 +17,7 @@ import os
 import select
 import signal
 import subprocess
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
@@ -29,13 +30,16 @@ _KILLED = (os.CLD_KILLED, os.CLD_DUMPED)
 
 
 class WorkerProcess:
-    """One spawned worker process and its pidfd (readable once it has exited)."""
+    """One spawned worker process and its pidfd (readable once it has exited). Safe to use from two threads
+    (a call waiting on the worker while another stops it): signalling and reaping exclude each other, so a
+    group is never signalled after its leader was reaped."""
 
     def __init__(self, argv: Sequence[str], environ: Mapping[str, str]) -> None:
         self._popen = subprocess.Popen(list(argv), env=dict(environ), stdin=subprocess.DEVNULL,
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
         self.pid = self._popen.pid
         self.pidfd: int | None = os.pidfd_open(self.pid)
+        self._lock = threading.RLock()
 
     @property
     def stdout(self) -> IO[bytes]:
@@ -51,41 +55,51 @@ class WorkerProcess:
 
     def poll(self) -> int | None:
         """The exit status (negative: the signal that killed it), or None while it runs; never reaps."""
-        if self._popen.returncode is not None or self.pidfd is None:
-            return self._popen.returncode
-        info = os.waitid(os.P_PIDFD, self.pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        with self._lock:
+            if self._popen.returncode is not None or self.pidfd is None:
+                return self._popen.returncode
+            info = os.waitid(os.P_PIDFD, self.pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
         if info is None or info.si_pid == 0:
             return None
         return -info.si_status if info.si_code in _KILLED else info.si_status
 
     def wait_exit(self, timeout: float | None) -> int | None:
         """Wait up to `timeout` seconds (None: for ever) for the process to exit, without reaping it."""
-        if self.pidfd is not None and self.poll() is None:
+        with self._lock:
+            if self.pidfd is None or self.poll() is not None:
+                return self.poll()
+            watched = os.dup(self.pidfd)  # stays valid if another thread reaps meanwhile and closes its own
+        try:
             poller = select.poll()
-            poller.register(self.pidfd, select.POLLIN)
+            poller.register(watched, select.POLLIN)
             poller.poll(None if timeout is None else int(timeout * 1000) + 1)
+        finally:
+            os.close(watched)
         return self.poll()
 
     def send_signal(self, sig: int) -> None:
         """Signal the worker alone (through its pidfd: never another process that got its pid)."""
-        if self.pidfd is not None and not self.reaped:
-            with contextlib.suppress(ProcessLookupError):
-                signal.pidfd_send_signal(self.pidfd, sig)
+        with self._lock:
+            if self.pidfd is not None and not self.reaped:
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pidfd_send_signal(self.pidfd, sig)
 
     def kill_group(self) -> None:
         """SIGKILL the worker and everything in its group; safe while the worker is unreaped."""
-        if not self.reaped:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pid, signal.SIGKILL)
+        with self._lock:
+            if not self.reaped:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.pid, signal.SIGKILL)
 
     def reap(self) -> int:
         """Kill what is left of the group, collect the worker's exit status and close the pidfd."""
-        self.kill_group()
-        returncode = self._popen.wait()
-        if self.pidfd is not None:
-            os.close(self.pidfd)
-            self.pidfd = None
-        return returncode
+        with self._lock:
+            self.kill_group()
+            returncode = self._popen.wait()
+            if self.pidfd is not None:
+                os.close(self.pidfd)
+                self.pidfd = None
+            return returncode
 
 
 class WorkerResources:
