@@ -40,7 +40,7 @@ def decode_for_split(videos: list[VideoInput], split: StageConfig, window: Split
         item = VideoItem(seq, video, resumed=resumable(video))
         if item.resumed is None:
             try:
-                item.meta = probe(video.path)
+                item.meta = video.meta or probe(video.path)  # read when the run opened it
             except VideoError as exc:
                 item.error = str(exc)
         if not put(outq, item, stop):

@@ -29,15 +29,24 @@ class VideoError(OrchestratorError):
 @dataclass(frozen=True)
 class VideoInput:
     """One input video and the id its outputs are named by: the same file always gets the same id, whatever
-    else a run into the same folder reads. `fingerprint` and `frames` are set when the file is first opened
+    else a run into the same folder reads. `fingerprint` and `meta` are read when the file is first opened
     (`open_inputs`): the results are recorded under that fingerprint, so a file replaced while the run reads it
     is noticed instead of recorded as the new file."""
 
     path: Path
     video_id: str
     fingerprint: str = ""
-    frames: int = 0
-    """Frames the container declares (0 when it does not say)."""
+    meta: VideoMeta | None = None
+    """What the container declares (rate, size, frames, duration), read when the file was opened."""
+
+    @property
+    def frames(self) -> int:
+        """Frames the container declares, counted from its duration where it lists none (0: it says neither)."""
+        if self.meta is None:
+            return 0
+        if self.meta.declared_frames:
+            return self.meta.declared_frames
+        return int(self.meta.declared_s * self.meta.fps) if self.meta.declared_s else 0
 
     def changed(self) -> bool:
         """Whether the file is no longer the one opened (rewritten, replaced or gone)."""
@@ -82,8 +91,8 @@ def fingerprint(path: Path) -> str:
 
 
 def open_inputs(videos: list[VideoInput]) -> tuple[list[VideoInput], list[tuple[VideoInput, str]]]:
-    """Each video opened once, before any worker starts: the readable ones with their fingerprint and declared
-    frame count, and (video, reason) for those that cannot be read."""
+    """Each video opened once, before any worker starts: the readable ones with their fingerprint and what
+    their container declares, and (video, reason) for those that cannot be read."""
     readable: list[VideoInput] = []
     unreadable: list[tuple[VideoInput, str]] = []
     for video in videos:
@@ -97,20 +106,10 @@ def open_inputs(videos: list[VideoInput]) -> tuple[list[VideoInput], list[tuple[
             unreadable.append((video, str(exc)))
             continue
         try:
-            readable.append(replace(video, fingerprint=marks, frames=_declared_frames(container)))
+            readable.append(replace(video, fingerprint=marks, meta=_declared(container)))
         finally:
             container.close()
     return readable, unreadable
-
-
-def _declared_frames(container: av.container.InputContainer) -> int:
-    stream = container.streams.video[0]
-    if stream.frames:
-        return int(stream.frames)
-    rate = stream.average_rate or stream.guessed_rate
-    if stream.duration and stream.time_base and rate:
-        return int(stream.duration * stream.time_base * rate)
-    return 0
 
 
 @dataclass(frozen=True)
@@ -261,15 +260,19 @@ def _average_rate(stream: av.video.stream.VideoStream) -> Fraction:
 def probe(path: Path) -> VideoMeta:
     container = _open(path)
     try:
-        stream = container.streams.video[0]
-        if stream.duration is not None and stream.time_base is not None:
-            declared_s: float | None = float(stream.duration * stream.time_base)
-        else:
-            declared_s = container.duration / av.time_base if container.duration else None
-        return VideoMeta(float(_average_rate(stream)), stream.codec_context.width, stream.codec_context.height,
-                         stream.frames or None, declared_s)
+        return _declared(container)
     finally:
         container.close()
+
+
+def _declared(container: av.container.InputContainer) -> VideoMeta:
+    stream = container.streams.video[0]
+    if stream.duration is not None and stream.time_base is not None:
+        declared_s: float | None = float(stream.duration * stream.time_base)
+    else:
+        declared_s = container.duration / av.time_base if container.duration else None
+    return VideoMeta(float(_average_rate(stream)), stream.codec_context.width, stream.codec_context.height,
+                     stream.frames or None, declared_s)
 
 
 class ClipEncoder:

@@ -10,7 +10,7 @@ from rich.console import Console
 from orchestrator.pipeline.executor import RunState
 from orchestrator.pipeline.items import Clip, VideoItem
 from orchestrator.pipeline.progress import render
-from orchestrator.pipeline.video import VideoInput
+from orchestrator.pipeline.video import VideoInput, VideoMeta
 
 
 def shown(state: RunState) -> str:
@@ -21,8 +21,9 @@ def shown(state: RunState) -> str:
 
 def test_the_eta_is_measured_from_the_first_clip_over_the_frames_left_of_the_videos_worked_on() -> None:
     state = RunState(videos_total=2, started=time.monotonic() - 600)  # ten minutes of env builds and setup
-    resumed = VideoItem(0, VideoInput(Path("done.mp4"), "done", "f0", 5000), resumed=[{"clip_index": 0}])
-    long = VideoItem(1, VideoInput(Path("long.mp4"), "long", "f1", 1000))
+    resumed = VideoItem(0, VideoInput(Path("done.mp4"), "done", "f0", VideoMeta(25.0, 64, 48, 5000)),
+                        resumed=[{"clip_index": 0}])
+    long = VideoItem(1, VideoInput(Path("long.mp4"), "long", "f1", VideoMeta(25.0, 64, 48, 1000)))
     state.frames_total = long.video.frames
     state.video_finished(resumed)
     state.videos_done = state.resumed = 1
