@@ -29,6 +29,18 @@ def env_for() -> Callable[[str], Env]:
     return ensure_env
 
 
+@pytest.fixture(scope="session")
+def ocr_env(env_for: Callable[[str], Env]) -> Env:
+    """The env most worker tests run the controlled model in."""
+    return env_for("ocr")
+
+
+@pytest.fixture(scope="session")
+def video_splitting(env_for: Callable[[str], Env]) -> Env:
+    """The env with torch."""
+    return env_for("video_splitting")
+
+
 @pytest.fixture(autouse=True)
 def no_leaked_shm_segments() -> Iterator[None]:
     ours = f"{NAME_PREFIX}{os.getpid()}-*"  # other processes on the machine may hold rings of their own

@@ -6,7 +6,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from orchestrator.envs import Env
 from workers.shm_ring import ShmRingReader, ShmRingWriter
 
 
@@ -19,8 +18,3 @@ def ring() -> Iterator[tuple[ShmRingWriter, ShmRingReader]]:
     reader.close()
     writer.close()
 
-
-@pytest.fixture
-def video_splitting(env_for) -> Env:
-    """The env with torch."""
-    return env_for("video_splitting")

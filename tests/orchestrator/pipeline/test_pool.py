@@ -22,7 +22,6 @@ from orchestrator.pipeline.stats import StageStats
 from orchestrator.supervisor.handle import ModelRef, WorkerHandle, WorkerSpec
 from orchestrator.supervisor.policy import StopGrace, WorkerPolicy
 from tests.orchestrator.supervisor.test_shm_ring_use import more_than_dev_shm
-from tests.support.envs import ensure_env
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 FAST_RETRY = RetryPolicy(backoff_s=0.05, max_backoff_s=0.2)
@@ -43,11 +42,6 @@ class Collect(StepLogic):
 
     def fail(self, item: dict, reason: str) -> None:
         item["error"] = reason
-
-
-@pytest.fixture(scope="module")
-def ocr_env() -> Env:
-    return ensure_env("ocr")
 
 
 @pytest.fixture

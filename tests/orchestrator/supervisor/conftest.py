@@ -16,11 +16,6 @@ CONTROLLED = "controlled_model.ControlledModel"
 
 
 @pytest.fixture
-def ocr_env(env_for) -> Env:
-    return env_for("ocr")
-
-
-@pytest.fixture
 def make_handle(tmp_path: Path, ocr_env: Env) -> Iterator[Callable[..., WorkerHandle]]:
     handles: list[WorkerHandle] = []
 

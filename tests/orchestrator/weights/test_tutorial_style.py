@@ -20,7 +20,6 @@ import pytest
 from models.model_utils import WEIGHTS_DIR_VAR
 from orchestrator.envs import Env
 from tests.fixtures.sentinels import LOG_VAR, PROBE_PRELUDE, imported_sentinels
-from tests.support.envs import ensure_env
 from tests.support.paths import ROOT
 
 FIXTURE = ROOT / "tests" / "fixtures" / "tutorial_style"
@@ -52,11 +51,6 @@ def orchestrator(*args: str) -> tuple[subprocess.CompletedProcess[str], set[str]
     lines = [line for line in done.stderr.splitlines() if line.startswith("MODULES ")]
     assert lines, done.stderr
     return done, recorded | {name.partition(".")[0] for name in json.loads(lines[-1].removeprefix("MODULES "))}
-
-
-@pytest.fixture(scope="module")
-def video_splitting() -> Env:
-    return ensure_env("video_splitting")
 
 
 @pytest.fixture(scope="module")
