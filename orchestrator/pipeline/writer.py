@@ -24,7 +24,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +105,7 @@ class OutputWriter:
         present = [name for name in RESULTS if (self.out_dir / name).exists()]
         if not present:
             return None
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
         target = self.out_dir / ".previous" / stamp
         target.mkdir(parents=True)
         for name in present:
