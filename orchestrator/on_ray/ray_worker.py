@@ -17,6 +17,7 @@ closing many busy replicas takes one grace period, not one each.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import itertools
 import logging
@@ -37,8 +38,11 @@ from orchestrator.errors import (
 from orchestrator.on_ray.host import CONTROL, HostRequest, WorkerHost
 from orchestrator.on_ray.placement import RayPolicy, StagePlacement, alive_nodes, amounts, lacking
 from orchestrator.supervisor.events import Answer, Died, Event, Failed, Hello, Phase, SetUp, SetupFailed
+from workers.headers import WorkerInfo
 
 _ids = itertools.count(1)
+WORKER_INFO_FIELDS = {item.name for item in dataclasses.fields(WorkerInfo)}
+"""What of a host's answer to `start` is the env worker's own READY header."""
 _WATCH_S = 0.2
 """How long the watcher waits on Ray per round, so it notices new futures and its own closing."""
 CONNECT_TIMEOUT_S = 5.0
@@ -246,7 +250,8 @@ class RayWorker:
                 return SetupFailed(cause if isinstance(cause, WorkerError) else WorkerError(str(cause)))
             return self._died(cause)
         self.phase = Phase.HELLO
-        return Hello(self.info)
+        worker = {name: value for name, value in self.info.items() if name in WORKER_INFO_FIELDS}
+        return Hello(WorkerInfo.from_header(worker), node=str(self.info.get("node", "")))
 
     def _answered(self, request_id: int, ref: Any, items: bool) -> Event:
         del self._calls[request_id]

@@ -218,8 +218,8 @@ class StagePool:
     # --- events -----------------------------------------------------------------------------------
     def _on_event(self, replica: _Replica, event: Event) -> None:
         if isinstance(event, Hello):
-            if isinstance(event.info, dict) and (node := event.info.get("node")):  # a Ray replica's node
-                self.stats.nodes[node] += 1
+            if event.node:  # a replica hosted on a cluster node
+                self.stats.nodes[event.node] += 1
             with contextlib.suppress(WorkerDied):  # it died just after READY: its Died event comes next
                 replica.worker.setup()  # type: ignore[union-attr]
         elif isinstance(event, SetUp):

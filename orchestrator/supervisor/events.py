@@ -34,8 +34,10 @@ class Phase(enum.Enum):
 class Hello:
     """The worker's READY handshake: its process runs and speaks our protocol (its model is not loaded yet)."""
 
-    info: WorkerInfo | dict[str, Any]
-    """The worker's READY header; on Ray, the actor's dict of it plus the node and GPU ids."""
+    info: WorkerInfo
+    """The worker's READY header."""
+    node: str = ""
+    """Where the worker runs, when its host is on a cluster node (a Ray replica): `host (Ray node id)`."""
 
 
 @dataclass(frozen=True)
