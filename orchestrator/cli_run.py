@@ -1,4 +1,7 @@
-"""`orchestrator run CONFIG`: the main job."""
+"""`orchestrator run CONFIG`: the main job.
+
+The pipeline's modules (numpy, PyAV, ZeroMQ and the rest) are imported when a run starts, not when the
+command line is built, so every other command (`--version`, `envs build`, ...) starts without them."""
 
 from __future__ import annotations
 
@@ -6,18 +9,18 @@ import enum
 import logging
 import signal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.live import Live
 from rich.markup import escape
 
 from orchestrator.errors import ConfigError, RunStopped
-from orchestrator.pipeline.config import PipelineConfig, load_config
-from orchestrator.pipeline.progress import render, summary_table
-from orchestrator.pipeline.run import execute
-from orchestrator.pipeline.summary import RunSummary
 from orchestrator.render import console, error_console
+
+if TYPE_CHECKING:
+    from orchestrator.pipeline.config import PipelineConfig
+    from orchestrator.pipeline.summary import RunSummary
 
 
 class Executor(str, enum.Enum):
@@ -51,6 +54,9 @@ def run(
     """Run a pipeline: split videos into clips, annotate and filter them, write clips and metadata.
 
     Rerunning the same command after an interrupted or killed run resumes it: videos it finished are kept."""
+    from orchestrator.pipeline.config import load_config
+    from orchestrator.pipeline.progress import summary_table
+
     pipeline, config_dir = load_config(config, inputs, output)
     if executor is Executor.local and (address or weights_from):
         raise ConfigError("--address and --weights-from apply to --executor ray; add --executor ray or drop them")
@@ -78,6 +84,9 @@ def run(
 
 def _execute(pipeline: PipelineConfig, config_dir: Path, quiet: bool, **options: Any) -> RunSummary:
     """The run, with workers' log lines above the live view (or, `quiet`, only the log lines)."""
+    from orchestrator.pipeline.progress import render
+    from orchestrator.pipeline.run import execute
+
     if quiet:
         return execute(pipeline, config_dir, **options,
                        on_log=lambda label, line: error_console.print(f"[{label}] {line}", markup=False,
