@@ -13,7 +13,7 @@ RunInEnv = Callable[..., str]
 """run_in_env(env_name, script, *args, environ=None, unset=()) -> the script's stdout."""
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def run_in_env(env_for: Callable[[str], Env]) -> RunInEnv:
     """Run a Python `script` with `args` in env `env_name` as a worker would be started."""
 

@@ -123,9 +123,12 @@ def test_a_replica_ray_cannot_place_gives_up_after_the_placement_timeout(cluster
     model = ModelRef("controlled_model.ControlledModel", {"env": "ocr"})
     worker = _replica("crowded/0", model, policy, RayPolicy(placement_timeout_s=3, placement_check_s=0.5),
                       {"spare": 1})
-    # other work holding every `spare`: hosts that start nothing (the test module cannot be imported by Ray)
-    holders = [ray.remote(WorkerHost).options(num_cpus=0, resources={"spare": 2}).remote(worker.request)
-               for _ in range(2)]
+    # other work holding every `spare` of the nodes still alive (an earlier test may have removed one): hosts
+    # that start nothing (the test module cannot be imported by Ray)
+    spares = [node["Resources"]["spare"] for node in ray.nodes() if node["Alive"] and "spare" in node["Resources"]]
+    assert spares, "the cluster has no node with `spare` left"
+    holders = [ray.remote(WorkerHost).options(num_cpus=0, resources={"spare": amount}).remote(worker.request)
+               for amount in spares]
     try:
         ray.get([holder.where.remote() for holder in holders], timeout=START_S)
         worker.launch()

@@ -95,7 +95,7 @@ def test_losing_the_only_node_with_a_stages_resource_ends_the_run_naming_it(smal
     finally:
         proc.kill()
         proc.communicate()
-    assert proc.returncode == 2, stderr[-3000:]
+    assert proc.returncode == 1, stderr[-3000:]  # it stopped once running: not a config error
     assert ("error: stage 'stats': no alive node of the Ray cluster can hold a replica any more: it needs "
             "lonely=1 (the most any node has is 0); add such a node and rerun") in stderr
     assert "Traceback" not in stderr
