@@ -72,12 +72,16 @@ def test_a_second_run_into_a_folder_in_use_is_refused_and_the_first_run_keeps_it
     first = start(config)
     try:
         wait_for(lambda: (out / ".tmp").is_dir() and any((out / ".tmp").iterdir()), "the first run's first clip")
-        for extra in ([], ["--fresh"]):
-            began = time.monotonic()
-            second = run(config, *extra)
-            assert second.returncode == 2 and time.monotonic() - began < 20
-            line = one_line(second)
-            assert f"output folder {out} is in use by another run (pid {first.pid} on " in line
+        os.kill(first.pid, signal.SIGSTOP)  # held mid-run, however slow the second runs start
+        try:
+            for extra in ([], ["--fresh"]):
+                began = time.monotonic()
+                second = run(config, *extra)
+                assert second.returncode == 2 and time.monotonic() - began < 20
+                line = one_line(second)
+                assert f"output folder {out} is in use by another run (pid {first.pid} on " in line
+        finally:
+            os.kill(first.pid, signal.SIGCONT)
         _, stderr = first.communicate(timeout=DEADLINE_S)
     finally:
         first.kill()
