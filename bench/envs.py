@@ -22,11 +22,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from orchestrator.envs import EnvRegistry
-from orchestrator.envs.interpreters import find_interpreter
-from orchestrator.envs.locking import compile_conda_lock, compile_uv_lock
-from orchestrator.settings import Settings
-from tests.support.conda_channel import build_channel
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, for the tests' channel builder
+
+from orchestrator.envs import EnvRegistry  # noqa: E402
+from orchestrator.envs.interpreters import find_interpreter  # noqa: E402
+from orchestrator.envs.locking import compile_conda_lock, compile_uv_lock  # noqa: E402
+from orchestrator.settings import Settings  # noqa: E402
+from tests.support.conda_channel import build_channel  # noqa: E402
 
 NOOP_TARGET_S = 0.5
 PIP = "  - pip:\n      - six==1.17.0\n"
