@@ -76,7 +76,8 @@ def streamed(send: Callable[[int], object], recv: Callable[[], object], n: int, 
 def worker(env: Env, runtime_dir: Path, model: str, policy: WorkerPolicy, start: bool = True
            ) -> Iterator[WorkerHandle]:
     spec = WorkerSpec(label=f"bench-{model.lower()}", env=env, user_code_dirs=(BENCH_DIR,),
-                      model=ModelRef(f"echo_models.{model}", {"conda_env_name": env.name}))
+                      model=ModelRef(f"echo_models.{model}", {"conda_env_name": env.name}),
+                      setup_options={"input": {"form": "dict"}})  # the payload as sent: a bare array here
     with WorkerHandle(spec, runtime_dir, policy) as handle:
         if start:
             handle.start()
