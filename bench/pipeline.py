@@ -239,7 +239,7 @@ def run_pipeline(source: Source, out_dir: Path, **where: Any) -> PipelineRun:
     ready = [s.ready_at for s in clock.state.stages.values() if s.replicas]
     if None in ready:
         raise RuntimeError("a stage never had all its workers set up")
-    return PipelineRun(source, started, max(ready), clock.done_at, summary["clips"], summary,  # type: ignore[arg-type]
+    return PipelineRun(source, started, max(ready), clock.done_at, summary.clips, summary.to_json(),  # type: ignore[arg-type]
                        dict(clock.state.stages), usage)
 
 
