@@ -5,7 +5,7 @@
         --> embedding: the 16x16 lowest frequencies less the DC term, unit length per frame, averaged (255 float32)
 
 Re-encoding at another resolution or bitrate changes fine detail, which these low frequencies do not
-hold, so copies of the same footage land a few bits (or a cosine of ~0.99) apart while other shots do
+hold, so copies of the same footage land a few bits apart (a cosine above 0.97) while other shots do
 not. The dedup stage compares `phash` by Hamming distance and `embedding` by cosine similarity.
 """
 
