@@ -1,8 +1,9 @@
 """The perceptual-hash embedder finds re-encoded copies of a shot and tells distinct shots apart, run by real
 workers in a real pipeline: TransNetV2 cuts the shots, `models.phash` hashes them in the `ocr` env.
 
-The footage is three shots of moving shapes and text, encoded twice: 320x240 at a high bitrate and 160x120 at a
-low one. The embed stage is the one `examples/dedup.yaml` runs, and its dedup threshold is the one tested here.
+The footage is three shots of moving shapes and text on one background, each its own video and encoded twice:
+320x240 at a high bitrate and 160x120 at a low one. The embed stage is the one `examples/dedup.yaml` runs, and its
+dedup threshold is the one tested here.
 """
 
 from __future__ import annotations
