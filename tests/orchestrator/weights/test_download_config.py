@@ -65,6 +65,7 @@ def test_the_projects_config_lists_its_models_without_importing_their_frameworks
         ("TransNetV2ShotDetector", "video_splitting", ()),
         ("RapidOCRTextReader", "ocr", ()),
         ("NudeNetContentFilter", "content_filter", ()),
+        ("PerceptualHashEmbedder", "ocr", ()),
         ("TinyFrameEmbedder", "video_splitting", (TUTORIAL,)),
     ]
     assert config.requirements() == [TUTORIAL]
@@ -80,9 +81,10 @@ def test_models_list_over_the_projects_config(tmp_path: Path) -> None:
         ("TransNetV2ShotDetector", "video_splitting", None, None),
         ("RapidOCRTextReader", "ocr", None, None),
         ("NudeNetContentFilter", "content_filter", None, None),
+        ("PerceptualHashEmbedder", "ocr", None, None),
         ("TinyFrameEmbedder", "video_splitting", "tutorial/tiny-vit", "no"),
     ]
-    assert listed["models"][3]["files"] == ["config.json", "model.safetensors"]
+    assert listed["models"][4]["files"] == ["config.json", "model.safetensors"]
     table = run_cli("models", "list", "--weights-dir", str(tmp_path))
     assert "TinyFrameEmbedder" in table.stdout and "(in its env)" in table.stdout
     narrow = run_cli("models", "list", "--weights-dir", str(tmp_path), env={"COLUMNS": "80"}).stdout

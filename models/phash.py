@@ -1,0 +1,93 @@
+"""Perceptual hash and DCT embedding of a clip: the built-in duplicate signal, with no weights at all.
+
+    frames (N, H, W, 3) uint8 RGB --> each frame's luma at 32x32 --> its 2-D DCT
+        --> phash: the 8x8 lowest frequencies, averaged over the frames, against their median (16 hex digits)
+        --> embedding: the 16x16 lowest frequencies less the DC term, unit length per frame, averaged (255 float32)
+
+Re-encoding at another resolution or bitrate changes fine detail, which these low frequencies do not
+hold, so copies of the same footage land a few bits apart (a cosine above 0.97) while other shots do
+not. The dedup stage compares `phash` by Hamming distance and `embedding` by cosine similarity.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from models import conda_utils
+from models.model_interface import ModelInterface
+
+if conda_utils.is_running_in_env("ocr"):
+    import cv2
+
+THUMBNAIL_SIDE = 32
+"""Each frame's luma is shrunk (area average) to this square before its DCT."""
+HASH_SIDE = 8
+"""The hash reads the HASH_SIDE x HASH_SIDE lowest frequencies: 64 bits."""
+EMBED_SIDE = 16
+"""The embedding reads the EMBED_SIDE x EMBED_SIDE lowest frequencies, less the DC (mean brightness) term."""
+EMBEDDING_SIZE = EMBED_SIDE * EMBED_SIDE - 1
+
+
+class PerceptualHashEmbedder(ModelInterface):
+    """A 64-bit pHash and a DCT vector for each clip, over the frames the stage samples from it.
+
+    The hash and the vector summarise every sampled frame (their mean), not one keyframe, so a clip
+    sampled at the same instants in two encodings gets the same summary, and a moving shot is
+    described by all of it. A clip of flat frames (no detail at all) gets a zero embedding, which is
+    no cosine match for anything.
+    """
+
+    outputs: ClassVar[dict[str, str] | None] = {
+        "phash": "string",
+        "embedding": f"fixed_size_list<float32>[{EMBEDDING_SIZE}]",
+    }
+
+    @property
+    def conda_env_name(self) -> str:
+        return "ocr"
+
+    @property
+    def num_gpus(self) -> float:
+        return 0.0
+
+    def setup(self) -> None:
+        """Nothing to load: the hash is arithmetic on the frames."""
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Return `phash` (16 lowercase hex digits) and `embedding` (EMBEDDING_SIZE float32, unit length)."""
+        frames = batch["frames"]
+        if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
+            raise ValueError(f"frames must have shape (N >= 1, H, W, 3), got {frames.shape}")
+        spectra = np.stack([_spectrum(frame) for frame in frames])
+        return {"phash": _hash(spectra[:, :HASH_SIDE, :HASH_SIDE]), "embedding": _embedding(spectra)}
+
+
+def _spectrum(frame: np.ndarray) -> np.ndarray:
+    """The frame's luma, area-shrunk to THUMBNAIL_SIDE square, as its orthonormal 2-D DCT (float32)."""
+    luma = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    side = (THUMBNAIL_SIDE, THUMBNAIL_SIDE)
+    interpolation = cv2.INTER_AREA if min(luma.shape) >= THUMBNAIL_SIDE else cv2.INTER_LINEAR
+    return cv2.dct(cv2.resize(luma, side, interpolation=interpolation))
+
+
+def _hash(low: np.ndarray) -> str:
+    """One bit per coefficient of the frames' mean low block: set where it exceeds the block's median."""
+    mean = low.mean(axis=0).ravel()
+    bits = mean > np.median(mean)
+    return f"{int(''.join('1' if bit else '0' for bit in bits), 2):016x}"
+
+
+def _embedding(spectra: np.ndarray) -> np.ndarray:
+    """Each frame's low frequencies less DC, scaled to unit length (so contrast does not count), then
+    their mean scaled to unit length again."""
+    vectors = spectra[:, :EMBED_SIDE, :EMBED_SIDE].reshape(len(spectra), -1)[:, 1:].astype(np.float64)
+    vectors = _unit(vectors)
+    return _unit(vectors.mean(axis=0)).astype(np.float32)
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    """`vectors` scaled to unit length along the last axis; a zero vector stays zero."""
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
