@@ -1,0 +1,126 @@
+"""What a report is made of, read from an output folder without changing it.
+
+    metadata.jsonl ─▶ ClipRow per line (older rows, lacking clip_id/kept/duplicate_of, are read too)
+    run.json       ─▶ the last run's summary (stages, timeline, failures, warnings), {} when absent
+    provenance     ─▶ ProvenanceRecord per id: run.json's `provenance`, or provenance.json beside it
+
+Every field a row may lack is given the value the folder implies (kept: it has a clip file), so a folder
+written by an older orchestrator, or before a dedup or provenance stage existed, still reports.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import ConfigError
+
+PROVENANCE_FILE = "provenance.json"
+
+
+@dataclass(frozen=True)
+class ClipRow:
+    """One row of metadata.jsonl, as the report shows it."""
+
+    clip_id: str
+    video: str
+    clip_index: int | None
+    start_s: float | None
+    end_s: float | None
+    path: str | None
+    kept: bool
+    filtered_by: tuple[str, ...]
+    errors: tuple[str, ...]
+    """Each failure of a stage on the clip, as `stage: reason`."""
+    duplicate_of: str | None
+    provenance: str | None
+
+    @classmethod
+    def from_json(cls, row: dict[str, Any]) -> ClipRow:
+        path = row.get("path") if isinstance(row.get("path"), str) else None
+        index = row.get("clip_index")
+        clip_id = row.get("clip_id") or (Path(path).stem if path else f"{Path(str(row.get('video'))).stem}#{index}")
+        errors = row.get("errors")
+        return cls(clip_id=str(clip_id), video=str(row.get("video", "")),
+                   clip_index=index if isinstance(index, int) else None,
+                   start_s=_number(row.get("start_s")), end_s=_number(row.get("end_s")), path=path,
+                   kept=bool(row.get("kept", path is not None)) and path is not None,
+                   filtered_by=tuple(str(r) for r in row.get("filtered_by") or ()),
+                   errors=(tuple(f"{k}: {v}" for k, v in errors.items()) if isinstance(errors, dict)
+                           else tuple(str(e) for e in errors) if isinstance(errors, list) else ()),
+                   duplicate_of=row.get("duplicate_of") or None, provenance=row.get("provenance") or None)
+
+    def span(self) -> str:
+        """The clip's times, as a person reads them."""
+        if self.start_s is None or self.end_s is None:
+            return "no clip"
+        return f"{self.start_s:.2f}–{self.end_s:.2f} s"
+
+
+@dataclass(frozen=True)
+class ProvenanceRecord:
+    """What produced a row's columns: per stage, its fields (env lock hash, weights hash, params, ...)."""
+
+    id: str
+    stages: dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class ReportInput:
+    out_dir: Path
+    rows: list[ClipRow]
+    run: dict[str, Any]
+    provenance: list[ProvenanceRecord]
+
+
+def read_inputs(out_dir: Path) -> ReportInput:
+    """The folder's rows, last run summary and provenance; ConfigError when it holds no results."""
+    metadata = out_dir / "metadata.jsonl"
+    try:
+        lines = metadata.read_text().splitlines()
+    except FileNotFoundError:
+        raise ConfigError(f"{out_dir} holds no metadata.jsonl: give the output folder of an `orchestrator run`") \
+            from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {metadata} ({exc.strerror})") from None
+    rows = []
+    for number, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            raise ConfigError(f"{metadata}: line {number} is not JSON; rerun `orchestrator run` into the "
+                              f"folder to rebuild it from .parts/") from None
+        if isinstance(row, dict):
+            rows.append(ClipRow.from_json(row))
+    run = _read_json(out_dir / "run.json")
+    return ReportInput(out_dir, rows, run if isinstance(run, dict) else {}, _provenance(out_dir, run))
+
+
+def _provenance(out_dir: Path, run: Any) -> list[ProvenanceRecord]:
+    """The run's provenance records, by id, whichever of the two places holds them (none: empty)."""
+    held = run.get("provenance") if isinstance(run, dict) else None
+    if held is None:
+        held = _read_json(out_dir / PROVENANCE_FILE)
+    if isinstance(held, list):
+        held = {str(r.get("id")): r for r in held if isinstance(r, dict)}
+    if not isinstance(held, dict):
+        return []
+    records = []
+    for record_id, record in sorted(held.items()):
+        stages = record.get("stages", record) if isinstance(record, dict) else {}
+        records.append(ProvenanceRecord(str(record_id), {str(name): fields for name, fields in stages.items()
+                                                         if isinstance(fields, dict)}))
+    return records
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
