@@ -106,8 +106,8 @@ class Timeline:
             self._halve()
 
     def _halve(self) -> None:
-        """Keep every other sample (the last one always) and sample half as often."""
-        keep = [*range(0, len(self.t) - 1, 2), len(self.t) - 1]
+        """Keep every other sample, from the first, and sample half as often: the spacing stays even."""
+        keep = range(0, len(self.t), 2)
         self.t = [self.t[i] for i in keep]
         self.done = {name: [values[i] for i in keep] for name, values in self.done.items()}
         self.replicas = {name: [values[i] for i in keep] for name, values in self.replicas.items()}

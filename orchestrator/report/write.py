@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.atomic import atomic_write_text
-from orchestrator.errors import ConfigError, OutputBusy, PipelineError
+from orchestrator.errors import ConfigError, OrchestratorError, OutputBusy, PipelineError
 from orchestrator.pipeline.output_lock import OutputLock
 from orchestrator.report.inputs import read_inputs
 from orchestrator.report.page import render
@@ -38,21 +38,19 @@ def write_report(out_dir: Path) -> Written:
     if not out_dir.is_dir():
         raise ConfigError(f"{out_dir} is not a folder: give the output folder of an `orchestrator run`")
     lock = OutputLock(out_dir)
+    target = out_dir / REPORT_FILE
     try:
         lock.acquire()
+        report = read_inputs(out_dir)
+        thumbs = Thumbnails(out_dir)
+        atomic_write_text(target, render(report, thumbs))
+        thumbs.prune()
     except OutputBusy:
         raise OutputBusy(f"{out_dir} is in use by a run, which writes its report when it ends (or run "
                          f"`orchestrator report {out_dir}` once it has)") from None
-    try:
-        report = read_inputs(out_dir)
-        thumbs = Thumbnails(out_dir)
-        target = out_dir / REPORT_FILE
-        try:
-            atomic_write_text(target, render(report, thumbs))
-            thumbs.prune()
-        except OSError as exc:
-            raise PipelineError(f"cannot write the report {target} ({exc.strerror}); the results are untouched")\
-                from None
+    except OSError as exc:
+        raise PipelineError(f"cannot write the report {target} ({exc.strerror}); the results are untouched") \
+            from None
     finally:
         lock.release()
     kept = sum(row.kept for row in report.rows)
@@ -64,6 +62,6 @@ def report_after_run(out_dir: Path, warn: Callable[[str], None]) -> Written | No
     try:
         return write_report(out_dir)
     except Exception as exc:  # the run's results are written: nothing here may fail it
-        warn(f"the report was not written ({type(exc).__name__}: {exc}); `orchestrator report {out_dir}` "
-             f"tries again")
+        reason = str(exc) if isinstance(exc, OrchestratorError) else f"{type(exc).__name__}: {exc}"
+        warn(f"the report was not written: {reason}; `orchestrator report {out_dir}` tries again")
         return None
