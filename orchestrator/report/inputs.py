@@ -38,10 +38,13 @@ class ClipRow:
     provenance: str | None
 
     @classmethod
-    def from_json(cls, row: dict[str, Any]) -> ClipRow:
+    def from_json(cls, row: dict[str, Any], video_ids: dict[str, str]) -> ClipRow:
+        """`video_ids`: each source's video id, for rows that name no clip (`<video id>_<index:04d>`)."""
         path = row.get("path") if isinstance(row.get("path"), str) else None
         index = row.get("clip_index")
-        clip_id = row.get("clip_id") or (Path(path).stem if path else f"{Path(str(row.get('video'))).stem}#{index}")
+        video_id = row.get("video_id") or video_ids.get(str(row.get("video")), Path(str(row.get("video"))).stem)
+        clip_id = row.get("clip_id") or (Path(path).stem if path else f"{video_id}_{index:04d}"
+                                         if isinstance(index, int) else f"{video_id} (no clip)")
         errors = row.get("errors")
         return cls(clip_id=str(clip_id), video=str(row.get("video", "")),
                    clip_index=index if isinstance(index, int) else None,
@@ -85,7 +88,7 @@ def read_inputs(out_dir: Path) -> ReportInput:
             from None
     except OSError as exc:
         raise ConfigError(f"cannot read {metadata} ({exc.strerror})") from None
-    rows = []
+    raw = []
     for number, line in enumerate(lines, 1):
         try:
             row = json.loads(line)
@@ -93,9 +96,13 @@ def read_inputs(out_dir: Path) -> ReportInput:
             raise ConfigError(f"{metadata}: line {number} is not JSON; rerun `orchestrator run` into the "
                               f"folder to rebuild it from .parts/") from None
         if isinstance(row, dict):
-            rows.append(ClipRow.from_json(row))
+            raw.append(row)
+    # a kept clip's file is named `<video id>_<index>`: rows that lack the id get it from a sibling
+    video_ids = {str(r.get("video")): Path(r["path"]).stem.rsplit("_", 1)[0] for r in raw
+                 if isinstance(r.get("path"), str)}
     run = _read_json(out_dir / "run.json")
-    return ReportInput(out_dir, rows, run if isinstance(run, dict) else {}, _provenance(out_dir, run))
+    return ReportInput(out_dir, [ClipRow.from_json(r, video_ids) for r in raw], run if isinstance(run, dict) else {},
+                       _provenance(out_dir, run))
 
 
 def _provenance(out_dir: Path, run: Any) -> list[ProvenanceRecord]:

@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 from orchestrator.report.inputs import ClipRow, ReportInput
 from orchestrator.report.plots import line_chart, palette, throughput
-from orchestrator.report.thumbs import Thumbnails
+from orchestrator.report.thumbs import MAX_IMAGES, Thumbnails
 
 MAX_TILES = 400
 """Clips shown per group (a video's kept clips, a reason, a duplicate group); the rest are counted."""
@@ -62,13 +62,15 @@ def render(report: ReportInput, thumbs: Thumbnails) -> str:
         ("provenance", "Provenance", _provenance(report)),
         ("warnings", "Warnings", _warnings(report.run)),
     ]
+    capped = (f'<p class="more">{thumbs.over_budget} clips are shown without a picture: a report makes at most '
+              f"{MAX_IMAGES} images.</p>" if thumbs.over_budget else "")
     nav = "".join(f'<a href="#{key}">{escape(title)}</a>' for key, title, _ in sections)
     body = "".join(f'<section id="{key}"><h2>{escape(title)}</h2>{content}</section>'
                    for key, title, content in sections)
     title = f"Report: {report.out_dir.name}"
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
             f"<style>{STYLE}</style></head><body><header><h1>{escape(title)}</h1>"
-            f'<p class="summary">{_summary(report, kept, duplicates, filtered)}</p><nav>{nav}</nav></header>'
+            f'<p class="summary">{_summary(report, kept, duplicates, filtered)}</p>{capped}<nav>{nav}</nav></header>'
             f"{body}</body></html>\n")
 
 

@@ -27,6 +27,9 @@ IMAGES_DIR = "report_files"
 PREVIEW_FRAMES = 6
 PREVIEW_WIDTH = 192
 FRAME_MS = 350
+MAX_IMAGES = 500
+"""Images one report shows at most (kept clips first): a folder of many thousand clips reports in minutes, not
+hours. Images of unchanged clips are reused, so mostly a run's new clips cost decoding."""
 SETTINGS = f"{PREVIEW_FRAMES}x{PREVIEW_WIDTH}@{FRAME_MS}"
 """Part of every image's key: changing how previews are made remakes them."""
 UNREADABLE = (av.error.FFmpegError, OSError, ValueError, IndexError, StopIteration)
@@ -39,6 +42,8 @@ class Thumbnails:
         self.out_dir = out_dir
         self.folder = out_dir / IMAGES_DIR
         self.used: set[str] = set()
+        self.over_budget = 0
+        """Clips left without an image because the report already shows MAX_IMAGES."""
 
     def preview(self, row: ClipRow) -> str | None:
         """The animated preview of a kept clip, as a path relative to the output folder."""
@@ -74,6 +79,9 @@ class Thumbnails:
         return f"{re.sub(r'[^A-Za-z0-9._-]', '_', row.clip_id)}.{key.hexdigest()[:10]}.webp"
 
     def _made(self, name: str, frames: Callable[[], list[Image.Image]]) -> str | None:
+        if len(self.used) >= MAX_IMAGES:
+            self.over_budget += 1
+            return None
         target = self.folder / name
         if not target.is_file():
             try:
