@@ -2,7 +2,8 @@
 
     metadata.jsonl ─▶ ClipRow per line (older rows, lacking clip_id/kept/duplicate_of, are read too)
     run.json       ─▶ the last run's summary (stages, timeline, failures, warnings), {} when absent
-    provenance     ─▶ ProvenanceRecord per id: run.json's `provenance`, or provenance.json beside it
+    provenance.jsonl ─▶ ProvenanceRecord per id (one line each: {"id", "stages": {stage: {model, env, lock,
+                         weights, params}}}), none when the folder records none
 
 Every field a row may lack is given the value the folder implies (kept: it has a clip file), so a folder
 written by an older orchestrator, or before a dedup or provenance stage existed, still reports.
@@ -17,7 +18,7 @@ from typing import Any
 
 from orchestrator.errors import ConfigError
 
-PROVENANCE_FILE = "provenance.json"
+PROVENANCE_FILE = "provenance.jsonl"
 
 
 @dataclass(frozen=True)
@@ -45,14 +46,12 @@ class ClipRow:
         video_id = row.get("video_id") or video_ids.get(str(row.get("video")), Path(str(row.get("video"))).stem)
         clip_id = row.get("clip_id") or (Path(path).stem if path else f"{video_id}_{index:04d}"
                                          if isinstance(index, int) else f"{video_id} (no clip)")
-        errors = row.get("errors")
         return cls(clip_id=str(clip_id), video=str(row.get("video", "")),
                    clip_index=index if isinstance(index, int) else None,
                    start_s=_number(row.get("start_s")), end_s=_number(row.get("end_s")), path=path,
                    kept=bool(row.get("kept", path is not None)) and path is not None,
                    filtered_by=tuple(str(r) for r in row.get("filtered_by") or ()),
-                   errors=(tuple(f"{k}: {v}" for k, v in errors.items()) if isinstance(errors, dict)
-                           else tuple(str(e) for e in errors) if isinstance(errors, list) else ()),
+                   errors=_errors(row.get("errors")),
                    duplicate_of=row.get("duplicate_of") or None, provenance=row.get("provenance") or None)
 
     def span(self) -> str:
@@ -102,23 +101,35 @@ def read_inputs(out_dir: Path) -> ReportInput:
                  if isinstance(r.get("path"), str)}
     run = _read_json(out_dir / "run.json")
     return ReportInput(out_dir, [ClipRow.from_json(r, video_ids) for r in raw], run if isinstance(run, dict) else {},
-                       _provenance(out_dir, run))
+                       _provenance(out_dir))
 
 
-def _provenance(out_dir: Path, run: Any) -> list[ProvenanceRecord]:
-    """The run's provenance records, by id, whichever of the two places holds them (none: empty)."""
-    held = run.get("provenance") if isinstance(run, dict) else None
-    if held is None:
-        held = _read_json(out_dir / PROVENANCE_FILE)
-    if isinstance(held, list):
-        held = {str(r.get("id")): r for r in held if isinstance(r, dict)}
-    if not isinstance(held, dict):
+def _errors(errors: Any) -> tuple[str, ...]:
+    """A row's errors as lines: `[{"stage", "reason"}, ...]`, or the older `{stage: reason}`."""
+    if isinstance(errors, dict):
+        return tuple(f"{stage}: {reason}" for stage, reason in errors.items())
+    if not isinstance(errors, list):
+        return ()
+    return tuple(f"{e['stage']}: {e.get('reason')}" if isinstance(e, dict) and e.get("stage")
+                 else str(e.get("reason") if isinstance(e, dict) else e) for e in errors)
+
+
+def _provenance(out_dir: Path) -> list[ProvenanceRecord]:
+    """The folder's provenance records, in the order they were recorded (lines that are not one are skipped)."""
+    try:
+        lines = (out_dir / PROVENANCE_FILE).read_text().splitlines()
+    except OSError:
         return []
     records = []
-    for record_id, record in sorted(held.items()):
-        stages = record.get("stages", record) if isinstance(record, dict) else {}
-        records.append(ProvenanceRecord(str(record_id), {str(name): fields for name, fields in stages.items()
-                                                         if isinstance(fields, dict)}))
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        stages = record.get("stages") if isinstance(record, dict) else None
+        if isinstance(stages, dict):
+            records.append(ProvenanceRecord(str(record.get("id")), {str(name): fields for name, fields in
+                                                                  stages.items() if isinstance(fields, dict)}))
     return records
 
 

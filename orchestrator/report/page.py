@@ -76,7 +76,8 @@ def render(report: ReportInput, thumbs: Thumbnails) -> str:
 
 def _summary(report: ReportInput, kept: list[ClipRow], duplicates: list[ClipRow], filtered: list[ClipRow]) -> str:
     run = report.run
-    videos = f"{run['videos_done']}/{run['videos']} videos" if "videos" in run else "videos"
+    videos = (f"{run['videos_done']}/{run['videos']} videos" if "videos" in run
+              else f"{len({row.video for row in report.rows})} videos")
     wall = f" in {run['wall_s']:.1f} s" if isinstance(run.get("wall_s"), int | float) else ""
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return escape(f"{videos}, {len(report.rows)} clips: {len(kept)} kept, {len(filtered)} filtered, "
@@ -165,14 +166,13 @@ def _by(rows: Iterable[ClipRow], key: Any) -> list[tuple[Any, list[ClipRow]]]:
 
 
 def _failures(run: dict[str, Any]) -> str:
-    failures = run.get("failures") or []
+    failures = [f for f in run.get("failures") or [] if isinstance(f, dict)]
     if not failures:
         return '<p class="empty">The last run had no failures.</p>'
     head = "<tr><th>video</th><th>clip</th><th>stage</th><th>reason</th></tr>"
-    body = "".join(f"<tr><td>{escape(str(f.get('video') or 'the run'))}</td>"
-                   f"<td class=\"n\">{escape(str(f.get('clip_index') if f.get('clip_index') is not None else ''))}"
-                   f"</td><td>{escape(str(f.get('stage') or ''))}</td><td>{escape(str(f.get('reason', '')))}</td></tr>"
-                   for f in failures if isinstance(f, dict))
+    body = "".join('<tr class="failure">' + "".join(f"<td>{escape(cell)}</td>" for cell in (
+        str(f.get("video") or "the run"), "" if f.get("clip_index") is None else str(f["clip_index"]),
+        str(f.get("stage") or ""), str(f.get("reason", "")))) + "</tr>" for f in failures)
     return f"<table>{head}{body}</table>"
 
 

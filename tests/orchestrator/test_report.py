@@ -44,10 +44,20 @@ class Dom(HTMLParser):
     def __init__(self, html: str) -> None:
         super().__init__()
         self.elements: list[tuple[str, dict[str, str]]] = []
+        self.texts: dict[str, list[str]] = {}
+        self._section = ""
         self.feed(html)
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.elements.append((tag, {k: v or "" for k, v in attrs}))
+        if tag == "section":
+            self._section = self.elements[-1][1].get("id", "")
+
+    def handle_data(self, data: str) -> None:
+        self.texts.setdefault(self._section, []).append(data)
+
+    def text_of(self, section: str) -> str:
+        return " ".join(self.texts.get(section, []))
 
     def having(self, tag: str, css_class: str) -> list[dict[str, str]]:
         return [a for t, a in self.elements if t == tag and css_class in a.get("class", "").split()]
@@ -76,20 +86,38 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
         write_shots(folder / name, shots)
     copy_controlled_model(folder)
     shutil.copy(FIXTURES / "colour_splitter.py", folder / "colour_splitter.py")
+    (folder / "broken.mp4").write_bytes(b"not a video at all")  # a failure for the report to show
     config, out = folder / "pipeline.yaml", folder / "out"
-    config.write_text(PIPELINE.format(inputs=", ".join(str(folder / n) for n in SHOTS), output=out))
+    config.write_text(PIPELINE.format(inputs=", ".join(str(folder / n) for n in [*SHOTS, "broken.mp4"]), output=out))
     result = run(config)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1 and "broken.mp4" in result.stderr, result.stderr
     assert f"report: {out / 'report.html'}" in result.stdout
     return out
 
 
+def one_video_pipeline(folder: Path) -> tuple[Path, Path]:
+    write_shots(folder / "a.mp4", SHOTS["a.mp4"])
+    copy_controlled_model(folder)
+    shutil.copy(FIXTURES / "colour_splitter.py", folder / "colour_splitter.py")
+    config, out = folder / "pipeline.yaml", folder / "out"
+    config.write_text(PIPELINE.format(inputs=folder / "a.mp4", output=out))
+    return config, out
+
+
+def test_a_run_whose_report_cannot_be_written_warns_and_succeeds_with_its_results(tmp_path: Path) -> None:
+    config, out = one_video_pipeline(tmp_path)
+    out.mkdir()
+    (out / "report_files").write_text("a file where the report's images go")
+    result = run(config)
+    assert result.returncode == 0, result.stderr
+    (warning,) = [line for line in result.stderr.splitlines() if "report" in line]
+    assert warning.startswith("warning: the report was not written: cannot write the report")
+    rows, summary = outputs(out)
+    assert len(rows) == 3 and summary["kept"] == 2 and not (out / "report.html").exists()
+
+
 def test_a_run_with_no_report_writes_none(tmp_path: Path) -> None:
-    write_shots(tmp_path / "a.mp4", SHOTS["a.mp4"])
-    copy_controlled_model(tmp_path)
-    shutil.copy(FIXTURES / "colour_splitter.py", tmp_path / "colour_splitter.py")
-    config, out = tmp_path / "pipeline.yaml", tmp_path / "out"
-    config.write_text(PIPELINE.format(inputs=tmp_path / "a.mp4", output=out))
+    config, out = one_video_pipeline(tmp_path)
     result = run(config, "--no-report")
     assert result.returncode == 0, result.stderr
     assert (out / "metadata.jsonl").is_file() and "report:" not in result.stdout
@@ -109,6 +137,7 @@ def test_a_run_writes_a_report_showing_one_preview_per_kept_clip_in_headless_chr
     assert sorted(previews) == sorted(kept_ids(finished)) and len(previews) == 4
     assert len(dom.having("figure", "filtered")) == sum(1 for r in rows if not r["path"]) == 1
     assert len(dom.having("figure", "chart")) == 2
+    assert len(dom.having("tr", "failure")) == 1 and "broken.mp4" in dom.text_of("failures")
     screenshot = tmp_path / "report.png"
     chromium(finished / "report.html", f"--screenshot={screenshot}")
     with Image.open(screenshot) as shot:
@@ -186,8 +215,9 @@ def test_duplicate_groups_and_provenance_are_shown_from_the_rows(finished: Path,
                    duplicate_of=None, provenance="p1")
     duplicate.update(kept=False, path=None, filtered_by=["dedup"], duplicate_of=original)
     (out / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (out / "provenance.json").write_text(json.dumps({"p1": {"stages": {"stats": {
-        "lock_hash": "sha256:lock-of-ocr", "weights_hash": None, "params": {"returns": "frame_stats"}}}}}))
+    (out / "provenance.jsonl").write_text(json.dumps({"id": "p1", "stages": {"stats": {
+        "model": "controlled_model.ControlledModel", "env": "ocr", "lock": "sha256:lock-of-ocr", "weights": {},
+        "params": {"returns": "frame_stats"}}}}) + "\n")
     result = run_cli("report", str(out))
     assert result.returncode == 0, result.stderr
     dom = loaded_dom(out / "report.html")
