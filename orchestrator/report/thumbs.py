@@ -42,6 +42,7 @@ class Thumbnails:
         self.out_dir = out_dir
         self.folder = out_dir / IMAGES_DIR
         self.used: set[str] = set()
+        self.created: list[Path] = []
         self.over_budget = 0
         """Clips left without an image because the report already shows MAX_IMAGES."""
 
@@ -63,6 +64,11 @@ class Thumbnails:
         if name is None:
             return None
         return self._made(name, lambda: [_frame_at(source, row.start_s or 0.0)])
+
+    def discard_created(self) -> None:
+        """Remove the images this report made: a report that failed (a full disk) leaves no space taken."""
+        for path in self.created:
+            path.unlink(missing_ok=True)
 
     def prune(self) -> None:
         """Remove every image no longer shown (clips redone or gone), once the page that shows these is written."""
@@ -94,6 +100,7 @@ class Thumbnails:
             with atomic_file(target) as handle:
                 images[0].save(handle, format="WEBP", save_all=len(images) > 1, append_images=images[1:],
                                duration=FRAME_MS, loop=0, quality=70)
+            self.created.append(target)
         self.used.add(name)
         return f"{IMAGES_DIR}/{name}"
 

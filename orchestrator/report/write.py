@@ -39,11 +39,15 @@ def write_report(out_dir: Path) -> Written:
         raise ConfigError(f"{out_dir} is not a folder: give the output folder of an `orchestrator run`")
     lock = OutputLock(out_dir)
     target = out_dir / REPORT_FILE
+    thumbs = Thumbnails(out_dir)
     try:
         lock.acquire()
         report = read_inputs(out_dir)
-        thumbs = Thumbnails(out_dir)
-        atomic_write_text(target, render(report, thumbs))
+        try:
+            atomic_write_text(target, render(report, thumbs))
+        except BaseException:
+            thumbs.discard_created()
+            raise
         thumbs.prune()
     except OutputBusy:
         raise OutputBusy(f"{out_dir} is in use by a run, which writes its report when it ends (or run "
