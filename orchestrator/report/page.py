@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from html import escape
 from typing import Any
@@ -35,6 +35,7 @@ figcaption{font-size:12px;color:#444;word-break:break-all}
 .tile{width:192px;height:108px;display:flex;align-items:center;justify-content:center;text-align:center;
  background:#e6dede;color:#633;font-size:12px}
 img.missing{height:108px;border:1px dashed #c33}
+.error{color:#a22;display:block;max-height:4.2em;overflow:hidden}
 .badge{display:inline-block;background:#fde8c8;border-radius:3px;padding:0 4px;margin-top:2px}
 table{border-collapse:collapse;margin:8px 0;background:#fff}td,th{border:1px solid #ddd;padding:3px 8px;
  text-align:left;vertical-align:top}td.n{text-align:right}code{font-size:12px}
@@ -117,7 +118,7 @@ def _kept_tile(row: ClipRow, copies: int, thumbs: Thumbnails) -> str:
     src = thumbs.preview(row)
     picture = (f'<img class="thumb" data-clip="{escape(row.clip_id)}" src="{quote(src)}" alt="{escape(row.clip_id)}" '
                f'loading="lazy" onerror="{ON_BROKEN}">' if src else
-               f'<div class="tile">{escape(row.span())}<br>no preview: the clip file is unreadable</div>')
+               f'<div class="tile">{escape(row.span())}<br>no preview</div>')
     badge = (f'<br><a class="badge" href="#dup-{escape(row.clip_id)}">{copies} duplicate{"s" * (copies > 1)}</a>'
              if copies else "")
     return (f'<figure class="clip kept" id="clip-{escape(row.clip_id)}">{picture}<figcaption>'
@@ -148,16 +149,17 @@ def _filtered_tile(row: ClipRow, thumbs: Thumbnails) -> str:
     picture = (f'<img class="still" src="{quote(src)}" alt="{escape(row.clip_id)} (from its source video)" '
                f'loading="lazy" onerror="{ON_BROKEN}">' if src else
                f'<div class="tile">{escape(row.span())}<br>{escape(why)}</div>')
+    error = f'<br><span class="error">{escape(detail)}</span>' if detail else ""
     return (f'<figure class="clip filtered" title="{escape(detail or why)}">{picture}<figcaption>'
-            f"{escape(row.clip_id)}<br>{escape(row.span())} · {escape(why)}</figcaption></figure>")
+            f"{escape(row.clip_id)}<br>{escape(row.span())} · {escape(why)}{error}</figcaption></figure>")
 
 
-def _grid(rows: list[ClipRow], tile: Any) -> str:
+def _grid(rows: list[ClipRow], tile: Callable[[ClipRow], str]) -> str:
     more = f'<p class="more">and {len(rows) - MAX_TILES} more (see metadata.jsonl)</p>' if rows[MAX_TILES:] else ""
     return '<div class="grid">' + "".join(tile(row) for row in rows[:MAX_TILES]) + "</div>" + more
 
 
-def _by(rows: Iterable[ClipRow], key: Any) -> list[tuple[Any, list[ClipRow]]]:
+def _by(rows: Iterable[ClipRow], key: Callable[[ClipRow], Any]) -> list[tuple[Any, list[ClipRow]]]:
     """Rows grouped by `key`, groups in the order their first row comes."""
     groups: dict[Any, list[ClipRow]] = {}
     for row in rows:
