@@ -18,6 +18,7 @@ from typing import Any
 
 from orchestrator.errors import ConfigError
 
+METADATA = "metadata.jsonl"
 PROVENANCE_FILE = "provenance.jsonl"
 
 
@@ -79,12 +80,9 @@ class ReportInput:
 
 def read_inputs(out_dir: Path) -> ReportInput:
     """The folder's rows, last run summary and provenance; ConfigError when it holds no results."""
-    metadata = out_dir / "metadata.jsonl"
+    metadata = out_dir / METADATA
     try:
         lines = metadata.read_text().splitlines()
-    except FileNotFoundError:
-        raise ConfigError(f"{out_dir} holds no metadata.jsonl: give the output folder of an `orchestrator run`") \
-            from None
     except OSError as exc:
         raise ConfigError(f"cannot read {metadata} ({exc.strerror})") from None
     raw = []

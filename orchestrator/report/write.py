@@ -17,7 +17,7 @@ from pathlib import Path
 from orchestrator.atomic import atomic_write_text
 from orchestrator.errors import ConfigError, OrchestratorError, OutputBusy, PipelineError
 from orchestrator.pipeline.output_lock import OutputLock
-from orchestrator.report.inputs import read_inputs
+from orchestrator.report.inputs import METADATA, read_inputs
 from orchestrator.report.page import render
 from orchestrator.report.thumbs import Thumbnails
 
@@ -37,6 +37,8 @@ def write_report(out_dir: Path) -> Written:
     """Write `<out_dir>/report.html` (and its images) from the folder's results, holding the folder's lock."""
     if not out_dir.is_dir():
         raise ConfigError(f"{out_dir} is not a folder: give the output folder of an `orchestrator run`")
+    if not (out_dir / METADATA).is_file():  # before the lock, which would add its files to any folder
+        raise ConfigError(f"{out_dir} holds no {METADATA}: give the output folder of an `orchestrator run`")
     lock = OutputLock(out_dir)
     target = out_dir / REPORT_FILE
     thumbs = Thumbnails(out_dir)

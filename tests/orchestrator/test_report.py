@@ -272,6 +272,7 @@ def test_a_report_that_fills_the_disk_is_one_line_or_a_warning_and_leaves_the_fo
 def test_report_names_what_is_wrong_with_its_folder_in_one_line(finished: Path, tmp_path: Path) -> None:
     empty = run_cli("report", str(tmp_path))
     assert empty.returncode == 2 and "holds no metadata.jsonl" in empty.stderr
+    assert not list(tmp_path.iterdir())  # a folder that is not an output folder is left alone
     lock = OutputLock(finished)
     lock.acquire()
     try:
