@@ -14,6 +14,8 @@ from html import escape
 WIDTH, HEIGHT = 760, 230
 LEFT, RIGHT, TOP, BOTTOM = 52, 150, 14, 34
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+DASHES = ("none", "10 5", "3 4", "14 4 3 4")
+"""Line patterns in turn, so stages whose lines coincide (they move together) stay told apart."""
 Scale = Callable[[float], float]
 """A chart's map from a value to its pixel position on one axis."""
 RATE_WINDOW = 5
@@ -68,11 +70,13 @@ def line_chart(title: str, t: Sequence[float], series: Mapping[str, Sequence[flo
         colour = colours.get(name, COLOURS[0])
         # earlier lines drawn wider, so a line that another covers (stages moving together) still shows
         width = min(2 + 2 * (len(series) - 1 - index), 10)
-        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="{width}" stroke-linejoin="round" '
-                     f'points="{_points(t, values, x, y, steps)}"/>')
+        dash = DASHES[index % len(DASHES)]
+        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="{width}" stroke-dasharray="{dash}" '
+                     f'stroke-linejoin="round" points="{_points(t, values, x, y, steps)}"/>')
         legend_y = TOP + 16 * index + 8
-        parts.append(f'<rect x="{WIDTH - RIGHT + 14}" y="{legend_y - 6}" width="12" height="4" fill="{colour}"/>'
-                     f'<text x="{WIDTH - RIGHT + 32}" y="{legend_y}" class="legend">{escape(name)}</text>')
+        parts.append(f'<line x1="{WIDTH - RIGHT + 10}" y1="{legend_y - 4}" x2="{WIDTH - RIGHT + 34}" '
+                     f'y2="{legend_y - 4}" stroke="{colour}" stroke-width="3" stroke-dasharray="{dash}"/>'
+                     f'<text x="{WIDTH - RIGHT + 40}" y="{legend_y}" class="legend">{escape(name)}</text>')
     parts.append("</svg></figure>")
     return "".join(parts)
 
