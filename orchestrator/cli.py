@@ -1,4 +1,5 @@
-"""Command line entry point: `orchestrator run`, `orchestrator envs ...`, `orchestrator models ...`.
+"""Command line entry point: `orchestrator run`, `orchestrator report`, `orchestrator envs ...`,
+`orchestrator models ...`.
 
 Whatever a user can fix ends as a line or two of text and an exit code, never a traceback:
 
@@ -19,6 +20,7 @@ from rich.markup import escape
 
 from orchestrator.cli_envs import envs_app
 from orchestrator.cli_models import models_app
+from orchestrator.cli_report import report
 from orchestrator.cli_run import run
 from orchestrator.errors import OrchestratorError
 from orchestrator.render import error_console
@@ -30,6 +32,7 @@ older ones import the click package, and `typer.BadParameter` is that click's cl
 app = typer.Typer(no_args_is_help=True, add_completion=False, context_settings={"help_option_names": ["-h", "--help"]},
                   help="Run video-curation pipelines, one locked env per model.")
 app.command("run")(run)
+app.command("report")(report)
 app.add_typer(envs_app, name="envs")
 app.add_typer(models_app, name="models")
 

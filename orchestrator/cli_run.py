@@ -8,6 +8,7 @@ from __future__ import annotations
 import enum
 import logging
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -50,8 +51,10 @@ def run(
     weights_from: Annotated[str | None, typer.Option("--weights-from", help="On Ray: where nodes lacking a model's "
                                                      "weights fetch them (hf, s3://bucket/prefix, a directory).")]
     = None,
+    no_report: Annotated[bool, typer.Option("--no-report", help="Do not write OUTPUT/report.html at the end "
+                                                                "(`orchestrator report` writes it later).")] = False,
 ) -> None:
-    """Run a pipeline: split videos into clips, annotate and filter them, write clips and metadata.
+    """Run a pipeline: split videos into clips, annotate and filter them, write clips, metadata and a report.
 
     Rerunning the same command after an interrupted or killed run resumes it: videos it finished are kept."""
     from orchestrator.pipeline.config import load_config
@@ -72,14 +75,26 @@ def run(
     try:
         summary = _execute(pipeline, config_dir, quiet, gpus=gpus, warn=warn, fresh=fresh, **where)
     except RunStopped as stopped:
+        if stopped.cause is not None and not no_report:  # stopped by an error: its report shows what failed
+            _report(stopped.out_dir, warn)
         error_console.print(f"[bold red]{'error: ' if stopped.cause else ''}[/]{escape(str(stopped))}",
                             highlight=False, soft_wrap=True)
         raise typer.Exit(130 if stopped.cause is None else 1) from None
     console.print(summary_table(summary))
+    if not no_report:
+        _report(config_dir / pipeline.output, warn)
     for failure in summary.failures:
         error_console.print(f"[red]failed:[/] {escape(failure.line())}", highlight=False, soft_wrap=True)
     if summary.failures:
         raise typer.Exit(1)
+
+
+def _report(out_dir: Path, warn: Callable[[str], None]) -> None:
+    """The run's report, once the run has released its folder; a failure to write it is only a warning."""
+    from orchestrator.report.write import report_after_run
+
+    if (written := report_after_run(out_dir, warn)) is not None:
+        console.print(f"report: {escape(str(written.path))}", highlight=False, soft_wrap=True)
 
 
 def _execute(pipeline: PipelineConfig, config_dir: Path, quiet: bool, **options: Any) -> RunSummary:

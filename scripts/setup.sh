@@ -6,7 +6,8 @@
 #   uv.lock ──(uv's own pin and hashes)──▶ pip installs that uv into .uv/ ──▶ uv sync --frozen ──▶ .venv
 #
 # Everything comes from PyPI, every file checked against the lock's hashes. PYTHON picks the interpreter
-# (default python3, 3.11 or newer); uv never downloads one.
+# (default python3, 3.11 or newer); uv never downloads one. The report's browser test needs headless Chromium:
+# when it is missing and this runs as root with apt, Debian's package is installed (SKIP_CHROMIUM=1 skips it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
@@ -37,3 +38,16 @@ fi
 interpreter=$("$python" -c 'import sys; print(sys.executable)')
 .uv/bin/uv sync --quiet --frozen --extra test --extra ray --python "$interpreter" --no-python-downloads
 .venv/bin/orchestrator envs build
+
+# Debian's chromium, for the test that loads the HTML report in a real headless browser (quiet, bounded).
+if [ -z "${SKIP_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing chromium (Debian's package) for the report's browser test..."
+        if ! { timeout 600 apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 900 \
+                apt-get install -y -qq --no-install-recommends chromium; } >/tmp/orchestrator-chromium.log 2>&1; then
+            echo "warning: installing chromium failed (see /tmp/orchestrator-chromium.log); tests/orchestrator/test_report.py needs it" >&2
+        fi
+    else
+        echo "note: chromium is missing and this is not root with apt-get; install Chromium for tests/orchestrator/test_report.py" >&2
+    fi
+fi

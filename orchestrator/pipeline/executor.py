@@ -29,7 +29,7 @@ from orchestrator.pipeline.filters import run_filter
 from orchestrator.pipeline.items import END, Clip, VideoDone, VideoItem
 from orchestrator.pipeline.pool import RetryPolicy, StagePool
 from orchestrator.pipeline.split import SplitLogic, decode_for_split
-from orchestrator.pipeline.stats import StageStats
+from orchestrator.pipeline.stats import StageStats, Timeline
 from orchestrator.pipeline.summary import Failure
 from orchestrator.pipeline.video import VideoInput
 from orchestrator.pipeline.writer import OutputWriter
@@ -67,6 +67,11 @@ class RunState:
     work_started: float | None = None
     """When the first clip reached the writer: the ETA does not count the start-up before it."""
     frames_at_start: int = 0
+    timeline: Timeline = field(default_factory=Timeline)
+
+    def sample(self, force: bool = False) -> None:
+        """Add the stages' progress to the timeline, about once per its interval (and at the end, `force`)."""
+        self.timeline.sample(time.monotonic() - self.started, self.stages, force)
 
     def clip_written(self, clip: Clip) -> None:
         """Every step is through with the frames up to this clip's end; the first one starts the ETA's clock."""
@@ -137,6 +142,7 @@ class PipelineExecutor:
             self.stop.set()
             for thread in self.threads:
                 thread.join(JOIN_TIMEOUT_S)
+            self.state.sample(force=True)
             close_all([w for pool in self.pools.values() for w in pool.workers()], StopGrace())
 
     def _pool(self, stage: StageConfig, logic: Any) -> StagePool:
@@ -190,6 +196,7 @@ class PipelineExecutor:
         clips: list[Clip] = []
         while True:
             self._raise_failure()
+            self.state.sample()
             try:
                 item = final.get(timeout=0.2)
             except queue.Empty:

@@ -290,4 +290,4 @@ def _summary(state: RunState, wall_s: float) -> RunSummary:
     return RunSummary(videos=state.videos_total, videos_done=state.videos_done, resumed=state.resumed,
                       clips=state.clips, kept=state.kept, failures=state.failures,
                       stages={n: s.summary() for n, s in state.stages.items()}, wall_s=round(wall_s, 3),
-                      autoscale=state.autoscale, warnings=state.warnings)
+                      autoscale=state.autoscale, warnings=state.warnings, timeline=state.timeline)

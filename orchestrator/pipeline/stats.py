@@ -74,3 +74,41 @@ class StageStats:
                 "replicas": self.replicas, "worker_restarts": self.restarts, "retried": self.retried,
                 "poisoned": self.poisoned, "ring_fallbacks": self.ring_fallbacks,
                 **({"nodes": dict(self.nodes)} if self.nodes else {})}
+
+
+TIMELINE_SAMPLES = 512
+"""The most samples a run's timeline holds: a long run keeps every other one and samples half as often."""
+
+
+@dataclass
+class Timeline:
+    """Per-stage items done and live replicas over the run, sampled about every `interval_s`, for the
+    report's plots. Its size is bounded: when `TIMELINE_SAMPLES` are held, every other one is dropped and
+    the interval doubles, so a day-long run keeps evenly spaced samples as a minute-long one does. Items done
+    are cumulative, so throughput between any two kept samples stays exact."""
+
+    interval_s: float = 1.0
+    t: list[float] = field(default_factory=list)
+    """Seconds since the run started."""
+    done: dict[str, list[int]] = field(default_factory=dict)
+    replicas: dict[str, list[int]] = field(default_factory=dict)
+    """Replicas whose worker was up (its model loaded) at each sample."""
+
+    def sample(self, t: float, stages: dict[str, StageStats], force: bool = False) -> None:
+        """Record the stages at `t` if `interval_s` has passed since the last sample (or `force`)."""
+        if not force and self.t and t - self.t[-1] < self.interval_s:
+            return
+        for name, stats in stages.items():
+            self.done.setdefault(name, [0] * len(self.t)).append(stats.done)
+            self.replicas.setdefault(name, [0] * len(self.t)).append(stats.states.count("ready"))
+        self.t.append(round(t, 3))
+        if len(self.t) >= TIMELINE_SAMPLES:
+            self._halve()
+
+    def _halve(self) -> None:
+        """Keep every other sample, from the first, and sample half as often: the spacing stays even."""
+        keep = range(0, len(self.t), 2)
+        self.t = [self.t[i] for i in keep]
+        self.done = {name: [values[i] for i in keep] for name, values in self.done.items()}
+        self.replicas = {name: [values[i] for i in keep] for name, values in self.replicas.items()}
+        self.interval_s *= 2

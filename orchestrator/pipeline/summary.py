@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.pipeline.autoscale_policy import ScalingDecision
+from orchestrator.pipeline.stats import Timeline
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ class RunSummary:
     autoscale: list[ScalingDecision] = field(default_factory=list)
     warnings: list[dict[str, Any]] = field(default_factory=list)
     """Videos kept with a note: those that decoded short of what their container declares."""
+    timeline: Timeline = field(default_factory=Timeline)
+    """Per-stage items done and live replicas over the run (what the report plots)."""
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
