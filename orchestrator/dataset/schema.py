@@ -137,21 +137,26 @@ def infer_type(value: Any) -> pa.DataType:
     return pa.string()
 
 
-def merge_types(a: pa.DataType, b: pa.DataType) -> pa.DataType:
+def merge_types(a: pa.DataType, b: pa.DataType, widen: bool = True) -> pa.DataType:
     """One type that holds values of both: unknown (null) parts take the other's; ints widen to floats;
-    fixed-size lists of other lengths become lists; anything else that disagrees is held as JSON text."""
+    fixed-size lists of other lengths become lists; anything else that disagrees is held as JSON text.
+    Without `widen` (`b` read back from JSON, which knows no float widths or list lengths) only unknown
+    parts of `a` are filled."""
     if a == b or pa.types.is_null(b):
         return a
     if pa.types.is_null(a):
         return b
     if pa.types.is_struct(a) and pa.types.is_struct(b):
         names = list(dict.fromkeys([f.name for f in a] + [f.name for f in b]))
-        return pa.struct([(n, _merge_field(a, b, n)) for n in names])
+        return pa.struct([(n, merge_types(_field_type(a, n), _field_type(b, n), widen)) for n in names])
     if _is_list(a) and _is_list(b):
-        item = merge_types(a.value_type, b.value_type)
-        if pa.types.is_fixed_size_list(a) and pa.types.is_fixed_size_list(b) and a.list_size == b.list_size:
+        item = merge_types(a.value_type, b.value_type, widen)
+        if pa.types.is_fixed_size_list(a) and (not widen or (pa.types.is_fixed_size_list(b)
+                                                              and a.list_size == b.list_size)):
             return pa.list_(item, a.list_size)
         return pa.list_(item)
+    if not widen:
+        return a
     if pa.types.is_integer(a) and pa.types.is_floating(b):
         return b
     if pa.types.is_floating(a) and (pa.types.is_integer(b) or pa.types.is_floating(b)):
@@ -159,11 +164,9 @@ def merge_types(a: pa.DataType, b: pa.DataType) -> pa.DataType:
     return pa.string()
 
 
-def _merge_field(a: pa.StructType, b: pa.StructType, name: str) -> pa.DataType:
-    ia, ib = a.get_field_index(name), b.get_field_index(name)
-    left = a.field(ia).type if ia >= 0 else pa.null()
-    right = b.field(ib).type if ib >= 0 else pa.null()
-    return merge_types(left, right)
+def _field_type(struct: pa.StructType, name: str) -> pa.DataType:
+    index = struct.get_field_index(name)
+    return struct.field(index).type if index >= 0 else pa.null()
 
 
 def _is_list(data_type: pa.DataType) -> bool:
@@ -177,9 +180,10 @@ def pin(inferred: pa.DataType, declared: Mapping[str, pa.DataType]) -> pa.DataTy
 
 
 def evolve(schema: pa.Schema, rows: Iterable[Mapping[str, Any]],
-           declared: Mapping[str, Mapping[str, pa.DataType]]) -> pa.Schema:
+           declared: Mapping[str, Mapping[str, pa.DataType]], widen: bool = True) -> pa.Schema:
     """`schema` grown to hold `rows`: a new column for each key it lacks (in the order first seen), an
-    unknown part of an inferred type filled in; base columns and declared fields never change."""
+    unknown part of an inferred type filled in (with `widen`, see `merge_types`, also widened to hold
+    them); base columns and declared fields never change."""
     columns = {f.name: f.type for f in schema}
     for name, fields in declared.items():
         columns[name] = pin(columns.get(name, pa.null()), fields)
@@ -187,7 +191,7 @@ def evolve(schema: pa.Schema, rows: Iterable[Mapping[str, Any]],
         for name, value in row.items():
             if name in BASE_NAMES:
                 continue
-            merged = merge_types(columns.get(name, pa.null()), infer_type(value))
+            merged = merge_types(columns.get(name, pa.null()), infer_type(value), widen)
             columns[name] = pin(merged, declared[name]) if name in declared else merged
     base = dict(BASE_COLUMNS)
     return pa.schema([(name, base.get(name, data_type)) for name, data_type in

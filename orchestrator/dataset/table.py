@@ -96,23 +96,23 @@ class ClipTable:
             else:
                 self._written[path.stem] = _recorded(path)
         stale = [p for p in parts.values() if not self._current(p)]
-        if self._grow(row for part in stale for row in part.rows):
+        if self._grow((row for part in stale for row in part.rows), widen=False):
             stale = [p for p in parts.values() if not self._current(p)]
         for part in stale:
             self._write(part)
         self._save_schema()
 
-    def add(self, part: Part, results: Iterable[Mapping[str, Any]], parts: Mapping[str, Part]) -> None:
+    def add(self, part: Part, results: Iterable[Mapping[str, Any]] | None, parts: Mapping[str, Part]) -> None:
         """Write a video's part; `results` are its rows as the models returned them (numpy arrays still
-        arrays, so an embedding is typed by its own length and width). Should they grow the schema, the
-        other parts are rewritten to it."""
-        if self._grow(results) or self._grow(part.rows):
+        arrays, so an embedding is typed by its own length and width), None for rows read back from JSON.
+        Should they grow the schema, the other parts are rewritten to it."""
+        if self._grow(part.rows, widen=False) if results is None else self._grow(results):
             self.sync(parts)
         else:
             self._write(part)
 
-    def _grow(self, rows: Iterable[Mapping[str, Any]]) -> bool:
-        grown = evolve(self.schema, rows, self.declared)
+    def _grow(self, rows: Iterable[Mapping[str, Any]], widen: bool = True) -> bool:
+        grown = evolve(self.schema, rows, self.declared, widen)
         if grown.equals(self.schema):
             return False
         self.schema = grown

@@ -167,11 +167,11 @@ class OutputWriter:
         for row in rows:
             row["path"] = row.get("path") if row.get("kept") else None
         with self._writing(PipelineError):
-            self._record(replace(earlier, rows=rows), rows)
+            self._record(replace(earlier, rows=rows), None)
             for path in dropped:
                 (self.out_dir / path).unlink(missing_ok=True)
 
-    def _record(self, part: Part, results: list[dict[str, Any]]) -> None:
+    def _record(self, part: Part, results: list[dict[str, Any]] | None) -> None:
         atomic_write_text(self.parts_dir / f"{part.video_id}.json", json.dumps(part.to_json(), default=to_json)
                           + "\n")
         self.parts[part.video_id] = part
