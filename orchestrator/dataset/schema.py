@@ -70,10 +70,9 @@ def _parse(tokens: list[str], text: str) -> tuple[pa.DataType, list[str]]:
         rest = _expect(rest, ">", text)
         if head == "list":
             return pa.list_(item), rest
-        rest = _expect(rest, "[", text)
-        if not rest or not rest[0].isdigit() or int(rest[0]) < 1:
+        if rest[:1] != ["["] or not rest[1:2] or not rest[1].isdigit() or int(rest[1]) < 1:
             raise TypeSyntaxError(f"{text!r}: fixed_size_list<...> needs its length as [n], n >= 1")
-        return pa.list_(item, int(rest[0])), _expect(rest[1:], "]", text)
+        return pa.list_(item, int(rest[1])), _expect(rest[2:], "]", text)
     if head == "struct":
         fields: list[pa.Field] = []
         rest = _expect(rest, "<", text)
@@ -93,7 +92,8 @@ def _parse(tokens: list[str], text: str) -> tuple[pa.DataType, list[str]]:
 
 def _expect(tokens: list[str], token: str, text: str) -> list[str]:
     if tokens[:1] != [token]:
-        raise TypeSyntaxError(f"{text!r}: expected {token!r} at {''.join(tokens) or 'the end'!r}")
+        where = repr("".join(tokens)) if tokens else "the end"
+        raise TypeSyntaxError(f"{text!r}: expected {token!r} at {where}")
     return tokens[1:]
 
 

@@ -1,7 +1,7 @@
 """The clip table: `<out>/clips.parquet/`, one Parquet part per finished video, all of one schema.
 
     <out>/.parts/<video id>.json            the rows (what resume trusts)
-    <out>/.parts/schema.json                the table's schema, recorded as it is first known and only grown
+    <out>/clips.parquet/_schema.json        the table's schema, recorded as it is first known and only grown
     <out>/clips.parquet/<video id>.parquet  the same rows, typed; records the hash of the rows and the schema
                                             it was written from, so a part that is missing, torn, or older
                                             than its rows or the schema is rewritten from `.parts`
@@ -35,9 +35,11 @@ from orchestrator.dataset.schema import (
     schema_to_json,
 )
 from orchestrator.errors import ConfigError, PipelineError
-from orchestrator.pipeline.parts import SCHEMA_FILE, Part
+from orchestrator.pipeline.parts import Part
 
 TABLE_DIR = "clips.parquet"
+SCHEMA_FILE = "_schema.json"
+"""Beside the parts; pyarrow and pandas skip names starting with `_` when they read the folder."""
 _ROWS_KEY, _SCHEMA_KEY = b"orchestrator.rows", b"orchestrator.schema"
 
 
@@ -53,10 +55,7 @@ class TableSpec:
         if clash := sorted(set(self.outputs) & BASE_NAMES):
             raise ConfigError(f"stage {clash[0]!r} has the name of a column every clip row has; rename the stage "
                               f"(taken: {', '.join(sorted(BASE_NAMES))})")
-
-
-INFERRED = TableSpec()
-"""A table whose stages are all typed by their results, with no model provenance."""
+        declared_types(self.outputs)  # a declaration the grammar does not read fails here, before any write
 
 
 def declared_types(outputs: Mapping[str, Mapping[str, str] | None]) -> dict[str, dict[str, pa.DataType]]:
@@ -71,6 +70,10 @@ def declared_types(outputs: Mapping[str, Mapping[str, str] | None]) -> dict[str,
     return declared
 
 
+INFERRED = TableSpec()
+"""A table whose stages are all typed by their results, with no model provenance."""
+
+
 def rows_hash(rows: list[dict[str, Any]]) -> str:
     return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -81,7 +84,7 @@ class ClipTable:
     def __init__(self, out_dir: Path, outputs: Mapping[str, Mapping[str, str] | None]) -> None:
         """`outputs`: each clip stage's declared outputs (None: inferred from its results)."""
         self.dir = out_dir / TABLE_DIR
-        self.schema_path = out_dir / ".parts" / SCHEMA_FILE
+        self.schema_path = self.dir / SCHEMA_FILE
         self.declared = declared_types(outputs)
         self.schema = evolve(read_schema(out_dir) or pa.schema([]), [], self.declared)
         self._written: dict[str, tuple[str, str]] = {}
@@ -179,7 +182,7 @@ def conform(value: Any, data_type: pa.DataType) -> Any:
 def read_schema(out_dir: Path) -> pa.Schema | None:
     """The schema the folder's table records, if any."""
     try:
-        return schema_from_json(json.loads((out_dir / ".parts" / SCHEMA_FILE).read_text()))
+        return schema_from_json(json.loads((out_dir / TABLE_DIR / SCHEMA_FILE).read_text()))
     except (OSError, ValueError):
         return None
 

@@ -11,8 +11,6 @@ from typing import Any
 from orchestrator.pipeline.video import VideoInput
 
 PIPELINE_FILE = "pipeline.json"
-SCHEMA_FILE = "schema.json"
-"""The clip table's recorded schema (orchestrator.dataset.table), beside the parts it types."""
 
 
 @dataclass(frozen=True)
@@ -46,7 +44,7 @@ def read_parts(parts_dir: Path) -> dict[str, Part]:
     """Every readable part in the folder, by video id (the file's name); others are ignored."""
     parts = {}
     for path in sorted(parts_dir.glob("*.json")) if parts_dir.is_dir() else []:
-        if path.name in (PIPELINE_FILE, SCHEMA_FILE):
+        if path.name == PIPELINE_FILE:
             continue
         try:
             part = Part.from_json(json.loads(path.read_text()))

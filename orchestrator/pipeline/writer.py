@@ -3,8 +3,8 @@
     <out>/clips/<video id>_<clip>.mp4   kept clips, renamed into place once encoded and judged
     <out>/.parts/<video id>.json        one finished video: its fingerprint, rows and whether it succeeded
     <out>/.parts/pipeline.json          what decided the results beside it (stages, params, codec)
-    <out>/.parts/schema.json            the clip table's schema, recorded once known (orchestrator.dataset.table)
     <out>/clips.parquet/<video id>.parquet  the same rows as a typed table, rebuilt from a part when stale
+    <out>/clips.parquet/_schema.json    the table's schema, recorded once known (orchestrator.dataset.table)
     <out>/metadata.jsonl                every finished video's rows, rebuilt from the parts (atomic)
     <out>/provenance.jsonl              what made the rows (locks, weights, params), one line per distinct set
     <out>/run.json                      the last run's summary (atomic)
@@ -72,7 +72,7 @@ def check_results_key(out_dir: Path, results_key: dict[str, Any]) -> None:
     with contextlib.suppress(FileNotFoundError, NotADirectoryError):
         earlier = json.loads((out_dir / ".parts" / PIPELINE_FILE).read_text())
         if earlier != _claim(results_key):
-            what = ("an older orchestrator's layout" if "layout" not in earlier
+            what = ("an older orchestrator's layout" if earlier.get("layout") != LAYOUT
                     else "a different pipeline (stages, params or codec changed)")
             raise ConfigError(f"{out_dir} holds results of {what}; rerun with --fresh to start over there (the "
                               f"earlier results are moved to {out_dir / '.previous'}), or choose another --output")
