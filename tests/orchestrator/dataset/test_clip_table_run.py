@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from orchestrator.dataset.provenance import provenance_of
 from orchestrator.dataset.schema import BASE_COLUMNS, format_type
 from orchestrator.dataset.table import read_table
 from orchestrator.pipeline.parts import read_parts
@@ -36,10 +37,12 @@ stages:
     model: detector_model.DeclaredDetector
     params: {{env: ocr, delay_s: {delay}}}
     frames: {{sampling: per_second, rate: 4}}
+"""
+INFERRED = """\
   - name: inferred
     model: detector_model.Detector
-    params: {{env: ocr}}
-    frames: {{sampling: per_second, rate: 4}}
+    params: {env: ocr}
+    frames: {sampling: per_second, rate: 4}
 """
 DOCUMENTED = [  # docs/dataset.md, "Columns"
     ("clip_id", "string"), ("video_id", "string"), ("video", "string"), ("fps", "float64"), ("width", "int32"),
@@ -53,12 +56,12 @@ DOCUMENTED = [  # docs/dataset.md, "Columns"
 DETECTIONS = "list<list<struct<label: string, score: {score}, box: {box}>>>"
 
 
-def write_pipeline(folder: Path, videos: list[Path], delay: float = 0.0) -> tuple[Path, Path]:
+def write_pipeline(folder: Path, videos: list[Path], delay: float = 0.0, inferred: bool = True) -> tuple[Path, Path]:
     for model in (FIXTURES / "colour_splitter.py", HERE / "detector_model.py"):
         shutil.copy(model, folder / model.name)
     config, out = folder / "pipeline.yaml", folder / "out"
     config.write_text(PIPELINE.format(inputs=", ".join(map(str, videos)), output=out, poison=list(POISON),
-                                      delay=delay))
+                                      delay=delay) + (INFERRED if inferred else ""))
     return config, out
 
 
@@ -159,6 +162,15 @@ def test_empty_and_full_detections_give_one_schema_in_every_part(runs: Runs) -> 
     assert not pa.types.is_null(schemas[0].field("inferred").type.field("detections").type.value_type.value_type)
 
 
+def test_each_row_names_what_made_it(runs: Runs) -> None:
+    made_by = provenance_of(runs.out, runs.first[0])
+    assert made_by is not None and sorted(made_by.stages) == ["declared", "inferred", "shots"]
+    declared = made_by.stages["declared"]
+    assert declared.model == "detector_model.DeclaredDetector" and declared.env == "ocr"
+    assert declared.lock is not None and len(declared.lock) == 64 and declared.params == {"env": "ocr", "delay_s": 0.0}
+    assert {r["provenance"] for r in runs.first} == {made_by.id}
+
+
 def test_a_rerun_keeps_each_row_once(runs: Runs) -> None:
     again = read_table(runs.out).to_pylist()
     ids = [(r["video_id"], r["clip_index"]) for r in again]
@@ -171,7 +183,7 @@ def test_a_rerun_keeps_each_row_once(runs: Runs) -> None:
 def test_a_run_killed_at_a_random_moment_resumes_without_duplicating_a_row(tmp_path: Path, seed: int) -> None:
     """Killed (SIGKILL, no cleanup) a random moment after its first video finished, the rerun resumes it."""
     inputs = videos(tmp_path)[:2]
-    config, out = write_pipeline(tmp_path, inputs, delay=0.15)
+    config, out = write_pipeline(tmp_path, inputs, delay=0.15, inferred=False)
     proc = start(config)
     try:
         deadline = time.monotonic() + 120

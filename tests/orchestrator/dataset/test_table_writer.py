@@ -54,6 +54,20 @@ def test_update_rows_replaces_a_videos_rows_everywhere_and_drops_the_clip_no_lon
         writer.update_rows("b", [])
 
 
+def test_a_stage_that_failed_on_a_clip_or_never_saw_it_leaves_its_key_null(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    a = video_file(tmp_path, "a")
+    writer = OutputWriter(out, KEY, [a], table=TableSpec({"det": None, "later": None}))
+    item = VideoItem(0, a, VideoMeta(24.0, 64, 48))
+    failed = Clip(item, 0, 0, 23, results={}, errors={"det": "failed on 3 attempts"})
+    writer.finish_video(item, [failed])
+    (row,) = rows(out)
+    assert row["det"] is None and row["later"] is None and row["kept"] is False
+    assert row["errors"] == [{"stage": "det", "reason": "failed on 3 attempts"}]
+    assert row["filtered_by"] == ["error:det"]
+    assert read_table(out).to_pylist() == [row]
+
+
 def test_a_table_part_missing_torn_or_older_than_its_rows_is_rebuilt_and_one_without_rows_removed(
         tmp_path: Path) -> None:
     out = tmp_path / "out"
