@@ -92,6 +92,8 @@ def test_inferred_types_are_recorded_so_a_later_run_and_an_empty_list_keep_them(
     empty, full, empty_again = (video_file(tmp_path, name) for name in ("a_empty", "b_full", "c_empty"))
     finish(OutputWriter(out, KEY, [empty]), empty, [{"det": {"boxes": [], "vec": np.ones(4, np.float32)}}])
     finish(OutputWriter(out, KEY, [full]), full, [{"det": {"boxes": [{"x": 1}], "vec": np.ones(4, np.float32)}}])
+    schemas = parts_schemas(out)  # the first part, written while its boxes' type was unknown, is rewritten
+    assert len(schemas) == 2 and schemas[0].equals(schemas[1])
     finish(OutputWriter(out, KEY, [empty_again]), empty_again, [{"det": {"boxes": [], "vec": None}}])
     schemas = parts_schemas(out)
     assert len(schemas) == 3 and all(s.equals(schemas[0]) for s in schemas)
