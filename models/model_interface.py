@@ -2,7 +2,7 @@
 
 The orchestrator never imports a model's module in its own process. It learns the model's
 declarations (`conda_env_name`, `weights_names`, `id_file_mapping`, `num_gpus`, `batched`,
-`split_window`) by instantiating the class in a child process (`workers.describe`), inside the
+`split_window`, `outputs`) by instantiating the class in a child process (`workers.describe`), inside the
 model's env whenever it knows that env; `setup()` and `__call__` run only inside a worker started
 with the interpreter of `conda_env_name`.
 """
@@ -40,6 +40,12 @@ class ModelInterface(abc.ABC):
     split_window: ClassVar[SplitWindow | None] = None
     """For split models that can read a video in windows (see `SplitWindow`); None: the whole video
     in one call."""
+
+    outputs: ClassVar[dict[str, str] | None] = None
+    """The fields of the dict `__call__` returns, each with its Arrow type, e.g. `{"text": "string",
+    "embedding": "fixed_size_list<float32>[768]"}` (grammar and examples in docs/dataset.md): the clip table
+    types the stage's column by it, so an empty list or a field missing from the first clips still has its
+    type. None: the table infers the types from the first results and keeps them."""
 
     @property
     @abc.abstractmethod

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -24,6 +24,11 @@ _BATCH_SIZE = 16
 
 class NudeNetContentFilter(ModelInterface):
     """Labels body parts per frame; the detector ships inside the wheel, so nothing is downloaded."""
+
+    outputs: ClassVar[dict[str, str]] = {
+        "detections": "list<list<struct<label: string, score: float32, box: fixed_size_list<int32>[4]>>>",
+        "unsafe_score": "float32",
+    }
 
     def __init__(self, min_score: float = 0.2) -> None:
         self.min_score = min_score

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -18,6 +18,11 @@ if conda_utils.is_running_in_env("ocr"):
 
 class RapidOCRTextReader(ModelInterface):
     """Reads every line of text in each frame; the models ship inside the wheel, so nothing is downloaded."""
+
+    outputs: ClassVar[dict[str, str]] = {
+        "texts": "list<list<struct<text: string, score: float32, box: list<fixed_size_list<float32>[2]>>>>",
+        "text": "string",
+    }
 
     def __init__(self, min_score: float = 0.5) -> None:
         self.min_score = min_score

@@ -37,6 +37,8 @@ class TransNetV2ShotDetector(ModelInterface):
     """
 
     split_window: ClassVar[SplitWindow] = SplitWindow(step=50, context=25)
+    outputs: ClassVar[dict[str, str]] = {"single_frame_predictions": "list<float32>", "transitions": "list<bool>"}
+    """Per core frame of a window; a split stage's answers become clips, not columns of the clip table."""
 
     def __init__(self, threshold: float = 0.5, device: str = "cpu") -> None:
         self.threshold = threshold

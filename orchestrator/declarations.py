@@ -1,7 +1,8 @@
 """A model's declarations as the parent holds them: decoded and checked from what `workers.describe` sent.
 
 The parent never holds a model instance. Everything it decides about a model (which env, which
-weights, how many GPUs, whether calls are batched, how a split reads a video) comes from here.
+weights, how many GPUs, whether calls are batched, how a split reads a video, how its results are typed) comes
+from here.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models.model_interface import ModelInterface, SplitWindow
+from orchestrator.dataset.schema import parse_type
 from orchestrator.errors import ConfigError
 from workers.describe import describe
 
@@ -26,6 +28,8 @@ class ModelDeclarations:
     num_gpus: float = 1.0
     batched: bool = False
     split_window: SplitWindow | None = None
+    outputs: Mapping[str, str] | None = None
+    """Each result field's Arrow type (see ModelInterface.outputs); None: inferred by the clip table."""
 
     @property
     def label(self) -> str:
@@ -47,6 +51,7 @@ class ModelDeclarations:
             num_gpus=check.number("num_gpus"),
             batched=check.flag("batched"),
             split_window=check.split_window(),
+            outputs=check.outputs(),
         )
 
     @classmethod
@@ -104,3 +109,17 @@ class _Checker:
         if not (type(step) is int and type(context) is int and step >= 1 and context >= 0):
             raise self._fail("split_window", "SplitWindow(step >= 1, context >= 0)")
         return SplitWindow(step, context)
+
+    def outputs(self) -> dict[str, str] | None:
+        value = self.data.get("outputs")
+        if value is None:
+            return None
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            raise self._fail("outputs", "a mapping of result field names to Arrow type strings")
+        for name, text in value.items():
+            try:
+                parse_type(text)
+            except ValueError as exc:
+                raise ConfigError(f"model {self.label} declares outputs[{name!r}] = {text!r}, which is not a "
+                                  f"type: {exc} (see docs/dataset.md)") from None
+        return dict(value)

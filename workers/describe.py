@@ -32,6 +32,7 @@ def describe(model: ModelInterface) -> dict[str, Any]:
         "num_gpus": model.num_gpus,
         "batched": model.batched,
         "split_window": None if window is None else {"step": window.step, "context": window.context},
+        "outputs": None if model.outputs is None else dict(model.outputs),
     }
 
 

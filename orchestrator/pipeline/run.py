@@ -19,6 +19,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from orchestrator.dataset.provenance import Provenance, stage_provenance
+from orchestrator.dataset.table import TableSpec
 from orchestrator.declarations import ModelDeclarations
 from orchestrator.describe import DescribeFailure, DescribeRequest, env_names
 from orchestrator.envs import Env, EnvRegistry
@@ -186,7 +188,8 @@ def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_lo
                 firsts = describe_stages(stages, workers)
                 prepared = _prepare(config, stages, firsts, workers, ray, gpus, weights_from, warn)
                 lock.acquire()
-                writer = OutputWriter(out_dir, config.results_key(), videos, fresh)
+                table = table_spec(config, stages, prepared.declarations, registry)
+                writer = OutputWriter(out_dir, config.results_key(), videos, fresh, table)
                 return _run(videos, writer, prepared, state, display, warn)
         finally:
             close_all(list(firsts.values()), STOP_AT_ONCE)
@@ -195,6 +198,16 @@ def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_lo
         raise RunStopped(None, count_kept(out_dir, videos), len(videos), out_dir) from None
     finally:
         lock.release()
+
+
+def table_spec(config: PipelineConfig, stages: dict[str, ResolvedStage],
+               declarations: dict[str, ModelDeclarations], registry: EnvRegistry) -> TableSpec:
+    """What the clip table knows of the run: each clip stage's declared outputs, and what made every model
+    stage's results (its env's lock, its weights as cached here, its params)."""
+    provenance = Provenance({name: stage_provenance(s.class_path, registry.spec(s.env.name),
+                                                    declarations[name].weights_names, s.config.params)
+                             for name, s in stages.items()})
+    return TableSpec({s.name: declarations[s.name].outputs for s in config.stages if s.model}, provenance)
 
 
 def open_videos(config: PipelineConfig, config_dir: Path, warn: Callable[[str], None]) -> tuple[

@@ -3,7 +3,10 @@
     <out>/clips/<video id>_<clip>.mp4   kept clips, renamed into place once encoded and judged
     <out>/.parts/<video id>.json        one finished video: its fingerprint, rows and whether it succeeded
     <out>/.parts/pipeline.json          what decided the results beside it (stages, params, codec)
+    <out>/clips.parquet/<video id>.parquet  the same rows as a typed table, rebuilt from a part when stale
+    <out>/clips.parquet/_schema.json    the table's schema, recorded once known (orchestrator.dataset.table)
     <out>/metadata.jsonl                every finished video's rows, rebuilt from the parts (atomic)
+    <out>/provenance.jsonl              what made the rows (locks, weights, params), one line per distinct set
     <out>/run.json                      the last run's summary (atomic)
     <out>/.previous/<time>/             what `--fresh` set aside: the earlier results, never deleted
 
@@ -12,7 +15,8 @@ present, inputs opened) and while the run holds the folder's lock, so a run that
 leaves the folder as it was. metadata.jsonl is never truncated: it is replaced, whole, by the rows of every
 part in the folder (this run's inputs first, in input order, then videos earlier runs finished), as videos
 finish and at the end. Clip names are fixed by the video's id and the clip's index, so redoing a video replaces
-what a killed run left instead of adding to it.
+what a killed run left instead of adding to it. Every row has the same keys (docs/dataset.md): a video that
+failed before it had a clip has one row of its own, and a stage that failed on a clip leaves its key null.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,18 +36,20 @@ from typing import Any
 import numpy as np
 
 from orchestrator.atomic import atomic_write_bytes, atomic_write_text
+from orchestrator.dataset.provenance import PROVENANCE_FILE, record_provenance
+from orchestrator.dataset.table import INFERRED, TABLE_DIR, ClipTable, TableSpec
 from orchestrator.errors import ConfigError, OutputFull, PipelineError
 from orchestrator.pipeline.items import Clip, VideoItem
 from orchestrator.pipeline.parts import PIPELINE_FILE, Part, read_parts, resumable_rows
 from orchestrator.pipeline.summary import RunSummary
 from orchestrator.pipeline.video import VideoInput
 
-LAYOUT = 2
+LAYOUT = 3
 """Bumped when the folder's layout (part names, clip names) changes: older results are not mixed in."""
 LARGE_METADATA = 16 << 20
 """metadata.jsonl is rebuilt whole; beyond this size (tens of thousands of clips), at most every LARGE_REBUILD_S."""
 LARGE_REBUILD_S = 10.0
-RESULTS = ("clips", ".parts", "metadata.jsonl", "run.json")
+RESULTS = ("clips", ".parts", TABLE_DIR, "metadata.jsonl", PROVENANCE_FILE, "run.json")
 """What `--fresh` sets aside."""
 
 
@@ -65,18 +72,24 @@ def check_results_key(out_dir: Path, results_key: dict[str, Any]) -> None:
     with contextlib.suppress(FileNotFoundError, NotADirectoryError):
         earlier = json.loads((out_dir / ".parts" / PIPELINE_FILE).read_text())
         if earlier != _claim(results_key):
-            what = ("an older orchestrator's layout" if "layout" not in earlier
+            what = ("an older orchestrator's layout" if earlier.get("layout") != LAYOUT
                     else "a different pipeline (stages, params or codec changed)")
             raise ConfigError(f"{out_dir} holds results of {what}; rerun with --fresh to start over there (the "
                               f"earlier results are moved to {out_dir / '.previous'}), or choose another --output")
+
+
+def _is_clip_path(path: Any) -> bool:
+    """A row's clip path that points into clips/ (a hand-edited row never removes anything else)."""
+    return isinstance(path, str) and Path(path).parent == Path("clips")
 
 
 class OutputWriter:
     """Writes one run's results into a folder whose lock the run holds."""
 
     def __init__(self, out_dir: Path, results_key: dict[str, Any], videos: list[VideoInput],
-                 fresh: bool = False) -> None:
-        """`fresh` moves the earlier results aside (see `set_aside`) instead of refusing another pipeline's."""
+                 fresh: bool = False, table: TableSpec = INFERRED) -> None:
+        """`fresh` moves the earlier results aside (see `set_aside`) instead of refusing another pipeline's;
+        `table` names the clip stages (each row has their keys) with their declared outputs, and what made them."""
         self.out_dir = out_dir
         self.parts_dir = out_dir / ".parts"
         self.clips_tmp = out_dir / ".tmp"
@@ -95,6 +108,11 @@ class OutputWriter:
             if not (self.parts_dir / PIPELINE_FILE).exists():
                 atomic_write_text(self.parts_dir / PIPELINE_FILE, json.dumps(claim, indent=2, sort_keys=True) + "\n")
         self.parts: dict[str, Part] = read_parts(self.parts_dir)
+        self.stages = list(table.outputs)
+        self.table = ClipTable(out_dir, table.outputs)
+        with self._writing(PipelineError):
+            self.provenance = record_provenance(out_dir, table.provenance)
+            self.table.sync(self.parts)
         self.changed = False
         """Whether this run finished a video: only then does it rewrite metadata.jsonl and run.json."""
         self._rebuilt_at = 0.0
@@ -122,22 +140,54 @@ class OutputWriter:
         return sum(self.resumable(video) is not None for video in self.videos)
 
     def finish_video(self, video: VideoItem, clips: list[Clip]) -> list[dict[str, Any]]:
-        """Keep or drop each clip's file, record the video's part atomically, then rebuild metadata.jsonl."""
+        """Keep or drop each clip's file, record the video's part atomically, then its table part, then rebuild
+        metadata.jsonl. Returns the clips' rows; a video that failed before it had a clip is recorded as one row
+        of its own (no clip index, its error), which is not returned."""
         if video.resumed is not None:
             return video.resumed
         with self._writing(PipelineError):
-            rows = [self._finish_clip(clip) for clip in clips]
+            results = [self._clip_row(video, clip) for clip in clips]
+            results += [self._failed_video_row(video)] if video.error and not clips else []
+            rows = json.loads(json.dumps(results, default=to_json))  # the rows as a rerun will read them back
             ok = video.error is None and not any(clip.errors for clip in clips)
             part = Part(str(video.video.path), video.video.video_id, video.video.fingerprint, ok, rows)
             self._drop_stale_clips(self.parts.get(part.video_id), {r["path"] for r in rows if r["path"]})
-            atomic_write_text(self.parts_dir / f"{part.video_id}.json", json.dumps(part.to_json(), default=to_json)
-                              + "\n")
-            self.parts[part.video_id] = part
-            self.changed = True
-            self._rebuild_metadata(force=False)
-        return rows
+            self._record(part, results)
+        return rows[:len(clips)]
 
-    def _finish_clip(self, clip: Clip) -> dict[str, Any]:
+    def update_rows(self, video_id: str, rows: list[dict[str, Any]]) -> None:
+        """Replace a finished video's rows (as the dedup stage marks duplicates): its part, then its table part,
+        each atomically (a crash leaves the old rows or the new; a stale table part is rebuilt from the part),
+        then the clip files of rows no longer kept, then metadata.jsonl."""
+        earlier = self.parts.get(video_id)
+        if earlier is None:
+            raise PipelineError(f"{self.out_dir}: no finished video {video_id!r} to update rows of")
+        rows = json.loads(json.dumps(rows, default=to_json))
+        dropped = [row["path"] for row in rows if not row.get("kept") and _is_clip_path(row.get("path"))]
+        for row in rows:
+            row["path"] = row.get("path") if row.get("kept") else None
+        with self._writing(PipelineError):
+            self._record(replace(earlier, rows=rows), None)
+            for path in dropped:
+                (self.out_dir / path).unlink(missing_ok=True)
+
+    def _record(self, part: Part, results: list[dict[str, Any]] | None) -> None:
+        atomic_write_text(self.parts_dir / f"{part.video_id}.json", json.dumps(part.to_json(), default=to_json)
+                          + "\n")
+        self.parts[part.video_id] = part
+        self.table.add(part, results, self.parts)
+        self.changed = True
+        self._rebuild_metadata(force=False)
+
+    def _video_columns(self, video: VideoItem) -> dict[str, Any]:
+        """What every row of a video says about the video itself."""
+        meta = video.meta or video.video.meta
+        return {"video_id": video.video.video_id, "video": str(video.video.path),
+                "fps": meta.fps if meta else None, "width": meta.width if meta else None,
+                "height": meta.height if meta else None, "video_frames": video.n_frames or None}
+
+    def _clip_row(self, video: VideoItem, clip: Clip) -> dict[str, Any]:
+        """The clip's row, its stages' results as the models returned them (numpy arrays still arrays)."""
         kept = clip.active and clip.encoded is not None
         path = None
         if kept:
@@ -146,20 +196,32 @@ class OutputWriter:
             path = str(target.relative_to(self.out_dir))
         elif clip.encoded is not None:
             Path(clip.encoded).unlink(missing_ok=True)
-        row = {
-            "video": str(clip.video.video.path), "clip_index": clip.index, "start_frame": clip.start,
-            "end_frame": clip.end, "start_s": clip.start_s,
-            "end_s": clip.end_s, "path": path,
-            "filtered_by": (clip.filtered_by or [f"error:{s}" for s in clip.errors]) or None,
-            **({"errors": clip.errors} if clip.errors else {}), **clip.video.notes, **clip.results,
+        return {
+            "clip_id": f"{video.video.video_id}_{clip.index:04d}", **self._video_columns(video),
+            "clip_index": clip.index, "start_frame": clip.start, "end_frame": clip.end,
+            "frames": clip.end - clip.start + 1, "start_s": clip.start_s, "end_s": clip.end_s, "path": path,
+            "kept": kept, "filtered_by": (clip.filtered_by or [f"error:{s}" for s in clip.errors]) or None,
+            "errors": [{"stage": s, "reason": r} for s, r in clip.errors.items()] or None,
+            **self._common(video), **{name: None for name in self.stages}, **clip.results,
         }
-        return json.loads(json.dumps(row, default=to_json))  # the rows as a rerun will read them back
+
+    def _failed_video_row(self, video: VideoItem) -> dict[str, Any]:
+        """The row of a video that failed before it had a clip: the video's columns and its error."""
+        return {
+            "clip_id": None, **self._video_columns(video), "clip_index": None, "start_frame": None,
+            "end_frame": None, "frames": None, "start_s": None, "end_s": None, "path": None, "kept": False,
+            "filtered_by": ["error:video"], "errors": [{"stage": None, "reason": video.error}],
+            **self._common(video), **{name: None for name in self.stages},
+        }
+
+    def _common(self, video: VideoItem) -> dict[str, Any]:
+        return {"duplicate_of": None, "truncated": None, **video.notes, "provenance": self.provenance}
 
     def _drop_stale_clips(self, earlier: Part | None, kept: set[str]) -> None:
         """Clip files an earlier attempt at this video kept that this attempt does not."""
         for row in earlier.rows if earlier else []:
             path = row.get("path")
-            if isinstance(path, str) and Path(path).parent == Path("clips") and path not in kept:
+            if _is_clip_path(path) and path not in kept:
                 (self.out_dir / path).unlink(missing_ok=True)
 
     def _rebuild_metadata(self, force: bool) -> None:

@@ -69,7 +69,7 @@ def test_describe_reads_every_declaration(tmp_path: Path) -> None:
     assert replies[0] == {"ok": True, "declarations": {
         "class": "Windowed", "conda_env_name": "video_splitting", "weights_names": ["org/a", "org/b"],
         "id_file_mapping": {"org/a": ["config.json"], "org/b": None}, "num_gpus": 0.5, "batched": True,
-        "split_window": {"step": 50, "context": 25}}}
+        "split_window": {"step": 50, "context": 25}, "outputs": None}}
     assert replies[1]["declarations"]["num_gpus"] == 0.25
 
 
@@ -100,7 +100,7 @@ def test_describe_returns_the_same_data_in_process() -> None:
         sys.path.remove(str(ROOT / "tests" / "fixtures"))
     assert describe(ControlledModel(env="ocr")) == {
         "class": "ControlledModel", "conda_env_name": "ocr", "weights_names": [], "id_file_mapping": {},
-        "num_gpus": 0.0, "batched": False, "split_window": None}
+        "num_gpus": 0.0, "batched": False, "split_window": None, "outputs": None}
 
 
 _IN_ENV = """

@@ -65,9 +65,10 @@ def outputs(out: Path) -> tuple[list[dict], dict]:
 
 
 def comparable(rows: list[dict]) -> list[dict]:
-    """Rows without what legitimately differs between runs (which worker process answered)."""
+    """Rows without what legitimately differs between runs (which worker process answered, and the id of
+    the provenance record, which differs with the models' params)."""
     return [{k: ({kk: vv for kk, vv in v.items() if kk != "pid"} if isinstance(v, dict) else v)
-             for k, v in row.items()} for row in rows]
+             for k, v in row.items() if k != "provenance"} for row in rows]
 
 
 def workers_of(parent: psutil.Process) -> list[psutil.Process]:
