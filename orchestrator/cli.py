@@ -20,6 +20,7 @@ from rich.markup import escape
 from orchestrator.cli_envs import envs_app
 from orchestrator.cli_models import models_app
 from orchestrator.cli_run import run
+from orchestrator.cli_shards import shards
 from orchestrator.errors import OrchestratorError
 from orchestrator.render import error_console
 
@@ -30,6 +31,7 @@ older ones import the click package, and `typer.BadParameter` is that click's cl
 app = typer.Typer(no_args_is_help=True, add_completion=False, context_settings={"help_option_names": ["-h", "--help"]},
                   help="Run video-curation pipelines, one locked env per model.")
 app.command("run")(run)
+app.command("shards")(shards)
 app.add_typer(envs_app, name="envs")
 app.add_typer(models_app, name="models")
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from orchestrator.dataset.shards import write_shards
 from orchestrator.declarations import ModelDeclarations
 from orchestrator.describe import DescribeFailure, DescribeRequest, env_names
 from orchestrator.envs import Env, EnvRegistry
@@ -261,6 +262,8 @@ def _run(videos: list[VideoInput], writer: OutputWriter, prepared: Prepared, sta
     summary = _summary(state, time.monotonic() - state.started)
     try:
         writer.finish_run(summary, completed=stopped is None)
+        if stopped is None and prepared.config.shards is not None:  # after dedup: the rows are final
+            write_shards(writer.out_dir, prepared.config.shards.max_bytes)
     except PipelineError as exc:
         stopped = stopped or RunStopped(exc, 0, len(videos), writer.out_dir)
     if stopped is not None:
