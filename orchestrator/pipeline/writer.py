@@ -21,9 +21,11 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -136,6 +138,29 @@ class OutputWriter:
             self.changed = True
             self._rebuild_metadata(force=False)
         return rows
+
+    def update_rows(self, video_id: str, rows: list[dict[str, Any]]) -> None:
+        """Replace a finished video's rows (a later step changed them): its part atomically, then the clip files
+        of the video no row keeps are removed and metadata.jsonl rebuilt. A crash leaves the old rows or the
+        new; a file it leaves that no row keeps is removed by the video's next update."""
+        rows = json.loads(json.dumps(rows, default=to_json))
+        part = replace(self.parts[video_id], rows=rows)
+        kept = {Path(r["path"]).name for r in rows if r.get("path")}
+        own = re.compile(rf"{re.escape(video_id)}_\d+\.mp4")
+        with self._writing(PipelineError):
+            atomic_write_text(self.parts_dir / f"{video_id}.json", json.dumps(part.to_json()) + "\n")
+            self.parts[video_id] = part
+            for path in (self.out_dir / "clips").glob(f"{video_id}_*.mp4"):
+                if own.fullmatch(path.name) and path.name not in kept:
+                    path.unlink()
+            self.changed = True
+            self._rebuild_metadata(force=False)
+
+    def record_results_key(self, results_key: dict[str, Any]) -> None:
+        """Record that the folder's results are now those of `results_key` (after a step redid part of them)."""
+        with self._writing(PipelineError):
+            atomic_write_text(self.parts_dir / PIPELINE_FILE,
+                              json.dumps(_claim(results_key), indent=2, sort_keys=True) + "\n")
 
     def _finish_clip(self, clip: Clip) -> dict[str, Any]:
         kept = clip.active and clip.encoded is not None
