@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.errors import ConfigError
+from orchestrator.pipeline.config import FilterSpec, load_config
+from orchestrator.pipeline.redo import plan_redo
 from tests.orchestrator.dataset.test_shards import check_shards
 from tests.orchestrator.pipeline.media import write_shots
 from tests.orchestrator.pipeline.runs import RUN, _default_signals
@@ -118,14 +121,17 @@ def test_redo_replaces_the_stage_results_reapplies_its_filters_and_records_the_n
     assert by_shot(rows_of(out)) == after
 
 
-def test_a_redo_whose_config_differs_elsewhere_is_refused_in_one_line(folder):
-    config = write_config(folder, VIDEOS, scale=1.5)
-    config.write_text(config.read_text().replace("min_duration_s: 0.4", "min_duration_s: 0.5"))
-    refused = redo(folder, config)
-    assert refused.returncode == 2 and "Traceback" not in refused.stderr
-    assert "in more than stage 'stats''s model and params (stage 'keep' changed)" in refused.stderr
-    unknown = run_cli("run", str(config), "--quiet", "--redo-stage", "shots")
-    assert unknown.returncode == 2 and "no model stage 'shots'" in unknown.stderr
+def test_a_redo_whose_config_differs_elsewhere_or_names_no_model_stage_is_refused(folder):
+    config, _ = load_config(write_config(folder, VIDEOS, scale=1.5))
+    other = config.model_copy(update={"stages": [*config.stages[:2], config.stages[2].model_copy(
+        update={"filter": FilterSpec(min_duration_s=0.5, max={"stats.score": 0.6})})]})
+    with pytest.raises(ConfigError, match=r"in more than stage 'stats''s model and params \(stage 'keep' changed\)"):
+        plan_redo(folder / "out", other, "stats")
+    with pytest.raises(ConfigError, match="no model stage 'shots'"):
+        plan_redo(folder / "out", config, "shots")
+    with pytest.raises(ConfigError, match="holds no pipeline results"):
+        plan_redo(folder / "nowhere", config, "stats")
+    assert plan_redo(folder / "out", config, "stats").stage_names == {"stats", "keep"}
 
 
 def test_a_video_the_stage_fails_on_keeps_its_rows_whole_and_a_plain_run_waits_for_the_redo(folder):
