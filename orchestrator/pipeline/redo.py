@@ -22,6 +22,7 @@ filtered as in a run: `path` null, `filtered_by` its reasons; its file moves to 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import queue
@@ -204,11 +205,13 @@ class RedoSource:
         self.videos = plan.videos()
 
     def read(self, outq: queue.Queue, stop: threading.Event) -> None:
-        """Each video left to redo: its VideoItem, a Clip per row with a file, VideoDone; then END."""
+        """Each video left to redo: its VideoItem, a Clip per row with a file, VideoDone; then END. A clip's
+        frames are read as it is put, so the bounded channel holds few at a time."""
         for seq, video in enumerate(self.videos):
             item = VideoItem(seq, video)
             rows = [r for r in self.plan.parts[video.video_id].rows if r.get("path")]
-            for each in [item, *(self._clip(item, row) for row in rows), VideoDone(item)]:
+            clips = (self._clip(item, row) for row in rows)
+            for each in itertools.chain([item], clips, [VideoDone(item)]):
                 if not put(outq, each, stop):
                     return
         put(outq, END, stop)
@@ -217,8 +220,7 @@ class RedoSource:
         """A kept clip as the cut step would send it: the other stages' results (for the filters) and the
         frames this stage samples, read from its file."""
         results = {n: row[n] for n in self.plan.model_stages if n in row and n != self.stage.name}
-        times = (row["start_s"], row["end_s"]) if row.get("start_s") is not None and row.get("end_s") is not None \
-            else None
+        times = (row["start_s"], row["end_s"]) if None not in (row.get("start_s"), row.get("end_s")) else None
         clip = Clip(video, row["clip_index"], row["start_frame"], row["end_frame"], results=results, times=times)
         try:
             clip.frames = {self.stage.name: self._frames(self.plan.out_dir / str(row["path"]), clip)}
