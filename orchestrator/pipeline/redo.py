@@ -64,7 +64,7 @@ class RedoJournal:
     def read(cls, out_dir: Path) -> RedoJournal | None:
         try:
             return cls(**json.loads((out_dir / ".parts" / JOURNAL).read_text()))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
         except (OSError, ValueError, TypeError) as exc:
             raise ConfigError(f"{out_dir / '.parts' / JOURNAL}: unreadable ({exc}); rerun with --fresh to start "

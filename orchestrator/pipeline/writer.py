@@ -5,6 +5,7 @@
     <out>/.parts/pipeline.json          what decided the results beside it (stages, params, codec)
     <out>/metadata.jsonl                every finished video's rows, rebuilt from the parts (atomic)
     <out>/run.json                      the last run's summary (atomic)
+    <out>/shards/                       WebDataset shards of the kept clips, when asked for (dataset/shards.py)
     <out>/.previous/<time>/             what `--fresh` set aside: the earlier results, never deleted
 
 The writer is made only once the run is known to be able to start (config valid, stages described, weights
@@ -44,7 +45,7 @@ LAYOUT = 2
 LARGE_METADATA = 16 << 20
 """metadata.jsonl is rebuilt whole; beyond this size (tens of thousands of clips), at most every LARGE_REBUILD_S."""
 LARGE_REBUILD_S = 10.0
-RESULTS = ("clips", ".parts", "metadata.jsonl", "run.json")
+RESULTS = ("clips", ".parts", "metadata.jsonl", "run.json", "shards")
 """What `--fresh` sets aside."""
 
 

@@ -23,6 +23,7 @@ from orchestrator.dataset.shards import MANIFEST, parse_size, write_shards
 from orchestrator.errors import ConfigError
 from orchestrator.pipeline.config import load_config
 from orchestrator.pipeline.parts import Part
+from orchestrator.pipeline.writer import OutputWriter
 from tests.orchestrator.pipeline.media import write_shots
 from tests.support.cli import run_cli
 from tests.support.paths import FIXTURES, ROOT
@@ -242,3 +243,12 @@ def test_a_config_with_a_bad_shard_size_names_its_line_and_field(tmp_path):
         load_config(config)
     config.write_text(config.read_text().replace("1XB", "512MiB"))
     assert load_config(config)[0].shards.max_bytes == 512 * 2**20  # type: ignore[union-attr]
+
+
+def test_fresh_sets_the_shards_aside_with_the_results_they_were_written_from(folder, tmp_path):
+    out, _ = folder
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    write_shards(copy, 10**9)
+    writer = OutputWriter(copy, {"stages": []}, [], fresh=True)
+    assert not (copy / "shards").exists() and (writer.set_aside / "shards" / MANIFEST).is_file()  # type: ignore[operator]
