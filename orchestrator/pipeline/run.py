@@ -6,6 +6,9 @@ env, check weights, place replicas on GPUs, then (only then) write into the outp
                   first worker whose place fits)
         ray:   ─▶ writer ─▶ PipelineExecutor with Ray-hosted workers (each node checks its env and weights)
 
+With `--redo-stage NAME` the videos are the folder's finished ones and only NAME's workers start; the executor
+runs NAME (and the filters on its fields) over the clips the folder keeps (pipeline/redo.py).
+
 Everything before the writer only reads, so a run that fails or is interrupted there leaves the output folder
 as it was; the lock (taken first when the folder exists) keeps a second run out of it throughout.
 """

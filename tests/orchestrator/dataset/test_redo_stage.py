@@ -177,14 +177,14 @@ def _check_whole_videos(out: Path) -> int:
 
 
 def test_a_redo_killed_at_random_moments_leaves_whole_videos_and_the_same_command_finishes_it(first_run, folder):
-    config = write_config(folder, VIDEOS, scale=1.5, delay_s=0.15)  # a video takes 0.3 s
+    config = write_config(folder, VIDEOS, scale=1.5, delay_s=0.1)  # a video takes 0.2 s
     for seed in range(2):
         out = folder / f"out-{seed}"
         shutil.copytree(first_run / "out", out)
         proc = _start_redo(config, out)
         try:
             _wait_for(out / ".parts" / "redo.json", proc)  # the first video is redone
-            time.sleep(random.Random(seed).uniform(0.0, 0.9))  # the fault's moment, not a synchronisation
+            time.sleep(random.Random(seed).uniform(0.0, 0.6))  # the fault's moment, not a synchronisation
             proc.send_signal(signal.SIGKILL)
         finally:
             proc.communicate(timeout=60)

@@ -19,6 +19,7 @@ import av
 import pytest
 
 from orchestrator.atomic import atomic_write_text
+from orchestrator.cli_shards import shards
 from orchestrator.dataset.shards import MANIFEST, parse_size, write_shards
 from orchestrator.errors import ConfigError
 from orchestrator.pipeline.config import load_config
@@ -189,8 +190,8 @@ def test_the_cli_writes_shards_and_refuses_a_bad_size_in_one_line(folder, tmp_pa
     check_shards(out, kept, 2 * 10**6, tmp_path / "clip.mp4")
     bad = run_cli("shards", str(out), "--max-bytes", "2XB")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "'2XB' is not a size" in bad.stderr
-    missing = run_cli("shards", str(tmp_path / "nowhere"))
-    assert missing.returncode == 2 and "no such output folder" in missing.stderr
+    with pytest.raises(ConfigError, match="no such output folder"):
+        shards(tmp_path / "nowhere", "1GB")
 
 
 @pytest.mark.parametrize(("text", "size"), [("1GB", 10**9), ("2GiB", 2 * 2**30), ("500 mb", 5 * 10**8),
