@@ -28,7 +28,7 @@ import os
 import queue
 import shutil
 import threading
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -256,7 +256,8 @@ class RedoSource:
         self._set_aside(part, rows)
         self.writer.update_rows(part.video_id, rows)
         self.plan.journal = replace(self.plan.journal, done=[*self.plan.journal.done, part.video_id])
-        self._write(lambda: self.plan.journal.write(self.plan.out_dir), self.plan.out_dir / ".parts")
+        with _writing_to(self.plan.out_dir / ".parts"):
+            self.plan.journal.write(self.plan.out_dir)
         return rows
 
     def _redone(self, row: dict[str, Any], clip: Clip) -> dict[str, Any]:
@@ -273,8 +274,7 @@ class RedoSource:
         """Keep the video's rows from before the redo (the first time only) and hard links to the clip files
         the new rows drop, so the redo destroys nothing."""
         aside = self.plan.out_dir / self.plan.journal.aside
-
-        def keep() -> None:
+        with _writing_to(aside):
             (aside / ".parts").mkdir(parents=True, exist_ok=True)
             earlier = aside / ".parts" / f"{part.video_id}.json"
             if not earlier.exists():
@@ -286,15 +286,15 @@ class RedoSource:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     _link_or_copy(source, target)
 
-        self._write(keep, aside)
 
-    @staticmethod
-    def _write(action: Callable[[], None], where: Path) -> None:
-        try:
-            action()
-        except OSError as exc:
-            raise PipelineError(f"cannot write to {where} ({exc.strerror}: {exc.filename}); free some space and "
-                                f"rerun the same command to finish the redo") from None
+@contextlib.contextmanager
+def _writing_to(where: Path) -> Iterator[None]:
+    """A file system error (a full disk) as one line naming the folder; the rerun finishes the redo."""
+    try:
+        yield
+    except OSError as exc:
+        raise PipelineError(f"cannot write to {where} ({exc.strerror}: {exc.filename}); free some space and rerun "
+                            f"the same command to finish the redo") from None
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
