@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -21,7 +22,7 @@ import pytest
 from orchestrator.atomic import atomic_write_text
 from orchestrator.cli_shards import shards
 from orchestrator.dataset.shards import MANIFEST, parse_size, write_shards
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, OutputFull
 from orchestrator.pipeline.config import load_config
 from orchestrator.pipeline.parts import Part
 from orchestrator.pipeline.writer import OutputWriter
@@ -253,3 +254,27 @@ def test_fresh_sets_the_shards_aside_with_the_results_they_were_written_from(fol
     write_shards(copy, 10**9)
     writer = OutputWriter(copy, {"stages": []}, [], fresh=True)
     assert not (copy / "shards").exists() and (writer.set_aside / "shards" / MANIFEST).is_file()  # type: ignore[operator]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real file system (tmpfs, 128 KiB) that holds the folder's clips and parts but not their shards too."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(mount)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"mounting a small tmpfs needs root: {mounted.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def test_a_full_disk_stops_the_shards_with_one_line_and_leaves_no_manifest_nor_temp_file(folder, small_disk):
+    out, _ = folder
+    copy = small_disk / "out"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("shards"))
+    with pytest.raises(OutputFull, match=r"shards: no space left on device writing shards; free some space"):
+        write_shards(copy, 1)
+    assert (copy / "shards").is_dir() and not (copy / "shards" / MANIFEST).exists()
+    assert not [p for p in (copy / "shards").glob("**/.*")], "a temp file was left behind"
