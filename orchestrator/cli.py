@@ -22,6 +22,7 @@ from orchestrator.cli_envs import envs_app
 from orchestrator.cli_models import models_app
 from orchestrator.cli_report import report
 from orchestrator.cli_run import run
+from orchestrator.cli_shards import shards
 from orchestrator.errors import OrchestratorError
 from orchestrator.render import error_console
 
@@ -33,6 +34,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, context_settings={
                   help="Run video-curation pipelines, one locked env per model.")
 app.command("run")(run)
 app.command("report")(report)
+app.command("shards")(shards)
 app.add_typer(envs_app, name="envs")
 app.add_typer(models_app, name="models")
 

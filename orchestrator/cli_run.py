@@ -53,6 +53,10 @@ def run(
     = None,
     no_report: Annotated[bool, typer.Option("--no-report", help="Do not write OUTPUT/report.html at the end "
                                                                 "(`orchestrator report` writes it later).")] = False,
+    redo_stage: Annotated[str | None, typer.Option("--redo-stage", help="Rerun this model stage over the output "
+                                                   "folder's kept clips and replace its results (the config may "
+                                                   "differ from the folder's only in its model and params).")]
+    = None,
 ) -> None:
     """Run a pipeline: split videos into clips, annotate and filter them, write clips, metadata and a report.
 
@@ -63,7 +67,11 @@ def run(
     pipeline, config_dir = load_config(config, inputs, output)
     if executor is Executor.local and (address or weights_from):
         raise ConfigError("--address and --weights-from apply to --executor ray; add --executor ray or drop them")
-    where = {"on_ray": executor is Executor.ray, "ray_address": address, "weights_from": weights_from}
+    if redo_stage and (fresh or inputs):
+        raise ConfigError("--redo-stage reruns a stage over the clips the output folder holds; drop --fresh and "
+                          "--input")
+    where = {"on_ray": executor is Executor.ray, "ray_address": address, "weights_from": weights_from,
+             "redo_stage": redo_stage}
     # Set both explicitly: a run started in the background inherits SIGINT ignored, and must still stop on it.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)

@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from orchestrator.dataset.shards import parse_size
 from orchestrator.errors import ConfigError
 from orchestrator.model_source import absolute_class_path
 from orchestrator.pipeline.config_errors import ConfigProblem, Location, config_problems, problem_at
@@ -164,6 +165,18 @@ class StageConfig(_Strict):
 _RESULT_FIELDS = {"name", "split", "model", "filter", "params", "frames", "input"}
 
 
+class ShardsConfig(_Strict):
+    """WebDataset shards of the kept clips, written at the end of a run (see orchestrator.dataset.shards)."""
+
+    max_bytes: int
+    """The most bytes of one tar: a whole number or a size such as 500MB, 1GB, 2GiB."""
+
+    @field_validator("max_bytes", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> int:
+        return parse_size(value)
+
+
 class PipelineConfig(_Strict):
     inputs: list[str] = Field(min_length=1)
     output: str
@@ -172,6 +185,8 @@ class PipelineConfig(_Strict):
     strict: bool = False
     """Fail a video that decodes short of what its container declares (truncated or damaged) instead of
     keeping its clips with a `truncated` note."""
+    shards: ShardsConfig | None = None
+    """Write WebDataset shards of the kept clips once a run has finished (after dedup)."""
 
     @model_validator(mode="after")
     def _stage_order(self) -> PipelineConfig:

@@ -105,11 +105,11 @@ class VideoCutter:
                     path = self.clips_tmp / f"{self.video.video.video_id}_{clip.index:04d}.mp4"
                     encoder = ClipEncoder(path, frame.time_base, self.fps, width, height, self.codec)
                     clip.encoded = encoder.path
-                image = _resize(frame.image, (width, height))  # a stream may change size mid-clip
+                image = resize_frame(frame.image, (width, height))  # a stream may change size mid-clip
                 encoder.write(image, frame.pts - first.pts)  # type: ignore[union-attr]
                 for stage in self.stages:
                     if index in wanted[stage.name]:
-                        picked[stage.name].append(_resize(image, stage.frames.size))
+                        picked[stage.name].append(resize_frame(image, stage.frames.size))
             if first is not None:
                 end_pts = self._end_of_last_frame()
                 clip.times = (first.time_s, float(end_pts * first.time_base))
@@ -136,7 +136,8 @@ class VideoCutter:
         return self._ahead.pts if self._ahead is not None else self._decoder.end_pts
 
 
-def _resize(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+def resize_frame(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    """A frame at a stage's `frames.size` (PIL bilinear), or as it is when that is its size or none is set."""
     if size is None or (frame.shape[1], frame.shape[0]) == size:
         return frame
     return np.asarray(Image.fromarray(frame).resize(size, Image.BILINEAR))

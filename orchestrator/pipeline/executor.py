@@ -2,6 +2,8 @@
 
     decode (split size, in windows) ─▶ split pool ─▶ cut clips (full size) ─▶ clip stage pools / filters
         ─▶ writer (the calling thread)
+    or, over clips already cut (`--redo-stage`):
+    a ClipSource ─▶ the clip stage pools / filters it names ─▶ the source records each video
 
 Channels are bounded, so a long input never piles up in memory (backpressure). Each model stage's pool owns
 its workers. A step that raises stops the run with its error (never a silent hang); finished videos stay
@@ -15,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from orchestrator.declarations import ModelDeclarations
 from orchestrator.errors import PipelineError
@@ -41,6 +43,19 @@ QUEUE_DEPTH = 8
 JOIN_TIMEOUT_S = 10.0
 
 WorkerFactory = Callable[[StageConfig, int], Worker]
+
+
+class ClipSource(Protocol):
+    """Clips already in an output folder, run through some clip stages instead of decode, split and cut."""
+
+    stage_names: frozenset[str]
+    """The clip stages (models and filters) to run, in the config's order."""
+
+    def read(self, outq: queue.Queue, stop: threading.Event) -> None:
+        """Put each video's VideoItem, its clips (with the frames those stages sample) and VideoDone, then END."""
+
+    def finish_video(self, video: VideoItem, clips: list[Clip]) -> list[dict[str, Any]]:
+        """Record what the stages found for a video; its rows as they now are."""
 
 
 @dataclass
@@ -116,8 +131,10 @@ class PipelineExecutor:
 
     def __init__(self, config: PipelineConfig, videos: list[VideoInput], writer: OutputWriter,
                  make_worker: WorkerFactory, state: RunState, declarations: Mapping[str, ModelDeclarations],
-                 adopt: Mapping[str, Mapping[int, Worker]] | None = None, resources: Resources | None = None) -> None:
-        """`resources` (cores, threads, GPU shares) let `replicas: auto` stages grow; without, they keep one."""
+                 adopt: Mapping[str, Mapping[int, Worker]] | None = None, resources: Resources | None = None,
+                 source: ClipSource | None = None) -> None:
+        """`resources` (cores, threads, GPU shares) let `replicas: auto` stages grow; without, they keep one.
+        With a `source`, its clips go through the stages it names and it records them; the writer only the run."""
         self.config = config
         self.declarations = declarations
         self.videos = videos
@@ -125,6 +142,7 @@ class PipelineExecutor:
         self.make_worker = make_worker
         self.state = state
         self.adopt = adopt or {}
+        self.source = source
         self.stop = threading.Event()
         self.pools: dict[str, StagePool] = {}
         self.threads: list[threading.Thread] = []
@@ -158,16 +176,12 @@ class PipelineExecutor:
         return pool
 
     def _start_steps(self) -> queue.Queue:
-        split, *rest = self.config.stages
-        window = self.declarations[split.name].split_window
-        decoded = Channel(QUEUE_DEPTH)
-        self._spawn("decode", decode_for_split, self.videos, split, window, self.writer.resumable, decoded,
-                    self.stop, self.config.strict)
-        answered = Channel(QUEUE_DEPTH)
-        self._spawn(split.name, self._pool(split, SplitLogic(split, window)).run, decoded, answered)
         current = Channel(QUEUE_DEPTH)
-        self._spawn("cut", cut_clips, [s for s in rest if s.model], self.writer.clips_tmp, self.config.clip_codec,
-                    answered, current, self.stop)
+        if self.source is not None:
+            rest = [s for s in self.config.stages if s.name in self.source.stage_names]
+            self._spawn("clips", self.source.read, current, self.stop)
+        else:
+            rest = self._start_cutting(current)
         for stage in rest:
             following = Channel(QUEUE_DEPTH)
             if stage.model:
@@ -179,6 +193,19 @@ class PipelineExecutor:
         if self.autoscaler is not None:
             self._spawn("autoscale", self.autoscaler.run, self.stop)
         return current
+
+    def _start_cutting(self, cut: Channel) -> list[StageConfig]:
+        """Decode, split pool and cut, putting the clips into `cut`; the clip stages that follow."""
+        split, *rest = self.config.stages
+        window = self.declarations[split.name].split_window
+        decoded = Channel(QUEUE_DEPTH)
+        self._spawn("decode", decode_for_split, self.videos, split, window, self.writer.resumable, decoded,
+                    self.stop, self.config.strict)
+        answered = Channel(QUEUE_DEPTH)
+        self._spawn(split.name, self._pool(split, SplitLogic(split, window)).run, decoded, answered)
+        self._spawn("cut", cut_clips, [s for s in rest if s.model], self.writer.clips_tmp, self.config.clip_codec,
+                    answered, cut, self.stop)
+        return rest
 
     def _spawn(self, name: str, target: Callable[..., None], *args: Any) -> None:
         def guarded() -> None:
@@ -222,10 +249,10 @@ class PipelineExecutor:
         raise PipelineError(f"step {step!r} failed: {type(exc).__name__}: {exc}") from exc
 
     def _finish(self, video: VideoItem, clips: list[Clip]) -> None:
-        if video.resumed is None and video.error is None and video.video.changed():
-            video.error = (f"{video.video.path}: the file changed while the run read it; rerun the same command "
-                           f"to redo it")
-        rows = self.writer.finish_video(video, clips)
+        if self.source is not None:  # its clips were read from the output folder, not from the video
+            rows = self.source.finish_video(video, clips)
+        else:
+            rows = self._write_video(video, clips)
         self.state.videos_done += 1
         self.state.resumed += video.resumed is not None
         self.state.clips += len(rows)
@@ -239,3 +266,9 @@ class PipelineExecutor:
         for clip in clips:
             for stage, reason in clip.errors.items():
                 self.state.failures.append(Failure(path, reason, clip.index, stage))
+
+    def _write_video(self, video: VideoItem, clips: list[Clip]) -> list[dict[str, Any]]:
+        if video.resumed is None and video.error is None and video.video.changed():
+            video.error = (f"{video.video.path}: the file changed while the run read it; rerun the same command "
+                           f"to redo it")
+        return self.writer.finish_video(video, clips)

@@ -6,6 +6,9 @@ env, check weights, place replicas on GPUs, then (only then) write into the outp
                   first worker whose place fits)
         ray:   ─▶ writer ─▶ PipelineExecutor with Ray-hosted workers (each node checks its env and weights)
 
+With `--redo-stage NAME` the videos are the folder's finished ones and only NAME's workers start; the executor
+runs NAME (and the filters on its fields) over the clips the folder keeps (pipeline/redo.py).
+
 Everything before the writer only reads, so a run that fails or is interrupted there leaves the output folder
 as it was; the lock (taken first when the folder exists) keeps a second run out of it throughout.
 """
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.dataset.provenance import Provenance, stage_provenance
+from orchestrator.dataset.shards import write_shards
 from orchestrator.dataset.table import TableSpec
 from orchestrator.declarations import ModelDeclarations
 from orchestrator.describe import DescribeFailure, DescribeRequest, env_names
@@ -40,6 +44,7 @@ from orchestrator.pipeline.executor import PipelineExecutor, RunState, WorkerFac
 from orchestrator.pipeline.gpus import GpuAssignment, cpu_fallback_warning, detect_gpu_count, pack_replicas
 from orchestrator.pipeline.output_lock import OutputLock
 from orchestrator.pipeline.parts import count_kept
+from orchestrator.pipeline.redo import RedoPlan, check_no_unfinished_redo, plan_redo
 from orchestrator.pipeline.summary import Failure, RunSummary
 from orchestrator.pipeline.video import VIDEO_SUFFIXES, VideoInput, expand_inputs, open_inputs
 from orchestrator.pipeline.writer import OutputWriter, check_results_key
@@ -64,11 +69,12 @@ class ResolvedStage:
     env: Env
 
 
-def resolve_stages(config: PipelineConfig, config_dir: Path, registry: EnvRegistry) -> dict[str, ResolvedStage]:
+def resolve_stages(config: PipelineConfig, config_dir: Path, registry: EnvRegistry,
+                   only: str | None = None) -> dict[str, ResolvedStage]:
     """Each model stage's env (named by the stage, read from the model's source, or read by a child of this
-    interpreter), built or found; this process never imports a model."""
+    interpreter), built or found; this process never imports a model. `only`: that stage alone."""
     search_dirs = (config_dir, Path.cwd())
-    stages = [s for s in config.stages if s.class_path]
+    stages = [s for s in config.stages if s.class_path and only in (None, s.name)]
     requests = [DescribeRequest(absolute_class_path(s.class_path or "", config_dir), s.params, s.env) for s in stages]
     resolved = {}
     for stage, request, name in zip(stages, requests, env_names(requests, search_dirs), strict=True):
@@ -164,21 +170,24 @@ class Prepared:
 def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_log: LogSink,
             warn: Callable[[str], None], display: Callable[[RunState], Any] | None = None,
             fresh: bool = False, ray_address: str | None = None, on_ray: bool = False,
-            weights_from: str | None = None) -> RunSummary:
+            weights_from: str | None = None, redo_stage: str | None = None) -> RunSummary:
     """Run the pipeline, here or (`on_ray`) with every replica on a Ray cluster; returns the run summary
-    (also written to run.json). Raises RunStopped when interrupted or stopped by an error once running."""
+    (also written to run.json). `redo_stage` reruns that stage over the output folder's clips instead (see
+    orchestrator.pipeline.redo). Raises RunStopped when interrupted or stopped by an error once running."""
     out_dir = config_dir / config.output
     lock = OutputLock(out_dir)
     videos: list[VideoInput] = []
     try:
         if out_dir.exists():
             lock.acquire()  # a second run into a folder in use is refused before it does anything
-        videos, failures, found = open_videos(config, config_dir, warn)
+        redo = plan_redo(out_dir, config, redo_stage) if redo_stage else None
+        videos, failures, found = redo.inputs() if redo else open_videos(config, config_dir, warn)
         state = RunState(videos_total=found, failures=failures)
         registry = EnvRegistry()
-        stages = resolve_stages(config, config_dir, registry)
-        if not fresh:
+        stages = resolve_stages(config, config_dir, registry, only=redo_stage)
+        if not fresh and redo is None:
             check_results_key(out_dir, config.results_key())  # after the config's own errors, before any worker
+            check_no_unfinished_redo(out_dir)
         ray = _connect_ray(ray_address) if on_ray else None  # once the cheap checks have passed
         runtime_dir = make_runtime_dir()
         workers = _Workers(stages, config_dir, runtime_dir, on_log)
@@ -189,8 +198,9 @@ def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_lo
                 prepared = _prepare(config, stages, firsts, workers, ray, gpus, weights_from, warn)
                 lock.acquire()
                 table = table_spec(config, stages, prepared.declarations, registry)
-                writer = OutputWriter(out_dir, config.results_key(), videos, fresh, table)
-                return _run(videos, writer, prepared, state, display, warn)
+                writer = OutputWriter(out_dir, redo.recorded_key if redo else config.results_key(), videos,
+                                      fresh, table)
+                return _run(videos, writer, prepared, state, display, warn, redo)
         finally:
             close_all(list(firsts.values()), STOP_AT_ONCE)
             shutil.rmtree(runtime_dir, ignore_errors=True)
@@ -207,7 +217,9 @@ def table_spec(config: PipelineConfig, stages: dict[str, ResolvedStage],
     provenance = Provenance({name: stage_provenance(s.class_path, registry.spec(s.env.name),
                                                     declarations[name].weights_names, s.config.params)
                              for name, s in stages.items()})
-    return TableSpec({s.name: declarations[s.name].outputs for s in config.stages if s.model}, provenance)
+    # a redo describes only the stage it redoes: the others' types are the ones the table recorded
+    return TableSpec({s.name: declarations[s.name].outputs if s.name in declarations else None
+                      for s in config.stages if s.model}, provenance)
 
 
 def open_videos(config: PipelineConfig, config_dir: Path, warn: Callable[[str], None]) -> tuple[
@@ -255,13 +267,14 @@ def _prepare(config: PipelineConfig, stages: dict[str, ResolvedStage], firsts: d
 
 
 def _run(videos: list[VideoInput], writer: OutputWriter, prepared: Prepared, state: RunState,
-         display: Callable[[RunState], Any] | None, warn: Callable[[str], None]) -> RunSummary:
+         display: Callable[[RunState], Any] | None, warn: Callable[[str], None], redo: RedoPlan | None) -> RunSummary:
     """Execute with the writer; its summary is recorded however the run ends."""
     if writer.set_aside is not None:
         warn(f"--fresh: moved the earlier results to {writer.set_aside} (delete it when no longer needed)")
     state.frames_total = sum(v.frames for v in videos if writer.resumable(v) is None)
     executor = PipelineExecutor(prepared.config, videos, writer, prepared.make, state, prepared.declarations,
-                                prepared.adopt, prepared.resources)
+                                prepared.adopt, prepared.resources,
+                                redo.source(writer, prepared.config) if redo else None)
     stopped: RunStopped | None = None
     try:
         executor.run(on_tick=(lambda: display(state)) if display else lambda: None)
@@ -274,11 +287,23 @@ def _run(videos: list[VideoInput], writer: OutputWriter, prepared: Prepared, sta
     summary = _summary(state, time.monotonic() - state.started)
     try:
         writer.finish_run(summary, completed=stopped is None)
+        if stopped is None:
+            _after_run(writer, prepared.config, redo, warn)
     except PipelineError as exc:
         stopped = stopped or RunStopped(exc, 0, len(videos), writer.out_dir)
     if stopped is not None:
         raise replace(stopped, kept=writer.kept())
     return summary
+
+
+def _after_run(writer: OutputWriter, config: PipelineConfig, redo: RedoPlan | None,
+               warn: Callable[[str], None]) -> None:
+    """Once every video is through: a redo records its new results (or says what is left), then the shards
+    are written from the final rows (after dedup)."""
+    if redo is not None and (left := redo.finish(writer)):
+        warn(left)
+    if config.shards is not None:
+        write_shards(writer.out_dir, config.shards.max_bytes)
 
 
 def _connect_ray(address: str | None) -> Any:

@@ -8,6 +8,7 @@
     <out>/metadata.jsonl                every finished video's rows, rebuilt from the parts (atomic)
     <out>/provenance.jsonl              what made the rows (locks, weights, params), one line per distinct set
     <out>/run.json                      the last run's summary (atomic)
+    <out>/shards/                       WebDataset shards of the kept clips, when asked for (dataset/shards.py)
     <out>/.previous/<time>/             what `--fresh` set aside: the earlier results, never deleted
 
 The writer is made only once the run is known to be able to start (config valid, stages described, weights
@@ -23,8 +24,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -49,7 +52,8 @@ LAYOUT = 3
 LARGE_METADATA = 16 << 20
 """metadata.jsonl is rebuilt whole; beyond this size (tens of thousands of clips), at most every LARGE_REBUILD_S."""
 LARGE_REBUILD_S = 10.0
-RESULTS = ("clips", ".parts", TABLE_DIR, "metadata.jsonl", PROVENANCE_FILE, "run.json")
+RESULTS = ("clips", ".parts", TABLE_DIR, "metadata.jsonl", PROVENANCE_FILE, "run.json", "shards", "report.html",
+           "report_files")
 """What `--fresh` sets aside."""
 
 
@@ -163,13 +167,27 @@ class OutputWriter:
         if earlier is None:
             raise PipelineError(f"{self.out_dir}: no finished video {video_id!r} to update rows of")
         rows = json.loads(json.dumps(rows, default=to_json))
-        dropped = [row["path"] for row in rows if not row.get("kept") and _is_clip_path(row.get("path"))]
         for row in rows:
             row["path"] = row.get("path") if row.get("kept") else None
+        kept = {Path(row["path"]).name for row in rows if _is_clip_path(row["path"])}
         with self._writing(PipelineError):
             self._record(replace(earlier, rows=rows), None)
-            for path in dropped:
-                (self.out_dir / path).unlink(missing_ok=True)
+            for path in self._clip_files(video_id):
+                if path.name not in kept:
+                    path.unlink(missing_ok=True)
+
+    def _clip_files(self, video_id: str) -> list[Path]:
+        """The clip files in the folder named for `video_id` (whatever its rows say: a step killed between a
+        video's update and its clean-up leaves one that the next update removes)."""
+        own = re.compile(rf"{re.escape(video_id)}_\d+\.mp4")
+        return [path for path in (self.out_dir / "clips").glob(f"{glob.escape(video_id)}_*.mp4")
+                if own.fullmatch(path.name)]
+
+    def record_results_key(self, results_key: dict[str, Any]) -> None:
+        """Record that the folder's results are now those of `results_key` (after a step redid part of them)."""
+        with self._writing(PipelineError):
+            atomic_write_text(self.parts_dir / PIPELINE_FILE,
+                              json.dumps(_claim(results_key), indent=2, sort_keys=True) + "\n")
 
     def _record(self, part: Part, results: list[dict[str, Any]] | None) -> None:
         atomic_write_text(self.parts_dir / f"{part.video_id}.json", json.dumps(part.to_json(), default=to_json)

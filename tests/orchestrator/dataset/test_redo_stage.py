@@ -1,0 +1,195 @@
+"""`orchestrator run CONFIG --redo-stage NAME`: one model stage rerun over the clips of an output folder, its
+results replaced in their rows, the filters on its fields re-applied; atomic per video under SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.errors import ConfigError
+from orchestrator.pipeline.config import FilterSpec, load_config
+from orchestrator.pipeline.redo import plan_redo
+from tests.orchestrator.dataset.test_shards import check_shards
+from tests.orchestrator.pipeline.media import write_shots
+from tests.orchestrator.pipeline.runs import RUN, _default_signals
+from tests.support.cli import run_cli
+from tests.support.paths import FIXTURES, ROOT
+
+PIPELINE = """\
+inputs: [{inputs}]
+output: {output}
+shards: {{max_bytes: 1MB}}
+stages:
+  - {{name: shots, split: colour_splitter.ColourSplitter, params: {{env: ocr}}, frames: {{size: [32, 24]}}}}
+  - {{name: stats, model: scaled_brightness.ScaledBrightness, params: {params}, frames: {{sampling: one_per_clip}}}}
+  - {{name: keep, filter: {{min_duration_s: 0.4, max: {{stats.score: 0.6}}}}}}
+"""
+DARK, MID, LIGHTER, RED, BRIGHT = (40, 40, 40), (110, 110, 110), (145, 145, 145), (200, 40, 40), (190, 190, 190)
+SHOTS = [(12, DARK), (12, MID), (6, RED), (12, BRIGHT)]
+"""Per video, at scale 1: DARK and MID (LIGHTER in the last video) kept, RED too short, BRIGHT over the score
+limit; at scale 1.5 MID and LIGHTER are over it too."""
+NEW = {"env": "ocr", "scale": 1.5}
+
+
+def write_config(folder: Path, videos: list[Path], **params: object) -> Path:
+    config = folder / f"pipeline-{len(list(folder.glob('pipeline-*.yaml')))}.yaml"
+    config.write_text(PIPELINE.format(inputs=", ".join(map(str, videos)), output=folder / "out",
+                                      params=json.dumps({"env": "ocr", **params})))
+    return config
+
+
+VIDEOS: list[Path] = []
+"""The four input videos, made once for the module."""
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding a finished run at scale 1 of four videos, with the models its configs name."""
+    folder = tmp_path_factory.mktemp("redo")
+    for name in ("colour_splitter.py", "scaled_brightness.py"):
+        shutil.copy(FIXTURES / name, folder)
+    VIDEOS[:] = [folder / f"video-{index}.mp4" for index in range(4)]
+    for video in VIDEOS[:3]:
+        write_shots(video, SHOTS)
+    write_shots(VIDEOS[3], [(12, DARK), (12, LIGHTER), *SHOTS[2:]])
+    done = run_cli("run", str(write_config(folder, VIDEOS)), "--quiet")
+    assert done.returncode == 0, done.stderr
+    return folder
+
+
+@pytest.fixture
+def folder(first_run: Path, tmp_path: Path) -> Path:
+    """A copy of the first run's output folder and models for one test to redo (the videos stay put)."""
+    copy = tmp_path / "redo"
+    shutil.copytree(first_run, copy, ignore=shutil.ignore_patterns("video-*.mp4", "pipeline-*.yaml"))
+    return copy
+
+
+def rows_of(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
+
+
+def part_rows(out: Path) -> dict[str, list[dict]]:
+    return {p.stem: json.loads(p.read_text())["rows"] for p in (out / ".parts").glob("*-*.json")}
+
+
+def by_shot(rows: list[dict]) -> dict[tuple[str, int], dict]:
+    return {(Path(r["video"]).stem, r["clip_index"]): r for r in rows}
+
+
+def redo(folder: Path, config: Path) -> subprocess.CompletedProcess[str]:
+    return run_cli("run", str(config), "--quiet", "--output", str(folder / "out"), "--redo-stage", "stats")
+
+
+def test_redo_replaces_the_stage_results_reapplies_its_filters_and_records_the_new_config(folder):
+    out = folder / "out"
+    before = by_shot(rows_of(out))
+    assert {k[1] for k, r in before.items() if r["path"]} == {0, 1}
+    config = write_config(folder, VIDEOS, scale=1.5)
+    done = redo(folder, config)
+    assert done.returncode == 0, done.stderr
+    after = by_shot(rows_of(out))
+    assert after.keys() == before.keys()
+    aside = next((out / ".previous").glob("*-redo-stats"))
+    for (video, index), row in after.items():
+        old = before[(video, index)]
+        if index == 0:  # DARK: rerun, still kept
+            assert row["stats"]["scale"] == 1.5 and row["path"] == old["path"] and (out / row["path"]).is_file()
+        elif index == 1:  # MID: rerun, now over the limit: filtered as in a run, its file set aside
+            assert row["stats"]["scale"] == 1.5 and row["path"] is None
+            assert row["filtered_by"] == ["keep:max:stats.score"]
+            assert not (out / old["path"]).exists() and (aside / old["path"]).is_file()
+        else:  # no file to rerun: the row as it was
+            assert row == old
+        assert {k: v for k, v in row.items() if k not in ("stats", "path", "filtered_by")} == \
+            {k: v for k, v in old.items() if k not in ("stats", "path", "filtered_by")}
+    assert sorted(rows_of(out), key=lambda r: (r["video"], r["clip_index"])) == \
+        sorted((r for rows in part_rows(out).values() for r in rows), key=lambda r: (r["video"], r["clip_index"]))
+    assert len(list((aside / ".parts").glob("*.json"))) == 4, "the rows from before the redo are kept"
+    check_shards(out, {Path(r["path"]).stem for r in after.values() if r["path"]}, 10**6, folder / "clip.mp4")
+
+    resumed = run_cli("run", str(config), "--quiet")  # the folder now records the new config: all resumed
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((out / "run.json").read_text())["resumed"] == 4
+    assert by_shot(rows_of(out)) == after
+
+
+def test_a_redo_whose_config_differs_elsewhere_or_names_no_model_stage_is_refused(folder):
+    config, _ = load_config(write_config(folder, VIDEOS, scale=1.5))
+    other = config.model_copy(update={"stages": [*config.stages[:2], config.stages[2].model_copy(
+        update={"filter": FilterSpec(min_duration_s=0.5, max={"stats.score": 0.6})})]})
+    with pytest.raises(ConfigError, match=r"in more than stage 'stats''s model and params \(stage 'keep' changed\)"):
+        plan_redo(folder / "out", other, "stats")
+    with pytest.raises(ConfigError, match="no model stage 'shots'"):
+        plan_redo(folder / "out", config, "shots")
+    with pytest.raises(ConfigError, match="holds no pipeline results"):
+        plan_redo(folder / "nowhere", config, "stats")
+    assert plan_redo(folder / "out", config, "stats").stage_names == {"stats", "keep"}
+
+
+def test_a_video_the_stage_fails_on_keeps_its_rows_whole_and_a_plain_run_waits_for_the_redo(folder):
+    out = folder / "out"
+    before = part_rows(out)
+    failing = write_config(folder, VIDEOS, scale=1.5, fail_above=0.75)  # the LIGHTER clip of the last video
+    failed = redo(folder, failing)
+    assert failed.returncode == 1 and "controlled failure" in failed.stderr
+    assert "1 videos keep their earlier 'stats' results" in failed.stderr
+    after = part_rows(out)
+    assert [after[v] == before[v] for v in sorted(before)] == [False, False, False, True]
+    assert _check_whole_videos(out) == 3
+    plain = run_cli("run", str(write_config(folder, VIDEOS)), "--quiet")  # the config the folder still records
+    assert plain.returncode == 2 and "unfinished --redo-stage stats" in plain.stderr
+    done = redo(folder, write_config(folder, VIDEOS, scale=1.5))
+    assert done.returncode == 0, done.stderr
+    assert _check_whole_videos(out) == 4 and not (out / ".parts" / "redo.json").exists()
+
+
+def _start_redo(config: Path, out: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([*RUN, str(config), "--quiet", "--output", str(out), "--redo-stage", "stats"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_signals)
+
+
+def _wait_for(path: Path, proc: subprocess.Popen[str], timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.01)
+
+
+def _check_whole_videos(out: Path) -> int:
+    """Every video holds its old rows or its new ones, never a mix; how many hold the new ones."""
+    new = 0
+    for rows in part_rows(out).values():
+        scales = {r["stats"]["scale"] for r in rows if r["clip_index"] < 2}
+        assert len(scales) == 1, f"a video with rows of both versions: {rows}"
+        for row in rows:
+            assert row["path"] is None or (out / row["path"]).is_file()
+        new += scales == {1.5}
+    return new
+
+
+def test_a_redo_killed_at_random_moments_leaves_whole_videos_and_the_same_command_finishes_it(first_run, folder):
+    config = write_config(folder, VIDEOS, scale=1.5, delay_s=0.1)  # a video takes 0.2 s
+    for seed in range(2):
+        out = folder / f"out-{seed}"
+        shutil.copytree(first_run / "out", out)
+        proc = _start_redo(config, out)
+        try:
+            _wait_for(out / ".parts" / "redo.json", proc)  # the first video is redone
+            time.sleep(random.Random(seed).uniform(0.0, 0.6))  # the fault's moment, not a synchronisation
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            proc.communicate(timeout=60)
+        assert _check_whole_videos(out) >= 1
+        done = run_cli("run", str(config), "--quiet", "--output", str(out), "--redo-stage", "stats")
+        assert done.returncode == 0, done.stderr
+        assert _check_whole_videos(out) == 4 and not (out / ".parts" / "redo.json").exists()
+        assert len(list((out / "clips").glob("*.mp4"))) == 4, "only the DARK clips stay"
