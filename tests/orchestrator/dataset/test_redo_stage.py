@@ -104,12 +104,12 @@ def test_redo_replaces_the_stage_results_reapplies_its_filters_and_records_the_n
             assert row["stats"]["scale"] == 1.5 and row["path"] == old["path"] and (out / row["path"]).is_file()
         elif index == 1:  # MID: rerun, now over the limit: filtered as in a run, its file set aside
             assert row["stats"]["scale"] == 1.5 and row["path"] is None
-            assert row["filtered_by"] == ["keep:max:stats.score"]
+            assert row["filtered_by"] == ["keep:max:stats.score"] and row["kept"] is False
             assert not (out / old["path"]).exists() and (aside / old["path"]).is_file()
         else:  # no file to rerun: the row as it was
             assert row == old
-        assert {k: v for k, v in row.items() if k not in ("stats", "path", "filtered_by")} == \
-            {k: v for k, v in old.items() if k not in ("stats", "path", "filtered_by")}
+        assert {k: v for k, v in row.items() if k not in ("stats", "path", "filtered_by", "kept")} == \
+            {k: v for k, v in old.items() if k not in ("stats", "path", "filtered_by", "kept")}
     assert sorted(rows_of(out), key=lambda r: (r["video"], r["clip_index"])) == \
         sorted((r for rows in part_rows(out).values() for r in rows), key=lambda r: (r["video"], r["clip_index"]))
     assert len(list((aside / ".parts").glob("*.json"))) == 4, "the rows from before the redo are kept"
