@@ -1,0 +1,1 @@
+"""The clip table, dedup and shards: an output folder as a curated dataset."""
