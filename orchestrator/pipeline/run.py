@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from orchestrator.dataset.dedup_writer import DedupingWriter
 from orchestrator.declarations import ModelDeclarations
 from orchestrator.describe import DescribeFailure, DescribeRequest, env_names
 from orchestrator.envs import Env, EnvRegistry
@@ -40,7 +41,7 @@ from orchestrator.pipeline.output_lock import OutputLock
 from orchestrator.pipeline.parts import count_kept
 from orchestrator.pipeline.summary import Failure, RunSummary
 from orchestrator.pipeline.video import VIDEO_SUFFIXES, VideoInput, expand_inputs, open_inputs
-from orchestrator.pipeline.writer import OutputWriter, check_results_key
+from orchestrator.pipeline.writer import check_results_key
 from orchestrator.sample_video import BUNDLED_SAMPLE, ensure_bundled_sample
 from orchestrator.supervisor.handle import ModelRef, WorkerHandle, WorkerSpec
 from orchestrator.supervisor.output import LogSink
@@ -184,9 +185,9 @@ def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_lo
         try:
             with registry.leased(stage.env for stage in stages.values()):  # `envs gc` spares them until the end
                 firsts = describe_stages(stages, workers)
-                prepared = _prepare(config, stages, firsts, workers, ray, gpus, weights_from, warn)
+                prepared = _prepare(config.streaming, stages, firsts, workers, ray, gpus, weights_from, warn)
                 lock.acquire()
-                writer = OutputWriter(out_dir, config.results_key(), videos, fresh)
+                writer = DedupingWriter(out_dir, config.results_key(), videos, fresh, dedup=config.dedup_stages)
                 return _run(videos, writer, prepared, state, display, warn)
         finally:
             close_all(list(firsts.values()), STOP_AT_ONCE)
@@ -241,9 +242,10 @@ def _prepare(config: PipelineConfig, stages: dict[str, ResolvedStage], firsts: d
                     Resources(workers.cores, workers.threads, n_gpus, workers.gpu_of))
 
 
-def _run(videos: list[VideoInput], writer: OutputWriter, prepared: Prepared, state: RunState,
+def _run(videos: list[VideoInput], writer: DedupingWriter, prepared: Prepared, state: RunState,
          display: Callable[[RunState], Any] | None, warn: Callable[[str], None]) -> RunSummary:
-    """Execute with the writer; its summary is recorded however the run ends."""
+    """Execute with the writer (which dedups after each batch of videos), dedup once more when every video is
+    done, and record the summary however the run ends."""
     if writer.set_aside is not None:
         warn(f"--fresh: moved the earlier results to {writer.set_aside} (delete it when no longer needed)")
     state.frames_total = sum(v.frames for v in videos if writer.resumable(v) is None)
@@ -252,6 +254,8 @@ def _run(videos: list[VideoInput], writer: OutputWriter, prepared: Prepared, sta
     stopped: RunStopped | None = None
     try:
         executor.run(on_tick=(lambda: display(state)) if display else lambda: None)
+        writer.finish_dedup()
+        state.kept = writer.kept_clips()
     except KeyboardInterrupt:
         state.failures.append(Failure("", "interrupted (Ctrl-C): finished videos were kept"))
         stopped = RunStopped(None, 0, len(videos), writer.out_dir)

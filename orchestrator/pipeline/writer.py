@@ -24,6 +24,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,11 @@ def check_results_key(out_dir: Path, results_key: dict[str, Any]) -> None:
                     else "a different pipeline (stages, params or codec changed)")
             raise ConfigError(f"{out_dir} holds results of {what}; rerun with --fresh to start over there (the "
                               f"earlier results are moved to {out_dir / '.previous'}), or choose another --output")
+
+
+def _is_clip_path(path: Any) -> bool:
+    """A row's clip path that points into clips/ (a hand-edited row never removes anything else)."""
+    return isinstance(path, str) and Path(path).parent == Path("clips")
 
 
 class OutputWriter:
@@ -137,6 +143,27 @@ class OutputWriter:
             self._rebuild_metadata(force=False)
         return rows
 
+    def update_rows(self, video_id: str, rows: list[dict[str, Any]]) -> None:
+        """Replace a finished video's rows (as the dedup stage marks duplicates): its part, atomically (a crash
+        leaves the old rows or the new), then the clip files of rows no longer kept, then metadata.jsonl."""
+        earlier = self.parts.get(video_id)
+        if earlier is None:
+            raise PipelineError(f"{self.out_dir}: no finished video {video_id!r} to update rows of")
+        rows = json.loads(json.dumps(rows, default=to_json))
+        kept = [row.get("kept", row.get("path") is not None) for row in rows]
+        dropped = [row["path"] for row, keep in zip(rows, kept, strict=True)
+                   if not keep and _is_clip_path(row.get("path"))]
+        for row, keep in zip(rows, kept, strict=True):
+            row["path"] = row.get("path") if keep else None
+        part = replace(earlier, rows=rows)
+        with self._writing(PipelineError):
+            atomic_write_text(self.parts_dir / f"{video_id}.json", json.dumps(part.to_json()) + "\n")
+            self.parts[video_id] = part
+            self.changed = True
+            for path in dropped:
+                (self.out_dir / path).unlink(missing_ok=True)
+            self._rebuild_metadata(force=False)
+
     def _finish_clip(self, clip: Clip) -> dict[str, Any]:
         kept = clip.active and clip.encoded is not None
         path = None
@@ -159,7 +186,7 @@ class OutputWriter:
         """Clip files an earlier attempt at this video kept that this attempt does not."""
         for row in earlier.rows if earlier else []:
             path = row.get("path")
-            if isinstance(path, str) and Path(path).parent == Path("clips") and path not in kept:
+            if _is_clip_path(path) and path not in kept:
                 (self.out_dir / path).unlink(missing_ok=True)
 
     def _rebuild_metadata(self, force: bool) -> None:
