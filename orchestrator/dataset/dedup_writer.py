@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.dataset.dedup_stage import DedupStage, is_kept
+from orchestrator.dataset.dedup_stage import DedupStage, clip_id, is_kept
 from orchestrator.errors import PipelineError
 from orchestrator.pipeline.config import StageConfig
 from orchestrator.pipeline.items import Clip, VideoItem
@@ -56,4 +56,13 @@ class DedupingWriter(OutputWriter):
                 if video_id in judgement.updates:
                     self.update_rows(video_id, judgement.updates[video_id])
             with self._writing(PipelineError):
+                self._drop_unkept_clip_files(judgement.judged)
                 stage.record(self.parts, judgement)
+
+    def _drop_unkept_clip_files(self, videos: list[str]) -> None:
+        """A clip file whose row is no longer kept (a pass killed between a video's update and its clean-up
+        leaves one): the rows are the truth, and only a kept row has a file."""
+        for video_id in videos:
+            for row in self.parts[video_id].rows if video_id in self.parts else []:
+                if not is_kept(row) and row.get("clip_index") is not None:
+                    (self.out_dir / "clips" / f"{clip_id(video_id, row)}.mp4").unlink(missing_ok=True)
