@@ -27,7 +27,7 @@ from orchestrator.dataset.dedup import (
 )
 from orchestrator.dataset.dedup_kmeans import nearest_centroids, unit_rows
 
-PROBES = 3
+PROBES = 8
 """Nearest clusters a candidate searches; a kept vector lives in its nearest one only."""
 
 
