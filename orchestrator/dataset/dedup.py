@@ -9,8 +9,9 @@ earlier run, or an earlier block) always come first, so a later run dedups its i
 
 The greedy result depends only on which pairs are near and on the order, never on block sizes, so deduping
 in batches gives what one pass over everything gives, and a pass interrupted after some of its results were
-applied reaches the same kept set when redone. Memory: the index (the kept items) plus one block and tiles of
-at most TILE values; never an N×N matrix.
+applied reaches the same kept set when redone (similarities are float32 matrix products, so a pair within
+float32 rounding, ~1e-6, of the threshold may be judged either way by another BLAS build). Memory: the index
+(the kept items) plus one block and tiles of at most TILE values; never an N×N matrix.
 """
 
 from __future__ import annotations
