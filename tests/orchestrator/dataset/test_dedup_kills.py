@@ -12,14 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from orchestrator.pipeline.parts import Part
-from orchestrator.pipeline.writer import OutputWriter
+from tests.orchestrator.dataset.dedup_folders import KEY, make_folder, read_parts
 
 ROOT = Path(__file__).resolve().parents[3]
-KEY = {"stages": "dedup kill test"}
 CHILD = """
 import json, os, signal, sys
 from pathlib import Path
@@ -41,33 +38,13 @@ print(calls[0])
 """
 
 
-def make_folder(out: Path) -> None:
-    """Twelve finished videos of four clips each, many of them near copies of clips of other videos."""
-    OutputWriter(out, KEY, [])
-    rng = np.random.default_rng(0)
-    shots = rng.standard_normal((20, 8))
-    for v in range(12):
-        video_id = f"v{v:02d}"
-        rows = []
-        for index in range(4):
-            vector = shots[rng.integers(0, 20)] + 0.01 * rng.standard_normal(8)
-            path = f"clips/{video_id}_{index:04d}.mp4"
-            (out / path).write_bytes(b"clip")
-            rows.append({"video": f"/videos/{video_id}.mp4", "clip_index": index, "start_frame": index * 10,
-                         "end_frame": index * 10 + 9, "path": path, "filtered_by": None,
-                         "vec": {"embedding": vector.tolist()}})
-        part = Part(f"/videos/{video_id}.mp4", video_id, f"print-{v}", True, rows)
-        (out / ".parts" / f"{video_id}.json").write_text(json.dumps(part.to_json()))
-
-
 def dedup(out: Path, kill_at: int = 0) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", CHILD, str(out), str(kill_at), json.dumps(KEY)], cwd=ROOT,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=60)
 
 
 def state(out: Path) -> tuple[dict[str, list[dict]], set[str]]:
-    parts = {p.stem: json.loads(p.read_text())["rows"] for p in (out / ".parts").glob("v*.json")}
-    return parts, {p.name for p in (out / "clips").iterdir()}
+    return read_parts(out), {p.name for p in (out / "clips").iterdir()}
 
 
 @pytest.fixture(scope="module")
