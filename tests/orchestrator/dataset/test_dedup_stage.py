@@ -14,7 +14,6 @@ from orchestrator.errors import PipelineError
 from orchestrator.pipeline.config import StageConfig
 from tests.orchestrator.dataset.dedup_folders import KEY, make_folder, read_parts, write_part
 
-
 SEMANTIC = {"column": "vec.embedding", "method": "semantic", "threshold": 0.97}
 
 
