@@ -15,7 +15,8 @@ KEY = {"stages": "dedup test"}
 
 def make_folder(out: Path, videos: int = 12, clips: int = 4) -> dict[str, list[dict]]:
     """Finished videos whose clips are drawn from 20 shots (with a little noise), so many are near copies of
-    clips of other videos; each clip has an embedding and a hash. Returns each video's rows."""
+    clips of other videos; each clip has an embedding and a hash. Returns each video's rows (as the clip table
+    writes them: `clip_id`, `kept` and `duplicate_of` on every row)."""
     OutputWriter(out, KEY, [])
     rng = np.random.default_rng(0)
     shots = rng.standard_normal((20, 8))
@@ -28,8 +29,10 @@ def make_folder(out: Path, videos: int = 12, clips: int = 4) -> dict[str, list[d
             shot = rng.integers(0, 20)
             path = f"clips/{video_id}_{index:04d}.mp4"
             (out / path).write_bytes(b"clip")
-            rows.append({"video": f"/videos/{video_id}.mp4", "clip_index": index, "start_frame": index * 10,
-                         "end_frame": index * 10 + 9, "path": path, "filtered_by": None,
+            rows.append({"clip_id": f"{video_id}_{index:04d}", "video_id": video_id,
+                         "video": f"/videos/{video_id}.mp4", "clip_index": index, "start_frame": index * 10,
+                         "end_frame": index * 10 + 9, "path": path, "kept": True, "filtered_by": None,
+                         "duplicate_of": None,
                          "vec": {"embedding": (shots[shot] + 0.01 * rng.standard_normal(8)).tolist(),
                                  "phash": f"{int(hashes[shot]) ^ (1 << int(rng.integers(0, 64))):016x}"}})
         write_part(out, video_id, rows)
