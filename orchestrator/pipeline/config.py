@@ -6,10 +6,12 @@
       - {name: shots, split: models.transnetv2.TransNetV2ShotDetector, frames: {size: [48, 27]}}
       - {name: ocr, model: models.rapidocr.RapidOCRTextReader, frames: {sampling: one_per_clip}}
       - {name: keep, filter: {min_duration_s: 1.0, max: {content.unsafe_score: 0.5}}}
+      - {name: dedup, dedup: {column: embed.embedding, method: semantic, threshold: 0.95}}
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -63,13 +65,55 @@ class FilterSpec(_Strict):
     absent: list[str] = Field(default_factory=list)
 
 
+class DedupSpec(_Strict):
+    """Near-duplicate removal over every kept clip in the output folder, earlier runs' included: of clips
+    whose `column` values are near, the first (in the folder's order, earlier runs' clips first) is kept and
+    each later one marked `duplicate_of` it (and filtered, unless `filter: false`)."""
+
+    column: str
+    """`<stage>.<field>`: a float vector (semantic) or a 64-bit hex string (phash) that an earlier stage returns."""
+    method: Literal["semantic", "phash"]
+    threshold: float | None = Field(None, gt=0, le=1)
+    """semantic: the cosine similarity at which two clips are duplicates (default 0.95)."""
+    max_distance: int | None = Field(None, ge=0, le=64)
+    """phash: the most differing bits at which two clips are duplicates (default 6)."""
+    filter: bool = True
+    """Filter duplicates (`kept: false`, `filtered_by: [<stage>]`, clip file removed); false only marks them."""
+    batch_videos: int = Field(64, ge=1)
+    """Dedup runs after every this many videos reach the writer, and once more at the end of the run."""
+
+    @field_validator("column")
+    @classmethod
+    def _stage_and_field(cls, column: str) -> str:
+        if not re.fullmatch(r"[A-Za-z_]\w*\.[A-Za-z_]\w*", column):
+            raise ValueError(f"must be <stage>.<field>, as in embed.embedding (got {column!r})")
+        return column
+
+    @model_validator(mode="after")
+    def _setting_of_method(self) -> DedupSpec:
+        other = "max_distance" if self.method == "semantic" else "threshold"
+        if other in self.model_fields_set:
+            raise ValueError(f"{other} applies to method {'phash' if other == 'max_distance' else 'semantic'}, "
+                             f"not {self.method}")
+        return self
+
+    @property
+    def limit(self) -> float:
+        """The threshold (semantic) or max_distance (phash), defaults filled in."""
+        if self.method == "semantic":
+            return 0.95 if self.threshold is None else self.threshold
+        return 6 if self.max_distance is None else self.max_distance
+
+
 class StageConfig(_Strict):
-    """One step: `split` (a model that finds clips in a whole video), `model` (per clip) or `filter`."""
+    """One step: `split` (a model that finds clips in a whole video), `model` (per clip), `filter`, or `dedup`
+    (once the streaming steps have finished a batch of videos)."""
 
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     split: str | None = None
     model: str | None = None
     filter: FilterSpec | None = None
+    dedup: DedupSpec | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     env: str | None = Field(None, min_length=1)
     """The env the model runs in, when it cannot be read from the model's source (a computed
@@ -127,9 +171,9 @@ class StageConfig(_Strict):
 
     @model_validator(mode="after")
     def _exactly_one_kind(self) -> StageConfig:
-        kinds = [k for k in ("split", "model", "filter") if getattr(self, k) is not None]
+        kinds = [k for k in ("split", "model", "filter", "dedup") if getattr(self, k) is not None]
         if len(kinds) != 1:
-            raise ValueError(f"needs exactly one of split, model or filter (has {', '.join(kinds) or 'none'})")
+            raise ValueError(f"needs exactly one of split, model, filter or dedup (has {', '.join(kinds) or 'none'})")
         return self
 
     @model_validator(mode="after")
@@ -162,7 +206,7 @@ class StageConfig(_Strict):
         return self.model_dump(mode="json", include=_RESULT_FIELDS)
 
 
-_RESULT_FIELDS = {"name", "split", "model", "filter", "params", "frames", "input"}
+_RESULT_FIELDS = {"name", "split", "model", "filter", "dedup", "params", "frames", "input"}
 
 
 class ShardsConfig(_Strict):
@@ -195,7 +239,29 @@ class PipelineConfig(_Strict):
             raise ValueError(f"stage names must be unique, got {names}")
         if self.stages[0].split is None or any(s.split for s in self.stages[1:]):
             raise ValueError("the first stage, and only the first, must be a 'split' stage that finds clips")
+        self._dedup_order()
         return self
+
+    def _dedup_order(self) -> None:
+        """Dedup stages come after every streaming stage, each reading a column a model stage returns."""
+        kinds = ["dedup" if s.dedup else "stream" for s in self.stages]
+        if "dedup" in kinds and "stream" in kinds[kinds.index("dedup"):]:
+            raise ValueError("dedup stages run once the streaming stages are done with a batch of videos, so "
+                             "they come last")
+        models = {s.name for s in self.stages if s.model}
+        for stage in self.stages:
+            if stage.dedup and stage.dedup.column.split(".")[0] not in models:
+                raise ValueError(f"stage {stage.name!r}: dedup column {stage.dedup.column!r} must name a field of "
+                                 f"a model stage ({', '.join(sorted(models)) or 'there is none'})")
+
+    @property
+    def streaming(self) -> PipelineConfig:
+        """This config without its dedup stages: what the executor streams videos through."""
+        return self.model_copy(update={"stages": [s for s in self.stages if s.dedup is None]})
+
+    @property
+    def dedup_stages(self) -> list[StageConfig]:
+        return [s for s in self.stages if s.dedup is not None]
 
     @field_validator("clip_codec")
     @classmethod

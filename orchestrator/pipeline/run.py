@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from orchestrator.dataset.dedup_writer import DedupingWriter
 from orchestrator.dataset.provenance import Provenance, stage_provenance
 from orchestrator.dataset.shards import write_shards
 from orchestrator.dataset.table import TableSpec
@@ -195,11 +196,11 @@ def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_lo
         try:
             with registry.leased(stage.env for stage in stages.values()):  # `envs gc` spares them until the end
                 firsts = describe_stages(stages, workers)
-                prepared = _prepare(config, stages, firsts, workers, ray, gpus, weights_from, warn)
+                prepared = _prepare(config.streaming, stages, firsts, workers, ray, gpus, weights_from, warn)
                 lock.acquire()
                 table = table_spec(config, stages, prepared.declarations, registry)
-                writer = OutputWriter(out_dir, redo.recorded_key if redo else config.results_key(), videos,
-                                      fresh, table)
+                writer = DedupingWriter(out_dir, redo.recorded_key if redo else config.results_key(), videos,
+                                        fresh, table, dedup=config.dedup_stages)
                 return _run(videos, writer, prepared, state, display, warn, redo)
         finally:
             close_all(list(firsts.values()), STOP_AT_ONCE)
@@ -266,9 +267,10 @@ def _prepare(config: PipelineConfig, stages: dict[str, ResolvedStage], firsts: d
                     Resources(workers.cores, workers.threads, n_gpus, workers.gpu_of))
 
 
-def _run(videos: list[VideoInput], writer: OutputWriter, prepared: Prepared, state: RunState,
+def _run(videos: list[VideoInput], writer: DedupingWriter, prepared: Prepared, state: RunState,
          display: Callable[[RunState], Any] | None, warn: Callable[[str], None], redo: RedoPlan | None) -> RunSummary:
-    """Execute with the writer; its summary is recorded however the run ends."""
+    """Execute with the writer (which dedups after each batch of videos), dedup once more when every video is
+    done, and record the summary however the run ends."""
     if writer.set_aside is not None:
         warn(f"--fresh: moved the earlier results to {writer.set_aside} (delete it when no longer needed)")
     state.frames_total = sum(v.frames for v in videos if writer.resumable(v) is None)
@@ -278,6 +280,8 @@ def _run(videos: list[VideoInput], writer: OutputWriter, prepared: Prepared, sta
     stopped: RunStopped | None = None
     try:
         executor.run(on_tick=(lambda: display(state)) if display else lambda: None)
+        writer.finish_dedup()
+        state.kept = writer.kept_clips()
     except KeyboardInterrupt:
         state.failures.append(Failure("", "interrupted (Ctrl-C): finished videos were kept"))
         stopped = RunStopped(None, 0, len(videos), writer.out_dir)
