@@ -2,11 +2,15 @@
 
     frames (N, H, W, 3) uint8 RGB --> each frame's luma at 32x32 --> its 2-D DCT
         --> phash: the 8x8 lowest frequencies, averaged over the frames, against their median (16 hex digits)
-        --> embedding: the 16x16 lowest frequencies less the DC term, unit length per frame, averaged (255 float32)
+        --> embedding: half structure, the 16x16 lowest frequencies less the DC term (255 values), and half
+            colour, each frame's mean chroma (RGB less its grey level) over a 4x4 grid (48 values); each half
+            unit length per frame, averaged over the frames, then weighted equally (303 float32, unit length)
 
-Re-encoding at another resolution or bitrate changes fine detail, which these low frequencies do not
-hold, so copies of the same footage land a few bits apart (a cosine above 0.97) while other shots do
-not. The dedup stage compares `phash` by Hamming distance and `embedding` by cosine similarity.
+Re-encoding at another resolution or bitrate changes fine detail, which these low frequencies and grid means
+do not hold, so copies of the same footage land a few bits apart (a cosine above 0.97) while other shots do
+not. Luma alone cannot tell apart shots that share a layout and differ in colour (the bundled sample's shots
+score 0.99 on structure alone), hence the colour half of the embedding; the hash stays plain pHash. The dedup
+stage compares `phash` by Hamming distance and `embedding` by cosine similarity.
 """
 
 from __future__ import annotations
@@ -27,7 +31,10 @@ HASH_SIDE = 8
 """The hash reads the HASH_SIDE x HASH_SIDE lowest frequencies: 64 bits."""
 EMBED_SIDE = 16
 """The embedding reads the EMBED_SIDE x EMBED_SIDE lowest frequencies, less the DC (mean brightness) term."""
-EMBEDDING_SIZE = EMBED_SIDE * EMBED_SIDE - 1
+COLOUR_GRID = 4
+"""The colour half reads each frame's mean RGB in a COLOUR_GRID x COLOUR_GRID grid."""
+STRUCTURE_SIZE = EMBED_SIDE * EMBED_SIDE - 1
+EMBEDDING_SIZE = STRUCTURE_SIZE + COLOUR_GRID * COLOUR_GRID * 3
 
 
 class PerceptualHashEmbedder(ModelInterface):
@@ -61,7 +68,8 @@ class PerceptualHashEmbedder(ModelInterface):
         if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
             raise ValueError(f"frames must have shape (N >= 1, H, W, 3), got {frames.shape}")
         spectra = np.stack([_spectrum(frame) for frame in frames])
-        return {"phash": _hash(spectra[:, :HASH_SIDE, :HASH_SIDE]), "embedding": _embedding(spectra)}
+        colours = np.stack([_colour_grid(frame) for frame in frames])
+        return {"phash": _hash(spectra[:, :HASH_SIDE, :HASH_SIDE]), "embedding": _embedding(spectra, colours)}
 
 
 def _spectrum(frame: np.ndarray) -> np.ndarray:
@@ -72,6 +80,14 @@ def _spectrum(frame: np.ndarray) -> np.ndarray:
     return cv2.dct(cv2.resize(luma, side, interpolation=interpolation))
 
 
+def _colour_grid(frame: np.ndarray) -> np.ndarray:
+    """The frame's mean chroma in each cell of a COLOUR_GRID square grid: each cell's mean RGB less its own grey
+    level, so the hue counts and brightness (which the structure half reads) does not; float32."""
+    grid = cv2.resize(np.ascontiguousarray(frame), (COLOUR_GRID, COLOUR_GRID), interpolation=cv2.INTER_AREA)
+    grid = grid.astype(np.float32)
+    return (grid - grid.mean(axis=-1, keepdims=True)).ravel()
+
+
 def _hash(low: np.ndarray) -> str:
     """One bit per coefficient of the frames' mean low block: set where it exceeds the block's median."""
     mean = low.mean(axis=0).ravel()
@@ -79,12 +95,13 @@ def _hash(low: np.ndarray) -> str:
     return f"{int(''.join('1' if bit else '0' for bit in bits), 2):016x}"
 
 
-def _embedding(spectra: np.ndarray) -> np.ndarray:
-    """Each frame's low frequencies less DC, scaled to unit length (so contrast does not count), then
-    their mean scaled to unit length again."""
-    vectors = spectra[:, :EMBED_SIDE, :EMBED_SIDE].reshape(len(spectra), -1)[:, 1:].astype(np.float64)
-    vectors = _unit(vectors)
-    return _unit(vectors.mean(axis=0)).astype(np.float32)
+def _embedding(spectra: np.ndarray, colours: np.ndarray) -> np.ndarray:
+    """Each frame's low frequencies less DC (scaled to unit length, so contrast does not count) and its colour
+    grid (unit length), each averaged over the frames and scaled to unit length again, then joined with equal
+    weight: the cosine of two clips is the mean of their structure and colour cosines."""
+    structure = spectra[:, :EMBED_SIDE, :EMBED_SIDE].reshape(len(spectra), -1)[:, 1:].astype(np.float64)
+    halves = [_unit(_unit(part).mean(axis=0)) for part in (structure, colours.astype(np.float64))]
+    return _unit(np.concatenate(halves)).astype(np.float32)
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:

@@ -162,3 +162,24 @@ def test_a_copy_sampled_at_other_instants_still_matches(
     for shot, offset in itertools.product(range(len(CAPTIONS)), [1, 2]):
         copy, original = rows[f"high-{shot}-{offset}"], rows[f"low-{shot}-0"]
         assert _matches("phash", copy, original) and _matches("embedding", copy, original), (shot, offset)
+
+
+def test_the_bundled_samples_shots_which_share_a_layout_and_differ_in_colour_are_not_copies(
+    run_in_env: RunInEnv, tmp_path: Path
+) -> None:
+    """The sample's five shots are each a vertical gradient with a disc, three with a caption box: in luma they
+    are nearly one picture, so only the embedding's colour half tells them apart."""
+    sample = ROOT / "examples" / "sample"
+    truth = json.loads((sample / "sample.truth.json").read_text())
+    frames = _example_stage("embed")["frames"]
+    with av.open(str(sample / "sample.mp4")) as container:
+        decoded = [f.to_ndarray(width=frames["size"][0], height=frames["size"][1], format="rgb24")
+                   for f in container.decode(video=0)]
+    step = round(truth["fps"] / frames["rate"])
+    clips = {f"shot-{k}": np.stack(decoded[s["start_frame"]:s["end_frame"] + 1:step])
+             for k, s in enumerate(truth["shots"])}
+    np.savez(tmp_path / "clips.npz", **clips)
+    rows = {name: {"embed": result}
+            for name, result in json.loads(run_in_env("ocr", _EMBED_EACH, str(tmp_path / "clips.npz"))).items()}
+    for (name_a, a), (name_b, b) in itertools.combinations(rows.items(), 2):
+        assert not _matches("embedding", a, b), (name_a, name_b, _cosine(a, b))
