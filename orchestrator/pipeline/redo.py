@@ -15,8 +15,10 @@ same command retries it. Once every video is redone the folder records the new r
 until then a run without --redo-stage is refused, and rerunning the same command does the videos not yet done.
 
 A clip without a file (filtered out, a duplicate, failed) cannot be rerun: its row keeps what the stage found
-before (a run with --fresh recomputes it from the videos). A kept clip that a re-applied filter now drops is
-filtered as in a run: `path` null, `filtered_by` its reasons; its file moves to the `.previous` folder.
+before, and the provenance record that says so (a run with --fresh recomputes it from the videos). A kept clip
+that a re-applied filter now drops is filtered as in a run: `path` null, `filtered_by` its reasons; its file
+moves to the `.previous` folder. A rerun row names a record of `provenance.jsonl` that is its earlier one with
+the stage's entry as the redo ran it, recorded before the row names it.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from orchestrator.atomic import atomic_file, atomic_write_text
+from orchestrator.dataset.provenance import Provenance, StageProvenance, read_provenance, record_provenance
 from orchestrator.errors import ConfigError, PipelineError
 from orchestrator.pipeline.config import PipelineConfig, StageConfig
 from orchestrator.pipeline.cutting import resize_frame
@@ -109,9 +112,10 @@ class RedoPlan:
         videos = self.videos()
         return videos, [], len(videos)
 
-    def source(self, writer: OutputWriter, config: PipelineConfig) -> RedoSource:
-        """The executor's clip source; `config` is the one the executor runs (on Ray, with planned replicas)."""
-        return RedoSource(self, writer, next(s for s in config.stages if s.name == self.stage.name))
+    def source(self, writer: OutputWriter, config: PipelineConfig, made_by: StageProvenance) -> RedoSource:
+        """The executor's clip source; `config` is the one the executor runs (on Ray, with planned replicas),
+        `made_by` the stage as this run runs it (the entry its rows' provenance records get)."""
+        return RedoSource(self, writer, next(s for s in config.stages if s.name == self.stage.name), made_by)
 
     def finish(self, writer: OutputWriter) -> str | None:
         """Record the new results once every video is redone; else the line that says what is left."""
@@ -199,10 +203,13 @@ def _reads(stage: StageConfig, name: str) -> bool:
 class RedoSource:
     """The executor's clips for a redo: read from the folder's clip files, recorded back into its rows."""
 
-    def __init__(self, plan: RedoPlan, writer: OutputWriter, stage: StageConfig) -> None:
-        self.plan, self.writer, self.stage = plan, writer, stage
+    def __init__(self, plan: RedoPlan, writer: OutputWriter, stage: StageConfig, made_by: StageProvenance) -> None:
+        self.plan, self.writer, self.stage, self.made_by = plan, writer, stage, made_by
         self.stage_names = plan.stage_names
         self.videos = plan.videos()
+        self.records = read_provenance(plan.out_dir)
+        self._redone_ids: dict[Any, str] = {}
+        """The id a rerun row gets, by the id its row had."""
 
     def read(self, outq: queue.Queue, stop: threading.Event) -> None:
         """Each video left to redo: its VideoItem, a Clip per row with a file, VideoDone; then END. A clip's
@@ -263,12 +270,23 @@ class RedoSource:
     def _redone(self, row: dict[str, Any], clip: Clip) -> dict[str, Any]:
         """The row with the stage's new result; filtered as a run filters a clip when a re-applied filter
         drops it."""
-        new = {**row, self.stage.name: clip.results.get(self.stage.name)}
+        new = {**row, self.stage.name: clip.results.get(self.stage.name), "provenance": self._made(row)}
         if clip.filtered_by:
             new.update(path=None, filtered_by=list(clip.filtered_by))
             if "kept" in row:
                 new["kept"] = False
         return new
+
+    def _made(self, row: dict[str, Any]) -> str:
+        """The provenance id of the rerun row: its earlier record (none, where the folder lacks it) with the
+        stage's entry as this redo runs it, recorded before any row names it."""
+        earlier = row.get("provenance")
+        if earlier not in self._redone_ids:
+            record = self.records.get(str(earlier), Provenance())
+            with _writing_to(self.plan.out_dir):
+                self._redone_ids[earlier] = record_provenance(
+                    self.plan.out_dir, Provenance({**record.stages, self.stage.name: self.made_by}))
+        return self._redone_ids[earlier]
 
     def _set_aside(self, part: Part, rows: list[dict[str, Any]]) -> None:
         """Keep the video's rows from before the redo (the first time only) and hard links to the clip files

@@ -1,5 +1,6 @@
 """`orchestrator run CONFIG --redo-stage NAME`: one model stage rerun over the clips of an output folder, its
-results replaced in their rows, the filters on its fields re-applied; atomic per video under SIGKILL."""
+results replaced in their rows, the filters on its fields re-applied, each redone row naming a provenance
+record with the stage's new entry; the table keeps one schema; atomic per video under SIGKILL."""
 
 from __future__ import annotations
 
@@ -9,10 +10,14 @@ import shutil
 import signal
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
+from orchestrator.dataset.provenance import provenance_of, read_provenance
+from orchestrator.dataset.table import TABLE_DIR, read_schema, read_table
 from orchestrator.errors import ConfigError
 from orchestrator.pipeline.config import FilterSpec, load_config
 from orchestrator.pipeline.redo import plan_redo
@@ -88,9 +93,19 @@ def redo(folder: Path, config: Path) -> subprocess.CompletedProcess[str]:
     return run_cli("run", str(config), "--quiet", "--output", str(folder / "out"), "--redo-stage", "stats")
 
 
+def check_one_schema(out: Path) -> None:
+    """Every table part holds the schema the table records, and the folder reads as one table of it."""
+    recorded = read_schema(out)
+    assert recorded is not None
+    assert all(pq.read_schema(p).remove_metadata().equals(recorded) for p in (out / TABLE_DIR).glob("*.parquet"))
+    assert read_table(out).schema.equals(recorded) and read_table(out).num_rows == len(rows_of(out))
+
+
 def test_redo_replaces_the_stage_results_reapplies_its_filters_and_records_the_new_config(folder):
     out = folder / "out"
     before = by_shot(rows_of(out))
+    made_before = {key: provenance_of(out, row) for key, row in before.items()}
+    schema_before = read_schema(out)
     assert {k[1] for k, r in before.items() if r["path"]} == {0, 1}
     config = write_config(folder, VIDEOS, scale=1.5)
     done = redo(folder, config)
@@ -100,16 +115,23 @@ def test_redo_replaces_the_stage_results_reapplies_its_filters_and_records_the_n
     aside = next((out / ".previous").glob("*-redo-stats"))
     for (video, index), row in after.items():
         old = before[(video, index)]
+        made_by, earlier = provenance_of(out, row), made_before[(video, index)]
+        assert made_by is not None and earlier is not None and set(earlier.stages) == {"shots", "stats"}
         if index == 0:  # DARK: rerun, still kept
             assert row["stats"]["scale"] == 1.5 and row["path"] == old["path"] and (out / row["path"]).is_file()
         elif index == 1:  # MID: rerun, now over the limit: filtered as in a run, its file set aside
             assert row["stats"]["scale"] == 1.5 and row["path"] is None
             assert row["filtered_by"] == ["keep:max:stats.score"] and row["kept"] is False
             assert not (out / old["path"]).exists() and (aside / old["path"]).is_file()
-        else:  # no file to rerun: the row as it was
-            assert row == old
-        assert {k: v for k, v in row.items() if k not in ("stats", "path", "filtered_by", "kept")} == \
-            {k: v for k, v in old.items() if k not in ("stats", "path", "filtered_by", "kept")}
+        else:  # no file to rerun: the row as it was, made by what made it
+            assert row == old and made_by == earlier
+        if index in (0, 1):  # the earlier record with the stage's entry as the redo ran it
+            assert made_by.stages == {**earlier.stages, "stats": replace(earlier.stages["stats"], params=NEW)}
+        assert {k: v for k, v in row.items() if k not in ("stats", "path", "filtered_by", "kept", "provenance")} == \
+            {k: v for k, v in old.items() if k not in ("stats", "path", "filtered_by", "kept", "provenance")}
+    assert set(read_provenance(out)) == {row["provenance"] for row in after.values()}, "no record names no row"
+    check_one_schema(out)
+    assert read_schema(out) == schema_before, "the other stages' types are the ones the table recorded"
     assert sorted(rows_of(out), key=lambda r: (r["video"], r["clip_index"])) == \
         sorted((r for rows in part_rows(out).values() for r in rows), key=lambda r: (r["video"], r["clip_index"]))
     assert len(list((aside / ".parts").glob("*.json"))) == 4, "the rows from before the redo are kept"
@@ -165,13 +187,18 @@ def _wait_for(path: Path, proc: subprocess.Popen[str], timeout_s: float = 60.0) 
 
 
 def _check_whole_videos(out: Path) -> int:
-    """Every video holds its old rows or its new ones, never a mix; how many hold the new ones."""
+    """Every video holds its old rows or its new ones, never a mix, each naming a record of what made it; how
+    many hold the new ones."""
     new = 0
+    records = read_provenance(out)
     for rows in part_rows(out).values():
         scales = {r["stats"]["scale"] for r in rows if r["clip_index"] < 2}
         assert len(scales) == 1, f"a video with rows of both versions: {rows}"
         for row in rows:
             assert row["path"] is None or (out / row["path"]).is_file()
+            assert row["provenance"] in records, "a row names a record the folder lacks"
+            if row["clip_index"] < 2:
+                assert records[row["provenance"]].stages["stats"].params.get("scale", 1.0) == row["stats"]["scale"]
         new += scales == {1.5}
     return new
 
