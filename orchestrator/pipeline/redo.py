@@ -19,6 +19,10 @@ before, and the provenance record that says so (a run with --fresh recomputes it
 that a re-applied filter now drops is filtered as in a run: `path` null, `filtered_by` its reasons; its file
 moves to the `.previous` folder. A rerun row names a record of `provenance.jsonl` that is its earlier one with
 the stage's entry as the redo ran it, recorded before the row names it.
+
+The other stages' columns keep the types the table recorded (only the redone stage is described). The stage
+may declare fields the table lacks (the table grows, every part is rewritten to the one schema), not another
+type for a field it holds: the rows that are not rerun keep their earlier values, and a column has one type.
 """
 
 from __future__ import annotations
@@ -30,16 +34,19 @@ import os
 import queue
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from orchestrator.atomic import atomic_file, atomic_write_text
 from orchestrator.dataset.provenance import Provenance, StageProvenance, read_provenance, record_provenance
+from orchestrator.dataset.schema import format_type, merge_types
+from orchestrator.dataset.table import TABLE_DIR, declared_types, read_schema
 from orchestrator.errors import ConfigError, PipelineError
 from orchestrator.pipeline.config import PipelineConfig, StageConfig
 from orchestrator.pipeline.cutting import resize_frame
@@ -117,6 +124,21 @@ class RedoPlan:
         `made_by` the stage as this run runs it (the entry its rows' provenance records get)."""
         return RedoSource(self, writer, next(s for s in config.stages if s.name == self.stage.name), made_by)
 
+    def check_outputs(self, outputs: Mapping[str, str] | None) -> None:
+        """Refuse, before anything is written, a stage that now declares a field the table holds as another
+        type: the rows the redo cannot rerun keep their earlier values, which one column type must hold."""
+        recorded = read_schema(self.out_dir)
+        name = self.stage.name
+        if not outputs or recorded is None or recorded.get_field_index(name) < 0:
+            return
+        conflict = _type_conflict(name, recorded.field(name).type, declared_types({name: outputs})[name])
+        if conflict:
+            where, declared, held = conflict
+            raise ConfigError(f"--redo-stage {name}: {self.stage.model} declares {where} as {format_type(declared)} "
+                              f"where {self.out_dir / TABLE_DIR} holds {format_type(held)} (the rows the redo "
+                              f"cannot rerun keep their earlier values); rerun with --fresh to remake the folder "
+                              f"with the new types")
+
     def finish(self, writer: OutputWriter) -> str | None:
         """Record the new results once every video is redone; else the line that says what is left."""
         left = len(set(self.parts) - set(self.journal.done))
@@ -191,6 +213,22 @@ def _differing_stages(expected: dict[str, Any], target: dict[str, Any]) -> list[
     if list(before) != list(after):
         return ["the stages"]
     return [f"stage {n!r}" for n in after if before[n] != after[n]]
+
+
+def _type_conflict(name: str, column: pa.DataType, declared: Mapping[str, pa.DataType]) -> tuple[
+        str, pa.DataType, pa.DataType] | None:
+    """The first declared field of stage `name` whose type is not the recorded column's (where that is known:
+    a field the column lacks, or an unknown part of its type, is only filled in): (where, declared, held)."""
+    if pa.types.is_null(column):
+        return None
+    if not pa.types.is_struct(column):  # results that disagreed wholesale, held as JSON text
+        return name, pa.struct(list(declared.items())), column
+    held = {f.name: f.type for f in column}
+    for field_name, wanted in declared.items():
+        was = held.get(field_name, pa.null())
+        if merge_types(was, wanted, widen=False) != wanted:
+            return f"{name}.{field_name}", wanted, was
+    return None
 
 
 def _reads(stage: StageConfig, name: str) -> bool:

@@ -199,6 +199,8 @@ def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_lo
                 lock.acquire()
                 made_by = run_provenance(stages, prepared.declarations, registry)
                 table = table_spec(config, prepared.declarations, None if redo else made_by)
+                if redo is not None:
+                    redo.check_outputs(table.outputs[redo.stage.name])
                 writer = OutputWriter(out_dir, redo.recorded_key if redo else config.results_key(), videos,
                                       fresh, table)
                 source = redo.source(writer, prepared.config, made_by.stages[redo.stage.name]) if redo else None

@@ -33,7 +33,7 @@ output: {output}
 shards: {{max_bytes: 1MB}}
 stages:
   - {{name: shots, split: colour_splitter.ColourSplitter, params: {{env: ocr}}, frames: {{size: [32, 24]}}}}
-  - {{name: stats, model: scaled_brightness.ScaledBrightness, params: {params}, frames: {{sampling: one_per_clip}}}}
+  - {{name: stats, model: {model}, params: {params}, frames: {{sampling: one_per_clip}}}}
   - {{name: keep, filter: {{min_duration_s: 0.4, max: {{stats.score: 0.6}}}}}}
 """
 DARK, MID, LIGHTER, RED, BRIGHT = (40, 40, 40), (110, 110, 110), (145, 145, 145), (200, 40, 40), (190, 190, 190)
@@ -43,9 +43,23 @@ limit; at scale 1.5 MID and LIGHTER are over it too."""
 NEW = {"env": "ocr", "scale": 1.5}
 
 
-def write_config(folder: Path, videos: list[Path], **params: object) -> Path:
+TYPED = """\
+from scaled_brightness import ScaledBrightness
+
+
+class Typed(ScaledBrightness):
+    outputs = {outputs}
+
+    def __call__(self, batch):
+        return {{**super().__call__(batch), "label": "redone"}}
+"""
+"""A model of the stage that declares its outputs (and returns a field more than the first run's)."""
+
+
+def write_config(folder: Path, videos: list[Path], model: str = "scaled_brightness.ScaledBrightness",
+                 **params: object) -> Path:
     config = folder / f"pipeline-{len(list(folder.glob('pipeline-*.yaml')))}.yaml"
-    config.write_text(PIPELINE.format(inputs=", ".join(map(str, videos)), output=folder / "out",
+    config.write_text(PIPELINE.format(inputs=", ".join(map(str, videos)), output=folder / "out", model=model,
                                       params=json.dumps({"env": "ocr", **params})))
     return config
 
@@ -91,6 +105,11 @@ def by_shot(rows: list[dict]) -> dict[tuple[str, int], dict]:
 
 def redo(folder: Path, config: Path) -> subprocess.CompletedProcess[str]:
     return run_cli("run", str(config), "--quiet", "--output", str(folder / "out"), "--redo-stage", "stats")
+
+
+def held(out: Path) -> dict[Path, bytes]:
+    """Every file of the folder's results (not its lock's owner, which each run records)."""
+    return {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock-owner"}
 
 
 def check_one_schema(out: Path) -> None:
@@ -171,6 +190,25 @@ def test_a_video_the_stage_fails_on_keeps_its_rows_whole_and_a_plain_run_waits_f
     done = redo(folder, write_config(folder, VIDEOS, scale=1.5))
     assert done.returncode == 0, done.stderr
     assert _check_whole_videos(out) == 4 and not (out / ".parts" / "redo.json").exists()
+
+
+def test_a_redo_whose_stage_declares_other_types_is_refused_and_one_declaring_new_fields_grows_the_table(folder):
+    out = folder / "out"
+    (folder / "typed_float.py").write_text(TYPED.format(outputs={"score": "float32", "label": "string"}))
+    (folder / "typed_label.py").write_text(TYPED.format(outputs={"label": "string"}))
+    untouched = held(out)
+    refused = redo(folder, write_config(folder, VIDEOS, model="typed_float.Typed", scale=1.5))
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert "stats.score" in refused.stderr and "float64" in refused.stderr and "--fresh" in refused.stderr
+    assert held(out) == untouched
+
+    done = redo(folder, write_config(folder, VIDEOS, model="typed_label.Typed", scale=1.5))
+    assert done.returncode == 0, done.stderr
+    check_one_schema(out)
+    stats = read_schema(out).field("stats").type
+    assert [(f.name, str(f.type)) for f in stats] == [("label", "string"), ("score", "double"), ("scale", "double")]
+    labels = {(r["clip_index"], (r["stats"] or {}).get("label")) for r in rows_of(out)}
+    assert labels == {(0, "redone"), (1, "redone"), (2, None), (3, None)}, "a clip without a file is not rerun"
 
 
 def _start_redo(config: Path, out: Path) -> subprocess.Popen[str]:
