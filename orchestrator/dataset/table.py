@@ -46,10 +46,11 @@ _ROWS_KEY, _SCHEMA_KEY = b"orchestrator.rows", b"orchestrator.schema"
 @dataclass(frozen=True)
 class TableSpec:
     """What the table knows of a run's stages: each clip model stage's declared outputs, in stage order
-    (None: inferred from its results), and the provenance its rows reference."""
+    (None: inferred from its results), and the provenance its rows reference (None: each row names its own,
+    as a redo records them)."""
 
     outputs: Mapping[str, Mapping[str, str] | None] = field(default_factory=dict)
-    provenance: Provenance = Provenance()
+    provenance: Provenance | None = Provenance()
 
     def __post_init__(self) -> None:
         if clash := sorted(set(self.outputs) & BASE_NAMES):

@@ -15,8 +15,14 @@ same command retries it. Once every video is redone the folder records the new r
 until then a run without --redo-stage is refused, and rerunning the same command does the videos not yet done.
 
 A clip without a file (filtered out, a duplicate, failed) cannot be rerun: its row keeps what the stage found
-before (a run with --fresh recomputes it from the videos). A kept clip that a re-applied filter now drops is
-filtered as in a run: `path` null, `filtered_by` its reasons; its file moves to the `.previous` folder.
+before, and the provenance record that says so (a run with --fresh recomputes it from the videos). A kept clip
+that a re-applied filter now drops is filtered as in a run: `path` null, `filtered_by` its reasons; its file
+moves to the `.previous` folder. A rerun row names a record of `provenance.jsonl` that is its earlier one with
+the stage's entry as the redo ran it, recorded before the row names it.
+
+The other stages' columns keep the types the table recorded (only the redone stage is described). The stage
+may declare fields the table lacks (the table grows, every part is rewritten to the one schema), not another
+type for a field it holds: the rows that are not rerun keep their earlier values, and a column has one type.
 """
 
 from __future__ import annotations
@@ -28,15 +34,19 @@ import os
 import queue
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from orchestrator.atomic import atomic_file, atomic_write_text
+from orchestrator.dataset.provenance import Provenance, StageProvenance, read_provenance, record_provenance
+from orchestrator.dataset.schema import format_type, merge_types
+from orchestrator.dataset.table import TABLE_DIR, declared_types, read_schema
 from orchestrator.errors import ConfigError, PipelineError
 from orchestrator.pipeline.config import PipelineConfig, StageConfig
 from orchestrator.pipeline.cutting import resize_frame
@@ -109,9 +119,25 @@ class RedoPlan:
         videos = self.videos()
         return videos, [], len(videos)
 
-    def source(self, writer: OutputWriter, config: PipelineConfig) -> RedoSource:
-        """The executor's clip source; `config` is the one the executor runs (on Ray, with planned replicas)."""
-        return RedoSource(self, writer, next(s for s in config.stages if s.name == self.stage.name))
+    def source(self, writer: OutputWriter, config: PipelineConfig, made_by: StageProvenance) -> RedoSource:
+        """The executor's clip source; `config` is the one the executor runs (on Ray, with planned replicas),
+        `made_by` the stage as this run runs it (the entry its rows' provenance records get)."""
+        return RedoSource(self, writer, next(s for s in config.stages if s.name == self.stage.name), made_by)
+
+    def check_outputs(self, outputs: Mapping[str, str] | None) -> None:
+        """Refuse, before anything is written, a stage that now declares a field the table holds as another
+        type: the rows the redo cannot rerun keep their earlier values, which one column type must hold."""
+        recorded = read_schema(self.out_dir)
+        name = self.stage.name
+        if not outputs or recorded is None or recorded.get_field_index(name) < 0:
+            return
+        conflict = _type_conflict(name, recorded.field(name).type, declared_types({name: outputs})[name])
+        if conflict:
+            where, declared, held = conflict
+            raise ConfigError(f"--redo-stage {name}: {self.stage.model} declares {where} as {format_type(declared)} "
+                              f"where {self.out_dir / TABLE_DIR} holds {format_type(held)} (the rows the redo "
+                              f"cannot rerun keep their earlier values); rerun with --fresh to remake the folder "
+                              f"with the new types")
 
     def finish(self, writer: OutputWriter) -> str | None:
         """Record the new results once every video is redone; else the line that says what is left."""
@@ -189,6 +215,22 @@ def _differing_stages(expected: dict[str, Any], target: dict[str, Any]) -> list[
     return [f"stage {n!r}" for n in after if before[n] != after[n]]
 
 
+def _type_conflict(name: str, column: pa.DataType, declared: Mapping[str, pa.DataType]) -> tuple[
+        str, pa.DataType, pa.DataType] | None:
+    """The first declared field of stage `name` whose type is not the recorded column's (where that is known:
+    a field the column lacks, or an unknown part of its type, is only filled in): (where, declared, held)."""
+    if pa.types.is_null(column):
+        return None
+    if not pa.types.is_struct(column):  # results that disagreed wholesale, held as JSON text
+        return name, pa.struct(list(declared.items())), column
+    held = {f.name: f.type for f in column}
+    for field_name, wanted in declared.items():
+        was = held.get(field_name, pa.null())
+        if merge_types(was, wanted, widen=False) != wanted:
+            return f"{name}.{field_name}", wanted, was
+    return None
+
+
 def _reads(stage: StageConfig, name: str) -> bool:
     """Whether a filter stage has a rule on a field of stage `name`."""
     rules = stage.filter
@@ -199,10 +241,13 @@ def _reads(stage: StageConfig, name: str) -> bool:
 class RedoSource:
     """The executor's clips for a redo: read from the folder's clip files, recorded back into its rows."""
 
-    def __init__(self, plan: RedoPlan, writer: OutputWriter, stage: StageConfig) -> None:
-        self.plan, self.writer, self.stage = plan, writer, stage
+    def __init__(self, plan: RedoPlan, writer: OutputWriter, stage: StageConfig, made_by: StageProvenance) -> None:
+        self.plan, self.writer, self.stage, self.made_by = plan, writer, stage, made_by
         self.stage_names = plan.stage_names
         self.videos = plan.videos()
+        self.records = read_provenance(plan.out_dir)
+        self._redone_ids: dict[Any, str] = {}
+        """The id a rerun row gets, by the id its row had."""
 
     def read(self, outq: queue.Queue, stop: threading.Event) -> None:
         """Each video left to redo: its VideoItem, a Clip per row with a file, VideoDone; then END. A clip's
@@ -263,12 +308,23 @@ class RedoSource:
     def _redone(self, row: dict[str, Any], clip: Clip) -> dict[str, Any]:
         """The row with the stage's new result; filtered as a run filters a clip when a re-applied filter
         drops it."""
-        new = {**row, self.stage.name: clip.results.get(self.stage.name)}
+        new = {**row, self.stage.name: clip.results.get(self.stage.name), "provenance": self._made(row)}
         if clip.filtered_by:
             new.update(path=None, filtered_by=list(clip.filtered_by))
             if "kept" in row:
                 new["kept"] = False
         return new
+
+    def _made(self, row: dict[str, Any]) -> str:
+        """The provenance id of the rerun row: its earlier record (none, where the folder lacks it) with the
+        stage's entry as this redo runs it, recorded before any row names it."""
+        earlier = row.get("provenance")
+        if earlier not in self._redone_ids:
+            record = self.records.get(str(earlier), Provenance())
+            with _writing_to(self.plan.out_dir):
+                self._redone_ids[earlier] = record_provenance(
+                    self.plan.out_dir, Provenance({**record.stages, self.stage.name: self.made_by}))
+        return self._redone_ids[earlier]
 
     def _set_aside(self, part: Part, rows: list[dict[str, Any]]) -> None:
         """Keep the video's rows from before the redo (the first time only) and hard links to the clip files

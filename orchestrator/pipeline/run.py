@@ -45,7 +45,7 @@ from orchestrator.pipeline.executor import PipelineExecutor, RunState, WorkerFac
 from orchestrator.pipeline.gpus import GpuAssignment, cpu_fallback_warning, detect_gpu_count, pack_replicas
 from orchestrator.pipeline.output_lock import OutputLock
 from orchestrator.pipeline.parts import count_kept
-from orchestrator.pipeline.redo import RedoPlan, check_no_unfinished_redo, plan_redo
+from orchestrator.pipeline.redo import RedoPlan, RedoSource, check_no_unfinished_redo, plan_redo
 from orchestrator.pipeline.summary import Failure, RunSummary
 from orchestrator.pipeline.video import VIDEO_SUFFIXES, VideoInput, expand_inputs, open_inputs
 from orchestrator.pipeline.writer import OutputWriter, check_results_key
@@ -198,10 +198,14 @@ def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_lo
                 firsts = describe_stages(stages, workers)
                 prepared = _prepare(config.streaming, stages, firsts, workers, ray, gpus, weights_from, warn)
                 lock.acquire()
-                table = table_spec(config, stages, prepared.declarations, registry)
+                made_by = run_provenance(stages, prepared.declarations, registry)
+                table = table_spec(config, prepared.declarations, None if redo else made_by)
+                if redo is not None:
+                    redo.check_outputs(table.outputs[redo.stage.name])
                 writer = DedupingWriter(out_dir, redo.recorded_key if redo else config.results_key(), videos,
                                         fresh, table, dedup=config.dedup_stages)
-                return _run(videos, writer, prepared, state, display, warn, redo)
+                source = redo.source(writer, prepared.config, made_by.stages[redo.stage.name]) if redo else None
+                return _run(videos, writer, prepared, state, display, warn, source)
         finally:
             close_all(list(firsts.values()), STOP_AT_ONCE)
             shutil.rmtree(runtime_dir, ignore_errors=True)
@@ -211,13 +215,18 @@ def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_lo
         lock.release()
 
 
-def table_spec(config: PipelineConfig, stages: dict[str, ResolvedStage],
-               declarations: dict[str, ModelDeclarations], registry: EnvRegistry) -> TableSpec:
-    """What the clip table knows of the run: each clip stage's declared outputs, and what made every model
-    stage's results (its env's lock, its weights as cached here, its params)."""
-    provenance = Provenance({name: stage_provenance(s.class_path, registry.spec(s.env.name),
-                                                    declarations[name].weights_names, s.config.params)
-                             for name, s in stages.items()})
+def run_provenance(stages: dict[str, ResolvedStage], declarations: dict[str, ModelDeclarations],
+                   registry: EnvRegistry) -> Provenance:
+    """What made each model stage's results: its env's lock, its weights as cached here, its params."""
+    return Provenance({name: stage_provenance(s.class_path, registry.spec(s.env.name),
+                                              declarations[name].weights_names, s.config.params)
+                       for name, s in stages.items()})
+
+
+def table_spec(config: PipelineConfig, declarations: dict[str, ModelDeclarations],
+               provenance: Provenance | None) -> TableSpec:
+    """What the clip table knows of the run: each clip stage's declared outputs, and the provenance its rows
+    name (None for a redo, whose rows each name their earlier record with the redone stage's entry)."""
     # a redo describes only the stage it redoes: the others' types are the ones the table recorded
     return TableSpec({s.name: declarations[s.name].outputs if s.name in declarations else None
                       for s in config.stages if s.model}, provenance)
@@ -268,15 +277,15 @@ def _prepare(config: PipelineConfig, stages: dict[str, ResolvedStage], firsts: d
 
 
 def _run(videos: list[VideoInput], writer: DedupingWriter, prepared: Prepared, state: RunState,
-         display: Callable[[RunState], Any] | None, warn: Callable[[str], None], redo: RedoPlan | None) -> RunSummary:
-    """Execute with the writer (which dedups after each batch of videos), dedup once more when every video is
-    done, and record the summary however the run ends."""
+         display: Callable[[RunState], Any] | None, warn: Callable[[str], None],
+         redo: RedoSource | None) -> RunSummary:
+    """Execute with the writer (which dedups after each batch of videos; for a redo, with the clips it reads
+    back), dedup once more when every video is done, and record the summary however the run ends."""
     if writer.set_aside is not None:
         warn(f"--fresh: moved the earlier results to {writer.set_aside} (delete it when no longer needed)")
     state.frames_total = sum(v.frames for v in videos if writer.resumable(v) is None)
     executor = PipelineExecutor(prepared.config, videos, writer, prepared.make, state, prepared.declarations,
-                                prepared.adopt, prepared.resources,
-                                redo.source(writer, prepared.config) if redo else None)
+                                prepared.adopt, prepared.resources, redo)
     stopped: RunStopped | None = None
     try:
         executor.run(on_tick=(lambda: display(state)) if display else lambda: None)
@@ -292,7 +301,7 @@ def _run(videos: list[VideoInput], writer: DedupingWriter, prepared: Prepared, s
     try:
         writer.finish_run(summary, completed=stopped is None)
         if stopped is None:
-            _after_run(writer, prepared.config, redo, warn)
+            _after_run(writer, prepared.config, redo.plan if redo else None, warn)
     except PipelineError as exc:
         stopped = stopped or RunStopped(exc, 0, len(videos), writer.out_dir)
     if stopped is not None:

@@ -115,7 +115,8 @@ class OutputWriter:
         self.stages = list(table.outputs)
         self.table = ClipTable(out_dir, table.outputs)
         with self._writing(PipelineError):
-            self.provenance = record_provenance(out_dir, table.provenance)
+            self.provenance = (record_provenance(out_dir, table.provenance) if table.provenance is not None
+                               else None)
             self.table.sync(self.parts)
         self.changed = False
         """Whether this run finished a video: only then does it rewrite metadata.jsonl and run.json."""

@@ -1,5 +1,6 @@
 """`orchestrator run CONFIG --redo-stage NAME`: one model stage rerun over the clips of an output folder, its
-results replaced in their rows, the filters on its fields re-applied; atomic per video under SIGKILL."""
+results replaced in their rows, the filters on its fields re-applied, each redone row naming a provenance
+record with the stage's new entry; the table keeps one schema; atomic per video under SIGKILL."""
 
 from __future__ import annotations
 
@@ -9,10 +10,14 @@ import shutil
 import signal
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
+from orchestrator.dataset.provenance import provenance_of, read_provenance
+from orchestrator.dataset.table import TABLE_DIR, read_schema, read_table
 from orchestrator.errors import ConfigError
 from orchestrator.pipeline.config import FilterSpec, load_config
 from orchestrator.pipeline.redo import plan_redo
@@ -28,7 +33,7 @@ output: {output}
 shards: {{max_bytes: 1MB}}
 stages:
   - {{name: shots, split: colour_splitter.ColourSplitter, params: {{env: ocr}}, frames: {{size: [32, 24]}}}}
-  - {{name: stats, model: scaled_brightness.ScaledBrightness, params: {params}, frames: {{sampling: one_per_clip}}}}
+  - {{name: stats, model: {model}, params: {params}, frames: {{sampling: one_per_clip}}}}
   - {{name: keep, filter: {{min_duration_s: 0.4, max: {{stats.score: 0.6}}}}}}
 """
 DARK, MID, LIGHTER, RED, BRIGHT = (40, 40, 40), (110, 110, 110), (145, 145, 145), (200, 40, 40), (190, 190, 190)
@@ -38,9 +43,23 @@ limit; at scale 1.5 MID and LIGHTER are over it too."""
 NEW = {"env": "ocr", "scale": 1.5}
 
 
-def write_config(folder: Path, videos: list[Path], **params: object) -> Path:
+TYPED = """\
+from scaled_brightness import ScaledBrightness
+
+
+class Typed(ScaledBrightness):
+    outputs = {outputs}
+
+    def __call__(self, batch):
+        return {{**super().__call__(batch), "label": "redone"}}
+"""
+"""A model of the stage that declares its outputs (and returns a field more than the first run's)."""
+
+
+def write_config(folder: Path, videos: list[Path], model: str = "scaled_brightness.ScaledBrightness",
+                 **params: object) -> Path:
     config = folder / f"pipeline-{len(list(folder.glob('pipeline-*.yaml')))}.yaml"
-    config.write_text(PIPELINE.format(inputs=", ".join(map(str, videos)), output=folder / "out",
+    config.write_text(PIPELINE.format(inputs=", ".join(map(str, videos)), output=folder / "out", model=model,
                                       params=json.dumps({"env": "ocr", **params})))
     return config
 
@@ -88,9 +107,24 @@ def redo(folder: Path, config: Path) -> subprocess.CompletedProcess[str]:
     return run_cli("run", str(config), "--quiet", "--output", str(folder / "out"), "--redo-stage", "stats")
 
 
+def held(out: Path) -> dict[Path, bytes]:
+    """Every file of the folder's results (not its lock's owner, which each run records)."""
+    return {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock-owner"}
+
+
+def check_one_schema(out: Path) -> None:
+    """Every table part holds the schema the table records, and the folder reads as one table of it."""
+    recorded = read_schema(out)
+    assert recorded is not None
+    assert all(pq.read_schema(p).remove_metadata().equals(recorded) for p in (out / TABLE_DIR).glob("*.parquet"))
+    assert read_table(out).schema.equals(recorded) and read_table(out).num_rows == len(rows_of(out))
+
+
 def test_redo_replaces_the_stage_results_reapplies_its_filters_and_records_the_new_config(folder):
     out = folder / "out"
     before = by_shot(rows_of(out))
+    made_before = {key: provenance_of(out, row) for key, row in before.items()}
+    schema_before = read_schema(out)
     assert {k[1] for k, r in before.items() if r["path"]} == {0, 1}
     config = write_config(folder, VIDEOS, scale=1.5)
     done = redo(folder, config)
@@ -100,16 +134,23 @@ def test_redo_replaces_the_stage_results_reapplies_its_filters_and_records_the_n
     aside = next((out / ".previous").glob("*-redo-stats"))
     for (video, index), row in after.items():
         old = before[(video, index)]
+        made_by, earlier = provenance_of(out, row), made_before[(video, index)]
+        assert made_by is not None and earlier is not None and set(earlier.stages) == {"shots", "stats"}
         if index == 0:  # DARK: rerun, still kept
             assert row["stats"]["scale"] == 1.5 and row["path"] == old["path"] and (out / row["path"]).is_file()
         elif index == 1:  # MID: rerun, now over the limit: filtered as in a run, its file set aside
             assert row["stats"]["scale"] == 1.5 and row["path"] is None
             assert row["filtered_by"] == ["keep:max:stats.score"] and row["kept"] is False
             assert not (out / old["path"]).exists() and (aside / old["path"]).is_file()
-        else:  # no file to rerun: the row as it was
-            assert row == old
-        assert {k: v for k, v in row.items() if k not in ("stats", "path", "filtered_by", "kept")} == \
-            {k: v for k, v in old.items() if k not in ("stats", "path", "filtered_by", "kept")}
+        else:  # no file to rerun: the row as it was, made by what made it
+            assert row == old and made_by == earlier
+        if index in (0, 1):  # the earlier record with the stage's entry as the redo ran it
+            assert made_by.stages == {**earlier.stages, "stats": replace(earlier.stages["stats"], params=NEW)}
+        assert {k: v for k, v in row.items() if k not in ("stats", "path", "filtered_by", "kept", "provenance")} == \
+            {k: v for k, v in old.items() if k not in ("stats", "path", "filtered_by", "kept", "provenance")}
+    assert set(read_provenance(out)) == {row["provenance"] for row in after.values()}, "no record names no row"
+    check_one_schema(out)
+    assert read_schema(out) == schema_before, "the other stages' types are the ones the table recorded"
     assert sorted(rows_of(out), key=lambda r: (r["video"], r["clip_index"])) == \
         sorted((r for rows in part_rows(out).values() for r in rows), key=lambda r: (r["video"], r["clip_index"]))
     assert len(list((aside / ".parts").glob("*.json"))) == 4, "the rows from before the redo are kept"
@@ -151,6 +192,25 @@ def test_a_video_the_stage_fails_on_keeps_its_rows_whole_and_a_plain_run_waits_f
     assert _check_whole_videos(out) == 4 and not (out / ".parts" / "redo.json").exists()
 
 
+def test_a_redo_whose_stage_declares_other_types_is_refused_and_one_declaring_new_fields_grows_the_table(folder):
+    out = folder / "out"
+    (folder / "typed_float.py").write_text(TYPED.format(outputs={"score": "float32", "label": "string"}))
+    (folder / "typed_label.py").write_text(TYPED.format(outputs={"label": "string"}))
+    untouched = held(out)
+    refused = redo(folder, write_config(folder, VIDEOS, model="typed_float.Typed", scale=1.5))
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert "stats.score" in refused.stderr and "float64" in refused.stderr and "--fresh" in refused.stderr
+    assert held(out) == untouched
+
+    done = redo(folder, write_config(folder, VIDEOS, model="typed_label.Typed", scale=1.5))
+    assert done.returncode == 0, done.stderr
+    check_one_schema(out)
+    stats = read_schema(out).field("stats").type
+    assert [(f.name, str(f.type)) for f in stats] == [("label", "string"), ("score", "double"), ("scale", "double")]
+    labels = {(r["clip_index"], (r["stats"] or {}).get("label")) for r in rows_of(out)}
+    assert labels == {(0, "redone"), (1, "redone"), (2, None), (3, None)}, "a clip without a file is not rerun"
+
+
 def _start_redo(config: Path, out: Path) -> subprocess.Popen[str]:
     return subprocess.Popen([*RUN, str(config), "--quiet", "--output", str(out), "--redo-stage", "stats"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_signals)
@@ -165,13 +225,18 @@ def _wait_for(path: Path, proc: subprocess.Popen[str], timeout_s: float = 60.0) 
 
 
 def _check_whole_videos(out: Path) -> int:
-    """Every video holds its old rows or its new ones, never a mix; how many hold the new ones."""
+    """Every video holds its old rows or its new ones, never a mix, each naming a record of what made it; how
+    many hold the new ones."""
     new = 0
+    records = read_provenance(out)
     for rows in part_rows(out).values():
         scales = {r["stats"]["scale"] for r in rows if r["clip_index"] < 2}
         assert len(scales) == 1, f"a video with rows of both versions: {rows}"
         for row in rows:
             assert row["path"] is None or (out / row["path"]).is_file()
+            assert row["provenance"] in records, "a row names a record the folder lacks"
+            if row["clip_index"] < 2:
+                assert records[row["provenance"]].stages["stats"].params.get("scale", 1.0) == row["stats"]["scale"]
         new += scales == {1.5}
     return new
 
