@@ -149,31 +149,32 @@ print("done", flush=True)
 """
 
 
-def _killed_write(out: Path, after_s: float) -> bool:
-    """Start writing shards of one clip each in a child process, SIGKILL it `after_s` later; whether it was
-    killed before it finished."""
+def _killed_write(out: Path, after_s: float | None) -> tuple[bool, float]:
+    """Start writing shards of one clip each in a child process, SIGKILL it `after_s` later (None: let it
+    finish); whether it was killed before it finished, and how long it ran from its start signal."""
     proc = subprocess.Popen([sys.executable, "-c", WRITER, str(out), "1"], cwd=ROOT, stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
         assert proc.stdout.readline() == "ready\n"  # type: ignore[union-attr]
+        started = time.monotonic()
         proc.stdin.write("go\n")  # type: ignore[union-attr]
         proc.stdin.flush()  # type: ignore[union-attr]
-        time.sleep(after_s)  # the fault's moment, not a synchronisation
-        proc.send_signal(signal.SIGKILL)
-        return proc.stdout.read() != "done\n"  # type: ignore[union-attr]
+        if after_s is not None:
+            time.sleep(after_s)  # the fault's moment, not a synchronisation
+            proc.send_signal(signal.SIGKILL)
+        finished = proc.stdout.read() == "done\n"  # type: ignore[union-attr]
+        return not finished, time.monotonic() - started
     finally:
         proc.wait(10)
 
 
 def test_a_write_killed_at_random_moments_leaves_no_manifest_or_a_whole_one_and_a_rewrite_finishes(folder, tmp_path):
     out, kept = folder
-    started = time.monotonic()
-    write_shards(out, 1)
-    took = time.monotonic() - started
+    _, took = _killed_write(out, None)  # the moments are drawn over a child's whole write, as timed here
     interrupted = 0
     for seed in range(5):
         write_shards(out, 10**9)  # earlier shards, of another size, for the killed write to replace
-        interrupted += _killed_write(out, random.Random(seed).uniform(0.0, took))
+        interrupted += _killed_write(out, random.Random(seed).uniform(0.0, 0.9 * took))[0]
         if (out / "shards" / MANIFEST).exists():
             manifest = json.loads((out / "shards" / MANIFEST).read_text())
             check_shards(out, kept, manifest["max_bytes"], tmp_path / "clip.mp4")
