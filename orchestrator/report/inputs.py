@@ -12,14 +12,14 @@ written by an older orchestrator, or before a dedup or provenance stage existed,
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator.dataset.provenance import read_provenance
 from orchestrator.errors import ConfigError
 
 METADATA = "metadata.jsonl"
-PROVENANCE_FILE = "provenance.jsonl"
 
 
 @dataclass(frozen=True)
@@ -114,21 +114,8 @@ def _errors(errors: Any) -> tuple[str, ...]:
 
 def _provenance(out_dir: Path) -> list[ProvenanceRecord]:
     """The folder's provenance records, in the order they were recorded (lines that are not one are skipped)."""
-    try:
-        lines = (out_dir / PROVENANCE_FILE).read_text().splitlines()
-    except OSError:
-        return []
-    records = []
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        stages = record.get("stages") if isinstance(record, dict) else None
-        if isinstance(stages, dict):
-            records.append(ProvenanceRecord(str(record.get("id")), {str(name): fields for name, fields in
-                                                                  stages.items() if isinstance(fields, dict)}))
-    return records
+    return [ProvenanceRecord(record_id, {name: asdict(stage) for name, stage in record.stages.items()})
+            for record_id, record in read_provenance(out_dir).items()]
 
 
 def _read_json(path: Path) -> Any:

@@ -4,6 +4,7 @@ real workers), loaded in a real headless Chromium (Debian's package; scripts/set
 from __future__ import annotations
 
 import errno
+import html
 import json
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from orchestrator.dataset.provenance import read_provenance
 from orchestrator.pipeline.output_lock import OutputLock
 from orchestrator.pipeline.stats import TIMELINE_SAMPLES, StageStats, Timeline
 from orchestrator.report.thumbs import PREVIEW_FRAMES
@@ -203,21 +205,17 @@ def test_a_long_run_keeps_a_bounded_evenly_spaced_timeline_with_exact_totals() -
 
 
 def test_duplicate_groups_and_provenance_are_shown_from_the_rows(finished: Path, tmp_path: Path) -> None:
-    """Rows as the dedup and provenance stages write them: a duplicate in its group, linked from the clip it
-    duplicates, and the provenance records with how many rows use each."""
+    """Rows as the dedup stage marks them: a duplicate in its group, linked from the clip it duplicates; and the
+    provenance record the run wrote, with how many rows use it."""
     out = tmp_path / "out"
     shutil.copytree(finished, out, ignore=shutil.ignore_patterns(".lock*", "report.html", "report_files"))
     rows, _ = outputs(out)
     kept = [r for r in rows if r["path"]]
     original, duplicate = Path(kept[0]["path"]).stem, kept[-1]
-    for row in rows:
-        row.update(clip_id=Path(row["path"]).stem if row["path"] else None, kept=row["path"] is not None,
-                   duplicate_of=None, provenance="p1")
     duplicate.update(kept=False, path=None, filtered_by=["dedup"], duplicate_of=original)
     (out / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (out / "provenance.jsonl").write_text(json.dumps({"id": "p1", "stages": {"stats": {
-        "model": "controlled_model.ControlledModel", "env": "ocr", "lock": "sha256:lock-of-ocr", "weights": {},
-        "params": {"returns": "frame_stats"}}}}) + "\n")
+    (record_id, record), = read_provenance(out).items()
+    assert {r["provenance"] for r in rows} == {record_id}
     result = run_cli("report", str(out))
     assert result.returncode == 0, result.stderr
     dom = loaded_dom(out / "report.html")
@@ -226,8 +224,9 @@ def test_duplicate_groups_and_provenance_are_shown_from_the_rows(finished: Path,
     assert [a for t, a in dom.elements if t == "h3" and a.get("id") == f"dup-{original}"]
     assert [a["href"] for a in dom.having("a", "badge")] == [f"#dup-{original}"]
     page = (out / "report.html").read_text()
-    assert "sha256:lock-of-ocr" in page and "{&quot;returns&quot;: &quot;frame_stats&quot;}" in page
-    assert '<td class="n">5</td><td>stats</td>' in page  # every row refers to the one record
+    assert record.stages["stats"].lock and record.stages["stats"].lock in page
+    assert html.escape(json.dumps(dict(record.stages["stats"].params), sort_keys=True)) in page
+    assert f'<td class="n">{len(rows)}</td><td>stats</td>' in page  # every row refers to the one record
 
 
 @pytest.fixture
