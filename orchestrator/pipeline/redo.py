@@ -114,10 +114,10 @@ class RedoPlan:
         parts = sorted((p for p in self.parts.values() if p.video_id not in done), key=lambda p: (p.video, p.video_id))
         return [VideoInput(Path(p.video), p.video_id, p.fingerprint) for p in parts]
 
-    def inputs(self) -> tuple[list[VideoInput], list[Failure], int]:
-        """What `open_videos` gives a run: the videos to redo, no failure, and how many there are."""
+    def inputs(self) -> tuple[list[VideoInput], list[Failure], int, list[tuple[VideoInput, str]]]:
+        """What `open_videos` gives a run: the videos to redo, no failure, how many there are, no unreadable one."""
         videos = self.videos()
-        return videos, [], len(videos)
+        return videos, [], len(videos), []
 
     def source(self, writer: OutputWriter, config: PipelineConfig, made_by: StageProvenance) -> RedoSource:
         """The executor's clip source; `config` is the one the executor runs (on Ray, with planned replicas),

@@ -182,7 +182,7 @@ def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_lo
         if out_dir.exists():
             lock.acquire()  # a second run into a folder in use is refused before it does anything
         redo = plan_redo(out_dir, config, redo_stage) if redo_stage else None
-        videos, failures, found = redo.inputs() if redo else open_videos(config, config_dir, warn)
+        videos, failures, found, unreadable = redo.inputs() if redo else open_videos(config, config_dir, warn)
         state = RunState(videos_total=found, failures=failures)
         registry = EnvRegistry()
         stages = resolve_stages(config, config_dir, registry, only=redo_stage)
@@ -203,7 +203,7 @@ def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_lo
                 if redo is not None:
                     redo.check_outputs(table.outputs[redo.stage.name])
                 writer = DedupingWriter(out_dir, redo.recorded_key if redo else config.results_key(), videos,
-                                        fresh, table, dedup=config.dedup_stages)
+                                        fresh, table, dedup=config.dedup_stages, unreadable=unreadable)
                 source = redo.source(writer, prepared.config, made_by.stages[redo.stage.name]) if redo else None
                 return _run(videos, writer, prepared, state, display, warn, source)
         finally:
@@ -233,10 +233,10 @@ def table_spec(config: PipelineConfig, declarations: dict[str, ModelDeclarations
 
 
 def open_videos(config: PipelineConfig, config_dir: Path, warn: Callable[[str], None]) -> tuple[
-        list[VideoInput], list[Failure], int]:
+        list[VideoInput], list[Failure], int, list[tuple[VideoInput, str]]]:
     """The readable input videos, each opened once (fingerprinted) before any worker starts, a failure for each
-    input that cannot be read (also warned of at once), and how many video files were found. No readable video
-    at all is a ConfigError."""
+    input that cannot be read (also warned of at once), how many video files were found, and the video files
+    that cannot be read, with why (the run records a row for each). No readable video at all is a ConfigError."""
     if ensure_bundled_sample([config_dir / i for i in config.inputs]):
         warn(f"generated the bundled sample video {BUNDLED_SAMPLE} (python -m orchestrator.sample_video makes it)")
     found, missing = expand_inputs(config.inputs, config_dir)
@@ -251,7 +251,7 @@ def open_videos(config: PipelineConfig, config_dir: Path, warn: Callable[[str], 
         raise ConfigError(f"no readable video in the inputs: {shown}")
     for failure in failures:
         warn(f"skipped {failure.line()}")
-    return videos, failures, len(found)
+    return videos, failures, len(found), unreadable
 
 
 def _prepare(config: PipelineConfig, stages: dict[str, ResolvedStage], firsts: dict[str, WorkerHandle],

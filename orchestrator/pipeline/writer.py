@@ -91,10 +91,14 @@ class OutputWriter:
     """Writes one run's results into a folder whose lock the run holds."""
 
     def __init__(self, out_dir: Path, results_key: dict[str, Any], videos: list[VideoInput],
-                 fresh: bool = False, table: TableSpec = INFERRED) -> None:
+                 fresh: bool = False, table: TableSpec = INFERRED,
+                 unreadable: list[tuple[VideoInput, str]] | None = None) -> None:
         """`fresh` moves the earlier results aside (see `set_aside`) instead of refusing another pipeline's;
-        `table` names the clip stages (each row has their keys) with their declared outputs, and what made them."""
+        `table` names the clip stages (each row has their keys) with their declared outputs, and what made them;
+        `unreadable` are the input files that could not be opened, with why (a run to the end records a row
+        for each)."""
         self.out_dir = out_dir
+        self.unreadable = unreadable or []
         self.parts_dir = out_dir / ".parts"
         self.clips_tmp = out_dir / ".tmp"
         self.videos = videos
@@ -262,11 +266,23 @@ class OutputWriter:
         leaves an earlier run's record as it was)."""
         shutil.rmtree(self.clips_tmp, ignore_errors=True)
         with self._writing(PipelineError):
+            if completed:
+                self._record_unreadable()
             if self.changed or completed or not (self.out_dir / "metadata.jsonl").exists():
                 self._rebuild_metadata(force=True)
             if self.changed or completed or not (self.out_dir / "run.json").exists():
                 atomic_write_text(self.out_dir / "run.json",
                                   json.dumps(summary.to_json(), indent=2, default=to_json) + "\n")
+
+    def _record_unreadable(self) -> None:
+        """A failed part of one row for each input file that could not be opened, so the table names it too;
+        never in place of an earlier part that keeps clips (a file gone missing loses no finished results).
+        A failed part is not resumed: the next run tries the file again."""
+        for video, reason in self.unreadable:
+            earlier = self.parts.get(video.video_id)
+            if earlier is None or not any(row.get("path") for row in earlier.rows):
+                row = json.loads(json.dumps(self._failed_video_row(VideoItem(-1, video, error=reason))))
+                self._record(Part(str(video.path), video.video_id, "", False, [row]), [row])
 
     @contextlib.contextmanager
     def _writing(self, error: type[Exception]) -> Iterator[None]:

@@ -203,3 +203,28 @@ def test_a_run_killed_at_a_random_moment_resumes_without_duplicating_a_row(tmp_p
     assert len(ids) == len(set(ids)) and {r["video_id"] for r in table} == set(read_parts(out / ".parts"))
     assert [r["clip_id"] for r in by_clip(jsonl_rows(out))] == [r["clip_id"] for r in by_clip(table)]
     assert json.loads((out / "run.json").read_text())["videos_done"] == 2
+
+
+def test_an_input_that_cannot_be_opened_has_its_row_and_one_that_breaks_later_keeps_its_results(
+        tmp_path: Path) -> None:
+    """A file that is no video gets one row naming why; once a finished video's file is broken, a rerun says it
+    is unreadable but keeps its rows and clips (and the other file keeps its row)."""
+    dark, bright, _ = videos(tmp_path)
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(random.Random(0).randbytes(4096))
+    config, out = write_pipeline(tmp_path, [dark, bright, garbage], inferred=False)
+    first = run(config)
+    assert first.returncode == 1 and "Traceback" not in first.stderr, first.stderr[-3000:]
+    rows = read_table(out).to_pylist()
+    (bad,) = [r for r in rows if r["video"] == str(garbage)]
+    assert bad["clip_index"] is None and bad["kept"] is False and bad["filtered_by"] == ["error:video"]
+    assert str(garbage) in bad["errors"][0]["reason"] and bad["video_id"]
+    finished = [r for r in rows if r["video"] == str(dark)]
+    assert finished and all((out / r["path"]).is_file() for r in finished if r["path"])
+
+    dark.write_bytes(random.Random(1).randbytes(4096))
+    again = run(config)
+    assert again.returncode == 1 and f"{dark}: not a readable video" in again.stderr, again.stderr[-3000:]
+    assert by_clip(read_table(out).to_pylist()) == by_clip(rows)
+    assert close(by_clip(jsonl_rows(out)), by_clip(rows))
+    assert all((out / r["path"]).is_file() for r in finished if r["path"])
