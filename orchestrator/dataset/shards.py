@@ -60,9 +60,9 @@ def parse_size(value: object) -> int:
 
 
 def is_kept(row: dict[str, Any]) -> bool:
-    """A row whose clip the folder keeps: it has a file and nothing filtered it or marked it a duplicate."""
-    return (bool(row.get("path")) and row.get("kept", True) is not False and not row.get("filtered_by")
-            and not row.get("duplicate_of"))
+    """A row whose clip the folder keeps (`kept`, with its file): a duplicate that a `filter: false` dedup
+    stage only marked is kept, one it filtered is not."""
+    return row.get("kept") is True and bool(row.get("path"))
 
 
 def clip_id(row: dict[str, Any]) -> str:

@@ -78,7 +78,8 @@ def video_id(path: Path) -> str:
     """`<folder>_<stem>-<hash of the absolute path>`: readable, the same for the same file in every run, and
     different for `cam1/0001.mp4` and `cam2/0001.mp4`."""
     absolute = path.resolve()
-    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{absolute.parent.name}_{absolute.stem}").strip("_")
+    # never a leading dot or underscore: Parquet readers skip such files in the clip table's folder
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{absolute.parent.name}_{absolute.stem}").strip("._")
     return f"{readable}-{hashlib.sha256(str(absolute).encode()).hexdigest()[:8]}"
 
 

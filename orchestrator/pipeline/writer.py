@@ -40,6 +40,7 @@ import numpy as np
 
 from orchestrator.atomic import atomic_write_bytes, atomic_write_text
 from orchestrator.dataset.provenance import PROVENANCE_FILE, record_provenance
+from orchestrator.dataset.shards import MANIFEST, SHARDS_DIR
 from orchestrator.dataset.table import INFERRED, TABLE_DIR, ClipTable, TableSpec
 from orchestrator.errors import ConfigError, OutputFull, PipelineError
 from orchestrator.pipeline.items import Clip, VideoItem
@@ -195,6 +196,8 @@ class OutputWriter:
                               json.dumps(_claim(results_key), indent=2, sort_keys=True) + "\n")
 
     def _record(self, part: Part, results: list[dict[str, Any]] | None) -> None:
+        if not self.changed:  # shards certify the rows they were written from: not these
+            (self.out_dir / SHARDS_DIR / MANIFEST).unlink(missing_ok=True)
         atomic_write_text(self.parts_dir / f"{part.video_id}.json", json.dumps(part.to_json(), default=to_json)
                           + "\n")
         self.parts[part.video_id] = part
@@ -276,11 +279,12 @@ class OutputWriter:
 
     def _record_unreadable(self) -> None:
         """A failed part of one row for each input file that could not be opened, so the table names it too;
-        never in place of an earlier part that keeps clips (a file gone missing loses no finished results).
+        never in place of a finished video's part, nor of one that keeps clips (a file that breaks later loses
+        no finished results).
         A failed part is not resumed: the next run tries the file again."""
         for video, reason in self.unreadable:
             earlier = self.parts.get(video.video_id)
-            if earlier is None or not any(row.get("path") for row in earlier.rows):
+            if earlier is None or not (earlier.ok or any(row.get("path") for row in earlier.rows)):
                 row = json.loads(json.dumps(self._failed_video_row(VideoItem(-1, video, error=reason))))
                 self._record(Part(str(video.path), video.video_id, "", False, [row]), [row])
 

@@ -51,8 +51,9 @@ def render(report: ReportInput, thumbs: Thumbnails) -> str:
     """The whole page; makes (or reuses) the images it shows."""
     rows = report.rows
     kept = [r for r in rows if r.kept]
-    duplicates = [r for r in rows if r.duplicate_of and not r.kept]
-    filtered = [r for r in rows if not r.kept and not r.duplicate_of]
+    duplicates = [r for r in rows if r.duplicate_of]  # marked only (`filter: false`), they are kept clips too
+    # a video's own row (it failed before it had a clip) is a failure, shown with the failures, not a clip
+    filtered = [r for r in rows if not r.kept and not r.duplicate_of and r.clip_index is not None]
     sections = [
         ("stages", "Stages", _stages(report.run)),
         ("kept", f"Kept clips ({len(kept)})", _kept(kept, duplicates, thumbs)),

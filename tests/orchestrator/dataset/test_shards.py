@@ -38,7 +38,7 @@ def _row(video: str, index: int, **fields: object) -> dict:
     clip = f"{video}-0123abcd_{index:04d}"
     return {"video": f"/in/{video}.mp4", "clip_index": index, "start_frame": 0, "end_frame": 9, "start_s": 0.0,
             "end_s": 0.4, "path": f"clips/{clip}.mp4", "filtered_by": None, "stats": {"mean": 1.0 * index},
-            **fields}
+            "kept": fields.get("path", "") is not None, **fields}
 
 
 def _write_part(out: Path, video: str, rows: list[dict]) -> None:

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from orchestrator.dataset.schema import format_type
+from orchestrator.dataset.shards import MANIFEST, SHARDS_DIR
 from orchestrator.dataset.table import TableSpec, read_table
 from orchestrator.errors import ConfigError, PipelineError
 from orchestrator.pipeline.items import Clip, VideoItem
@@ -52,6 +53,21 @@ def test_update_rows_replaces_a_videos_rows_everywhere_and_drops_the_clip_no_lon
         (True, None, first["path"]), (False, first["clip_id"], None)]
     with pytest.raises(PipelineError, match="no finished video 'b'"):
         writer.update_rows("b", [])
+
+
+def test_the_first_row_a_run_changes_withdraws_the_shards_manifest(tmp_path: Path) -> None:
+    """Shards certified by their manifest hold the rows as they were: once rows change, the manifest goes (a run
+    that stops before it writes shards again leaves none that claim the old rows), and the next write starts over."""
+    out = tmp_path / "out"
+    a, b = video_file(tmp_path, "a"), video_file(tmp_path, "b")
+    writer = OutputWriter(out, KEY, [a, b], table=SPEC)
+    first = finish(writer, a, [{"det": {"boxes": [], "score": 0.5}}])
+    (out / SHARDS_DIR).mkdir()
+    (out / SHARDS_DIR / MANIFEST).write_text("{}\n")  # as a write of the shards ends
+    writer = OutputWriter(out, KEY, [a, b], table=SPEC)
+    assert (out / SHARDS_DIR / MANIFEST).is_file(), "opening the folder changes no row"
+    writer.update_rows("a", [{**first[0], "kept": False, "filtered_by": ["dedup"]}])
+    assert not (out / SHARDS_DIR / MANIFEST).exists()
 
 
 def test_a_stage_that_failed_on_a_clip_or_never_saw_it_leaves_its_key_null(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator.errors import ConfigError
 from orchestrator.pipeline.config import load_config
-from orchestrator.pipeline.video import VideoError, expand_inputs, iter_frames, sample_indices
+from orchestrator.pipeline.video import VideoError, expand_inputs, iter_frames, sample_indices, video_id
 from orchestrator.sample_video import SampleSpec, generate_sample
 
 GOOD = """\
@@ -104,6 +104,12 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_decode_and_resize(sample: Path) -> None:
     frames = list(iter_frames(sample, (48, 27)))
     assert len(frames) == 24 and frames[0].shape == (27, 48, 3) and frames[0].dtype == np.uint8
+
+
+@pytest.mark.parametrize("name", [".incoming/a.mp4", "_tmp/.a.mp4", "..x/_b.mp4"])
+def test_a_video_id_never_starts_with_a_dot_or_underscore(tmp_path: Path, name: str) -> None:
+    """Its clip-table part is `<video id>.parquet`, and Parquet readers skip files named so in a folder."""
+    assert video_id(tmp_path / name)[0] not in "._"
 
 
 def test_truncated_video_is_reported(sample: Path, tmp_path: Path) -> None:
