@@ -68,6 +68,12 @@ def is_kept(row: dict[str, Any]) -> bool:
     return bool(row.get("kept", row.get("path")))
 
 
+def is_original(row: dict[str, Any]) -> bool:
+    """A kept clip no dedup has marked: only these are judged and compared with. A duplicate that `filter:
+    false` keeps is not, so it decides nothing: in one pass and in batches the same pairs decide."""
+    return is_kept(row) and not row.get("duplicate_of")
+
+
 @dataclass(frozen=True)
 class Judgement:
     """A pass's outcome: the new rows of each video with duplicates, and every video judged once they are
@@ -125,7 +131,7 @@ class DedupStage:
         clips = Clips()
         for video_id in videos:
             for index, row in enumerate(parts[video_id].rows):
-                value = (row.get(self.source) or {}).get(self.field) if is_kept(row) else None
+                value = (row.get(self.source) or {}).get(self.field) if is_original(row) else None
                 if value is not None:
                     clips.where.append((video_id, index))
                     clips.ids.append(clip_id(video_id, row))
