@@ -16,9 +16,13 @@ A crash: each video's update is atomic, and the judged list is written after a p
 midway leaves some videos updated while the list still calls them unjudged; the rerun judges them again, and
 since they lost only duplicates (which never decide anything) it reaches the same kept set.
 
-Semantic centroids (`.parts/dedup/<stage>.npy`) are trained on the first pass with enough clips for more than
-one cluster, and again when the clips to index have grown enough for twice the clusters; in between they are
-kept, so which pairs are compared does not change as clips come and go.
+Semantic centroids (`.parts/dedup/<stage>.npy`) are trained on the first pass with more than EXACT_UP_TO clips
+to index (the originals judged so far and the pass's own), on an even sample of them, and again when the clips
+have grown enough for twice the clusters; in between they are kept. Up to EXACT_UP_TO clips there is one
+cluster, every pair is compared, and batches, runs or one pass give the same kept set. Beyond, the centroids
+depend on which clips the training pass saw, so how the videos were batched (or split between runs) decides
+which pairs across a cluster boundary are compared, and can change the kept set; the same folder, inputs
+and settings always give the same result.
 """
 
 from __future__ import annotations
