@@ -7,11 +7,12 @@ earlier run, or an earlier block) always come first, so a later run dedups its i
     candidates, in order, in blocks ─▶ duplicates of the index ─▶ the rest: earlier neighbours within the
         block ─▶ greedy in order (a candidate near an earlier kept one is its duplicate, else it is kept)
 
-The greedy result depends only on which pairs are near and on the order, never on block sizes, so deduping
-in batches gives what one pass over everything gives, and a pass interrupted after some of its results were
-applied reaches the same kept set when redone (similarities are float32 matrix products, so a pair within
-float32 rounding, ~1e-6, of the threshold may be judged either way by another BLAS build). Memory: the index
-(the kept items) plus one block and tiles of at most TILE values; never an N×N matrix.
+The greedy result depends only on which pairs are near and on the order, never on block sizes: over one
+index (phash, or semantic with the same centroids) deduping in batches gives what one pass over everything
+gives, and a pass interrupted after some of its results were applied reaches the same kept set when redone
+(similarities are float32 matrix products, so a pair within float32 rounding, ~1e-6, of the threshold may be
+judged either way by another BLAS build). Memory: the index (the kept items) plus one block and tiles of at
+most TILE values; never an N×N matrix.
 """
 
 from __future__ import annotations

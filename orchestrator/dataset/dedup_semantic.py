@@ -5,8 +5,9 @@ multiply-adds (hours on two cores), and graph indexes (HNSW) answer "nearest k",
 threshold", and are not deterministic under incremental inserts. Clustering, as both NVIDIA curators do,
 compares a vector only with the vectors of its few nearest clusters, with large matrix products; unlike them
 (one cluster each), a candidate also looks in its PROBES nearest clusters, so a pair split by a cluster
-boundary is still found. Centroids are trained once and kept (see dedup_stage), so which pairs are compared
-is fixed and the greedy result deterministic; up to EXACT_UP_TO vectors there is one cluster: exact.
+boundary is still found. Centroids are trained on the clips of one pass and kept until the clips outgrow them
+(see dedup_stage): the same inputs in the same passes give the same result, but passes cut elsewhere may
+train other centroids and compare other pairs; up to EXACT_UP_TO vectors there is one cluster: exact.
 """
 
 from __future__ import annotations

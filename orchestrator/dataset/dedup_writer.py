@@ -1,7 +1,9 @@
 """An OutputWriter that runs the config's dedup stages as the run goes: after every `batch_videos` of this
 run's videos have reached it (finished or resumed from an earlier run), over those videos, and once every video
 is done (`finish_dedup`), over every video in the folder. Videos reach the writer in input order, so each pass
-judges a continuation of the order the previous one judged, and batches give what one pass at the end gives.
+judges a continuation of the order the previous one judged: batches give what one pass at the end gives while
+every pair is compared (phash, and semantic up to EXACT_UP_TO clips); beyond, where the batches fall decides
+which clips the centroids are trained on (see dedup_stage).
 
 It runs in the writer's thread: while a pass runs nothing else writes, and the streaming stages upstream wait
 on their bounded channels (backpressure) until it is done.
