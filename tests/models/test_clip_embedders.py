@@ -19,6 +19,7 @@ import yaml
 from PIL import Image, ImageDraw, ImageFont
 
 from models.phash import EMBEDDING_SIZE
+from orchestrator.sample_video import SampleSpec, generate_sample
 from tests.models.conftest import RunInEnv
 from tests.orchestrator.pipeline.runs import ROOT, outputs, run
 
@@ -169,15 +170,14 @@ def test_the_bundled_samples_shots_which_share_a_layout_and_differ_in_colour_are
 ) -> None:
     """The sample's five shots are each a vertical gradient with a disc, three with a caption box: in luma they
     are nearly one picture, so only the embedding's colour half tells them apart."""
-    sample = ROOT / "examples" / "sample"
-    truth = json.loads((sample / "sample.truth.json").read_text())
+    sample = tmp_path / "sample.mp4"
+    shots = generate_sample(sample)  # the bundled sample, as `orchestrator.sample_video` makes it
     frames = _example_stage("embed")["frames"]
-    with av.open(str(sample / "sample.mp4")) as container:
+    with av.open(str(sample)) as container:
         decoded = [f.to_ndarray(width=frames["size"][0], height=frames["size"][1], format="rgb24")
                    for f in container.decode(video=0)]
-    step = round(truth["fps"] / frames["rate"])
-    clips = {f"shot-{k}": np.stack(decoded[s["start_frame"]:s["end_frame"] + 1:step])
-             for k, s in enumerate(truth["shots"])}
+    step = round(SampleSpec().fps / frames["rate"])
+    clips = {f"shot-{k}": np.stack(decoded[s.start_frame:s.end_frame + 1:step]) for k, s in enumerate(shots)}
     np.savez(tmp_path / "clips.npz", **clips)
     rows = {name: {"embed": result}
             for name, result in json.loads(run_in_env("ocr", _EMBED_EACH, str(tmp_path / "clips.npz"))).items()}
