@@ -72,7 +72,9 @@ def test_bad_inputs_are_reported_and_the_rest_processed(sample, tmp_path: Path) 
     result = run(config)
     assert result.returncode == 1
     rows, summary = outputs(out)
-    assert len(rows) == len(shots)
+    assert len([r for r in rows if r["clip_index"] is not None]) == len(shots)
+    (unreadable,) = [r for r in rows if r["clip_index"] is None]  # the missing path names no file: no row
+    assert unreadable["video"] == str(corrupt) and "not a readable video" in unreadable["errors"][0]["reason"]
     reasons = {Path(f["video"]).name: f["reason"] for f in summary["failures"]}
     assert "no such file" in reasons["missing.mp4"]
     assert "corrupt.mp4: not a readable video" in reasons["corrupt.mp4"]
