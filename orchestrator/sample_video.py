@@ -130,7 +130,8 @@ def generate_sample(path: Path, spec: SampleSpec = SampleSpec()) -> list[Shot]:
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream("libx264", rate=spec.fps)
         stream.width, stream.height, stream.pix_fmt = spec.width, spec.height, "yuv420p"
-        stream.options = {"crf": str(_CRF), "g": str(_GOP)}
+        # one encoder thread: x264's output depends on its thread count, which follows the machine's cores
+        stream.options = {"crf": str(_CRF), "g": str(_GOP), "threads": "1"}
         for index, shot in enumerate(shots):
             background = _background(spec, index)
             length = shot.end_frame - shot.start_frame + 1

@@ -173,6 +173,7 @@ def test_cli_reports_a_bad_config_as_one_line(tmp_path: Path) -> None:
     assert result.stderr.startswith(f"error: {path}: line 2: model 'cfg_models.NotAModel' is not a subclass")
     unknown = run_cli("models", "download", "--models", "Nope", "--config", str(ROOT / "model_download.yaml"))
     assert unknown.returncode == 2 and "--models 'Nope' is no model or weights name" in unknown.stderr
-    assert "known: NudeNetContentFilter, RapidOCRTextReader, TinyFrameEmbedder" in unknown.stderr.replace("\n", " ")
+    assert "known: NudeNetContentFilter, PerceptualHashEmbedder, RapidOCRTextReader, TinyFrameEmbedder" in \
+        unknown.stderr.replace("\n", " ")
     with pytest.raises(ConfigError, match=r"cannot read download config .*nope.yaml: No such file.*--config"):
         load_download_config(tmp_path / "nope.yaml")
