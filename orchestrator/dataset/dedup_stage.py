@@ -43,6 +43,7 @@ from orchestrator.dataset.dedup_kmeans import cluster_count, sample_positions, t
 from orchestrator.dataset.dedup_phash import PhashIndex
 from orchestrator.dataset.dedup_semantic import SemanticIndex
 from orchestrator.dataset.dedup_values import TableValues
+from orchestrator.dataset.table import is_kept
 from orchestrator.errors import PipelineError
 from orchestrator.pipeline.config import DedupSpec
 from orchestrator.pipeline.parts import Part
@@ -78,10 +79,6 @@ class Kept:
 def clip_id(video_id: str, row: dict[str, Any]) -> str:
     """The row's `clip_id`, or the clip file's stem it is made of."""
     return row.get("clip_id") or f"{video_id}_{int(row['clip_index']):04d}"
-
-
-def is_kept(row: dict[str, Any]) -> bool:
-    return bool(row.get("kept", row.get("path")))
 
 
 def is_original(row: dict[str, Any]) -> bool:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.dataset.dedup_stage import DedupStage, clip_id, is_kept
+from orchestrator.dataset.dedup_stage import DedupStage, clip_id
+from orchestrator.dataset.table import is_kept
 from orchestrator.errors import PipelineError
 from orchestrator.pipeline.config import StageConfig
 from orchestrator.pipeline.items import Clip, VideoItem

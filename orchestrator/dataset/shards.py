@@ -32,6 +32,7 @@ from typing import Any, BinaryIO
 import av
 
 from orchestrator.atomic import atomic_file, atomic_write_text, fsync_directory
+from orchestrator.dataset.table import is_kept
 from orchestrator.errors import ConfigError, OutputFull, PipelineError
 from orchestrator.pipeline.parts import read_parts
 
@@ -57,12 +58,6 @@ def parse_size(value: object) -> int:
     if size < 1:
         raise ValueError(f"{value!r}: a shard size must be at least one byte")
     return size
-
-
-def is_kept(row: dict[str, Any]) -> bool:
-    """A row whose clip the folder keeps (`kept`, with its file): a duplicate that a `filter: false` dedup
-    stage only marked is kept, one it filtered is not."""
-    return row.get("kept") is True and bool(row.get("path"))
 
 
 def clip_id(row: dict[str, Any]) -> str:

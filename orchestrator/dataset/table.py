@@ -75,6 +75,12 @@ INFERRED = TableSpec()
 """A table whose stages are all typed by their results, with no model provenance."""
 
 
+def is_kept(row: Mapping[str, Any]) -> bool:
+    """A row whose clip the folder keeps: `kept`, with its file (a duplicate that a `filter: false` dedup stage
+    only marked is kept; one it filtered is not)."""
+    return row.get("kept") is True and bool(row.get("path"))
+
+
 def rows_hash(rows: list[dict[str, Any]]) -> str:
     return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:16]
 
