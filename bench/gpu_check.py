@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from orchestrator.envs import Env, EnvRegistry
-from orchestrator.pipeline.gpus import GpuAssignment, cpu_fallback_warning, detect_gpu_count, pack_replicas
+from orchestrator.pipeline.scaling.gpus import GpuAssignment, cpu_fallback_warning, detect_gpu_count, pack_replicas
 from orchestrator.supervisor.handle import ModelRef, WorkerHandle, WorkerSpec
 from orchestrator.supervisor.runtime_dir import make_runtime_dir
 

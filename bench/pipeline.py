@@ -41,14 +41,15 @@ from orchestrator.envs import EnvRegistry
 from orchestrator.pipeline.channel import Channel
 from orchestrator.pipeline.clip_model import ClipModelLogic
 from orchestrator.pipeline.config import PipelineConfig, StageConfig, load_config
-from orchestrator.pipeline.cutting import cut_clips
 from orchestrator.pipeline.executor import RunState
 from orchestrator.pipeline.items import END, Clip
+from orchestrator.pipeline.media.cutting import cut_clips
+from orchestrator.pipeline.media.video import expand_inputs
 from orchestrator.pipeline.pool import StagePool, StepLogic
-from orchestrator.pipeline.run import ResolvedStage, execute, resolve_stages, worker_policy
-from orchestrator.pipeline.split import SplitLogic, decode_for_split
+from orchestrator.pipeline.run import execute
+from orchestrator.pipeline.split.decode import SplitLogic, decode_for_split
+from orchestrator.pipeline.stages import ResolvedStage, resolve_stages, worker_policy
 from orchestrator.pipeline.stats import StageStats
-from orchestrator.pipeline.video import expand_inputs
 from orchestrator.sample_video import SampleSpec, Shot, generate_sample
 from orchestrator.supervisor.handle import ModelRef, WorkerHandle, WorkerSpec
 from orchestrator.supervisor.policy import StopGrace
@@ -222,7 +223,7 @@ class PipelineRun:
 
 def run_pipeline(source: Source, out_dir: Path, **where: Any) -> PipelineRun:
     """The quickstart config over `source`, quiet; worker logs are shown only if the run raises. `where`
-    goes to `execute` (on_ray=True, ray_address=...: the Ray executor)."""
+    goes to `execute` (cluster=RayCluster(address): the Ray executor)."""
     config, config_dir = load_config(QUICKSTART, [str(p) for p in source.paths], str(out_dir))
     logs: deque[str] = deque(maxlen=LOG_TAIL)
     clock = Clock()

@@ -2,7 +2,7 @@
 our path against a plain Ray actor call, measured in one run on a local multi-node Ray cluster.
 
     --videos generated videos ─▶ execute(quickstart.yaml)                 local executor
-                              ─▶ execute(quickstart.yaml, on_ray=True)    head + one worker node on 127.0.0.1
+                              ─▶ execute(quickstart.yaml, RayCluster)     head + one worker node on 127.0.0.1
         clips/s after start-up (every replica set up) ─▶ RATIO ray / local clips/s
 
     sender actor (node A) ── batch of frames ──▶ node B:
@@ -35,6 +35,7 @@ import numpy as np  # noqa: E402
 
 from orchestrator.declarations import ModelDeclarations  # noqa: E402
 from orchestrator.on_ray.host import HostRequest, WorkerHost  # noqa: E402
+from orchestrator.on_ray.replicas import RayCluster  # noqa: E402
 from orchestrator.supervisor.handle import ModelRef  # noqa: E402
 from orchestrator.supervisor.policy import WorkerPolicy  # noqa: E402
 
@@ -144,7 +145,7 @@ def run(videos: int, minutes: float, batches: int) -> None:
             cluster.wait_for_nodes()
             ray.init(address=cluster.address, include_dashboard=False, logging_level="WARNING")
             progress("ray executor")
-            on_ray = run_pipeline(source, scratch / "out-ray", on_ray=True, ray_address=cluster.address)
+            on_ray = run_pipeline(source, scratch / "out-ray", cluster=RayCluster(cluster.address))
             progress("frames between two nodes")
             ours, plain = between_nodes(ray, batches)
         finally:

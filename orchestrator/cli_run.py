@@ -21,6 +21,7 @@ from orchestrator.render import console, error_console
 
 if TYPE_CHECKING:
     from orchestrator.pipeline.config import PipelineConfig
+    from orchestrator.pipeline.stages import Cluster
     from orchestrator.pipeline.summary import RunSummary
 
 
@@ -70,7 +71,7 @@ def run(
     if redo_stage and (fresh or inputs):
         raise ConfigError("--redo-stage reruns a stage over the clips the output folder holds; drop --fresh and "
                           "--input")
-    where = {"on_ray": executor is Executor.ray, "ray_address": address, "weights_from": weights_from,
+    where = {"cluster": _ray_cluster(address, weights_from) if executor is Executor.ray else None,
              "redo_stage": redo_stage}
     # Set both explicitly: a run started in the background inherits SIGINT ignored, and must still stop on it.
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -95,6 +96,13 @@ def run(
         error_console.print(f"[red]failed:[/] {escape(failure.line())}", highlight=False, soft_wrap=True)
     if summary.failures:
         raise typer.Exit(1)
+
+
+def _ray_cluster(address: str | None, weights_from: str | None) -> Cluster:
+    """The Ray executor, handed to the run; it joins the cluster only once the run's cheap checks have passed."""
+    from orchestrator.on_ray.replicas import RayCluster
+
+    return RayCluster(address, weights_from)
 
 
 def _report(out_dir: Path, warn: Callable[[str], None]) -> None:

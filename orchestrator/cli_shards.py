@@ -30,7 +30,7 @@ def shards(
     """Write WebDataset shards of the kept clips into OUT/shards/, grouped by frame size, replacing any there."""
     from orchestrator.dataset.shards import SHARDS_DIR, write_shards
     from orchestrator.errors import ConfigError
-    from orchestrator.pipeline.output_lock import OutputLock
+    from orchestrator.pipeline.output.lock import OutputLock
 
     limit = _size(max_bytes)
     if not out.is_dir():

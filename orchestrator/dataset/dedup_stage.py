@@ -46,7 +46,7 @@ from orchestrator.dataset.dedup_values import TableValues
 from orchestrator.dataset.table import is_kept
 from orchestrator.errors import PipelineError
 from orchestrator.pipeline.config import DedupSpec
-from orchestrator.pipeline.parts import Part
+from orchestrator.pipeline.output.parts import Part
 
 STATE_DIR = "dedup"
 """Under `.parts/`: what each dedup stage judged, and its centroids."""

@@ -18,7 +18,7 @@ from orchestrator.dataset.table import is_kept
 from orchestrator.errors import PipelineError
 from orchestrator.pipeline.config import StageConfig
 from orchestrator.pipeline.items import Clip, VideoItem
-from orchestrator.pipeline.writer import OutputWriter
+from orchestrator.pipeline.output.writer import OutputWriter
 
 
 class DedupingWriter(OutputWriter):

@@ -34,7 +34,7 @@ import av
 from orchestrator.atomic import atomic_file, atomic_write_text, fsync_directory
 from orchestrator.dataset.table import is_kept
 from orchestrator.errors import ConfigError, OutputFull, PipelineError
-from orchestrator.pipeline.parts import read_parts
+from orchestrator.pipeline.output.parts import read_parts
 
 SHARDS_DIR = "shards"
 MANIFEST = "manifest.json"

@@ -35,7 +35,7 @@ from orchestrator.dataset.schema import (
     schema_to_json,
 )
 from orchestrator.errors import ConfigError, PipelineError
-from orchestrator.pipeline.parts import Part
+from orchestrator.pipeline.output.parts import Part
 
 TABLE_DIR = "clips.parquet"
 SCHEMA_FILE = "_schema.json"

@@ -2,6 +2,9 @@
 
     stages + declarations ─▶ plan_replicas(alive nodes) ─▶ what each replica reserves, how many start
         ─▶ the config with those replica counts, and RayWorkers (the executor's worker factory)
+
+RayCluster is what a run is handed to put its replicas there (the pipeline's Cluster): it joins Ray when the
+run asks, once the run's cheap checks have passed.
 """
 
 from __future__ import annotations
@@ -13,11 +16,12 @@ from typing import Any
 from orchestrator.declarations import ModelDeclarations
 from orchestrator.on_ray.host import HostRequest
 from orchestrator.on_ray.placement import StageDemand, StagePlacement, alive_nodes, plan_replicas
-from orchestrator.on_ray.ray_worker import RayWorker
-from orchestrator.pipeline.autoscaler import Resources
+from orchestrator.on_ray.ray_worker import RayWorker, connect
 from orchestrator.pipeline.config import PipelineConfig, StageConfig
-from orchestrator.pipeline.gpus import cpu_fallback_warning
-from orchestrator.pipeline.run import ResolvedStage, worker_policy
+from orchestrator.pipeline.executor import WorkerFactory
+from orchestrator.pipeline.scaling.autoscaler import Resources
+from orchestrator.pipeline.scaling.gpus import cpu_fallback_warning
+from orchestrator.pipeline.stages import ResolvedStage, worker_policy
 from orchestrator.supervisor.handle import ModelRef
 from orchestrator.supervisor.policy import WorkerPolicy
 from orchestrator.supervisor.threads import thread_environ
@@ -82,3 +86,26 @@ def ray_workers(ray: Any, config: PipelineConfig, stages: Mapping[str, ResolvedS
                if s.name in plan.replicas and not s.auto_replicas else s for s in config.stages]
     return (factory, Resources(max(1, int(totals.get("CPU", 1))), threads, n_gpus, {}),
             config.model_copy(update={"stages": planned}))
+
+
+class RayCluster:
+    """The Ray executor as the pipeline sees it (orchestrator.pipeline.stages.Cluster): joins the cluster at
+    `address` when the run asks, then plans and makes the run's replicas there; nodes lacking a model's
+    weights fetch them from `weights_from`."""
+
+    def __init__(self, address: str | None, weights_from: str | None = None) -> None:
+        self.address = address
+        self.weights_from = weights_from
+        self._ray: Any = None
+
+    def join(self) -> None:
+        if self._ray is None:
+            self._ray = connect(self.address)
+
+    def replicas(self, config: PipelineConfig, stages: Mapping[str, ResolvedStage],
+                 declarations: Mapping[str, ModelDeclarations], user_code_dirs: tuple[Path, ...],
+                 warn: Callable[[str], None]) -> tuple[WorkerFactory, Resources, PipelineConfig]:
+        self.join()
+        factory, resources, planned = ray_workers(self._ray, config, stages, declarations, user_code_dirs,
+                                                  self.weights_from, warn)
+        return factory.make, resources, planned

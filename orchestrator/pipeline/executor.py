@@ -21,20 +21,20 @@ from typing import Any, Protocol
 
 from orchestrator.declarations import ModelDeclarations
 from orchestrator.errors import PipelineError
-from orchestrator.pipeline.autoscale_policy import ScalingDecision
-from orchestrator.pipeline.autoscaler import Autoscaler, Metered, Resources
 from orchestrator.pipeline.channel import Channel
 from orchestrator.pipeline.clip_model import ClipModelLogic
 from orchestrator.pipeline.config import PipelineConfig, StageConfig
-from orchestrator.pipeline.cutting import cut_clips
 from orchestrator.pipeline.filters import run_filter
 from orchestrator.pipeline.items import END, Clip, VideoDone, VideoItem
+from orchestrator.pipeline.media.cutting import cut_clips
+from orchestrator.pipeline.media.video import VideoInput
+from orchestrator.pipeline.output.writer import OutputWriter
 from orchestrator.pipeline.pool import RetryPolicy, StagePool
-from orchestrator.pipeline.split import SplitLogic, decode_for_split
+from orchestrator.pipeline.scaling.autoscaler import Autoscaler, Metered, Resources
+from orchestrator.pipeline.scaling.policy import ScalingDecision
+from orchestrator.pipeline.split.decode import SplitLogic, decode_for_split
 from orchestrator.pipeline.stats import StageStats, Timeline
 from orchestrator.pipeline.summary import Failure
-from orchestrator.pipeline.video import VideoInput
-from orchestrator.pipeline.writer import OutputWriter
 from orchestrator.supervisor.interface import Worker
 from orchestrator.supervisor.policy import StopGrace
 from orchestrator.supervisor.shutdown import close_all

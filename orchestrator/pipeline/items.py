@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.pipeline.video import Truncation, VideoInput, VideoMeta
+from orchestrator.pipeline.media.video import Truncation, VideoInput, VideoMeta
 
 
 @dataclass

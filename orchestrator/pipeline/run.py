@@ -4,10 +4,11 @@ env, check weights, place replicas on GPUs, then (only then) write into the outp
     output lock ─▶ inputs opened ─▶ env per stage ─▶ first worker per stage (no GPU) ─▶ DESCRIBE ─▶ declarations
         local: ─▶ weights present? ─▶ GPU shares ─▶ writer ─▶ PipelineExecutor with local workers (adopting each
                   first worker whose place fits)
-        ray:   ─▶ writer ─▶ PipelineExecutor with Ray-hosted workers (each node checks its env and weights)
+        cluster: ─▶ writer ─▶ PipelineExecutor with the cluster's workers (on Ray each node checks its env
+                    and weights)
 
 With `--redo-stage NAME` the videos are the folder's finished ones and only NAME's workers start; the executor
-runs NAME (and the filters on its fields) over the clips the folder keeps (pipeline/redo.py).
+runs NAME (and the filters on its fields) over the clips the folder keeps (pipeline/output/redo.py).
 
 Everything before the writer only reads, so a run that fails or is interrupted there leaves the output folder
 as it was; the lock (taken first when the folder exists) keeps a second run out of it throughout.
@@ -27,133 +28,38 @@ from orchestrator.dataset.provenance import Provenance, stage_provenance
 from orchestrator.dataset.shards import write_shards
 from orchestrator.dataset.table import TableSpec
 from orchestrator.declarations import ModelDeclarations
-from orchestrator.describe import DescribeFailure, DescribeRequest, env_names
-from orchestrator.envs import Env, EnvRegistry
+from orchestrator.envs import EnvRegistry
 from orchestrator.errors import (
     ConfigError,
-    HandshakeTimeout,
-    OrchestratorError,
     PipelineError,
     RunStopped,
-    WorkerDied,
-    WorkerError,
 )
-from orchestrator.model_source import absolute_class_path
-from orchestrator.pipeline.autoscaler import Resources
-from orchestrator.pipeline.config import PipelineConfig, StageConfig
+from orchestrator.pipeline.config import PipelineConfig
 from orchestrator.pipeline.executor import PipelineExecutor, RunState, WorkerFactory
-from orchestrator.pipeline.gpus import GpuAssignment, cpu_fallback_warning, detect_gpu_count, pack_replicas
-from orchestrator.pipeline.output_lock import OutputLock
-from orchestrator.pipeline.parts import count_kept
-from orchestrator.pipeline.redo import RedoPlan, RedoSource, check_no_unfinished_redo, plan_redo
+from orchestrator.pipeline.media.video import VIDEO_SUFFIXES, VideoInput, expand_inputs, open_inputs
+from orchestrator.pipeline.output.lock import OutputLock
+from orchestrator.pipeline.output.parts import count_kept
+from orchestrator.pipeline.output.redo import RedoPlan, RedoSource, check_no_unfinished_redo, plan_redo
+from orchestrator.pipeline.output.writer import OutputWriter, check_results_key
+from orchestrator.pipeline.scaling.autoscaler import Resources
+from orchestrator.pipeline.scaling.gpus import detect_gpu_count
+from orchestrator.pipeline.stages import (
+    NO_GPU,
+    Cluster,
+    LocalWorkers,
+    ResolvedStage,
+    assign_gpus,
+    describe_stages,
+    resolve_stages,
+)
 from orchestrator.pipeline.summary import Failure, RunSummary
-from orchestrator.pipeline.video import VIDEO_SUFFIXES, VideoInput, expand_inputs, open_inputs
-from orchestrator.pipeline.writer import OutputWriter, check_results_key
 from orchestrator.sample_video import BUNDLED_SAMPLE, ensure_bundled_sample
-from orchestrator.supervisor.handle import ModelRef, WorkerHandle, WorkerSpec
+from orchestrator.supervisor.handle import WorkerHandle
 from orchestrator.supervisor.output import LogSink
-from orchestrator.supervisor.policy import STOP_AT_ONCE, WorkerPolicy
+from orchestrator.supervisor.policy import STOP_AT_ONCE
 from orchestrator.supervisor.runtime_dir import make_runtime_dir
 from orchestrator.supervisor.shutdown import close_all
-from orchestrator.supervisor.threads import available_cores, default_budgets, thread_environ
 from orchestrator.weights.preflight import check_weights_present
-
-NO_GPU = GpuAssignment(())
-
-
-@dataclass(frozen=True)
-class ResolvedStage:
-    """A model stage with its class path (file paths made absolute) and the env it runs in."""
-
-    config: StageConfig
-    class_path: str
-    env: Env
-
-
-def resolve_stages(config: PipelineConfig, config_dir: Path, registry: EnvRegistry,
-                   only: str | None = None) -> dict[str, ResolvedStage]:
-    """Each model stage's env (named by the stage, read from the model's source, or read by a child of this
-    interpreter), built or found; this process never imports a model. `only`: that stage alone."""
-    search_dirs = (config_dir, Path.cwd())
-    stages = [s for s in config.stages if s.class_path and only in (None, s.name)]
-    requests = [DescribeRequest(absolute_class_path(s.class_path or "", config_dir), s.params, s.env) for s in stages]
-    resolved = {}
-    for stage, request, name in zip(stages, requests, env_names(requests, search_dirs), strict=True):
-        if isinstance(name, DescribeFailure):
-            raise ConfigError(f"stage {stage.name!r}: {name.explain(request, search_dirs)}")
-        try:
-            env = registry.ensure(name)
-        except OrchestratorError as exc:
-            raise ConfigError(f"stage {stage.name!r} (env {name!r}): {exc}") from None
-        resolved[stage.name] = ResolvedStage(stage, request.class_path, env)
-    return resolved
-
-
-def assign_gpus(stages: dict[str, ResolvedStage], declarations: dict[str, ModelDeclarations], n_gpus: int,
-                warn: Callable[[str], None]) -> dict[tuple[str, int], GpuAssignment]:
-    """The GPU share of each (stage, replica), from the `num_gpus` each model declared in its env."""
-    replicas = [(name, i) for name, s in stages.items() for i in range(s.config.start_replicas)]
-    demands = [(name, declarations[name].num_gpus) for name, _ in replicas]
-    if n_gpus == 0 and (line := cpu_fallback_warning(demands, {n: s.class_path for n, s in stages.items()})):
-        warn(line)
-    return dict(zip(replicas, pack_replicas(demands, n_gpus), strict=True))
-
-
-def worker_policy(stage: StageConfig) -> WorkerPolicy:
-    """A stage's deadlines: a request it hangs on, and heartbeats it must answer, idle or busy."""
-    return WorkerPolicy(request_timeout_s=stage.request_timeout_s, heartbeat_timeout_s=stage.heartbeat_timeout_s,
-                        heartbeat_interval_s=stage.heartbeat_timeout_s / 2)
-
-
-class _Workers:
-    """Makes the worker handles of a run: one spec per (stage, replica), all in one private runtime folder."""
-
-    def __init__(self, stages: dict[str, ResolvedStage], config_dir: Path, runtime_dir: Path, on_log: LogSink):
-        self.stages = stages
-        self.user_dirs = (config_dir, Path.cwd())
-        self.runtime_dir = runtime_dir
-        self.on_log = on_log
-        self.gpu_of: dict[tuple[str, int], GpuAssignment] = {}
-        self.cores = available_cores()
-        # every replica a stage may run shares the cores, so an `auto` stage that grows never oversubscribes them
-        budgets = default_budgets(self.cores, {name: s.config.most_replicas for name, s in stages.items()})
-        self.threads = {name: s.config.threads or budgets[name] for name, s in stages.items()}
-
-    def make(self, stage: StageConfig, replica: int) -> WorkerHandle:
-        resolved = self.stages[stage.name]
-        placement = self.gpu_of.get((stage.name, replica), NO_GPU)
-        environ = {**placement.environ(), **thread_environ(self.threads[stage.name])}
-        spec = WorkerSpec(f"{stage.name}/{replica}", resolved.env, ModelRef(resolved.class_path, stage.params),
-                          self.user_dirs, environ, {"input": stage.input})
-        return WorkerHandle(spec, self.runtime_dir, worker_policy(stage), on_log=self.on_log)
-
-
-def describe_stages(stages: dict[str, ResolvedStage], workers: _Workers) -> dict[str, WorkerHandle]:
-    """Start each stage's first worker without a GPU and have it describe its model inside its env; the
-    workers are returned waiting for setup. A worker that dies while describing is replaced, within the
-    stage's restart budget; a model that does not import there stops the run with the reason."""
-    firsts: dict[str, WorkerHandle] = {}
-    try:
-        for name, stage in stages.items():
-            firsts[name] = workers.make(stage.config, 0)
-            firsts[name].launch()
-        for name, stage in stages.items():
-            for attempt in range(stage.config.max_restarts + 1):
-                try:
-                    firsts[name].read_declarations()
-                    break
-                except WorkerError as exc:
-                    raise ConfigError(f"stage {name!r}: {exc}") from None
-                except (WorkerDied, HandshakeTimeout) as exc:
-                    firsts[name].release()
-                    if attempt == stage.config.max_restarts:
-                        raise PipelineError(f"stage {name!r}: {exc}") from None
-                    firsts[name] = workers.make(stage.config, 0)
-                    firsts[name].launch()
-    except BaseException:
-        close_all(list(firsts.values()), STOP_AT_ONCE)
-        raise
-    return firsts
 
 
 @dataclass
@@ -170,11 +76,10 @@ class Prepared:
 
 def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_log: LogSink,
             warn: Callable[[str], None], display: Callable[[RunState], Any] | None = None,
-            fresh: bool = False, ray_address: str | None = None, on_ray: bool = False,
-            weights_from: str | None = None, redo_stage: str | None = None) -> RunSummary:
-    """Run the pipeline, here or (`on_ray`) with every replica on a Ray cluster; returns the run summary
+            fresh: bool = False, cluster: Cluster | None = None, redo_stage: str | None = None) -> RunSummary:
+    """Run the pipeline, here or with every replica on `cluster` (the Ray executor); returns the run summary
     (also written to run.json). `redo_stage` reruns that stage over the output folder's clips instead (see
-    orchestrator.pipeline.redo). Raises RunStopped when interrupted or stopped by an error once running."""
+    orchestrator.pipeline.output.redo). Raises RunStopped when interrupted or stopped by an error once running."""
     out_dir = config_dir / config.output
     lock = OutputLock(out_dir)
     videos: list[VideoInput] = []
@@ -189,14 +94,15 @@ def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_lo
         if not fresh and redo is None:
             check_results_key(out_dir, config.results_key())  # after the config's own errors, before any worker
             check_no_unfinished_redo(out_dir)
-        ray = _connect_ray(ray_address) if on_ray else None  # once the cheap checks have passed
+        if cluster is not None:
+            cluster.join()  # once the cheap checks have passed
         runtime_dir = make_runtime_dir()
-        workers = _Workers(stages, config_dir, runtime_dir, on_log)
+        workers = LocalWorkers(stages, config_dir, runtime_dir, on_log)
         firsts: dict[str, WorkerHandle] = {}
         try:
             with registry.leased(stage.env for stage in stages.values()):  # `envs gc` spares them until the end
                 firsts = describe_stages(stages, workers)
-                prepared = _prepare(config.streaming, stages, firsts, workers, ray, gpus, weights_from, warn)
+                prepared = _prepare(config.streaming, stages, firsts, workers, cluster, gpus, warn)
                 lock.acquire()
                 made_by = run_provenance(stages, prepared.declarations, registry)
                 table = table_spec(config, prepared.declarations, None if redo else made_by)
@@ -255,18 +161,15 @@ def open_videos(config: PipelineConfig, config_dir: Path, warn: Callable[[str], 
 
 
 def _prepare(config: PipelineConfig, stages: dict[str, ResolvedStage], firsts: dict[str, WorkerHandle],
-             workers: _Workers, ray: Any, gpus: int | None, weights_from: str | None,
+             workers: LocalWorkers, cluster: Cluster | None, gpus: int | None,
              warn: Callable[[str], None]) -> Prepared:
     """Read each model's declarations; locally, check its weights and place replicas on GPUs (adopting each
-    first worker whose place fits); on Ray, hand replicas to the cluster."""
+    first worker whose place fits); with a cluster, hand replicas to it."""
     declarations = {name: _declarations(stages[name], handle) for name, handle in firsts.items()}
-    if ray is not None:
-        from orchestrator.on_ray.replicas import ray_workers
-
+    if cluster is not None:
         close_all(list(firsts.values()), STOP_AT_ONCE)  # replicas live on the cluster's nodes
-        factory, resources, config = ray_workers(ray, config, stages, declarations, workers.user_dirs,
-                                                 weights_from, warn)
-        return Prepared(config, declarations, factory.make, {}, resources)
+        make, resources, config = cluster.replicas(config, stages, declarations, workers.user_dirs, warn)
+        return Prepared(config, declarations, make, {}, resources)
     check_weights_present(list(declarations.values()))
     n_gpus = detect_gpu_count() if gpus is None else gpus
     workers.gpu_of = assign_gpus(stages, declarations, n_gpus, warn)
@@ -317,13 +220,6 @@ def _after_run(writer: OutputWriter, config: PipelineConfig, redo: RedoPlan | No
         warn(left)
     if config.shards is not None:
         write_shards(writer.out_dir, config.shards.max_bytes)
-
-
-def _connect_ray(address: str | None) -> Any:
-    """Ray, joined to the cluster at `address`; imported only for Ray runs (it is an optional extra)."""
-    from orchestrator.on_ray.ray_worker import connect
-
-    return connect(address)
 
 
 def _declarations(stage: ResolvedStage, handle: WorkerHandle) -> ModelDeclarations:

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.pipeline.autoscale_policy import ScalingDecision
+from orchestrator.pipeline.scaling.policy import ScalingDecision
 from orchestrator.pipeline.stats import Timeline
 
 

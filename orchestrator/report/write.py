@@ -16,7 +16,7 @@ from pathlib import Path
 
 from orchestrator.atomic import atomic_write_text
 from orchestrator.errors import ConfigError, OrchestratorError, OutputBusy, PipelineError
-from orchestrator.pipeline.output_lock import OutputLock
+from orchestrator.pipeline.output.lock import OutputLock
 from orchestrator.report.inputs import METADATA, read_inputs
 from orchestrator.report.page import render
 from orchestrator.report.thumbs import Thumbnails

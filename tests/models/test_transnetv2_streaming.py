@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from models.transnetv2 import INPUT_SIZE, TransNetV2ShotDetector
-from orchestrator.pipeline.scenes import FrameWindows, SceneStitcher
-from orchestrator.pipeline.video import iter_frames
+from orchestrator.pipeline.media.video import iter_frames
+from orchestrator.pipeline.split.scenes import FrameWindows, SceneStitcher
 from orchestrator.sample_video import SampleSpec, Shot, generate_sample
 
 SHOTS: tuple[tuple[int, str | None], ...] = (

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from orchestrator.dataset.provenance import read_provenance
-from orchestrator.pipeline.output_lock import OutputLock
+from orchestrator.pipeline.output.lock import OutputLock
 from orchestrator.pipeline.stats import TIMELINE_SAMPLES, StageStats, Timeline
 from orchestrator.report.thumbs import PREVIEW_FRAMES
 from orchestrator.report.write import report_after_run

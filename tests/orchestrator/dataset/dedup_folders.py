@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from orchestrator.pipeline.parts import Part
-from orchestrator.pipeline.writer import OutputWriter
+from orchestrator.pipeline.output.parts import Part
+from orchestrator.pipeline.output.writer import OutputWriter
 
 KEY = {"stages": "dedup test"}
 

@@ -22,7 +22,7 @@ import pytest
 from orchestrator.dataset.provenance import provenance_of
 from orchestrator.dataset.schema import BASE_COLUMNS, format_type
 from orchestrator.dataset.table import read_table
-from orchestrator.pipeline.parts import read_parts
+from orchestrator.pipeline.output.parts import read_parts
 from tests.orchestrator.pipeline.media import write_shots
 from tests.orchestrator.pipeline.runs import FIXTURES, outputs, run, start
 

@@ -13,8 +13,8 @@ from orchestrator.dataset import dedup_kmeans
 from orchestrator.dataset.dedup_writer import DedupingWriter
 from orchestrator.pipeline.config import StageConfig
 from orchestrator.pipeline.items import VideoItem
-from orchestrator.pipeline.video import VideoInput
-from orchestrator.pipeline.writer import OutputWriter
+from orchestrator.pipeline.media.video import VideoInput
+from orchestrator.pipeline.output.writer import OutputWriter
 from tests.orchestrator.dataset.dedup_folders import KEY, read_parts, write_part
 
 VIDEOS, CLIPS = 40, 4

@@ -9,7 +9,7 @@ import numpy as np
 
 from orchestrator.dataset.dedup_writer import DedupingWriter
 from orchestrator.pipeline.config import StageConfig
-from orchestrator.pipeline.writer import OutputWriter
+from orchestrator.pipeline.output.writer import OutputWriter
 from tests.orchestrator.dataset.dedup_folders import KEY, read_parts, write_part
 
 STAGE = {"name": "near", "dedup": {"column": "vec.embedding", "method": "semantic", "threshold": 0.97,

@@ -19,7 +19,7 @@ from orchestrator.dataset.provenance import (
 )
 from orchestrator.dataset.table import TableSpec
 from orchestrator.envs.spec import EnvSpec
-from orchestrator.pipeline.writer import OutputWriter
+from orchestrator.pipeline.output.writer import OutputWriter
 from orchestrator.weights.cache import WeightsCache
 from orchestrator.weights.manifest import FileRecord, Manifest
 from tests.orchestrator.dataset.test_table_writer import finish

@@ -20,7 +20,7 @@ from orchestrator.dataset.provenance import provenance_of, read_provenance
 from orchestrator.dataset.table import TABLE_DIR, read_schema, read_table
 from orchestrator.errors import ConfigError
 from orchestrator.pipeline.config import FilterSpec, load_config
-from orchestrator.pipeline.redo import plan_redo
+from orchestrator.pipeline.output.redo import plan_redo
 from tests.orchestrator.dataset.test_shards import check_shards
 from tests.orchestrator.pipeline.media import write_shots
 from tests.orchestrator.pipeline.runs import RUN, _default_signals

@@ -24,8 +24,8 @@ from orchestrator.cli_shards import shards
 from orchestrator.dataset.shards import MANIFEST, parse_size, write_shards
 from orchestrator.errors import ConfigError, OutputFull
 from orchestrator.pipeline.config import load_config
-from orchestrator.pipeline.parts import Part
-from orchestrator.pipeline.writer import OutputWriter
+from orchestrator.pipeline.output.parts import Part
+from orchestrator.pipeline.output.writer import OutputWriter
 from tests.orchestrator.pipeline.media import write_shots
 from tests.support.cli import run_cli
 from tests.support.paths import FIXTURES, ROOT

@@ -17,8 +17,8 @@ from orchestrator.dataset.shards import MANIFEST, SHARDS_DIR
 from orchestrator.dataset.table import TableSpec, read_table
 from orchestrator.errors import ConfigError, PipelineError
 from orchestrator.pipeline.items import Clip, VideoItem
-from orchestrator.pipeline.video import VideoMeta
-from orchestrator.pipeline.writer import OutputWriter
+from orchestrator.pipeline.media.video import VideoMeta
+from orchestrator.pipeline.output.writer import OutputWriter
 from tests.orchestrator.pipeline.test_writer import KEY, rows, video_file
 
 SPEC = TableSpec({"det": {"boxes": "list<fixed_size_list<int32>[4]>", "score": "float32"}})

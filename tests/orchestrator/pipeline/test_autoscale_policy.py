@@ -7,8 +7,8 @@ import dataclasses
 
 import pytest
 
-from orchestrator.pipeline.autoscale_policy import AutoscalePolicy, Capacity, StageLoad, choose, speed
-from orchestrator.pipeline.gpus import GpuAssignment
+from orchestrator.pipeline.scaling.gpus import GpuAssignment
+from orchestrator.pipeline.scaling.policy import AutoscalePolicy, Capacity, StageLoad, choose, speed
 from orchestrator.pipeline.stats import Served
 
 POLICY = AutoscalePolicy(window_s=60.0, min_answers=5)

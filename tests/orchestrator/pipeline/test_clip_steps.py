@@ -12,8 +12,8 @@ from orchestrator.pipeline.clip_model import ClipModelLogic
 from orchestrator.pipeline.config import StageConfig
 from orchestrator.pipeline.filters import run_filter
 from orchestrator.pipeline.items import END, Clip, VideoItem
+from orchestrator.pipeline.media.video import VideoInput, VideoMeta
 from orchestrator.pipeline.stats import StageStats
-from orchestrator.pipeline.video import VideoInput, VideoMeta
 
 
 def clip(start: int, end: int) -> Clip:
@@ -42,7 +42,7 @@ def test_a_failed_clip_drops_its_frames_for_later_stages() -> None:
 def test_a_split_answer_that_is_not_one_flag_per_core_frame_fails_its_video_naming_the_model() -> None:
     from models.model_interface import SplitWindow
     from orchestrator.pipeline.items import SplitRequest
-    from orchestrator.pipeline.split import SplitLogic
+    from orchestrator.pipeline.split.decode import SplitLogic
 
     stage = StageConfig(name="shots", split="my.Splitter")
     logic = SplitLogic(stage, SplitWindow(step=50, context=25))
@@ -57,7 +57,7 @@ def test_a_split_answer_that_is_not_one_flag_per_core_frame_fails_its_video_nami
 
 def test_whole_video_scenes_are_checked() -> None:
     from orchestrator.pipeline.items import SplitRequest
-    from orchestrator.pipeline.split import SplitLogic
+    from orchestrator.pipeline.split.decode import SplitLogic
 
     logic = SplitLogic(StageConfig(name="shots", split="my.Splitter"), None)
     video = VideoItem(0, VideoInput(Path("/v.mp4"), "v"))

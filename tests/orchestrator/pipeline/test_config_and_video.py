@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator.errors import ConfigError
 from orchestrator.pipeline.config import load_config
-from orchestrator.pipeline.video import VideoError, expand_inputs, iter_frames, sample_indices, video_id
+from orchestrator.pipeline.media.video import VideoError, expand_inputs, iter_frames, sample_indices, video_id
 from orchestrator.sample_video import SampleSpec, generate_sample
 
 GOOD = """\

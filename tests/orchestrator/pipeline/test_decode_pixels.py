@@ -9,7 +9,7 @@ import av
 import numpy as np
 import pytest
 
-from orchestrator.pipeline.video import iter_frames
+from orchestrator.pipeline.media.video import iter_frames
 from orchestrator.sample_video import SampleSpec, generate_sample
 
 

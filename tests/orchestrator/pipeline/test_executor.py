@@ -13,8 +13,8 @@ from orchestrator.declarations import ModelDeclarations
 from orchestrator.errors import ConfigError, PipelineError
 from orchestrator.pipeline.config import PipelineConfig, load_config
 from orchestrator.pipeline.executor import PipelineExecutor, RunState
-from orchestrator.pipeline.video import expand_inputs
-from orchestrator.pipeline.writer import OutputWriter
+from orchestrator.pipeline.media.video import expand_inputs
+from orchestrator.pipeline.output.writer import OutputWriter
 
 CONFIG = {"inputs": ["x.mp4"], "output": "out",
           "stages": [{"name": "shots", "split": "models.transnetv2.TransNetV2ShotDetector"},

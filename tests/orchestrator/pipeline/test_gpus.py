@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import ConfigError
-from orchestrator.pipeline.gpus import (
+from orchestrator.pipeline.scaling.gpus import (
     GpuAssignment,
     cpu_fallback_warning,
     detect_gpu_count,

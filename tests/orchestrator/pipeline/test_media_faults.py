@@ -13,7 +13,7 @@ from pathlib import Path
 import av
 import pytest
 
-from orchestrator.pipeline.video import ClipEncoder, Decoder, probe
+from orchestrator.pipeline.media.video import ClipEncoder, Decoder, probe
 from tests.orchestrator.pipeline.media import truncate, write_resizing, write_shots
 from tests.orchestrator.pipeline.runs import FIXTURES, copy_controlled_model, outputs, run
 

@@ -9,8 +9,8 @@ from rich.console import Console
 
 from orchestrator.pipeline.executor import RunState
 from orchestrator.pipeline.items import Clip, VideoItem
+from orchestrator.pipeline.media.video import VideoInput, VideoMeta
 from orchestrator.pipeline.progress import render
-from orchestrator.pipeline.video import VideoInput, VideoMeta
 
 
 def shown(state: RunState) -> str:

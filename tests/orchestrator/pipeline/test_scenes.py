@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from models.model_interface import SplitWindow
-from orchestrator.pipeline.scenes import FrameWindows, SceneStitcher, check_scenes
+from orchestrator.pipeline.split.scenes import FrameWindows, SceneStitcher, check_scenes
 
 TRANSNET = SplitWindow(step=50, context=25)
 

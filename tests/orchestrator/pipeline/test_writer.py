@@ -10,9 +10,9 @@ import pytest
 
 from orchestrator.errors import ConfigError
 from orchestrator.pipeline.items import Clip, VideoItem
+from orchestrator.pipeline.media.video import VideoInput, VideoMeta, fingerprint
+from orchestrator.pipeline.output.writer import OutputWriter
 from orchestrator.pipeline.summary import RunSummary
-from orchestrator.pipeline.video import VideoInput, VideoMeta, fingerprint
-from orchestrator.pipeline.writer import OutputWriter
 
 KEY = {"stages": [{"name": "shots"}], "clip_codec": "libx264"}
 SUMMARY = RunSummary(videos=2, videos_done=2, resumed=0, clips=3, kept=2, failures=[], stages={}, wall_s=1.0)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.errors import ConfigError
-from orchestrator.pipeline.gpus import GpuAssignment
+from orchestrator.pipeline.scaling.gpus import GpuAssignment
 from tests.support.paths import FIXTURES
 from workers.gpu import MEMORY_FRACTION_VAR
 

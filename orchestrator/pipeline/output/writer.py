@@ -44,9 +44,9 @@ from orchestrator.dataset.shards import MANIFEST, SHARDS_DIR
 from orchestrator.dataset.table import INFERRED, TABLE_DIR, ClipTable, TableSpec
 from orchestrator.errors import ConfigError, OutputFull, PipelineError
 from orchestrator.pipeline.items import Clip, VideoItem
-from orchestrator.pipeline.parts import PIPELINE_FILE, Part, read_parts, resumable_rows
+from orchestrator.pipeline.media.video import VideoInput
+from orchestrator.pipeline.output.parts import PIPELINE_FILE, Part, read_parts, resumable_rows
 from orchestrator.pipeline.summary import RunSummary
-from orchestrator.pipeline.video import VideoInput
 
 LAYOUT = 3
 """Bumped when the folder's layout (part names, clip names) changes: older results are not mixed in."""

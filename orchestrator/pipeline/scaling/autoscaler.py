@@ -1,6 +1,6 @@
 """The running side of `replicas: auto`: measure every model stage, ask the policy, grow a pool.
 
-    every interval: stats (answers, states, queue) + Metered (frames per item) ─▶ autoscale_policy.choose
+    every interval: stats (answers, states, queue) + Metered (frames per item) ─▶ policy.choose
         ─▶ GPU share placed beside the run's others ─▶ StagePool.add_replica() ─▶ decision in run.json
 
 Runs on its own thread beside the steps, so measuring never slows a stage's loop; the pools it grows start
@@ -15,7 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.pipeline.autoscale_policy import (
+from orchestrator.pipeline.config import StageConfig
+from orchestrator.pipeline.items import Clip, SplitRequest
+from orchestrator.pipeline.pool import StagePool, StepLogic
+from orchestrator.pipeline.scaling.gpus import GpuAssignment, place_replica
+from orchestrator.pipeline.scaling.policy import (
     AutoscalePolicy,
     Capacity,
     Choice,
@@ -25,10 +29,6 @@ from orchestrator.pipeline.autoscale_policy import (
     choose,
     speed,
 )
-from orchestrator.pipeline.config import StageConfig
-from orchestrator.pipeline.gpus import GpuAssignment, place_replica
-from orchestrator.pipeline.items import Clip, SplitRequest
-from orchestrator.pipeline.pool import StagePool, StepLogic
 
 STARTING = ("starting", "restarting")
 """Replica states (`StageStats.states`) that will answer soon; a broken replica never will."""

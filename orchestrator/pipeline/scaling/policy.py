@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from orchestrator.pipeline.gpus import GpuAssignment, place_replica
+from orchestrator.pipeline.scaling.gpus import GpuAssignment, place_replica
 from orchestrator.pipeline.stats import Served
 
 

@@ -23,8 +23,8 @@ from PIL import Image
 
 from orchestrator.pipeline.config import StageConfig
 from orchestrator.pipeline.items import END, Clip, SplitDone, SplitRequest, VideoDone, VideoItem, put
-from orchestrator.pipeline.scenes import Scene, SceneStitcher
-from orchestrator.pipeline.video import ClipEncoder, Decoder, Frame, VideoError, sample_indices
+from orchestrator.pipeline.media.video import ClipEncoder, Decoder, Frame, VideoError, sample_indices
+from orchestrator.pipeline.split.scenes import Scene, SceneStitcher
 
 _ENCODE_ERRORS = (OSError, ValueError, av.error.FFmpegError, MemoryError)
 """Writing a clip can fail on a full disk, a codec the build lacks, or too little memory."""

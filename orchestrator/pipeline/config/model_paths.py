@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from orchestrator.model_source import locate_source
-from orchestrator.pipeline.config_errors import did_you_mean
+from orchestrator.pipeline.config.errors import did_you_mean
 
 
 def class_path_problem(class_path: str, search_dirs: Sequence[Path]) -> str | None:

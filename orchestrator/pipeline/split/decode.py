@@ -21,9 +21,9 @@ import numpy as np
 from models.model_interface import SplitWindow
 from orchestrator.pipeline.config import StageConfig
 from orchestrator.pipeline.items import END, SplitDone, SplitRequest, VideoItem, put
+from orchestrator.pipeline.media.video import Decoder, Frame, VideoError, VideoInput, probe, truncation
 from orchestrator.pipeline.pool import StepLogic
-from orchestrator.pipeline.scenes import FrameWindows, check_scenes
-from orchestrator.pipeline.video import Decoder, Frame, VideoError, VideoInput, probe, truncation
+from orchestrator.pipeline.split.scenes import FrameWindows, check_scenes
 
 CHUNK_STEPS = 4
 """Window cores of this many model steps (TransNetV2: 4 x 50 frames) per request: few enough requests that

@@ -49,12 +49,12 @@ from orchestrator.dataset.schema import format_type, merge_types
 from orchestrator.dataset.table import TABLE_DIR, declared_types, read_schema
 from orchestrator.errors import ConfigError, PipelineError
 from orchestrator.pipeline.config import PipelineConfig, StageConfig
-from orchestrator.pipeline.cutting import resize_frame
 from orchestrator.pipeline.items import END, Clip, VideoDone, VideoItem, put
-from orchestrator.pipeline.parts import PIPELINE_FILE, Part, read_parts
+from orchestrator.pipeline.media.cutting import resize_frame
+from orchestrator.pipeline.media.video import Decoder, VideoError, VideoInput, probe, sample_indices
+from orchestrator.pipeline.output.parts import PIPELINE_FILE, Part, read_parts
+from orchestrator.pipeline.output.writer import LAYOUT, OutputWriter
 from orchestrator.pipeline.summary import Failure
-from orchestrator.pipeline.video import Decoder, VideoError, VideoInput, probe, sample_indices
-from orchestrator.pipeline.writer import LAYOUT, OutputWriter
 
 JOURNAL = "redo.json"
 

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.pipeline.video import VideoInput
+from orchestrator.pipeline.media.video import VideoInput
 
 PIPELINE_FILE = "pipeline.json"
 

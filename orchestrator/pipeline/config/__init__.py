@@ -24,8 +24,8 @@ from pydantic_core import PydanticCustomError
 from orchestrator.dataset.shards import parse_size
 from orchestrator.errors import ConfigError
 from orchestrator.model_source import absolute_class_path
-from orchestrator.pipeline.config_errors import ConfigProblem, Location, config_problems, problem_at
-from orchestrator.pipeline.model_paths import class_path_problem
+from orchestrator.pipeline.config.errors import ConfigProblem, Location, config_problems, problem_at
+from orchestrator.pipeline.config.model_paths import class_path_problem
 from orchestrator.yaml_errors import describe_yaml_error, line_of, load_with_nodes
 from workers.model_input import InputSpec
 

@@ -1,0 +1,1 @@
+"""The media layer: opening input videos and cutting clips out of them."""

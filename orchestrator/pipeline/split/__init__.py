@@ -1,0 +1,1 @@
+"""Splitting a video into clips: decoding its frames and finding its scene cuts."""
