@@ -160,6 +160,8 @@ class WorkerHandle(BlockingCalls):
         args = ["--data", bound.data_url, "--control", bound.control_url, "--name", self.spec.label,
                 "--parent-pid", str(os.getpid()), "--max-message-bytes", str(self.policy.max_message_bytes)]
         args += self._res.ring.make(self.policy, self.spec.label)
+        if self.spec.frames_dir is not None:
+            args += ["--frames-dir", str(self.spec.frames_dir)]
         self._data = DataChannel(bound.data, self._res.ring, self.policy.inline_threshold, self.policy.shm_threshold)
         self._control_channel = ControlChannel(bound.control)
         environ = worker_environ(self.spec.env, self.runtime_dir, self.spec.user_code_dirs,
