@@ -134,6 +134,17 @@ class SharedFramesDir:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
+def payload_bytes(value: Any) -> int:
+    """Bytes of the arrays in a payload (references to shared frames weigh nothing)."""
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if isinstance(value, dict):
+        return sum(payload_bytes(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(payload_bytes(item) for item in value)
+    return 0
+
+
 def _checked(name: str) -> str:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise SharedFramesError(f"{name!r} is not a segment name of a frames folder")

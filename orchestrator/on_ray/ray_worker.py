@@ -40,7 +40,7 @@ from orchestrator.on_ray.host import CONTROL, HostRequest, WorkerHost
 from orchestrator.on_ray.placement import RayPolicy, StagePlacement, alive_nodes, amounts, lacking
 from orchestrator.supervisor.events import Answer, Died, Event, Failed, Hello, Phase, SetUp, SetupFailed
 from workers.headers import WorkerInfo
-from workers.shared_frames import SharedFramesDir
+from workers.shared_frames import SharedFramesDir, payload_bytes
 
 _ids = itertools.count(1)
 WORKER_INFO_FIELDS = {item.name for item in dataclasses.fields(WorkerInfo)}
@@ -132,6 +132,8 @@ class RayWorker:
         another node, gets their pixels."""
         self.request = request
         self.frames = SharedFramesDir(frames_dir) if frames_dir is not None else None
+        self.bytes_moved = 0
+        """Bytes of the arrays this process has put in Ray for the replica."""
         self.label = request.label
         self.placement = placement
         self.max_in_flight = max_in_flight
@@ -189,6 +191,7 @@ class RayWorker:
         request_id = next(_ids) if request_id is None else request_id
         if self.frames is not None:
             payload = self.frames.materialized(payload)
+        self.bytes_moved += payload_bytes(payload)
         ref = self._actor.call.remote(self._ray.put(payload), items)
         self._calls[request_id] = (ref, items)
         self._sent_at[request_id] = time.monotonic()

@@ -98,6 +98,8 @@ class _Replica:
     sent_at: dict[int, float] = field(default_factory=dict)
     """When each outstanding request was sent, to time how long the worker spent on it."""
     answered_at: float | None = None
+    bytes_counted: int = 0
+    """Of its worker's `bytes_moved`, what the stage's stats have counted."""
 
 
 class StagePool:
@@ -152,6 +154,7 @@ class StagePool:
                 if replica.worker is not None:
                     for event in replica.worker.events():
                         self._on_event(replica, event)
+                    self._count_bytes(replica)
             self._emit(outq)
             self.stats.queued = inq.qsize() + len(self._pending)
             if self._input_done and self._next_out == self._next_in:
@@ -251,6 +254,12 @@ class StagePool:
             self._on_death(replica, str(event.error))
         self._update_states()
 
+    def _count_bytes(self, replica: _Replica) -> None:
+        if replica.worker is not None:
+            moved = replica.worker.bytes_moved
+            self.stats.bytes_moved += moved - replica.bytes_counted
+            replica.bytes_counted = moved
+
     def _served(self, replica: _Replica, request_id: int) -> None:
         """Record the worker's time on an answered request: from its sending, or from the worker's previous
         answer when it waited behind that one (a worker takes its requests one at a time)."""
@@ -276,7 +285,9 @@ class StagePool:
 
     def _on_death(self, replica: _Replica, reason: str) -> None:
         """Give the dead worker's items another attempt (or fail the poisonous), then restart it later."""
+        self._count_bytes(replica)
         worker, replica.worker = replica.worker, None
+        replica.bytes_counted = 0
         if worker is not None:
             worker.release()
         self._bound = {key: index for key, index in self._bound.items() if index != replica.index}

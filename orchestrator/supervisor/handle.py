@@ -135,6 +135,12 @@ class WorkerHandle(BlockingCalls):
         return self._res.ring.use()
 
     @property
+    def bytes_moved(self) -> int:
+        """Bytes sent and received on the data socket and copied into the ring since launch."""
+        data: DataChannel | None = self.__dict__.get("_data")
+        return data.bytes_moved if data is not None else 0
+
+    @property
     def free_slots(self) -> int:
         """Batches `submit` takes now: none unless the model is set up."""
         return self.policy.max_in_flight - len(self.in_flight) if self.phase is Phase.UP else 0
