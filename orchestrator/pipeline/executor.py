@@ -137,15 +137,16 @@ class PipelineExecutor:
     def __init__(self, config: PipelineConfig, videos: list[VideoInput], writer: OutputWriter,
                  make_worker: WorkerFactory, state: RunState, declarations: Mapping[str, ModelDeclarations],
                  adopt: Mapping[str, Mapping[int, Worker]] | None = None, resources: Resources | None = None,
-                 source: ClipSource | None = None, frames: SharedFramesDir | None = None) -> None:
+                 source: ClipSource | None = None, frames: SharedFramesDir | None = None,
+                 hardware: bool = False) -> None:
         """`resources` (cores, threads, GPU shares) let `replicas: auto` stages grow; without, they keep one.
         With a `source`, its clips go through the stages it names and it records them; the writer only the run.
         `frames`: the run's frames folder, which `make_worker` hands its workers (made here, and removed at
-        the end, when not given)."""
+        the end, when not given). `hardware`: media workers decode and encode on the GPU's video engines."""
         self.config = config
         self._own_frames = frames is None
         self.frames = frames or SharedFramesDir.make()
-        self.media = {stage.name: stage for stage in media_stages(config, self.frames.path)}
+        self.media = {stage.name: stage for stage in media_stages(config, self.frames.path, hardware)}
         self.declarations = {**{name: MEDIA_DECLARATIONS for name in self.media}, **declarations}
         self.videos = videos
         self.writer = writer

@@ -36,6 +36,7 @@ from orchestrator.errors import (
 )
 from orchestrator.pipeline.config import PipelineConfig, StageConfig
 from orchestrator.pipeline.executor import PipelineExecutor, RunState, WorkerFactory
+from orchestrator.pipeline.media.hardware import use_hardware
 from orchestrator.pipeline.media.video import VIDEO_SUFFIXES, VideoInput, expand_inputs, open_inputs
 from orchestrator.pipeline.output.lock import OutputLock
 from orchestrator.pipeline.output.parts import count_kept
@@ -75,6 +76,8 @@ class Prepared:
     make: WorkerFactory
     adopt: dict[str, dict[int, WorkerHandle]]
     resources: Resources
+    hardware: bool = False
+    """Media workers decode and encode on the GPU's video engines."""
 
 
 def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_log: LogSink,
@@ -187,7 +190,8 @@ def _prepare(config: PipelineConfig, stages: dict[str, ResolvedStage], firsts: d
     adopt = {name: {0: h} for name, h in firsts.items() if workers.gpu_of[(name, 0)] == NO_GPU}
     close_all([h for name, h in firsts.items() if name not in adopt], STOP_AT_ONCE)
     return Prepared(config, declarations, workers.make, adopt,
-                    Resources(workers.cores, workers.threads, n_gpus, workers.gpu_of))
+                    Resources(workers.cores, workers.threads, n_gpus, workers.gpu_of),
+                    use_hardware(config.media.hardware, n_gpus, warn))
 
 
 def _run(videos: list[VideoInput], writer: DedupingWriter, prepared: Prepared, state: RunState,
@@ -199,7 +203,7 @@ def _run(videos: list[VideoInput], writer: DedupingWriter, prepared: Prepared, s
         warn(f"--fresh: moved the earlier results to {writer.set_aside} (delete it when no longer needed)")
     state.frames_total = sum(v.frames for v in videos if writer.resumable(v) is None)
     executor = PipelineExecutor(prepared.config, videos, writer, prepared.make, state, prepared.declarations,
-                                prepared.adopt, prepared.resources, redo, frames)
+                                prepared.adopt, prepared.resources, redo, frames, prepared.hardware)
     stopped: RunStopped | None = None
     try:
         executor.run(on_tick=(lambda: display(state)) if display else lambda: None)

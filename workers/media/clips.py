@@ -24,9 +24,9 @@ ENCODE_ERRORS = (OSError, ValueError, av.error.FFmpegError, MemoryError)
 class ClipReader:
     """One video's frames at full size, read forward only, clip after clip."""
 
-    def __init__(self, path: Path, threads: int | None = None) -> None:
+    def __init__(self, path: Path, threads: int | None = None, hardware: bool = False) -> None:
         self.path = path
-        self.decoder = Decoder(path, threads)
+        self.decoder = Decoder(path, threads, hardware)
         self._frames: Iterator[Frame] | None = None
         self._ahead: Frame | None = None
         self.position = 0
@@ -88,7 +88,7 @@ def read_clip(reader: ClipReader, request: dict[str, Any], frames_dir: SharedFra
                 first = frame
                 if encode:
                     encoder = ClipEncoder(Path(encode["out"]), frame.time_base, encode["fps"], *frame.size,
-                                          encode["codec"], threads)
+                                          encode["codec"], threads, reader.decoder.hardware)
             if encoder is not None:
                 encoder.write_frame(frame.av_frame, frame.pts - first.pts)
             for stage, (indices, size) in samples.items():
@@ -122,7 +122,7 @@ def encode_clip(reader: ClipReader, request: dict[str, Any], threads: int | None
             if first is None:
                 first = frame
                 encoder = ClipEncoder(Path(request["out"]), frame.time_base, request["fps"], *frame.size,
-                                      request["codec"], threads)
+                                      request["codec"], threads, reader.decoder.hardware)
             encoder.write_frame(frame.av_frame, frame.pts - first.pts)  # type: ignore[union-attr]
         assert first is not None
         end_pts = reader.end_of_last_frame() - first.pts

@@ -39,8 +39,10 @@ MAX_READERS = 4
 class MediaWorker(ModelInterface):
     """Decodes, cuts, samples and encodes; see the module's docstring for its requests."""
 
-    def __init__(self, frames_dir: str) -> None:
+    def __init__(self, frames_dir: str, hardware: bool = False) -> None:
+        """`hardware`: decode on NVDEC and encode on NVENC (the orchestrator checked that they open here)."""
         self.frames = SharedFramesDir(Path(frames_dir))
+        self.hardware = hardware
         self.threads = budget_from_environ()
         """FFmpeg's threads for each decode and encode: the thread budget the parent gave this worker."""
         self._readers: collections.OrderedDict[tuple[str, ...], Any] = collections.OrderedDict()
@@ -74,7 +76,7 @@ class MediaWorker(ModelInterface):
         key = ("split", path, str(size), str(window))
         reader = self._readers.get(key)
         if reader is None or not reader.serves(request["core_start"]):
-            reader = _SplitReader(Decoder(Path(path), self.threads), size, window)
+            reader = _SplitReader(Decoder(Path(path), self.threads, self.hardware), size, window)
         self._keep(key, reader)
         try:
             frames, real = reader.window(request["core_start"], request.get("core"))
@@ -99,7 +101,7 @@ class MediaWorker(ModelInterface):
     def _reader(self, key: tuple[str, str], start: int) -> ClipReader:
         reader = self._readers.get(key)
         if reader is None or reader.position > start:
-            reader = ClipReader(Path(key[1]), self.threads)
+            reader = ClipReader(Path(key[1]), self.threads, self.hardware)
         self._keep(key, reader)
         return reader
 

@@ -16,7 +16,12 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.codec.hwaccel import HWAccel
 from av.video.reformatter import VideoReformatter
+
+HW_DEVICE = "cuda"
+HW_ENCODERS = {"libx264": "h264_nvenc"}
+"""The NVENC encoder that takes over each CPU encoder, where the run uses the GPU's video engines."""
 
 
 class VideoError(Exception):
@@ -27,10 +32,11 @@ class DiskFull(OSError):
     """The clip's folder has no space left: the run cannot go on."""
 
 
-def open_video(path: Path) -> av.container.InputContainer:
-    """`path` opened for reading, or a VideoError saying in one line why it cannot be."""
+def open_video(path: Path, hardware: bool = False) -> av.container.InputContainer:
+    """`path` opened for reading (decoded on the GPU's NVDEC with `hardware`, on the CPU where it cannot
+    take the stream), or a VideoError saying in one line why it cannot be."""
     try:
-        container = av.open(str(path))
+        container = av.open(str(path), hwaccel=HWAccel(HW_DEVICE, allow_software_fallback=True) if hardware else None)
     except FileNotFoundError:
         raise VideoError(f"{path}: file not found") from None
     except PermissionError:
@@ -73,8 +79,8 @@ class Decoder:
     video: `frame.to_ndarray(...)` would build a new one for every frame, which at 48x27 from 720p cost more
     than decoding the frame (see bench/decode.py); the pixels are the same either way."""
 
-    def __init__(self, path: Path, threads: int | None = None) -> None:
-        self.path, self.threads = path, threads
+    def __init__(self, path: Path, threads: int | None = None, hardware: bool = False) -> None:
+        self.path, self.threads, self.hardware = path, threads, hardware
         self.frames_read = 0
         self.end_pts = 0
         """Where the last frame read stops being shown: its timestamp plus its duration (one average frame
@@ -95,7 +101,7 @@ class Decoder:
                                      interpolation="BILINEAR").to_ndarray()
 
     def __iter__(self) -> Iterator[Frame]:
-        container = open_video(self.path)
+        container = open_video(self.path, self.hardware)
         try:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
@@ -151,7 +157,8 @@ class ClipEncoder:
     decode order (with B-frames, not the last frame shown) reaches to the clip's end."""
 
     def __init__(self, path: Path, time_base: Fraction, fps: float, width: int, height: int,
-                 codec: str = "libx264", threads: int | None = None) -> None:
+                 codec: str = "libx264", threads: int | None = None, hardware: bool = False) -> None:
+        codec = HW_ENCODERS.get(codec, codec) if hardware else codec
         self.path = path
         self.width, self.height = width - width % 2, height - height % 2
         self.frames = 0

@@ -239,6 +239,9 @@ class MediaConfig(_Strict):
     max_replicas: int = Field(4, ge=1)
     threads: int | None = Field(None, ge=1)
     """FFmpeg threads per media worker; default: the machine's cores shared with the model stages."""
+    hardware: Literal["auto", "off"] = "auto"
+    """auto: decode on NVDEC and encode on NVENC (for libx264) where the run has a GPU and FFmpeg can use them
+    (said once when it cannot); off: always on the CPU."""
 
     @field_validator("replicas", mode="before")
     @classmethod

@@ -30,11 +30,12 @@ def media_env() -> Env:
     return Env(OWN_ENV, "own", Path(sys.prefix), Path(sys.executable))
 
 
-def media_stages(config: PipelineConfig, frames_dir: Path) -> list[StageConfig]:
-    """The run's media steps as stage configs, in pipeline order (no `encode` unless `encode: kept`)."""
+def media_stages(config: PipelineConfig, frames_dir: Path, hardware: bool = False) -> list[StageConfig]:
+    """The run's media steps as stage configs, in pipeline order (no `encode` unless `encode: kept`);
+    `hardware`: they decode and encode on the GPU's video engines."""
     names = [DECODE, CUT] + ([ENCODE] if config.clips.encode == "kept" else [])
     media = config.media
-    return [StageConfig(name=name, model=MEDIA_MODEL, params={"frames_dir": str(frames_dir)},
+    return [StageConfig(name=name, model=MEDIA_MODEL, params={"frames_dir": str(frames_dir), "hardware": hardware},
                         replicas=media.replicas, threads=media.threads,
                         **({"max_replicas": media.max_replicas} if media.replicas == "auto" else {}))
             for name in names]
