@@ -262,6 +262,8 @@ def clip_names(rows: list[dict]) -> list[str]:
 
 @NEEDS_STRACE
 def test_kept_encodes_only_the_clips_the_filters_keep_and_all_encodes_every_clip(media_runs: dict[str, Run]) -> None:
+    """Every open of a clip file for writing, in any process of the run, is an encoder starting: with
+    `encode: kept` one per kept clip and none for a clip the filter dropped; with `encode: all` one per clip."""
     kept, every = media_runs["kept"], media_runs["all"]
     kept_names = sorted(f"{row['clip_id']}.mp4" for row in kept.rows if row["kept"])
     assert 0 < len(kept_names) < len(clip_names(kept.rows))  # the filter dropped some: they are not encoded
@@ -273,6 +275,7 @@ def test_kept_encodes_only_the_clips_the_filters_keep_and_all_encodes_every_clip
 
 @NEEDS_STRACE
 def test_encode_none_writes_no_clip_file_and_keeps_the_rows(media_runs: dict[str, Run]) -> None:
+    """No encoder opens a file, and each clip the filter passed is kept, without a path."""
     run = media_runs["none"]
     assert run.opened == []
     assert not list((run.out / "clips").glob("*"))
