@@ -215,14 +215,20 @@ class Started:
             watcher.start()
         return cls(folder, plan, proc, traced, segments, watcher)
 
-    def finish(self, deadline: float) -> Run:
-        try:
-            self.proc.wait(max(deadline - time.monotonic(), 1.0))
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-            if self.watcher is not None:
-                self.watcher.join()
+    def stop(self, deadline: float) -> None:
+        """Wait for the run until `deadline`, then kill it and its workers if it still runs."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(max(deadline - time.monotonic(), 0.0))
+        if self.proc.poll() is None:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                for child in psutil.Process(self.proc.pid).children(recursive=True):
+                    child.kill()
+            self.proc.kill()
+            self.proc.wait(10)
+        if self.watcher is not None:
+            self.watcher.join(10)
+
+    def read(self) -> Run:
         assert self.proc.returncode == 0, f"{self.folder.name}: {(self.folder / 'run.log').read_text()[-3000:]}"
         out = self.folder / "out"
         rows, summary = outputs(out)
@@ -236,8 +242,16 @@ def media_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
     root = tmp_path_factory.mktemp("media-workers")
     videos = write_videos(root)
     deadline = time.monotonic() + RUN_TIMEOUT_S
-    started = {name: Started.start(root / name, plan, videos, deadline) for name, plan in PLANS.items()}
-    return {name: run.finish(deadline) for name, run in started.items()}
+    started: dict[str, Started] = {}
+    try:
+        for name, plan in PLANS.items():
+            started[name] = Started.start(root / name, plan, videos, deadline)
+        for run in started.values():
+            run.stop(deadline)
+    finally:  # on an error or Ctrl-C above, no run is left behind
+        for run in started.values():
+            run.stop(time.monotonic())
+    return {name: run.read() for name, run in started.items()}
 
 
 def test_frames_reach_the_models_without_passing_through_the_orchestrator(media_runs: dict[str, Run]) -> None:
