@@ -139,8 +139,8 @@ class Run:
 
 def write_videos(folder: Path) -> dict[str, Path]:
     paths = {name: folder / name for name in [*SHOTS, "many.mp4"]}
-    for name, lengths in SHOTS.items():
-        write_shots(paths[name], [(n, PALETTE[(i + len(name)) % 6]) for i, n in enumerate(lengths)], (WIDTH, HEIGHT))
+    for k, (name, lengths) in enumerate(SHOTS.items()):  # the videos' colours differ as their lengths do
+        write_shots(paths[name], [(n, PALETTE[(i + 3 * k) % 6]) for i, n in enumerate(lengths)], (WIDTH, HEIGHT))
     write_shots(paths["many.mp4"], [(n, PALETTE[i % 6]) for i, n in enumerate(MANY)])
     return paths
 
