@@ -323,6 +323,7 @@ class StagePool:
         """Fill every replica that can take a request, least loaded first. An item that lost its worker
         before goes alone to an idle replica and nothing joins it there, so a poison item takes no bystander
         down with it. Items with an affinity key wait for their replica; items behind them need not."""
+        self._pass_unwanted()
         while self._pending:
             picked = self._next_sendable()
             if picked is None:
@@ -337,6 +338,17 @@ class StagePool:
             if key is not None:
                 self._bound[key] = replica.index
             self._send(replica, [work])
+
+    def _pass_unwanted(self) -> None:
+        """Pass on, unsent, the pending items the stage no longer wants (their video failed meanwhile), so one
+        bad video costs its replica no more deaths than its first poison item."""
+        wanted = collections.deque()
+        for work in self._pending:
+            if work.attempts == 0 and not self.logic.wants(work.item):
+                self._ready[work.seq] = work.item
+            else:
+                wanted.append(work)
+        self._pending = wanted
 
     def _next_sendable(self) -> tuple[int, _Replica] | None:
         """The first pending item that a replica can take now, and that replica."""

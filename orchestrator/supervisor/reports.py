@@ -45,7 +45,8 @@ def died(spec: WorkerSpec, returncode: int | None, context: str, activity: str, 
     `activity`'s batch, idle, describe, setup, ready), its stderr tail, and the traceback of its last words
     (when it sent any) as the cause."""
     context = context or f"while {_WAITING[activity]}"
-    error = WorkerDied(f"{_who(spec)} {describe_exit(returncode)} {context}; last stderr:\n{stderr_tail}", returncode)
+    tail = f"; last stderr:\n{stderr_tail}" if stderr_tail.strip() else ""
+    error = WorkerDied(f"{_who(spec)} {describe_exit(returncode)} {context}{tail}", returncode)
     if last_traceback is not None:
         error.__cause__ = WorkerError(last_traceback)
     return error

@@ -17,6 +17,7 @@ from pathlib import Path
 import av
 import numpy as np
 from av.codec.hwaccel import HWAccel
+from av.video.frame import PictureType
 from av.video.reformatter import VideoReformatter
 
 HW_DEVICE = "cuda"
@@ -200,6 +201,7 @@ class ClipEncoder:
         """Add a decoded frame shown at `pts`, converted straight to the clip's size and yuv420p (no RGB)."""
         frame = self._scaler.reformat(source, width=self.width, height=self.height, format="yuv420p",
                                       interpolation="BILINEAR")
+        frame.pict_type = PictureType.NONE  # the encoder picks each frame's type, not the source's encoder
         frame.pts, frame.time_base = pts, self._stream.codec_context.time_base
         if self._last_pts is not None:
             self._durations[self._last_pts] = pts - self._last_pts

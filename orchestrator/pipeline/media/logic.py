@@ -8,6 +8,7 @@ and a full disk stops the run.
 
 from __future__ import annotations
 
+import abc
 from typing import Any
 
 from orchestrator.errors import OutputFull
@@ -69,18 +70,49 @@ class SplitDecodeLogic(StepLogic):
             item.video.error = reason
 
 
-class ClipFramesLogic(StepLogic):
-    """A clip's bounds in; the frames each clip stage samples (resized for it) named on it, its times, and
-    (with `encode: all`) its file."""
+class _ClipsOfVideos(StepLogic):
+    """A step over a video's clips in order: once one clip cannot be read (or kills its worker each time),
+    every later clip of that video fails with the same reason instead of being tried again."""
 
-    def __init__(self, stages: list[StageConfig], encode: bool, codec: str) -> None:
-        self.stages, self.encode, self.codec = stages, encode, codec
+    error_key = ""
+    """The stage name a failure is recorded under in the clip's errors."""
+
+    def __init__(self) -> None:
+        self._broken: dict[int, str] = {}
+        """Why each video whose reading broke did, by its seq."""
 
     def wants(self, item: Any) -> bool:
-        return isinstance(item, Clip) and not item.errors
+        if not isinstance(item, Clip) or not self.takes(item):
+            return False
+        if (reason := self._broken.get(item.video.seq)) is not None:
+            item.errors[self.error_key] = reason
+            return False
+        return True
+
+    @abc.abstractmethod
+    def takes(self, item: Clip) -> bool:
+        """Whether this step has work for the clip (its video aside)."""
 
     def affinity(self, item: Clip) -> int:
         return item.video.seq
+
+    def fail(self, item: Clip, reason: str) -> None:
+        item.errors[self.error_key] = reason
+        self._broken.setdefault(item.video.seq, reason)
+
+
+class ClipFramesLogic(_ClipsOfVideos):
+    """A clip's bounds in; the frames each clip stage samples (resized for it) named on it, its times, and
+    (with `encode: all`) its file."""
+
+    error_key = "decode"
+
+    def __init__(self, stages: list[StageConfig], encode: bool, codec: str) -> None:
+        super().__init__()
+        self.stages, self.encode, self.codec = stages, encode, codec
+
+    def takes(self, item: Clip) -> bool:
+        return not item.errors
 
     def payload(self, item: Clip) -> dict[str, Any]:
         fps = item.video.meta.fps if item.video.meta else 1.0
@@ -103,21 +135,18 @@ class ClipFramesLogic(StepLogic):
         if answer.get("encoded"):
             item.encoded = item.encode_to
 
-    def fail(self, item: Clip, reason: str) -> None:
-        item.errors["decode"] = reason
 
-
-class EncodeLogic(StepLogic):
+class EncodeLogic(_ClipsOfVideos):
     """A clip the filters kept in, its file encoded (from its video, at full size)."""
 
+    error_key = "encode"
+
     def __init__(self, codec: str) -> None:
+        super().__init__()
         self.codec = codec
 
-    def wants(self, item: Any) -> bool:
-        return isinstance(item, Clip) and item.active and item.encoded is None
-
-    def affinity(self, item: Clip) -> int:
-        return item.video.seq
+    def takes(self, item: Clip) -> bool:
+        return item.active and item.encoded is None
 
     def payload(self, item: Clip) -> dict[str, Any]:
         return {"op": "encode", "path": str(item.video.video.path), "start": item.start, "end": item.end,
@@ -130,9 +159,6 @@ class EncodeLogic(StepLogic):
             self.fail(item, answer["error"])
         else:
             item.encoded = item.encode_to
-
-    def fail(self, item: Clip, reason: str) -> None:
-        item.errors["encode"] = reason
 
 
 def release_clip(frames: SharedFramesDir, clip: Clip) -> None:

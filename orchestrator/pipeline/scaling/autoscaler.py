@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,15 +54,18 @@ class Metered(StepLogic):
         self.items = 0
 
     def wants(self, item: Any) -> bool:
-        wanted = self.inner.wants(item)
-        if isinstance(item, SplitRequest):
-            self.frames += item.real
-        elif isinstance(item, Clip):
-            self.frames += item.end - item.start + 1
-        self.items += wanted
-        return wanted
+        return self.inner.wants(item)
+
+    def affinity(self, item: Any) -> Hashable | None:
+        return self.inner.affinity(item)
 
     def payload(self, item: Any) -> Any:
+        """Count the item as it is sent (a window not decoded yet counts the core it asks for)."""
+        if isinstance(item, SplitRequest):
+            self.frames += item.real or item.core or 0
+        elif isinstance(item, Clip):
+            self.frames += item.end - item.start + 1
+        self.items += 1
         return self.inner.payload(item)
 
     def absorb(self, item: Any, result: Any) -> None:

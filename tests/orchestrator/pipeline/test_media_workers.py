@@ -344,8 +344,6 @@ def test_shared_frames_stay_bounded_while_the_run_goes_and_are_gone_after(media_
     assert all(row["filtered_by"] == ["keep:min_duration_s"] for row in between.rows)  # `after` read none
 
 
-@pytest.mark.xfail(strict=True, reason="run_filter (orchestrator/pipeline/filters.py:57) drops a filtered clip's "
-                   "references to its later stages' frames without unlinking them: they stay until the run ends")
 def test_a_clip_dropped_between_two_clip_stages_frees_the_later_stage_frames(media_runs: dict[str, Run]) -> None:
     """Every clip is dropped by the filter between `first` and `after`: the frames cut for `after` are freed
     as each clip is dropped, so the folder holds no more than the channels and pools can hold."""
