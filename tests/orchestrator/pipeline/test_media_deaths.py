@@ -319,3 +319,33 @@ def test_a_video_that_crashes_its_media_worker_every_time_fails_alone(videos, cl
     if others != {str(v): [r for r in clean.rows if r["video"] == str(v)] for v in good} or \
             [f for f in summary["failures"] if f["video"] != str(bad)]:
         raise OthersFailedToo([f for f in summary["failures"] if f["video"] != str(bad)])
+
+
+# --- 3. a video the media worker cannot read through --------------------------------------------------
+
+def test_a_video_corrupt_mid_stream_fails_alone_with_the_media_workers_one_line_reason(videos, clean,
+                                                                                       tmp_path: Path) -> None:
+    """Garbage over the middle of a video's frame data: FFmpeg's decoder fails at frame 50 in the decode
+    worker, in the second split window. That video fails alone with the worker's one line naming the file
+    and where it broke, keeping the scene that closed before that window; the next video comes out as in
+    an undisturbed run."""
+    whole, corrupt = tmp_path / "whole.mp4", tmp_path / "corrupt.mp4"
+    write_shots(whole, [(30, PALETTE[0]), (30, PALETTE[1]), (40, PALETTE[2]), (20, PALETTE[3])])
+    data = bytearray(whole.read_bytes())
+    frames_start, index_start = data.index(b"mdat") + 4, data.index(b"moov")  # frame data first, index last
+    middle = (frames_start + index_start) // 2
+    data[middle: middle + 2000] = random.Random(0).randbytes(2000)
+    corrupt.write_bytes(bytes(data))
+    config, out = write_pipeline(tmp_path, [corrupt, videos[1]])
+    result = run(config)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    rows, summary = outputs(out)
+    [failure] = summary["failures"]
+    assert failure["video"] == str(corrupt) and failure["stage"] is None, failure
+    assert failure["reason"].startswith(f"{corrupt}: corrupt or truncated after frame 50 (") and \
+        "Invalid data" in failure["reason"] and "\n" not in failure["reason"], failure
+    assert [(r["start_frame"], r["end_frame"], r["path"] is not None) for r in rows_of(rows, corrupt)] == \
+        [(0, 29, True)]
+    assert comparable(rows_of(rows, videos[1])) == [r for r in clean.rows if r["video"] == str(videos[1])]
+    assert_clip_files(out, rows)
