@@ -53,21 +53,47 @@ def rows_of(rows: list[dict], video: Path) -> list[dict]:
     return [r for r in rows if r["video"] == str(video)]
 
 
-def media_workers(parent: psutil.Process) -> dict[str, psutil.Process]:
-    """The live media workers of `parent`, by their label (`decode/0`, ...)."""
-    found = {}
+def _listdir(folder: Path) -> list[str]:
     try:
-        children = parent.children()
-    except psutil.NoSuchProcess:
-        return {}
-    for child in children:
-        try:
-            cmdline = child.cmdline()
-        except psutil.NoSuchProcess:
-            continue
-        if "--name" in cmdline and cmdline[cmdline.index("--name") + 1].partition("/")[0] in MEDIA:
-            found[cmdline[cmdline.index("--name") + 1]] = child
+        return os.listdir(folder)
+    except FileNotFoundError:
+        return []
+
+
+def child_pids(pid: int) -> set[int]:
+    """The children of `pid`, read from its threads' /proc lists: a look costs a file per thread, where
+    psutil's `children()` reads every process of the machine (polled every few ms, that would slow the run)."""
+    found: set[int] = set()
+    for task in _listdir(Path(f"/proc/{pid}/task")):
+        with contextlib.suppress(OSError):
+            found.update(int(child) for child in Path(f"/proc/{pid}/task/{task}/children").read_text().split())
     return found
+
+
+class MediaWorkers:
+    """The live media workers of a process, by their label (`decode/0`, ...); each child's label is read once."""
+
+    def __init__(self, parent: int) -> None:
+        self.parent = parent
+        self._labels: dict[int, str | None] = {}
+
+    def now(self) -> dict[str, int]:
+        live = {}
+        for pid in child_pids(self.parent):
+            if pid not in self._labels:
+                self._labels[pid] = _label(pid)
+            label = self._labels[pid]
+            if label is not None and label.partition("/")[0] in MEDIA:
+                live[label] = pid
+        return live
+
+
+def _label(pid: int) -> str | None:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_text().split("\0")
+    except OSError:
+        return None
+    return cmdline[cmdline.index("--name") + 1] if "--name" in cmdline else None
 
 
 def frames_dirs(pid: int) -> list[Path]:
@@ -129,9 +155,11 @@ class Progress:
         self.clips = {(r["video_id"], r["clip_index"]): n for n, r in enumerate(rows)}
         self.starts = [(r["video_id"], r["start_frame"], n) for n, r in enumerate(rows)]
         self.reached = dict.fromkeys(MEDIA, -1)
+        self.folders: list[Path] = []
 
     def update(self) -> None:
-        for name in (n for folder in frames_dirs(self.pid) for n in _listdir(folder)):
+        self.folders = self.folders or frames_dirs(self.pid)  # made once, at the start of the run
+        for name in (n for folder in self.folders for n in _listdir(folder)):
             video, _, rest = name.partition(".")
             if rest.startswith("split."):  # the last clip that starts before the window's first frame
                 first = int(rest.removeprefix("split."))
@@ -146,13 +174,6 @@ class Progress:
         self.reached[step] = max(self.reached[step], position)
 
 
-def _listdir(folder: Path) -> list[str]:
-    try:
-        return os.listdir(folder)
-    except FileNotFoundError:
-        return []
-
-
 @dataclass(frozen=True)
 class MediaKill:
     worker: str
@@ -165,10 +186,10 @@ class MediaKiller(threading.Thread):
     the first half of the run (so the step has work ahead and its pool runs): the worker is then handing
     that item over, or already busy on the next one (decoding, sampling, encoding)."""
 
-    def __init__(self, parent: psutil.Process, out: Path, rows: list[dict], seed: int) -> None:
+    def __init__(self, parent: int, out: Path, rows: list[dict], seed: int) -> None:
         super().__init__(daemon=True)
-        self.parent = parent
-        self.progress = Progress(rows, parent.pid, out)
+        self.workers = MediaWorkers(parent)
+        self.progress = Progress(rows, parent, out)
         rng = random.Random(seed)
         self.at = {step: rng.randrange(0, len(rows) // 2) for step in MEDIA}
         self.done = threading.Event()
@@ -178,16 +199,18 @@ class MediaKiller(threading.Thread):
         deadline = time.monotonic() + WAIT_S
         while len(self.kills) < len(MEDIA) and not self.done.is_set() and time.monotonic() < deadline:
             self.progress.update()
-            workers = media_workers(self.parent)
-            for step in MEDIA:
-                killed = any(k.worker.startswith(f"{step}/") for k in self.kills)
-                if not killed and self.progress.reached[step] >= self.at[step] and f"{step}/0" in workers:
-                    workers[f"{step}/0"].send_signal(signal.SIGKILL)
-                    self.kills.append(MediaKill(f"{step}/0", self.progress.reached[step]))
+            due = [step for step in MEDIA if self.progress.reached[step] >= self.at[step]
+                   and not any(k.worker == f"{step}/0" for k in self.kills)]
+            workers = self.workers.now() if due else {}
+            for step in due:
+                if f"{step}/0" in workers:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(workers[f"{step}/0"], signal.SIGKILL)
+                        self.kills.append(MediaKill(f"{step}/0", self.progress.reached[step]))
             self.done.wait(0.002)
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, 2])
 def test_media_workers_killed_at_seeded_moments_lose_and_duplicate_nothing(videos, clean, tmp_path: Path,
                                                                            seed: int) -> None:
     """Each media step's worker (decode, cut, encode) SIGKILLed once, mid-handoff or mid-work, at a seeded
@@ -195,7 +218,7 @@ def test_media_workers_killed_at_seeded_moments_lose_and_duplicate_nothing(video
     per kill, and the run's shared frames gone."""
     config, out = write_pipeline(tmp_path, videos)
     proc = start(config)
-    killer = MediaKiller(psutil.Process(proc.pid), out, clean.rows, seed)
+    killer = MediaKiller(proc.pid, out, clean.rows, seed)
     killer.start()
     _, stderr = proc.communicate(timeout=300)
     killer.done.set()
@@ -227,39 +250,40 @@ class Crasher(threading.Thread):
     in FFmpeg's demuxer: strace injects the signal into its openat of that path. The orchestrator itself is
     not traced (it opens the video to probe it, and must not die). Each worker is frozen (SIGSTOP) as soon
     as it is seen, traced, then let go: a worker opens a video only after it has started its interpreter,
-    said hello and been sent a request, long after the ~2 ms this thread takes to see it."""
+    said hello and been sent a request, long after the few ms this thread takes to see it (checked: a
+    worker seen with the video open already is reported in `late`)."""
 
-    def __init__(self, parent: psutil.Process, video: Path) -> None:
+    def __init__(self, parent: int, video: Path) -> None:
         super().__init__(daemon=True)
-        self.parent, self.video = parent, video
+        self.workers, self.video = MediaWorkers(parent), video
         self.done = threading.Event()
         self.tracers: dict[int, subprocess.Popen] = {}
         self.late: list[str] = []
-        """Workers seen only once they had the video open: the test's premise failed for them."""
 
     def run(self) -> None:
-        while not self.done.is_set() and self.parent.is_running():
-            for name, worker in media_workers(self.parent).items():
-                if worker.pid not in self.tracers:
-                    self._trace(name, worker)
-            self.done.wait(0.002)
+        while not self.done.is_set():
+            for name, pid in self.workers.now().items():
+                if pid not in self.tracers:
+                    self._trace(name, pid)
+            self.done.wait(0.005)
 
-    def _trace(self, name: str, worker: psutil.Process) -> None:
+    def _trace(self, name: str, pid: int) -> None:
         try:
-            worker.send_signal(signal.SIGSTOP)
-            if any(f.path == str(self.video) for f in worker.open_files()):
-                self.late.append(name)
-        except psutil.NoSuchProcess:
+            os.kill(pid, signal.SIGSTOP)
+            fds = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in _listdir(Path(f"/proc/{pid}/fd"))]
+        except (ProcessLookupError, FileNotFoundError):
             return
-        tracer = subprocess.Popen(["strace", "-f", "-qq", "-o", "/dev/null", "-p", str(worker.pid), "-e",
-                                   "trace=openat", "-P", str(self.video), "-e", "inject=openat:signal=SIGKILL"],
+        if str(self.video) in fds:
+            self.late.append(name)
+        tracer = subprocess.Popen(["strace", "-f", "-qq", "-o", "/dev/null", "-p", str(pid), "-e", "trace=openat",
+                                   "-P", str(self.video), "-e", "inject=openat:signal=SIGKILL"],
                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.tracers[worker.pid] = tracer
+        self.tracers[pid] = tracer
         deadline = time.monotonic() + 10
-        while not _traced(worker.pid, tracer.pid) and time.monotonic() < deadline and tracer.poll() is None:
+        while not _traced(pid, tracer.pid) and time.monotonic() < deadline and tracer.poll() is None:
             time.sleep(0.001)
-        with contextlib.suppress(psutil.NoSuchProcess):
-            worker.send_signal(signal.SIGCONT)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
 
     def stop(self) -> None:
         self.done.set()
@@ -285,21 +309,21 @@ class OthersFailedToo(AssertionError):
     "broken\" (orchestrator/pipeline/pool.py: _on_death breaks the replica; _dispatch sends items whose "
     "video already failed, as SplitDecodeLogic.wants is asked only when an item is taken)"))
 def test_a_video_that_crashes_its_media_worker_every_time_fails_alone(videos, clean, tmp_path: Path) -> None:
-    """The media worker dies (SIGKILL) each time it opens one video of three split windows, which sits between
-    two good ones: that video fails after its attempts, naming the worker's deaths; no worker outlives the
-    run, no shared frames are left, and the others come out as in an undisturbed run."""
+    """The media worker dies (SIGKILL) each time it opens one video of three split windows, followed by a good
+    one: that video fails after its attempts, naming the worker's deaths; no worker outlives the run, no
+    shared frames are left, and the good video comes out as in an undisturbed run."""
     bad = tmp_path / "crashing.mp4"
     write_shots(bad, [(30, PALETTE[0]), (40, PALETTE[2]), (50, PALETTE[4])])
-    good = [videos[0], videos[2]]
-    config, out = write_pipeline(tmp_path, [good[0], bad, good[1]])
+    good = [videos[1]]
+    config, out = write_pipeline(tmp_path, [bad, *good])
     proc = start(config)
-    parent = psutil.Process(proc.pid)
-    crasher = Crasher(parent, bad)
+    crasher = Crasher(proc.pid, bad)
     crasher.start()
     children: set[psutil.Process] = set()
     while proc.poll() is None:  # every process the run started, to check none outlives it
-        with contextlib.suppress(psutil.NoSuchProcess):
-            children.update(parent.children(recursive=True))
+        for pid in child_pids(proc.pid):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                children.add(psutil.Process(pid))
         time.sleep(0.05)
     _, stderr = proc.communicate(timeout=300)
     crasher.stop()
