@@ -125,21 +125,15 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return paths
 
 
-@dataclass(frozen=True)
-class CleanRun:
-    rows: list[dict]
-    items: dict[str, int]
-    """Items each media step handled in an undisturbed run."""
-
-
 @pytest.fixture(scope="module")
-def clean(videos, tmp_path_factory: pytest.TempPathFactory) -> CleanRun:
+def clean(videos, tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    """The rows of an undisturbed run over `videos`."""
     config, out = write_pipeline(tmp_path_factory.mktemp("clean"), videos)
     result = run(config)
     assert result.returncode == 0, result.stderr[-3000:]
     rows, summary = outputs(out)
     assert summary["failures"] == [] and all(summary["stages"][step]["worker_restarts"] == 0 for step in MEDIA)
-    return CleanRun(comparable(rows), {step: summary["stages"][step]["items"] for step in MEDIA})
+    return comparable(rows)
 
 
 # --- 1. media workers SIGKILLed at seeded moments -------------------------------------------------------
@@ -218,7 +212,7 @@ def test_media_workers_killed_at_seeded_moments_lose_and_duplicate_nothing(video
     per kill, and the run's shared frames gone."""
     config, out = write_pipeline(tmp_path, videos)
     proc = start(config)
-    killer = MediaKiller(proc.pid, out, clean.rows, seed)
+    killer = MediaKiller(proc.pid, out, clean, seed)
     killer.start()
     _, stderr = proc.communicate(timeout=300)
     killer.done.set()
@@ -226,7 +220,7 @@ def test_media_workers_killed_at_seeded_moments_lose_and_duplicate_nothing(video
     assert proc.returncode == 0, stderr[-3000:]
     assert sorted(k.worker for k in killer.kills) == ["cut/0", "decode/0", "encode/0"], (killer.kills, killer.at)
     rows, summary = outputs(out)
-    assert comparable(rows) == clean.rows
+    assert comparable(rows) == clean
     assert summary["failures"] == []
     assert {step: summary["stages"][step]["worker_restarts"] for step in MEDIA} == dict.fromkeys(MEDIA, 1), \
         killer.kills
@@ -340,7 +334,7 @@ def test_a_video_that_crashes_its_media_worker_every_time_fails_alone(videos, cl
     assert row["path"] is None and [e["reason"] for e in row["errors"]] == [failure["reason"]]
     assert summary["stages"]["decode"]["worker_restarts"] >= 3 and summary["stages"]["decode"]["poisoned"] >= 1
     others = {str(v): comparable(rows_of(rows, v)) for v in good}
-    if others != {str(v): [r for r in clean.rows if r["video"] == str(v)] for v in good} or \
+    if others != {str(v): [r for r in clean if r["video"] == str(v)] for v in good} or \
             [f for f in summary["failures"] if f["video"] != str(bad)]:
         raise OthersFailedToo([f for f in summary["failures"] if f["video"] != str(bad)])
 
@@ -371,5 +365,5 @@ def test_a_video_corrupt_mid_stream_fails_alone_with_the_media_workers_one_line_
         "Invalid data" in failure["reason"] and "\n" not in failure["reason"], failure
     assert [(r["start_frame"], r["end_frame"], r["path"] is not None) for r in rows_of(rows, corrupt)] == \
         [(0, 29, True)]
-    assert comparable(rows_of(rows, videos[1])) == [r for r in clean.rows if r["video"] == str(videos[1])]
+    assert comparable(rows_of(rows, videos[1])) == [r for r in clean if r["video"] == str(videos[1])]
     assert_clip_files(out, rows)
