@@ -71,20 +71,20 @@ def child_pids(pid: int) -> set[int]:
 
 
 class MediaWorkers:
-    """The live media workers of a process, by their label (`decode/0`, ...); each child's label is read once."""
+    """The live media workers of a process, by their label (`decode/0`, ...). A child's label is read until
+    it has one: between fork and exec a worker still shows its parent's command line."""
 
     def __init__(self, parent: int) -> None:
         self.parent = parent
-        self._labels: dict[int, str | None] = {}
+        self._labels: dict[int, str] = {}
 
     def now(self) -> dict[str, int]:
         live = {}
         for pid in child_pids(self.parent):
-            if pid not in self._labels:
-                self._labels[pid] = _label(pid)
-            label = self._labels[pid]
-            if label is not None and label.partition("/")[0] in MEDIA:
-                live[label] = pid
+            if pid not in self._labels and (label := _label(pid)) is not None:
+                self._labels[pid] = label
+            if self._labels.get(pid, "").partition("/")[0] in MEDIA:
+                live[self._labels[pid]] = pid
         return live
 
 
@@ -245,14 +245,14 @@ class Crasher(threading.Thread):
     not traced (it opens the video to probe it, and must not die). Each worker is frozen (SIGSTOP) as soon
     as it is seen, traced, then let go: a worker opens a video only after it has started its interpreter,
     said hello and been sent a request, long after the few ms this thread takes to see it (checked: a
-    worker seen with the video open already is reported in `late`)."""
+    worker seen with the video open already, or that strace could not attach to, is reported in `missed`)."""
 
     def __init__(self, parent: int, video: Path) -> None:
         super().__init__(daemon=True)
         self.workers, self.video = MediaWorkers(parent), video
         self.done = threading.Event()
         self.tracers: dict[int, subprocess.Popen] = {}
-        self.late: list[str] = []
+        self.missed: list[str] = []
 
     def run(self) -> None:
         while not self.done.is_set():
@@ -268,7 +268,7 @@ class Crasher(threading.Thread):
         except (ProcessLookupError, FileNotFoundError):
             return
         if str(self.video) in fds:
-            self.late.append(name)
+            self.missed.append(f"{name}: had the video open already")
         tracer = subprocess.Popen(["strace", "-f", "-qq", "-o", "/dev/null", "-p", str(pid), "-e", "trace=openat",
                                    "-P", str(self.video), "-e", "inject=openat:signal=SIGKILL"],
                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -276,6 +276,8 @@ class Crasher(threading.Thread):
         deadline = time.monotonic() + 10
         while not _traced(pid, tracer.pid) and time.monotonic() < deadline and tracer.poll() is None:
             time.sleep(0.001)
+        if not _traced(pid, tracer.pid):
+            self.missed.append(f"{name}: strace did not attach")
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)
 
@@ -321,7 +323,7 @@ def test_a_video_that_crashes_its_media_worker_every_time_fails_alone(videos, cl
         time.sleep(0.05)
     _, stderr = proc.communicate(timeout=300)
     crasher.stop()
-    assert not crasher.late, f"workers already had the video open when seen: {crasher.late}"
+    assert crasher.tracers and not crasher.missed, crasher.missed
     assert proc.returncode == 1, stderr[-3000:]
     _, alive = psutil.wait_procs(children, timeout=5)
     assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], alive
