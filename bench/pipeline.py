@@ -108,10 +108,10 @@ def shots_for(minutes: float) -> tuple[tuple[int, str | None], ...]:
     return tuple(shots)
 
 
-def make_source(folder: Path, minutes: float, copies: int = 1) -> Source:
-    """One generated video of `minutes`, copied to `copies` input files (the same work in each)."""
+def make_source(folder: Path, minutes: float, copies: int = 1, size: tuple[int, int] = (320, 240)) -> Source:
+    """One generated video of `minutes` at `size`, copied to `copies` input files (the same work in each)."""
     first = folder / f"input-{minutes:g}min-0.mp4"
-    shots = generate_sample(first, SampleSpec(fps=FPS, shots=shots_for(minutes)))
+    shots = generate_sample(first, SampleSpec(width=size[0], height=size[1], fps=FPS, shots=shots_for(minutes)))
     paths = [first]
     for index in range(1, copies):
         paths.append(folder / f"input-{minutes:g}min-{index}.mp4")
@@ -136,25 +136,49 @@ def scratch_dir() -> Iterator[Path]:
 
 # --- end to end ---------------------------------------------------------------------------------
 class TreeUsage:
-    """Peak RSS of this process, alone and summed with all its descendants, and the CPU seconds each used,
-    sampled on a thread (a worker's CPU time is its last sample before it exits)."""
+    """Peak RSS of this process, alone and summed with all its descendants, and the CPU seconds each used.
+
+    A thread samples the tree every `interval_s`. The workers' total is exact all the same: a worker that
+    exited was reaped by this process, so its CPU time is in this process's children's times (`os.times()`);
+    the samples only attribute it, by each worker's `--name` (a worker's last sample before it exits: what
+    it used after that is `unattributed_s`). The sampling's own CPU time is not counted as this process's."""
 
     def __init__(self, interval_s: float = RSS_INTERVAL_S) -> None:
         self.interval_s = interval_s
         self.peak_parent = self.peak_tree = 0
-        self.parent_cpu_s = 0.0
+        self.parent_cpu_s = self.workers_cpu_s = self.sampler_cpu_s = 0.0
+        self.series: list[tuple[float, float]] = []
+        """(time.monotonic(), CPU seconds of the whole tree so far) at each sample."""
         self._children_cpu: dict[int, float] = {}
+        self._labels: dict[int, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="bench-usage")
         self._me = psutil.Process()
-        self._cpu_at_start = 0.0
+        self._cpu_at_start = self._reaped_at_start = 0.0
 
     @property
-    def workers_cpu_s(self) -> float:
-        return sum(self._children_cpu.values())
+    def tree_cpu_s(self) -> float:
+        return self.parent_cpu_s + self.workers_cpu_s
+
+    @property
+    def unattributed_s(self) -> float:
+        return max(0.0, self.workers_cpu_s - sum(self._children_cpu.values()))
+
+    def by_label(self) -> dict[str, list[float]]:
+        """Each worker label's CPU seconds, one entry per process that had it."""
+        labels: dict[str, list[float]] = {}
+        for pid, cpu_s in self._children_cpu.items():
+            labels.setdefault(self._labels[pid], []).append(cpu_s)
+        return labels
+
+    def tree_cpu_since(self, moment: float) -> float:
+        """CPU seconds of the whole tree from the first sample at or after `moment` to the end."""
+        at = next((cpu_s for when, cpu_s in self.series if when >= moment), self.tree_cpu_s)
+        return self.tree_cpu_s - at
 
     def __enter__(self) -> TreeUsage:
         self._cpu_at_start = _cpu_s(self._me)
+        self._reaped_at_start = _reaped_cpu_s(self._me)
         self._sample()
         self._thread.start()
         return self
@@ -162,25 +186,50 @@ class TreeUsage:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.parent_cpu_s = _cpu_s(self._me) - self._cpu_at_start
+        alive = self._sample()
+        self.parent_cpu_s = _cpu_s(self._me) - self._cpu_at_start - self.sampler_cpu_s
+        self.workers_cpu_s = _reaped_cpu_s(self._me) - self._reaped_at_start + alive
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
             self._sample()
 
-    def _sample(self) -> None:
+    def _sample(self) -> float:
+        """Record one sample; returns the CPU seconds of the descendants alive now."""
+        started = time.thread_time()
         total = parent = self._me.memory_info().rss
+        alive = 0.0
         for child in self._me.children(recursive=True):
             with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):  # exited since it was listed
+                if child.pid not in self._labels:
+                    self._labels[child.pid] = _label(child.cmdline())
                 total += child.memory_info().rss
                 self._children_cpu[child.pid] = _cpu_s(child)
+                alive += self._children_cpu[child.pid]
         self.peak_parent = max(self.peak_parent, parent)
         self.peak_tree = max(self.peak_tree, total)
+        parent_cpu = _cpu_s(self._me) - self._cpu_at_start - self.sampler_cpu_s
+        self.series.append((time.monotonic(), parent_cpu + _reaped_cpu_s(self._me) - self._reaped_at_start + alive))
+        self.sampler_cpu_s += time.thread_time() - started
+        return alive
 
 
 def _cpu_s(process: psutil.Process) -> float:
     times = process.cpu_times()
     return times.user + times.system
+
+
+def _reaped_cpu_s(process: psutil.Process) -> float:
+    """CPU seconds of the descendants that have exited and been waited for."""
+    times = process.cpu_times()
+    return times.children_user + times.children_system
+
+
+def _label(cmdline: list[str]) -> str:
+    """A worker's `--name` (`<stage>/<replica>`), else the start of its command line."""
+    if "--name" in cmdline[:-1]:
+        return cmdline[cmdline.index("--name") + 1]
+    return " ".join([Path(cmdline[0]).name, *cmdline[1:3]])[:40] if cmdline else "?"
 
 
 class Clock:
@@ -221,10 +270,10 @@ class PipelineRun:
         return self.done_at - self.started
 
 
-def run_pipeline(source: Source, out_dir: Path, **where: Any) -> PipelineRun:
-    """The quickstart config over `source`, quiet; worker logs are shown only if the run raises. `where`
+def run_pipeline(source: Source, out_dir: Path, config_path: Path = QUICKSTART, **where: Any) -> PipelineRun:
+    """The config at `config_path` over `source`, quiet; worker logs are shown only if the run raises. `where`
     goes to `execute` (cluster=RayCluster(address): the Ray executor)."""
-    config, config_dir = load_config(QUICKSTART, [str(p) for p in source.paths], str(out_dir))
+    config, config_dir = load_config(config_path, [str(p) for p in source.paths], str(out_dir))
     logs: deque[str] = deque(maxlen=LOG_TAIL)
     clock = Clock()
     with TreeUsage() as usage:
