@@ -1,7 +1,7 @@
 """The quickstart pipeline end to end against its stages alone, and its peak memory on a long input against a
 short one, measured in one run.
 
-    --videos generated videos (--minutes each, 320x240, 24 fps, known shots)
+    --videos generated videos (--minutes each, --size (320x240), 24 fps, known shots)
         ├─▶ execute(quickstart.yaml) ─▶ start-up (until every worker has finished setup()), clips/s after it,
         │                              each stage's busy share, CPU seconds of this process and its workers
         └─▶ each step alone over exactly the pipeline's items, model stages with all cores:
@@ -14,7 +14,7 @@ items the pipeline's own steps make (the split stage's windows from `decode_for_
 over the model stages run one after another (serial sum: what doing the stages in turn would give), and
 over the slowest of them alone (what a pipeline of stages on separate cores could reach).
 
-    .venv/bin/python bench/pipeline.py [--videos 8] [--minutes 1] [--long-minutes 60]
+    .venv/bin/python bench/pipeline.py [--videos 8] [--minutes 1] [--long-minutes 60] [--size 1920x1080]
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ from orchestrator.supervisor.threads import available_cores, thread_environ
 
 QUICKSTART = Path(__file__).resolve().parent.parent / "examples" / "quickstart.yaml"
 FPS = 24
+DEFAULT_SIZE = (320, 240)
 SHOT_PATTERN: tuple[tuple[int, str | None], ...] = (
     (48, "HELLO WORLD"), (72, None), (96, "CURATION"), (60, None),
     (84, "OPEN SOURCE"), (54, None), (90, None), (66, "SHOT DETECTION"),
@@ -78,6 +79,7 @@ class Source:
     minutes: float
     paths: tuple[Path, ...]
     shots: tuple[Shot, ...]
+    size: tuple[int, int] = DEFAULT_SIZE
 
     @property
     def frames(self) -> int:
@@ -89,7 +91,8 @@ class Source:
 
     def describe(self) -> str:
         copies = f"{len(self.paths)} videos of " if len(self.paths) > 1 else ""
-        return f"{copies}{self.minutes:g} min"
+        length = f"{self.minutes:g} min" if self.minutes >= 1 else f"{self.minutes * 60:.3g} s"
+        return f"{copies}{length}"
 
 
 def shots_for(minutes: float) -> tuple[tuple[int, str | None], ...]:
@@ -108,7 +111,7 @@ def shots_for(minutes: float) -> tuple[tuple[int, str | None], ...]:
     return tuple(shots)
 
 
-def make_source(folder: Path, minutes: float, copies: int = 1, size: tuple[int, int] = (320, 240)) -> Source:
+def make_source(folder: Path, minutes: float, copies: int = 1, size: tuple[int, int] = DEFAULT_SIZE) -> Source:
     """One generated video of `minutes` at `size`, copied to `copies` input files (the same work in each)."""
     first = folder / f"input-{minutes:g}min-0.mp4"
     shots = generate_sample(first, SampleSpec(width=size[0], height=size[1], fps=FPS, shots=shots_for(minutes)))
@@ -116,7 +119,7 @@ def make_source(folder: Path, minutes: float, copies: int = 1, size: tuple[int, 
     for index in range(1, copies):
         paths.append(folder / f"input-{minutes:g}min-{index}.mp4")
         shutil.copy(first, paths[-1])
-    return Source(minutes, tuple(paths), tuple(shots))
+    return Source(minutes, tuple(paths), tuple(shots), size)
 
 
 @contextlib.contextmanager
@@ -445,9 +448,10 @@ def where_the_time_goes(run: PipelineRun) -> list[str]:
 def report(main: PipelineRun, memory: list[PipelineRun], models: list[Timed], passes: list[Timed],
            load: tuple[float, float]) -> None:
     source = main.source
-    print(f"throughput input: {source.describe()} at 320x240, {FPS} fps = {source.frames} frames, {source.clips} "
-          f"true shots; {os.cpu_count()} CPUs ({available_cores()} for the run), load average {load[0]:.1f} before, "
-          f"{load[1]:.1f} after (other work on the machine skews every number)")
+    (width, height), at = source.size, "" if source.size == DEFAULT_SIZE else f" at {source.size[1]}p"
+    print(f"throughput input: {source.describe()} at {width}x{height}, {FPS} fps = {source.frames} frames, "
+          f"{source.clips} true shots; {os.cpu_count()} CPUs ({available_cores()} for the run), load average "
+          f"{load[0]:.1f} before, {load[1]:.1f} after (other work on the machine skews every number)")
     print("start-up ends when every worker has finished setup(); a stage alone runs one worker with every core")
     print(row("", *COLUMNS))
     print("\n".join(pipeline_rows(main)))
@@ -466,12 +470,12 @@ def report(main: PipelineRun, memory: list[PipelineRun], models: list[Timed], pa
               f"{run.usage.peak_parent / MiB:.0f} MiB ({run.clips} clips in {run.wall_s:.0f} s)")
     end_to_end = main.clips / main.run_s
     bottleneck = max(models, key=lambda m: m.run_s)
-    print(f"RATIO end-to-end / serial sum = {end_to_end / (source.clips / serial):.2f}   (target >= 1.0)")
-    print(f"RATIO end-to-end / bottleneck = {end_to_end / (source.clips / bottleneck.run_s):.2f}   (target >= 0.9 "
+    print(f"RATIO end-to-end / serial sum{at} = {end_to_end / (source.clips / serial):.2f}   (target >= 1.0)")
+    print(f"RATIO end-to-end / bottleneck{at} = {end_to_end / (source.clips / bottleneck.run_s):.2f}   (target >= 0.9 "
           f"where stages do not share cores; bottleneck: {bottleneck.label})")
     if len(memory) == 2:
         short, long = memory
-        print(f"RATIO peak memory {long.source.minutes:g} min / {short.source.minutes:g} min = "
+        print(f"RATIO peak memory {long.source.minutes:g} min / {short.source.minutes:g} min{at} = "
               f"{long.usage.peak_tree / short.usage.peak_tree:.2f}   (target <= 1.1)")
 
 
@@ -483,11 +487,11 @@ def progress(line: str) -> None:
     print(f"... {line}", file=sys.stderr, flush=True)
 
 
-def run(videos: int, minutes: float, long_minutes: float) -> None:
+def run(videos: int, minutes: float, long_minutes: float, size: tuple[int, int]) -> None:
     load_before = os.getloadavg()[0]
     with scratch_dir() as scratch:
-        progress(f"generating {videos} videos of {minutes:g} min")
-        source = make_source(scratch / "many", minutes, videos)
+        progress(f"generating {videos} videos of {minutes:g} min at {size[0]}x{size[1]}")
+        source = make_source(scratch / "many", minutes, videos, size)
         progress("running the pipeline over them")
         main = run_pipeline(source, scratch / "out-many")
         progress("running each step alone over the same items")
@@ -495,7 +499,8 @@ def run(videos: int, minutes: float, long_minutes: float) -> None:
         memory = []
         for length in [1.0, *([long_minutes] if long_minutes else [])]:
             progress(f"generating and running {length:g} min for peak memory")
-            memory.append(run_pipeline(make_source(scratch / f"mem-{length:g}", length), scratch / f"out-{length:g}"))
+            memory.append(run_pipeline(make_source(scratch / f"mem-{length:g}", length, size=size),
+                                       scratch / f"out-{length:g}"))
     report(main, memory, models, passes, (load_before, os.getloadavg()[0]))
 
 
@@ -506,6 +511,13 @@ def positive_minutes(text: str) -> float:
     return minutes
 
 
+def frame_size(text: str) -> tuple[int, int]:
+    width, _, height = text.partition("x")
+    if not (width.isdigit() and height.isdigit() and int(width) >= 64 and int(height) >= 48):
+        raise argparse.ArgumentTypeError(f"must be WIDTHxHEIGHT, at least 64x48 (got {text!r})")
+    return int(width), int(height)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--videos", type=int, default=8, help="input videos for throughput (default 8)")
@@ -513,13 +525,15 @@ def main() -> None:
     parser.add_argument("--long-minutes", type=float, default=60.0,
                         help="the long input whose peak memory is compared with 1 minute's (default 60; 0 skips it; "
                              "60 minutes take about half an hour to generate and run on 2 cores)")
+    parser.add_argument("--size", type=frame_size, default=DEFAULT_SIZE,
+                        help="frame size of every input, e.g. 1920x1080 (default 320x240)")
     args = parser.parse_args()
     if args.videos < 1:
         parser.error("--videos must be at least 1")
     if args.long_minutes and args.long_minutes * 60 < 3:
         parser.error("--long-minutes must be 0 (skip) or at least 0.05")
     try:
-        run(args.videos, args.minutes, args.long_minutes)
+        run(args.videos, args.minutes, args.long_minutes, args.size)
     except KeyboardInterrupt:
         sys.exit(130)
 
