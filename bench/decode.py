@@ -3,7 +3,7 @@
     generated input (320x240 and 1280x720, 24 fps, H.264)
         ├─▶ PyAV decode, frames only: default threading, then frame+slice threads  ─▶ frames/s (the floor)
         ├─▶ the same + to_ndarray(format="rgb24")                                   ─▶ frames/s (full-size peer)
-        └─▶ orchestrator.pipeline.media.video.iter_frames at full size and at 48x27      ─▶ frames/s
+        └─▶ workers.media.video.iter_frames at full size and at 48x27      ─▶ frames/s
 
 The pipeline decodes every video twice: at the split model's size (48x27 for TransNetV2), then at full
 size to cut clips. `RATIO` lines give ours over the bare peer (1.00: the parent adds nothing to what
@@ -27,8 +27,8 @@ from pathlib import Path
 
 import av
 
-from orchestrator.pipeline.media.video import iter_frames
 from orchestrator.sample_video import SampleSpec, generate_sample
+from workers.media.video import iter_frames
 
 FPS = 24
 SIZES = ((320, 240), (1280, 720))

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from orchestrator.envs import Env, EnvRegistry
+from orchestrator.pipeline.media.hardware import hardware_problem
 from orchestrator.pipeline.scaling.gpus import GpuAssignment, cpu_fallback_warning, detect_gpu_count, pack_replicas
 from orchestrator.supervisor.handle import ModelRef, WorkerHandle, WorkerSpec
 from orchestrator.supervisor.runtime_dir import make_runtime_dir
@@ -106,6 +107,9 @@ def main() -> int:
                'cpu replica sees no GPU (CUDA_VISIBLE_DEVICES="")')
     for i, (assignment, result) in enumerate(zip(assignments, results, strict=True)):
         ok &= check_replica(f"mlp/{i}", assignment, result, reference)
+    if n_gpus:  # media workers use NVDEC/NVENC only where this opens them
+        problem = hardware_problem()
+        ok &= check(problem is None, f"NVENC opens for the media workers: {problem or 'yes'}")
     return 0 if ok else 1
 
 

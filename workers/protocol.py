@@ -22,12 +22,16 @@ import numpy as np
 import zmq
 
 from workers.headers import ErrorReport, HeaderError, WorkerInfo, item_errors
+from workers.shared_frames import SharedFrames, SharedFramesDir
 from workers.tensor_codec import (
+    SHARED_CODE,
     ArrayFormatError,
     check_dtype,
     decode_ext,
+    decode_shared,
     frame_ext,
     inline_ext,
+    shared_ext,
     slot_ext,
     to_wire_array,
 )
@@ -187,6 +191,8 @@ class Encoder:
             return {_key(key, path): self._to_wire(item, (path, key), depth + 1, out) for key, item in value.items()}
         if isinstance(value, (list, tuple)):
             return [self._to_wire(item, (path, i), depth + 1, out) for i, item in enumerate(value)]
+        if isinstance(value, SharedFrames) and out is not None:
+            return shared_ext(value)
         try:
             array = to_wire_array(value)
         except ArrayFormatError as err:
@@ -221,12 +227,16 @@ class Decoder:
 
     Arrays are views on the received frames or on the shared-memory ring, not copies, and may be
     read-only (always so in shared memory). An array in shared memory keeps its values until the parent
-    releases the slot, which it does once the reply to that request arrives.
+    releases the slot, which it does once the reply to that request arrives. Frames left in the run's
+    frames folder are mapped from `frames_dir` (a model worker's side); without one (the orchestrator's
+    side) they stay `SharedFrames` references, never read.
     """
 
-    def __init__(self, ring: ShmRingReader | None = None, max_frames: int = 4096) -> None:
+    def __init__(self, ring: ShmRingReader | None = None, max_frames: int = 4096,
+                 frames_dir: SharedFramesDir | None = None) -> None:
         self._ring = ring
         self._max_frames = max_frames
+        self._frames_dir = frames_dir
 
     def decode(self, frames: Sequence[bytes | memoryview | zmq.Frame]) -> Message:
         """The message `frames` carry. A `ProtocolError` raised once the header frame is read names the
@@ -275,6 +285,11 @@ class Decoder:
             return value
         if incoming is None:
             raise ProtocolError(f"array at {_format(path)}: the header carries small metadata, not arrays")
+        if value.code == SHARED_CODE:
+            try:
+                return decode_shared(value, self._frames_dir)
+            except ArrayFormatError as err:
+                raise ProtocolError(f"bad shared frames at {_format(path)}: {err}") from err
         try:
             array, frame_index = decode_ext(value, incoming.buffers, self._ring)
         except ArrayFormatError as err:

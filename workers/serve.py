@@ -23,6 +23,7 @@ import logging
 import os
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -37,6 +38,7 @@ from workers.headers import WorkerInfo
 from workers.model_input import InputSpec, adapt_input, resolve_input, with_input_hint
 from workers.model_loader import ModelLoadError, instantiate
 from workers.protocol import Decoder, Encoder, Kind, Message, ProtocolError, peek_request_id
+from workers.shared_frames import SharedFramesDir
 from workers.shm_ring import ShmRingReader
 from workers.threads import apply_thread_budget, budget_from_environ
 
@@ -51,6 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--control", required=True, help="zmq endpoint for shutdown requests")
     parser.add_argument("--name", default="worker", help="label used in logs")
     parser.add_argument("--ring", help="shared-memory ring name (same host only)")
+    parser.add_argument("--frames-dir", help="the run's frames folder, whose segments requests may name")
     parser.add_argument("--ring-slots", type=int, default=0)
     parser.add_argument("--ring-slot-bytes", type=int, default=0)
     parser.add_argument("--parent-pid", type=int, default=0,
@@ -86,7 +89,8 @@ class Worker:
         self.data.connect(args.data)
         self.stop = threading.Event()
         ring = ShmRingReader.attach(args.ring, args.ring_slots, args.ring_slot_bytes) if args.ring else None
-        self.decoder = Decoder(ring=ring)
+        frames_dir = SharedFramesDir(Path(args.frames_dir)) if args.frames_dir else None
+        self.decoder = Decoder(ring=ring, frames_dir=frames_dir)
         self.encoder = Encoder()
         self.model: ModelInterface | None = None
         self.input = InputSpec()

@@ -55,6 +55,8 @@ class ShmRingWriter:
         self._n_slots = n_slots
         self._slot_bytes = slot_bytes
         self._free = list(range(n_slots - 1, -1, -1))
+        self.bytes_written = 0
+        """Bytes this process has copied into the ring."""
         self._taken: set[int] = set()
         self._finalizer = weakref.finalize(self, _destroy, self._shm)
 
@@ -86,6 +88,7 @@ class ShmRingWriter:
         slot = self._free.pop()
         target = np.ndarray(arr.shape, arr.dtype, buffer=self._shm.buf, offset=slot * self._slot_bytes)
         np.copyto(target, arr, casting="no")
+        self.bytes_written += arr.nbytes
         self._taken.add(slot)
         return slot
 

@@ -5,6 +5,8 @@ An array in a payload becomes a msgpack extension object whose code says where i
     code 1  inline  [dtype, shape, C-order bytes]               small arrays, inside the header frame
     code 2  frame   [dtype, shape, strides, frame index]        the array's own buffer, sent zero-copy
     code 3  slot    [dtype, shape, strides, slot, nbytes]       a shared-memory ring slot (same host)
+    code 4  shared  [dtype, shape, segment name]                frames left in the run's frames folder by the
+                                                                process that decoded them (same host)
 
 Decoding builds views on the received buffers without copying, after checking that every element the
 description points at lies inside its buffer and that the array holds no more bytes than that buffer: a
@@ -21,12 +23,15 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 import numpy as np
 
+from workers.shared_frames import SharedFrames, SharedFramesDir, SharedFramesError
+
 if TYPE_CHECKING:
     from workers.shm_ring import ShmRingReader
 
 INLINE_CODE = 1
 FRAME_CODE = 2
 SLOT_CODE = 3
+SHARED_CODE = 4
 
 # Kinds whose bytes alone are the values: bool, integers, floats, complex, datetime, timedelta,
 # fixed-width bytes and unicode strings.
@@ -89,6 +94,25 @@ def slot_ext(arr: np.ndarray, slot: int) -> msgpack.ExtType:
     """Description of `arr` after the ring copied it, in C order, into `slot`."""
     strides = c_strides(arr.shape, arr.dtype.itemsize)
     return _ext(SLOT_CODE, [arr.dtype.str, list(arr.shape), strides, slot, arr.nbytes])
+
+
+def shared_ext(ref: SharedFrames) -> msgpack.ExtType:
+    """A reference to frames in the frames folder: a few bytes, whatever the frames weigh."""
+    return _ext(SHARED_CODE, [ref.dtype, list(ref.shape), ref.name])
+
+
+def decode_shared(ext: msgpack.ExtType, frames_dir: SharedFramesDir | None) -> SharedFrames | np.ndarray:
+    """The reference `ext` carries; mapped as a read-only array when this side reads the frames folder."""
+    dtype_text, shape, name = _fields(ext.data, (str, list, str))
+    ref = SharedFrames(name, parse_dtype(dtype_text).str, _ints(shape, "shape"))
+    if any(dim < 0 for dim in ref.shape):
+        raise ArrayFormatError(f"shape {list(ref.shape)} does not describe an array")
+    if frames_dir is None:
+        return ref
+    try:
+        return frames_dir.open(ref)
+    except (SharedFramesError, OSError) as err:
+        raise ArrayFormatError(str(err)) from err
 
 
 def decode_ext(

@@ -25,6 +25,7 @@ import os
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import (
@@ -39,6 +40,7 @@ from orchestrator.on_ray.host import CONTROL, HostRequest, WorkerHost
 from orchestrator.on_ray.placement import RayPolicy, StagePlacement, alive_nodes, amounts, lacking
 from orchestrator.supervisor.events import Answer, Died, Event, Failed, Hello, Phase, SetUp, SetupFailed
 from workers.headers import WorkerInfo
+from workers.shared_frames import SharedFramesDir, payload_bytes
 
 _ids = itertools.count(1)
 WORKER_INFO_FIELDS = {item.name for item in dataclasses.fields(WorkerInfo)}
@@ -125,8 +127,13 @@ class RayWorker:
     """A replica whose env worker runs in a Ray actor placed by Ray (CPUs, fractional GPUs, resources)."""
 
     def __init__(self, request: HostRequest, placement: StagePlacement, max_in_flight: int,
-                 policy: RayPolicy | None = None) -> None:
+                 policy: RayPolicy | None = None, frames_dir: Path | None = None) -> None:
+        """`frames_dir`: where the shared frames that requests name live on this host; the replica, maybe on
+        another node, gets their pixels."""
         self.request = request
+        self.frames = SharedFramesDir(frames_dir) if frames_dir is not None else None
+        self.bytes_moved = 0
+        """Bytes of the arrays this process has put in Ray for the replica."""
         self.label = request.label
         self.placement = placement
         self.max_in_flight = max_in_flight
@@ -182,6 +189,9 @@ class RayWorker:
         if self.phase is not Phase.UP:
             raise WorkerDied(f"worker {self.label} takes no batches while {self.phase.value}")
         request_id = next(_ids) if request_id is None else request_id
+        if self.frames is not None:
+            payload = self.frames.materialized(payload)
+        self.bytes_moved += payload_bytes(payload)
         ref = self._actor.call.remote(self._ray.put(payload), items)
         self._calls[request_id] = (ref, items)
         self._sent_at[request_id] = time.monotonic()

@@ -6,14 +6,17 @@ from typing import Any
 
 from orchestrator.pipeline.config import StageConfig
 from orchestrator.pipeline.items import Clip
+from orchestrator.pipeline.media.logic import release_clip
 from orchestrator.pipeline.pool import StepLogic
+from workers.shared_frames import SharedFramesDir
 
 
 class ClipModelLogic(StepLogic):
     """A clip's sampled frames for this stage in, the model's result stored under the stage's name."""
 
-    def __init__(self, stage: StageConfig) -> None:
+    def __init__(self, stage: StageConfig, frames: SharedFramesDir) -> None:
         self.stage = stage
+        self.frames = frames
 
     def wants(self, item: Any) -> bool:
         return isinstance(item, Clip) and item.active
@@ -22,9 +25,9 @@ class ClipModelLogic(StepLogic):
         return {"frames": item.frames[self.stage.name]}
 
     def absorb(self, item: Clip, result: Any) -> None:
-        item.frames.pop(self.stage.name, None)
+        self.frames.drop(item.frames.pop(self.stage.name, None))
         item.results[self.stage.name] = result
 
     def fail(self, item: Clip, reason: str) -> None:
-        item.frames.clear()  # a failed clip goes to no later stage
+        release_clip(self.frames, item)  # a failed clip goes to no later stage
         item.errors[self.stage.name] = reason

@@ -1,13 +1,15 @@
-"""Run a pipeline on this machine: one thread per step, bounded channels between them, workers per stage.
+"""Run a pipeline: one thread per step, bounded channels between them, workers per stage.
 
-    decode (split size, in windows) ─▶ split pool ─▶ cut clips (full size) ─▶ clip stage pools / filters
-        ─▶ writer (the calling thread)
+    plan windows ─▶ decode (media) ─▶ split pool ─▶ cut (scenes into clips) ─▶ cut (media: each clip's
+        frames) ─▶ clip stage pools / filters ─▶ encode (media: the kept clips) ─▶ writer (the calling thread)
     or, over clips already cut (`--redo-stage`):
     a ClipSource ─▶ the clip stage pools / filters it names ─▶ the source records each video
 
 Channels are bounded, so a long input never piles up in memory (backpressure). Each model stage's pool owns
-its workers. A step that raises stops the run with its error (never a silent hang); finished videos stay
-written, and every worker is stopped and reaped on return, on error and on Ctrl-C.
+its workers, and so does each media step's (orchestrator.pipeline.media.steps): this process moves
+requests and names of shared frames, never pixels; every segment is freed once its last reader is done.
+A step that raises stops the run with its error (never a silent hang); finished videos stay written, and
+every worker is stopped and reaped on return, on error and on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -27,17 +29,20 @@ from orchestrator.pipeline.config import PipelineConfig, StageConfig
 from orchestrator.pipeline.filters import run_filter
 from orchestrator.pipeline.items import END, Clip, VideoDone, VideoItem
 from orchestrator.pipeline.media.cutting import cut_clips
+from orchestrator.pipeline.media.logic import ClipFramesLogic, EncodeLogic, SplitDecodeLogic, release_clip
+from orchestrator.pipeline.media.steps import CUT, DECODE, ENCODE, MEDIA_DECLARATIONS, media_stages
 from orchestrator.pipeline.media.video import VideoInput
 from orchestrator.pipeline.output.writer import OutputWriter
 from orchestrator.pipeline.pool import RetryPolicy, StagePool
 from orchestrator.pipeline.scaling.autoscaler import Autoscaler, Metered, Resources
 from orchestrator.pipeline.scaling.policy import ScalingDecision
-from orchestrator.pipeline.split.decode import SplitLogic, decode_for_split
+from orchestrator.pipeline.split.decode import SplitLogic, plan_split
 from orchestrator.pipeline.stats import StageStats, Timeline
 from orchestrator.pipeline.summary import Failure
 from orchestrator.supervisor.interface import Worker
 from orchestrator.supervisor.policy import StopGrace
 from orchestrator.supervisor.shutdown import close_all
+from workers.shared_frames import SharedFramesDir
 
 QUEUE_DEPTH = 8
 JOIN_TIMEOUT_S = 10.0
@@ -132,11 +137,17 @@ class PipelineExecutor:
     def __init__(self, config: PipelineConfig, videos: list[VideoInput], writer: OutputWriter,
                  make_worker: WorkerFactory, state: RunState, declarations: Mapping[str, ModelDeclarations],
                  adopt: Mapping[str, Mapping[int, Worker]] | None = None, resources: Resources | None = None,
-                 source: ClipSource | None = None) -> None:
+                 source: ClipSource | None = None, frames: SharedFramesDir | None = None,
+                 hardware: bool = False) -> None:
         """`resources` (cores, threads, GPU shares) let `replicas: auto` stages grow; without, they keep one.
-        With a `source`, its clips go through the stages it names and it records them; the writer only the run."""
+        With a `source`, its clips go through the stages it names and it records them; the writer only the run.
+        `frames`: the run's frames folder, which `make_worker` hands its workers (made here, and removed at
+        the end, when not given). `hardware`: media workers decode and encode on the GPU's video engines."""
         self.config = config
-        self.declarations = declarations
+        self._own_frames = frames is None
+        self.frames = frames or SharedFramesDir.make()
+        self.media = {stage.name: stage for stage in media_stages(config, self.frames.path, hardware)}
+        self.declarations = {**{name: MEDIA_DECLARATIONS for name in self.media}, **declarations}
         self.videos = videos
         self.writer = writer
         self.make_worker = make_worker
@@ -148,7 +159,8 @@ class PipelineExecutor:
         self.threads: list[threading.Thread] = []
         self._failed: list[tuple[str, BaseException]] = []
         self.autoscaler: Autoscaler | None = None
-        if resources is not None and any(s.auto_replicas for s in config.stages if s.class_path):
+        if resources is not None and any(s.auto_replicas for s in [*config.stages, *self.media.values()]
+                                         if s.class_path):
             self.autoscaler = Autoscaler(resources, state.autoscale, state.started)
 
     def run(self, on_tick: Callable[[], None] = lambda: None) -> None:
@@ -162,6 +174,8 @@ class PipelineExecutor:
                 thread.join(JOIN_TIMEOUT_S)
             self.state.sample(force=True)
             close_all([w for pool in self.pools.values() for w in pool.workers()], StopGrace())
+            if self._own_frames:
+                self.frames.remove()
 
     def _pool(self, stage: StageConfig, logic: Any) -> StagePool:
         stats = self.state.stages.setdefault(stage.name, StageStats(stage.name))
@@ -185,26 +199,35 @@ class PipelineExecutor:
         for stage in rest:
             following = Channel(QUEUE_DEPTH)
             if stage.model:
-                self._spawn(stage.name, self._pool(stage, ClipModelLogic(stage)).run, current, following)
+                self._spawn(stage.name, self._pool(stage, ClipModelLogic(stage, self.frames)).run, current, following)
             else:
                 stats = self.state.stages.setdefault(stage.name, StageStats(stage.name))
                 self._spawn(stage.name, run_filter, stage, stats, current, following, self.stop)
             current = following
+        if ENCODE in self.media and self.source is None:
+            encoded = Channel(QUEUE_DEPTH)
+            self._spawn(ENCODE, self._pool(self.media[ENCODE], EncodeLogic(self.config.clip_codec)).run, current,
+                        encoded)
+            current = encoded
         if self.autoscaler is not None:
             self._spawn("autoscale", self.autoscaler.run, self.stop)
         return current
 
     def _start_cutting(self, cut: Channel) -> list[StageConfig]:
-        """Decode, split pool and cut, putting the clips into `cut`; the clip stages that follow."""
+        """Plan windows, decode them, split, cut into clips and read each clip's frames, putting the clips into
+        `cut`; the clip stages that follow."""
         split, *rest = self.config.stages
         window = self.declarations[split.name].split_window
-        decoded = Channel(QUEUE_DEPTH)
-        self._spawn("decode", decode_for_split, self.videos, split, window, self.writer.resumable, decoded,
-                    self.stop, self.config.strict)
-        answered = Channel(QUEUE_DEPTH)
-        self._spawn(split.name, self._pool(split, SplitLogic(split, window)).run, decoded, answered)
-        self._spawn("cut", cut_clips, [s for s in rest if s.model], self.writer.clips_tmp, self.config.clip_codec,
-                    answered, cut, self.stop)
+        planned, decoded, answered, clips = (Channel(QUEUE_DEPTH) for _ in range(4))
+        self._spawn("plan", plan_split, self.videos, window, self.writer.resumable, planned, self.stop)
+        self._spawn(DECODE, self._pool(self.media[DECODE], SplitDecodeLogic(split, self.config.strict)).run,
+                    planned, decoded)
+        self._spawn(split.name, self._pool(split, SplitLogic(split, window, self.frames)).run, decoded, answered)
+        encoding = self.config.clips.encode != "none"
+        self._spawn("cut-scenes", cut_clips, self.writer.clips_tmp if encoding else None, answered, clips, self.stop)
+        reading = ClipFramesLogic([s for s in rest if s.model], self.config.clips.encode == "all",
+                                  self.config.clip_codec)
+        self._spawn(CUT, self._pool(self.media[CUT], reading).run, clips, cut)
         return rest
 
     def _spawn(self, name: str, target: Callable[..., None], *args: Any) -> None:
@@ -249,6 +272,8 @@ class PipelineExecutor:
         raise PipelineError(f"step {step!r} failed: {type(exc).__name__}: {exc}") from exc
 
     def _finish(self, video: VideoItem, clips: list[Clip]) -> None:
+        for clip in clips:  # frames a filtered clip's later stages never read
+            release_clip(self.frames, clip)
         if self.source is not None:  # its clips were read from the output folder, not from the video
             rows = self.source.finish_video(video, clips)
         else:

@@ -49,15 +49,22 @@ class VideoItem:
 
 @dataclass
 class SplitRequest:
-    """Frames for the split stage: a window (context, core, context) of a video, or the whole of it for a model
-    that reads a video at once. The answer is stored on it: the core's transition flags, or whole `scenes`."""
+    """A window of a video for the split stage (context, core, context), or the whole of it for a model that
+    reads a video at once. The decode step fills in its frames (shared, by name) and how many of its core
+    frames are the video's; the split stage's answer is stored on it: the core's transition flags, or
+    whole `scenes`."""
 
     video: VideoItem
     core_start: int
-    frames: np.ndarray | None
+    frames: Any
+    """The window's frames once decoded: `SharedFrames` (or an array); None before, or past the video's end."""
     real: int
     """Frames of the core that are the video's own; the rest is padding after its last frame."""
     whole: bool = False
+    core: int | None = None
+    """Core frames asked for; None: up to the video's end."""
+    step: int = 1
+    context: int = 0
     transitions: np.ndarray | None = None
     scenes: list[tuple[int, int]] | None = None
 
@@ -84,12 +91,15 @@ class Clip:
     index: int
     start: int
     end: int
-    frames: dict[str, np.ndarray] = field(default_factory=dict)
+    frames: dict[str, Any] = field(default_factory=dict)
+    """Each clip stage's sampled frames: `SharedFrames` a media worker left (an array when read here)."""
     results: dict[str, Any] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     filtered_by: list[str] = field(default_factory=list)
     encoded: Any = None
     """The clip's encoded file awaiting keep (moved into clips/) or drop."""
+    encode_to: Any = None
+    """Where its file is to be encoded (a path in the output folder's temporary folder)."""
     times: tuple[float, float] | None = None
     """When its first frame is shown and when its last stops being shown (where the next frame starts), in
     seconds from the video's first frame, by the frames' own timestamps; set as its frames are decoded."""

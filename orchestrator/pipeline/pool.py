@@ -23,7 +23,7 @@ import queue
 import select
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +72,11 @@ class StepLogic(abc.ABC):
     @abc.abstractmethod
     def fail(self, item: Any, reason: str) -> None: ...
 
+    def affinity(self, item: Any) -> Hashable | None:
+        """Items of one key go, one at a time and in order, to the replica that took the first of them (a
+        media worker keeps its place in a video); None: any replica, batched."""
+        return None
+
 
 @dataclass
 class _Work:
@@ -93,6 +98,8 @@ class _Replica:
     sent_at: dict[int, float] = field(default_factory=dict)
     """When each outstanding request was sent, to time how long the worker spent on it."""
     answered_at: float | None = None
+    bytes_counted: int = 0
+    """Of its worker's `bytes_moved`, what the stage's stats have counted."""
 
 
 class StagePool:
@@ -110,6 +117,8 @@ class StagePool:
         self._ever_up = False
         self._lock = threading.Lock()
         self._pending: collections.deque[_Work] = collections.deque()
+        self._bound: dict[Hashable, int] = {}
+        """The replica each affinity key's items go to, until it dies."""
         self._ready: dict[int, Any] = {}
         self._next_in = self._next_out = 0
         self._input_done = False
@@ -145,6 +154,7 @@ class StagePool:
                 if replica.worker is not None:
                     for event in replica.worker.events():
                         self._on_event(replica, event)
+                    self._count_bytes(replica)
             self._emit(outq)
             self.stats.queued = inq.qsize() + len(self._pending)
             if self._input_done and self._next_out == self._next_in:
@@ -244,6 +254,12 @@ class StagePool:
             self._on_death(replica, str(event.error))
         self._update_states()
 
+    def _count_bytes(self, replica: _Replica) -> None:
+        if replica.worker is not None:
+            moved = replica.worker.bytes_moved
+            self.stats.bytes_moved += moved - replica.bytes_counted
+            replica.bytes_counted = moved
+
     def _served(self, replica: _Replica, request_id: int) -> None:
         """Record the worker's time on an answered request: from its sending, or from the worker's previous
         answer when it waited behind that one (a worker takes its requests one at a time)."""
@@ -269,9 +285,12 @@ class StagePool:
 
     def _on_death(self, replica: _Replica, reason: str) -> None:
         """Give the dead worker's items another attempt (or fail the poisonous), then restart it later."""
+        self._count_bytes(replica)
         worker, replica.worker = replica.worker, None
+        replica.bytes_counted = 0
         if worker is not None:
             worker.release()
+        self._bound = {key: index for key, index in self._bound.items() if index != replica.index}
         retry: list[_Work] = []
         for batch in replica.outstanding.values():
             for work in batch:
@@ -303,15 +322,43 @@ class StagePool:
     def _dispatch(self) -> None:
         """Fill every replica that can take a request, least loaded first. An item that lost its worker
         before goes alone to an idle replica and nothing joins it there, so a poison item takes no bystander
-        down with it."""
+        down with it. Items with an affinity key wait for their replica; items behind them need not."""
         while self._pending:
-            suspect = self._pending[0].attempts > 0
+            picked = self._next_sendable()
+            if picked is None:
+                return
+            position, replica = picked
+            if self.logic.affinity(self._pending[position].item) is None and position == 0:
+                self._send(replica, self._next_batch())
+                continue
+            work = self._pending[position]
+            del self._pending[position]
+            key = self.logic.affinity(work.item)
+            if key is not None:
+                self._bound[key] = replica.index
+            self._send(replica, [work])
+
+    def _next_sendable(self) -> tuple[int, _Replica] | None:
+        """The first pending item that a replica can take now, and that replica."""
+        waiting: set[Hashable] = set()
+        for position, work in enumerate(self._pending):
+            suspect = work.attempts > 0
             free = [r for r in self.replicas if r.worker is not None and r.worker.free_slots > 0
                     and not self._quarantined(r) and not (suspect and r.outstanding)]
-            if not free:
-                return
-            replica = max(free, key=lambda r: (r.worker.free_slots, -len(r.outstanding)))  # type: ignore[union-attr]
-            self._send(replica, self._next_batch())
+            key = self.logic.affinity(work.item)
+            if key is None:
+                if position == 0 and free:
+                    return 0, max(free, key=lambda r: (r.worker.free_slots, -len(r.outstanding)))  # type: ignore[union-attr]
+                return None  # items without a key keep their order
+            if key in waiting:
+                continue
+            bound = self._bound.get(key)
+            if bound is not None:
+                free = [r for r in free if r.index == bound]
+            if free:
+                return position, max(free, key=lambda r: (r.worker.free_slots, -len(r.outstanding)))  # type: ignore[union-attr]
+            waiting.add(key)
+        return None
 
     @staticmethod
     def _quarantined(replica: _Replica) -> bool:

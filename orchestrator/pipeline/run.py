@@ -34,8 +34,9 @@ from orchestrator.errors import (
     PipelineError,
     RunStopped,
 )
-from orchestrator.pipeline.config import PipelineConfig
+from orchestrator.pipeline.config import PipelineConfig, StageConfig
 from orchestrator.pipeline.executor import PipelineExecutor, RunState, WorkerFactory
+from orchestrator.pipeline.media.hardware import use_hardware
 from orchestrator.pipeline.media.video import VIDEO_SUFFIXES, VideoInput, expand_inputs, open_inputs
 from orchestrator.pipeline.output.lock import OutputLock
 from orchestrator.pipeline.output.parts import count_kept
@@ -50,16 +51,19 @@ from orchestrator.pipeline.stages import (
     ResolvedStage,
     assign_gpus,
     describe_stages,
+    resolve_media,
     resolve_stages,
 )
 from orchestrator.pipeline.summary import Failure, RunSummary
 from orchestrator.sample_video import BUNDLED_SAMPLE, ensure_bundled_sample
 from orchestrator.supervisor.handle import WorkerHandle
+from orchestrator.supervisor.interface import Worker
 from orchestrator.supervisor.output import LogSink
 from orchestrator.supervisor.policy import STOP_AT_ONCE
 from orchestrator.supervisor.runtime_dir import make_runtime_dir
 from orchestrator.supervisor.shutdown import close_all
 from orchestrator.weights.preflight import check_weights_present
+from workers.shared_frames import SharedFramesDir
 
 
 @dataclass
@@ -72,6 +76,8 @@ class Prepared:
     make: WorkerFactory
     adopt: dict[str, dict[int, WorkerHandle]]
     resources: Resources
+    hardware: bool = False
+    """Media workers decode and encode on the GPU's video engines."""
 
 
 def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_log: LogSink,
@@ -97,7 +103,9 @@ def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_lo
         if cluster is not None:
             cluster.join()  # once the cheap checks have passed
         runtime_dir = make_runtime_dir()
-        workers = LocalWorkers(stages, config_dir, runtime_dir, on_log)
+        frames = SharedFramesDir.make()
+        workers = LocalWorkers(stages, config_dir, runtime_dir, on_log, resolve_media(config, frames.path),
+                               frames.path)
         firsts: dict[str, WorkerHandle] = {}
         try:
             with registry.leased(stage.env for stage in stages.values()):  # `envs gc` spares them until the end
@@ -111,10 +119,11 @@ def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_lo
                 writer = DedupingWriter(out_dir, redo.recorded_key if redo else config.results_key(), videos,
                                         fresh, table, dedup=config.dedup_stages, unreadable=unreadable)
                 source = redo.source(writer, prepared.config, made_by.stages[redo.stage.name]) if redo else None
-                return _run(videos, writer, prepared, state, display, warn, source)
+                return _run(videos, writer, prepared, state, display, warn, source, frames)
         finally:
             close_all(list(firsts.values()), STOP_AT_ONCE)
             shutil.rmtree(runtime_dir, ignore_errors=True)
+            frames.remove()
     except KeyboardInterrupt:
         raise RunStopped(None, count_kept(out_dir, videos), len(videos), out_dir) from None
     finally:
@@ -168,7 +177,12 @@ def _prepare(config: PipelineConfig, stages: dict[str, ResolvedStage], firsts: d
     declarations = {name: _declarations(stages[name], handle) for name, handle in firsts.items()}
     if cluster is not None:
         close_all(list(firsts.values()), STOP_AT_ONCE)  # replicas live on the cluster's nodes
-        make, resources, config = cluster.replicas(config, stages, declarations, workers.user_dirs, warn)
+        on_cluster, resources, config = cluster.replicas(config, stages, declarations, workers.user_dirs,
+                                                         workers.frames_dir, warn)
+
+        def make(stage: StageConfig, replica: int) -> Worker:  # media workers stay here, by the videos
+            return workers.make(stage, replica) if stage.name in workers.media else on_cluster(stage, replica)
+
         return Prepared(config, declarations, make, {}, resources)
     check_weights_present(list(declarations.values()))
     n_gpus = detect_gpu_count() if gpus is None else gpus
@@ -176,19 +190,20 @@ def _prepare(config: PipelineConfig, stages: dict[str, ResolvedStage], firsts: d
     adopt = {name: {0: h} for name, h in firsts.items() if workers.gpu_of[(name, 0)] == NO_GPU}
     close_all([h for name, h in firsts.items() if name not in adopt], STOP_AT_ONCE)
     return Prepared(config, declarations, workers.make, adopt,
-                    Resources(workers.cores, workers.threads, n_gpus, workers.gpu_of))
+                    Resources(workers.cores, workers.threads, n_gpus, workers.gpu_of),
+                    use_hardware(config.media.hardware, n_gpus, warn))
 
 
 def _run(videos: list[VideoInput], writer: DedupingWriter, prepared: Prepared, state: RunState,
          display: Callable[[RunState], Any] | None, warn: Callable[[str], None],
-         redo: RedoSource | None) -> RunSummary:
+         redo: RedoSource | None, frames: SharedFramesDir) -> RunSummary:
     """Execute with the writer (which dedups after each batch of videos; for a redo, with the clips it reads
     back), dedup once more when every video is done, and record the summary however the run ends."""
     if writer.set_aside is not None:
         warn(f"--fresh: moved the earlier results to {writer.set_aside} (delete it when no longer needed)")
     state.frames_total = sum(v.frames for v in videos if writer.resumable(v) is None)
     executor = PipelineExecutor(prepared.config, videos, writer, prepared.make, state, prepared.declarations,
-                                prepared.adopt, prepared.resources, redo)
+                                prepared.adopt, prepared.resources, redo, frames, prepared.hardware)
     stopped: RunStopped | None = None
     try:
         executor.run(on_tick=(lambda: display(state)) if display else lambda: None)

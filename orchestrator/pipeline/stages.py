@@ -21,6 +21,7 @@ from orchestrator.errors import ConfigError, HandshakeTimeout, OrchestratorError
 from orchestrator.model_source import absolute_class_path
 from orchestrator.pipeline.config import PipelineConfig, StageConfig
 from orchestrator.pipeline.executor import WorkerFactory
+from orchestrator.pipeline.media.steps import MEDIA_MODEL, media_env, media_stages
 from orchestrator.pipeline.scaling.autoscaler import Resources
 from orchestrator.pipeline.scaling.gpus import GpuAssignment, cpu_fallback_warning, pack_replicas
 from orchestrator.supervisor.handle import ModelRef, WorkerHandle, WorkerSpec
@@ -79,24 +80,35 @@ def worker_policy(stage: StageConfig) -> WorkerPolicy:
 class LocalWorkers:
     """Makes the worker handles of a run: one spec per (stage, replica), all in one private runtime folder."""
 
-    def __init__(self, stages: dict[str, ResolvedStage], config_dir: Path, runtime_dir: Path, on_log: LogSink):
-        self.stages = stages
+    def __init__(self, stages: dict[str, ResolvedStage], config_dir: Path, runtime_dir: Path, on_log: LogSink,
+                 media: dict[str, ResolvedStage] | None = None, frames_dir: Path | None = None):
+        """`media`: the run's media steps, whose workers are always made here; `frames_dir`: the run's frames
+        folder, which every worker may read shared frames from."""
+        self.media = media or {}
+        self.stages = {**stages, **self.media}
         self.user_dirs = (config_dir, Path.cwd())
         self.runtime_dir = runtime_dir
         self.on_log = on_log
+        self.frames_dir = frames_dir
         self.gpu_of: dict[tuple[str, int], GpuAssignment] = {}
         self.cores = available_cores()
         # every replica a stage may run shares the cores, so an `auto` stage that grows never oversubscribes them
-        budgets = default_budgets(self.cores, {name: s.config.most_replicas for name, s in stages.items()})
-        self.threads = {name: s.config.threads or budgets[name] for name, s in stages.items()}
+        budgets = default_budgets(self.cores, {name: s.config.most_replicas for name, s in self.stages.items()})
+        self.threads = {name: s.config.threads or budgets[name] for name, s in self.stages.items()}
 
     def make(self, stage: StageConfig, replica: int) -> WorkerHandle:
         resolved = self.stages[stage.name]
         placement = self.gpu_of.get((stage.name, replica), NO_GPU)
         environ = {**placement.environ(), **thread_environ(self.threads[stage.name])}
         spec = WorkerSpec(f"{stage.name}/{replica}", resolved.env, ModelRef(resolved.class_path, stage.params),
-                          self.user_dirs, environ, {"input": stage.input})
+                          self.user_dirs, environ, {"input": stage.input}, self.frames_dir)
         return WorkerHandle(spec, self.runtime_dir, worker_policy(stage), on_log=self.on_log)
+
+
+def resolve_media(config: PipelineConfig, frames_dir: Path) -> dict[str, ResolvedStage]:
+    """The run's media steps, each run by the media worker in this process's own environment."""
+    env = media_env()
+    return {stage.name: ResolvedStage(stage, MEDIA_MODEL, env) for stage in media_stages(config, frames_dir)}
 
 
 def describe_stages(stages: dict[str, ResolvedStage], workers: LocalWorkers) -> dict[str, WorkerHandle]:
@@ -136,6 +148,8 @@ class Cluster(Protocol):
 
     def replicas(self, config: PipelineConfig, stages: Mapping[str, ResolvedStage],
                  declarations: Mapping[str, ModelDeclarations], user_code_dirs: tuple[Path, ...],
-                 warn: Callable[[str], None]) -> tuple[WorkerFactory, Resources, PipelineConfig]:
+                 frames_dir: Path | None, warn: Callable[[str], None]) -> tuple[WorkerFactory, Resources,
+                                                                                PipelineConfig]:
         """The factory of the run's replicas on the cluster, its totals for `replicas: auto`, and the config
-        with the replica counts the cluster holds at once."""
+        with the replica counts the cluster holds at once. Requests may name frames in `frames_dir` (this
+        host's): the replicas must get their pixels."""

@@ -33,6 +33,8 @@ class StageStats:
     """Items that failed alone after losing their worker `max_attempts` times."""
     queued: int = 0
     ring_fallbacks: int = 0
+    bytes_moved: int = 0
+    """Bytes this process sent and received for the stage's requests (shared memory it wrote included)."""
     """Workers started without the shared-memory ring they were meant to have (their arrays went as frames)."""
     states: list[str] = field(default_factory=list)
     first_at: float | None = None
@@ -73,6 +75,7 @@ class StageStats:
         return {"items": self.done, "failed": self.failed, "items_per_s": round(self.items_per_s(), 3),
                 "replicas": self.replicas, "worker_restarts": self.restarts, "retried": self.retried,
                 "poisoned": self.poisoned, "ring_fallbacks": self.ring_fallbacks,
+                "bytes_moved": self.bytes_moved,
                 **({"nodes": dict(self.nodes)} if self.nodes else {})}
 
 

@@ -32,6 +32,8 @@ class DataChannel:
         self._ring = ring
         self._encoder = Encoder(inline_threshold, ring.writer, shm_threshold)
         self._decoder = Decoder()
+        self.bytes_sent = self.bytes_received = 0
+        """Bytes of the messages sent and received on the socket (the ring's are the ring writer's)."""
 
     def send(self, message: Message, pidfd: int, exited: Callable[[], bool], timeout_s: float) -> list[int]:
         """Send `message`, waking if the process behind `pidfd` exits; returns the ring slots it holds until its
@@ -43,6 +45,7 @@ class DataChannel:
         except BaseException:
             self._ring.release(slots)
             raise
+        self.bytes_sent += sum(memoryview(frame).nbytes for frame in frames)
         return slots
 
     def _send_frames(self, frames: list[Any], pidfd: int, exited: Callable[[], bool], limit: float) -> None:
@@ -70,7 +73,13 @@ class DataChannel:
             return None
 
     def decode(self, frames: list[zmq.Frame]) -> Message:
+        self.bytes_received += sum(frame.buffer.nbytes for frame in frames)
         return self._decoder.decode(frames)
+
+    @property
+    def bytes_moved(self) -> int:
+        ring = self._ring.writer
+        return self.bytes_sent + self.bytes_received + (ring.bytes_written if ring is not None else 0)
 
     def wait(self, seconds: float) -> bool:
         """Whether a message arrives within `seconds` (False too once the socket is closed)."""

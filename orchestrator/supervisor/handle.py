@@ -135,6 +135,12 @@ class WorkerHandle(BlockingCalls):
         return self._res.ring.use()
 
     @property
+    def bytes_moved(self) -> int:
+        """Bytes sent and received on the data socket and copied into the ring since launch."""
+        data: DataChannel | None = self.__dict__.get("_data")
+        return data.bytes_moved if data is not None else 0
+
+    @property
     def free_slots(self) -> int:
         """Batches `submit` takes now: none unless the model is set up."""
         return self.policy.max_in_flight - len(self.in_flight) if self.phase is Phase.UP else 0
@@ -160,6 +166,8 @@ class WorkerHandle(BlockingCalls):
         args = ["--data", bound.data_url, "--control", bound.control_url, "--name", self.spec.label,
                 "--parent-pid", str(os.getpid()), "--max-message-bytes", str(self.policy.max_message_bytes)]
         args += self._res.ring.make(self.policy, self.spec.label)
+        if self.spec.frames_dir is not None:
+            args += ["--frames-dir", str(self.spec.frames_dir)]
         self._data = DataChannel(bound.data, self._res.ring, self.policy.inline_threshold, self.policy.shm_threshold)
         self._control_channel = ControlChannel(bound.control)
         environ = worker_environ(self.spec.env, self.runtime_dir, self.spec.user_code_dirs,

@@ -27,3 +27,5 @@ class WorkerSpec:
     extra_environ: Mapping[str, str] = field(default_factory=dict)
     setup_options: Mapping[str, Any] = field(default_factory=dict)
     """Extra SETUP header fields for the worker (how to hand the model its input, thread budget)."""
+    frames_dir: Path | None = None
+    """The run's frames folder (`workers.shared_frames`): requests may name frames a media worker left there."""

@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 
 from models.transnetv2 import INPUT_SIZE, TransNetV2ShotDetector
-from orchestrator.pipeline.media.video import iter_frames
-from orchestrator.pipeline.split.scenes import FrameWindows, SceneStitcher
+from orchestrator.pipeline.split.scenes import SceneStitcher
 from orchestrator.sample_video import SampleSpec, Shot, generate_sample
+from workers.media.video import iter_frames
+from workers.media.windows import FrameWindows
 
 SHOTS: tuple[tuple[int, str | None], ...] = (
     (50, "HELLO"), (49, None), (51, "SEAMS"), (75, None), (100, "STREAMING"),

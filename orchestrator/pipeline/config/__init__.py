@@ -105,6 +105,14 @@ class DedupSpec(_Strict):
         return 6 if self.max_distance is None else self.max_distance
 
 
+def replica_count(value: Any) -> Any:
+    """A `replicas` setting: a whole number, at least 1, or `auto`."""
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    raise PydanticCustomError("replicas", "must be a whole number, at least 1, or auto (got {value})",
+                              {"value": repr(value)})
+
+
 class StageConfig(_Strict):
     """One step: `split` (a model that finds clips in a whole video), `model` (per clip), `filter`, or `dedup`
     (once the streaming steps have finished a batch of videos)."""
@@ -159,10 +167,7 @@ class StageConfig(_Strict):
     @field_validator("replicas", mode="before")
     @classmethod
     def _replica_count(cls, value: Any) -> Any:
-        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-            return value
-        raise PydanticCustomError("replicas", "must be a whole number, at least 1, or auto (got {value})",
-                                  {"value": repr(value)})
+        return replica_count(value)
 
     @field_validator("input")
     @classmethod
@@ -221,6 +226,42 @@ class ShardsConfig(_Strict):
         return parse_size(value)
 
 
+MEDIA_STEPS = ("decode", "cut", "encode")
+"""The media steps' names (decode for the split, cut clips and sample their frames, encode kept clips):
+they name stats like model stages do, so no stage may take them."""
+
+
+class MediaConfig(_Strict):
+    """The media workers: processes that decode, cut, sample and encode, supervised like model replicas."""
+
+    replicas: int | Literal["auto"] = 1
+    """Worker processes per media step, or `auto` (grow while the step is the run's slowest)."""
+    max_replicas: int = Field(4, ge=1)
+    threads: int | None = Field(None, ge=1)
+    """FFmpeg threads per media worker; default: the machine's cores shared with the model stages."""
+    hardware: Literal["auto", "off"] = "auto"
+    """auto: decode on NVDEC and encode on NVENC (for libx264) where the run has a GPU and FFmpeg can use them
+    (said once when it cannot); off: always on the CPU."""
+
+    @field_validator("replicas", mode="before")
+    @classmethod
+    def _replica_count(cls, value: Any) -> Any:
+        return replica_count(value)
+
+    @property
+    def start_replicas(self) -> int:
+        return 1 if self.replicas == "auto" else self.replicas
+
+
+class ClipsConfig(_Strict):
+    """Which clips get a file."""
+
+    encode: Literal["kept", "all", "none"] = "kept"
+    """kept: encode each clip the filters keep, once they have judged it (dropped clips cost no encode);
+    all: encode every clip as it is cut (one full decode fewer; pays when filters drop few); none: write
+    no clip files (the table and embeddings only)."""
+
+
 class PipelineConfig(_Strict):
     inputs: list[str] = Field(min_length=1)
     output: str
@@ -231,12 +272,17 @@ class PipelineConfig(_Strict):
     keeping its clips with a `truncated` note."""
     shards: ShardsConfig | None = None
     """Write WebDataset shards of the kept clips once a run has finished (after dedup)."""
+    media: MediaConfig = MediaConfig()
+    clips: ClipsConfig = ClipsConfig()
 
     @model_validator(mode="after")
     def _stage_order(self) -> PipelineConfig:
         names = [s.name for s in self.stages]
         if len(set(names)) != len(names):
             raise ValueError(f"stage names must be unique, got {names}")
+        if taken := [name for name in names if name in MEDIA_STEPS]:
+            raise ValueError(f"stage name {taken[0]!r} is the name of a media step ({', '.join(MEDIA_STEPS)}); "
+                             f"give the stage another name")
         if self.stages[0].split is None or any(s.split for s in self.stages[1:]):
             raise ValueError("the first stage, and only the first, must be a 'split' stage that finds clips")
         self._dedup_order()
@@ -275,7 +321,10 @@ class PipelineConfig(_Strict):
 
     def results_key(self) -> dict[str, Any]:
         """Everything that decides the outputs of a video; resuming needs it unchanged."""
-        return {"stages": [s.result_fields() for s in self.stages], "clip_codec": self.clip_codec}
+        key = {"stages": [s.result_fields() for s in self.stages], "clip_codec": self.clip_codec}
+        if self.clips.encode == "none":  # kept and all give the same outputs; none gives no clip files
+            key["clip_files"] = False
+        return key
 
 
 def load_config(path: Path, inputs: list[str] | None = None, output: str | None = None) -> tuple[PipelineConfig, Path]:

@@ -1,29 +1,24 @@
-"""Find input videos, decode them with PyAV, and encode clips; decode problems become one-line errors."""
+"""Find input videos, open each once to read what its container declares, and pick the frames each clip stage
+samples. Decoding and encoding are the media workers' (workers.media); this process reads no frame.
+
+`VideoError` (a video that cannot be read) is the media workers' own, re-exported here for the run's code."""
 
 from __future__ import annotations
 
-import collections
-import contextlib
-import errno
 import glob
 import hashlib
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from fractions import Fraction
 from pathlib import Path
 
 import av
-import numpy as np
-from av.video.reformatter import VideoReformatter
 
-from orchestrator.errors import OrchestratorError, OutputFull
+from workers.media.video import VideoError, average_rate, open_video
+
+__all__ = ["VIDEO_SUFFIXES", "VideoError", "VideoInput", "VideoMeta", "Truncation", "expand_inputs", "fingerprint",
+           "open_inputs", "probe", "sample_indices", "truncation", "video_id"]
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts"})
-
-
-class VideoError(OrchestratorError):
-    """A video that cannot be read: missing, corrupt, truncated, without a video stream or without frames."""
 
 
 @dataclass(frozen=True)
@@ -99,7 +94,7 @@ def open_inputs(videos: list[VideoInput]) -> tuple[list[VideoInput], list[tuple[
     for video in videos:
         try:
             marks = fingerprint(video.path)
-            container = _open(video.path)
+            container = open_video(video.path)
         except FileNotFoundError:
             unreadable.append((video, f"{video.path}: file not found"))
             continue
@@ -155,111 +150,8 @@ def truncation(meta: VideoMeta, decoded_frames: int, decoded_s: float) -> Trunca
                       None if meta.declared_s is None else round(meta.declared_s, 3))
 
 
-def _open(path: Path) -> av.container.InputContainer:
-    try:
-        container = av.open(str(path))
-    except FileNotFoundError:
-        raise VideoError(f"{path}: file not found") from None
-    except PermissionError:
-        raise VideoError(f"{path}: not readable (permission denied)") from None
-    except (av.error.FFmpegError, OSError) as exc:
-        raise VideoError(f"{path}: not a readable video ({exc})") from None
-    if not container.streams.video:
-        container.close()
-        raise VideoError(f"{path}: has no video stream")
-    return container
-
-
-@dataclass(frozen=True)
-class Frame:
-    """A decoded RGB frame and when it is shown."""
-
-    image: np.ndarray
-    pts: int
-    """When it is shown, in its video's `time_base`, counted from the first frame; always later than the
-    frame before (a missing or repeated timestamp becomes the previous one plus one average frame)."""
-    time_base: Fraction
-
-    @property
-    def time_s(self) -> float:
-        return float(self.pts * self.time_base)
-
-
-class Decoder:
-    """A video's frames in order with their own timestamps, resized to (width, height) by FFmpeg's scaler
-    (bilinear) when `size` is given.
-
-    One scaler serves the whole video: `frame.to_ndarray(...)` would build a new one for every frame,
-    which at 48x27 from 720p cost more than decoding the frame (see bench/decode.py); the pixels are the
-    same either way. Without `size`, each frame keeps its own (a stream may change size mid-way). Read it
-    once."""
-
-    def __init__(self, path: Path, size: tuple[int, int] | None = None) -> None:
-        self.path, self.size = path, size
-        self.frames_read = 0
-        self.end_pts = 0
-        """Where the last frame read stops being shown: its timestamp plus its duration (one average frame
-        when the container gives none)."""
-        self.time_base = Fraction(1, 90000)
-        self._first_pts: int | None = None
-        self._last_pts = 0
-
-    @property
-    def end_s(self) -> float:
-        return float(self.end_pts * self.time_base)
-
-    def __iter__(self) -> Iterator[Frame]:
-        container = _open(self.path)
-        width, height = self.size or (None, None)
-        scaler = VideoReformatter()
-        try:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            self.time_base = stream.time_base or self.time_base
-            step = max(1, round(1 / (_average_rate(stream) * self.time_base)))
-            for frame in container.decode(stream):
-                pts = self._pts(frame.pts, step)
-                self.end_pts = pts + (frame.duration or step)
-                self.frames_read += 1
-                image = scaler.reformat(frame, width=width, height=height, format="rgb24",
-                                        interpolation="BILINEAR").to_ndarray()
-                yield Frame(image, pts, self.time_base)
-        except av.error.FFmpegError as exc:
-            raise VideoError(f"{self.path}: corrupt or truncated after frame {self.frames_read} ({exc})") from None
-        finally:
-            container.close()
-        if self.frames_read == 0:
-            raise VideoError(f"{self.path}: has no decodable frames")
-
-    def _pts(self, source_pts: int | None, step: int) -> int:
-        """A frame's timestamp counted from the first frame's, kept increasing (a stream's timestamps may
-        be missing, or jump back where two recordings were joined)."""
-        if self._first_pts is None:
-            self._first_pts, self._last_pts = source_pts or 0, 0
-            return 0
-        pts = None if source_pts is None else source_pts - self._first_pts
-        if pts is None or pts <= self._last_pts:
-            pts = self._last_pts + step
-        self._last_pts = pts
-        return pts
-
-
-def iter_frames(path: Path, size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
-    """The RGB images of `Decoder(path, size)`, for readers that need no timestamps."""
-    frames = iter(Decoder(path, size))
-    try:
-        for frame in frames:
-            yield frame.image
-    finally:
-        frames.close()  # type: ignore[attr-defined]
-
-
-def _average_rate(stream: av.video.stream.VideoStream) -> Fraction:
-    return stream.average_rate or stream.guessed_rate or Fraction(25)
-
-
 def probe(path: Path) -> VideoMeta:
-    container = _open(path)
+    container = open_video(path)
     try:
         return _declared(container)
     finally:
@@ -272,91 +164,8 @@ def _declared(container: av.container.InputContainer) -> VideoMeta:
         declared_s: float | None = float(stream.duration * stream.time_base)
     else:
         declared_s = container.duration / av.time_base if container.duration else None
-    return VideoMeta(float(_average_rate(stream)), stream.codec_context.width, stream.codec_context.height,
+    return VideoMeta(float(average_rate(stream)), stream.codec_context.width, stream.codec_context.height,
                      stream.frames or None, declared_s)
-
-
-class ClipEncoder:
-    """Writes one clip as H.264 mp4 with its source frames' timestamps, so it lasts as long as its scene
-    whatever the source's frame rate does; dimensions are trimmed to even numbers, as yuv420p needs. A full
-    disk raises OutputFull (the run cannot go on), and an encoder whose write failed is closed without
-    flushing: FFmpeg must not be asked to write through a muxer that already failed.
-
-    mp4 takes a clip's length both from where its frames stop being shown and from where its last packet
-    in decode order ends, and guesses a missing duration from the average rate. So every packet carries its
-    frame's duration (until the next frame; the last frame's until the clip's end), and the last packet in
-    decode order (with B-frames, not the last frame shown) reaches to the clip's end."""
-
-    def __init__(self, path: Path, time_base: Fraction, fps: float, width: int, height: int,
-                 codec: str = "libx264") -> None:
-        self.path = path
-        self.width, self.height = width - width % 2, height - height % 2
-        self.frames = 0
-        self._failed = False
-        with self._guard():
-            self._container = av.open(str(path), mode="w", format="mp4")
-        self._stream = self._container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
-        self._stream.width, self._stream.height, self._stream.pix_fmt = self.width, self.height, "yuv420p"
-        self._stream.codec_context.time_base = self._stream.time_base = time_base
-        self._last_pts: int | None = None
-        self._durations: dict[int, int] = {}
-        """Duration of each frame written whose packet has not been muxed, by its timestamp."""
-        self._waiting: collections.deque[av.Packet] = collections.deque()
-        """Packets, in decode order, from the first whose frame's duration is not known yet."""
-        self._first_dts: int | None = None
-        self._end: int | None = None
-
-    def write(self, rgb: np.ndarray, pts: int) -> None:
-        """Add a frame shown at `pts` (in the clip's time base, from its first frame)."""
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[: self.height, : self.width]), format="rgb24")
-        frame.pts, frame.time_base = pts, self._stream.codec_context.time_base
-        if self._last_pts is not None:
-            self._durations[self._last_pts] = pts - self._last_pts
-        self._last_pts = pts
-        with self._guard():
-            self._mux(self._stream.encode(frame))
-        self.frames += 1
-
-    def _mux(self, packets: list[av.Packet], last: bool = False) -> None:
-        """Mux, in decode order, each packet whose frame's duration is known; `last`: the encoder is done."""
-        self._waiting.extend(packets)
-        while self._waiting and self._waiting[0].pts in self._durations:
-            packet = self._waiting.popleft()
-            packet.duration = self._durations.pop(packet.pts)
-            if self._first_dts is None:
-                self._first_dts = packet.dts
-            if last and not self._waiting and self._end is not None and packet.dts is not None:
-                packet.duration = max(packet.duration, self._end - (packet.dts - self._first_dts))
-            self._container.mux(packet)
-
-    def close(self, end_pts: int | None = None) -> None:
-        """Finish the file; `end_pts` is where the clip ends (where its last frame stops being shown)."""
-        if self._failed:
-            with contextlib.suppress(av.error.FFmpegError, OSError):
-                self._container.close()
-            return
-        self._end = end_pts
-        if end_pts is not None and self._last_pts is not None:
-            self._durations[self._last_pts] = max(1, end_pts - self._last_pts)
-        with self._guard():
-            self._mux(self._stream.encode(None), last=True)
-            while self._waiting:  # only when the clip's end is unknown: a failed clip, to be dropped
-                self._container.mux(self._waiting.popleft())
-            self._container.close()
-
-    @contextlib.contextmanager
-    def _guard(self) -> Iterator[None]:
-        try:
-            yield
-        except OSError as exc:
-            self._failed = True
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise OutputFull(f"{self.path.parent}: no space left on device; free some space and rerun the "
-                                 f"same command to resume") from None
-            raise
-        except BaseException:
-            self._failed = True
-            raise
 
 
 def sample_indices(start: int, end: int, fps: float, sampling: str, rate: float,

@@ -50,11 +50,11 @@ from orchestrator.dataset.table import TABLE_DIR, declared_types, read_schema
 from orchestrator.errors import ConfigError, PipelineError
 from orchestrator.pipeline.config import PipelineConfig, StageConfig
 from orchestrator.pipeline.items import END, Clip, VideoDone, VideoItem, put
-from orchestrator.pipeline.media.cutting import resize_frame
-from orchestrator.pipeline.media.video import Decoder, VideoError, VideoInput, probe, sample_indices
+from orchestrator.pipeline.media.video import VideoError, VideoInput, probe, sample_indices
 from orchestrator.pipeline.output.parts import PIPELINE_FILE, Part, read_parts
 from orchestrator.pipeline.output.writer import LAYOUT, OutputWriter
 from orchestrator.pipeline.summary import Failure
+from workers.media.video import Decoder
 
 JOURNAL = "redo.json"
 
@@ -280,10 +280,11 @@ class RedoSource:
         wanted = {i - clip.start for i in sample_indices(clip.start, clip.end, fps, spec.sampling, spec.rate,
                                                           spec.max_frames)}
         picked = []
-        with contextlib.closing(iter(Decoder(path))) as frames:
+        decoder = Decoder(path)
+        with contextlib.closing(iter(decoder)) as frames:
             for index, frame in enumerate(frames):
                 if index in wanted:
-                    picked.append(resize_frame(frame.image, spec.size))
+                    picked.append(decoder.rgb(frame, spec.size))
                 if index >= max(wanted):
                     break
         if not picked:

@@ -214,9 +214,9 @@ class OutputWriter:
 
     def _clip_row(self, video: VideoItem, clip: Clip) -> dict[str, Any]:
         """The clip's row, its stages' results as the models returned them (numpy arrays still arrays)."""
-        kept = clip.active and clip.encoded is not None
+        kept = clip.active and (clip.encoded is not None or clip.encode_to is None)  # None: no clip files wanted
         path = None
-        if kept:
+        if kept and clip.encoded is not None:
             target = self.out_dir / "clips" / Path(clip.encoded).name
             os.replace(clip.encoded, target)
             path = str(target.relative_to(self.out_dir))

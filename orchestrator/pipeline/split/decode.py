@@ -1,19 +1,22 @@
-"""The split stage's side of a video: decode it small and hand the model windows (or the whole video), then
-check what the model answers.
+"""The split stage's side of a video: plan its windows, have a media worker decode each (the `decode` step),
+hand them to the model, and check what the model answers.
 
-    video ─▶ Decoder(split size) ─▶ FrameWindows ─▶ SplitRequest (context + core + context) ... SplitDone
-                                      (or, for a model without a split window, one SplitRequest of every frame)
+    video ─▶ plan_split: VideoItem, SplitRequest (core start, core length)*, SplitDone   (no pixels)
+          ─▶ decode step (media worker): the window's frames, at the split size, in shared memory
+          ─▶ split pool: SplitLogic sends the frames' name to the model, reads its transitions (or scenes)
 
-Streaming keeps one window in memory per video whatever its length, and clips can be cut as soon as their
-scene closes. A model that reads whole videos holds the whole video at its size: that is its contract.
+The windows are planned from the frames the container declares: full windows while they fit, then one
+whose core runs to the video's end, however far that is (a media worker pads it exactly as one pass over
+the video would). A request past a truncated video's end gets no frames. Streaming keeps one window in
+memory per video whatever its length, and clips can be cut as soon as their scene closes. A model that
+reads whole videos gets one request of every frame at its size: that is its contract.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -21,21 +24,20 @@ import numpy as np
 from models.model_interface import SplitWindow
 from orchestrator.pipeline.config import StageConfig
 from orchestrator.pipeline.items import END, SplitDone, SplitRequest, VideoItem, put
-from orchestrator.pipeline.media.video import Decoder, Frame, VideoError, VideoInput, probe, truncation
+from orchestrator.pipeline.media.video import VideoError, VideoInput, probe
 from orchestrator.pipeline.pool import StepLogic
-from orchestrator.pipeline.split.scenes import FrameWindows, check_scenes
+from orchestrator.pipeline.split.scenes import check_scenes
+from workers.shared_frames import SharedFramesDir
 
 CHUNK_STEPS = 4
 """Window cores of this many model steps (TransNetV2: 4 x 50 frames) per request: few enough requests that
 their overhead stays small, short enough that the first clip is cut seconds into a long video."""
 
 
-def decode_for_split(videos: list[VideoInput], split: StageConfig, window: SplitWindow | None,
-                     resumable: Callable[[VideoInput], Any], outq: queue.Queue, stop: threading.Event,
-                     strict: bool = False) -> None:
+def plan_split(videos: list[VideoInput], window: SplitWindow | None, resumable: Callable[[VideoInput], Any],
+               outq: queue.Queue, stop: threading.Event) -> None:
     """For each video: its VideoItem, its split requests, then SplitDone. A video an earlier run finished
-    goes on with its rows; one that cannot be read carries its error, and so does a truncated one when
-    `strict`. Once a video has failed (a window it could not split), the rest of it is not decoded."""
+    goes on with its rows; one that cannot be read carries its error."""
     for seq, video in enumerate(videos):
         item = VideoItem(seq, video, resumed=resumable(video))
         if item.resumed is None:
@@ -45,85 +47,48 @@ def decode_for_split(videos: list[VideoInput], split: StageConfig, window: Split
                 item.error = str(exc)
         if not put(outq, item, stop):
             return
-        if item.needs_work and not _send_requests(item, split.frames.size, window, outq, stop):
-            return
-        if strict and item.truncated is not None and item.error is None:
-            item.error = f"{item.truncated.explain(video.path)} (strict: true fails such a video)"
+        for request in (split_requests(item, window) if item.needs_work else []):
+            if not put(outq, request, stop):
+                return
         if not put(outq, SplitDone(item), stop):
             return
     put(outq, END, stop)
 
 
-def _send_requests(item: VideoItem, size: tuple[int, int] | None, window: SplitWindow | None,
-                   outq: queue.Queue, stop: threading.Event) -> bool:
-    """Put the video's split requests until its frames end or it fails; False if stopped."""
-    try:
-        for request in _requests(item, size, window):
-            if item.error is not None:  # a window failed: the windows after it are of no use
-                return True
-            if not put(outq, request, stop):
-                return False
-    except VideoError as exc:
-        item.error = str(exc)
-    except MemoryError as exc:
-        item.error = f"{item.video.path}: too big to split here ({type(exc).__name__}: {exc})"
-    return True
-
-
-def _requests(item: VideoItem, size: tuple[int, int] | None, window: SplitWindow | None) -> Iterator[SplitRequest]:
-    decoder = Decoder(item.video.path, size)
-    frames = _one_size(decoder, item.video.path)
+def split_requests(item: VideoItem, window: SplitWindow | None) -> list[SplitRequest]:
+    """A video's windows: whole cores while the declared frames hold them, then one to the end."""
     if window is None:
-        whole = np.stack(list(frames))
-        _decoded(item, decoder)
-        yield SplitRequest(item, 0, whole, len(whole), whole=True)
-        return
-    windows = FrameWindows(frames, window, CHUNK_STEPS)
-    for core_start, frames_window in windows:
-        core = len(frames_window) - 2 * window.context
-        yield SplitRequest(item, core_start, frames_window, min(core, windows.n_frames - core_start))
-    _decoded(item, decoder)
-
-
-def _one_size(frames: Iterable[Frame], path: Path) -> Iterator[np.ndarray]:
-    """The frames' images, which windows (arrays) need all of one size: a VideoError where the size changes."""
-    first: tuple[int, ...] | None = None
-    for index, frame in enumerate(frames):
-        first = first or frame.image.shape
-        if frame.image.shape != first:
-            (height, width), (new_height, new_width) = first[:2], frame.image.shape[:2]
-            raise VideoError(f"{path}: the frame size changes from {width}x{height} to {new_width}x{new_height} at "
-                             f"frame {index}; give the split stage frames: {{size: [{width}, {height}]}}, or "
-                             f"re-encode the video at one size")
-        yield frame.image
-
-
-def _decoded(item: VideoItem, decoder: Decoder) -> None:
-    """Record how much of the video decoded, and whether that is less than its container declares."""
-    item.n_frames = decoder.frames_read
-    if item.meta is not None:
-        item.truncated = truncation(item.meta, decoder.frames_read, decoder.end_s)
+        return [SplitRequest(item, 0, None, 0, whole=True, core=None, step=1, context=0)]
+    core = window.step * CHUNK_STEPS
+    full = max(0, (item.video.frames - window.context) // core)
+    return [SplitRequest(item, k * core, None, 0, core=None if k == full else core, step=window.step,
+                         context=window.context) for k in range(full + 1)]
 
 
 class SplitLogic(StepLogic):
     """A window in, the transition flag of each core frame out (or, reading whole videos, `scenes`)."""
 
-    def __init__(self, stage: StageConfig, window: SplitWindow | None) -> None:
+    def __init__(self, stage: StageConfig, window: SplitWindow | None, frames: SharedFramesDir) -> None:
         self.stage = stage
+        self.frames = frames
         self.context = window.context if window else 0
         self._failed: set[int] = set()
         """Videos (by seq) with a window this stage failed: their later windows are of no use. A video the
         decode fails later still has the windows read before answered, whatever the timing."""
 
     def wants(self, item: Any) -> bool:
-        return isinstance(item, SplitRequest) and item.video.seq not in self._failed
+        if isinstance(item, SplitRequest) and item.video.seq in self._failed:
+            self.frames.drop(item.frames)  # decoded before the stage failed an earlier window
+            item.frames = None
+        return isinstance(item, SplitRequest) and item.frames is not None
 
     def payload(self, item: SplitRequest) -> Any:
         return {"frames": item.frames}
 
     def absorb(self, item: SplitRequest, result: Any) -> None:
         frames, item.frames = item.frames, None
-        n = 0 if frames is None else len(frames)
+        self.frames.drop(frames)
+        n = 0 if frames is None else frames.shape[0]
         try:
             if item.whole:
                 scenes = result.get("scenes") if isinstance(result, dict) else None
@@ -142,6 +107,7 @@ class SplitLogic(StepLogic):
         return flags
 
     def fail(self, item: SplitRequest, reason: str) -> None:
+        self.frames.drop(item.frames)
         item.frames = None
         self._failed.add(item.video.seq)
         if item.video.error is None:

@@ -39,7 +39,8 @@ def slow_pipeline(tmp_path: Path, name: str, video: Path, copies: int) -> tuple[
 def test_a_slow_stage_grows_while_cores_are_free(sample, tmp_path: Path) -> None:
     video, shots = sample
     config, out = slow_pipeline(tmp_path, "grow", video, copies=3)
-    result = run(config, environ={"ORCHESTRATOR_CPUS": "4"})  # 1 thread per replica: room for shots + 3 slow
+    # 1 thread per replica: room for shots, the three media steps (decode, cut, encode) and 3 slow
+    result = run(config, environ={"ORCHESTRATOR_CPUS": "7"})
     assert result.returncode == 0, result.stderr[-3000:]
     rows, summary = outputs(out)
     assert len(rows) == 3 * len(shots) and all(r["slow"]["n"] == 1 for r in rows)
@@ -59,11 +60,11 @@ def test_a_slow_stage_grows_while_cores_are_free(sample, tmp_path: Path) -> None
 def test_a_slow_stage_without_free_cores_keeps_one_replica_and_says_why(sample, tmp_path: Path) -> None:
     video, shots = sample
     config, out = slow_pipeline(tmp_path, "held", video, copies=2)
-    result = run(config, environ={"ORCHESTRATOR_CPUS": "2"})  # shots and one slow replica take both
+    result = run(config, environ={"ORCHESTRATOR_CPUS": "5"})  # shots, 3 media steps and one slow take all
     assert result.returncode == 0, result.stderr[-3000:]
     rows, summary = outputs(out)
     assert len(rows) == 2 * len(shots)
     assert summary["stages"]["slow"]["replicas"] == 1
     held = [d for d in summary["autoscale"] if d["held"] == "slow: cores"]
     assert held and not [d for d in summary["autoscale"] if d["grow"]]
-    assert "another replica's 1 thread(s) do not fit: 2 of 2 cores are taken" in held[0]["reason"]
+    assert "another replica's 1 thread(s) do not fit: 5 of 5 cores are taken" in held[0]["reason"]

@@ -1,4 +1,5 @@
-"""Clip steps drop the frames a clip no longer needs: once filtered out or failed it goes to no later stage."""
+"""Clip steps drop the frames a clip no longer needs: once filtered out or failed it goes to no later stage, and
+the shared frames a media worker left for it are freed."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from orchestrator.pipeline.filters import run_filter
 from orchestrator.pipeline.items import END, Clip, VideoItem
 from orchestrator.pipeline.media.video import VideoInput, VideoMeta
 from orchestrator.pipeline.stats import StageStats
+from workers.shared_frames import SharedFramesDir
 
 
 def clip(start: int, end: int) -> Clip:
@@ -33,33 +35,47 @@ def test_a_filtered_clip_drops_every_stage_s_frames_and_a_kept_one_keeps_them() 
     assert long.filtered_by == [] and set(long.frames) == {"ocr", "embed"}
 
 
-def test_a_failed_clip_drops_its_frames_for_later_stages() -> None:
+def test_a_failed_clip_drops_its_frames_for_later_stages_and_frees_them(tmp_path: Path) -> None:
+    frames = SharedFramesDir.make(tmp_path)
     failed = clip(0, 47)
-    ClipModelLogic(StageConfig(name="ocr", model="m.M")).fail(failed, "failed on 3 attempts")
+    failed.frames = {name: frames.write(f"v.0000.{name}", array) for name, array in failed.frames.items()}
+    assert frames.segments() == ["v.0000.embed", "v.0000.ocr"]
+    ClipModelLogic(StageConfig(name="ocr", model="m.M"), frames).fail(failed, "failed on 3 attempts")
     assert failed.errors == {"ocr": "failed on 3 attempts"} and failed.frames == {} and not failed.active
+    assert frames.segments() == []
 
 
-def test_a_split_answer_that_is_not_one_flag_per_core_frame_fails_its_video_naming_the_model() -> None:
+def test_a_stage_frees_the_frames_it_read_and_leaves_the_next_stage_s(tmp_path: Path) -> None:
+    frames = SharedFramesDir.make(tmp_path)
+    done = clip(0, 47)
+    done.frames = {name: frames.write(f"v.0000.{name}", array) for name, array in done.frames.items()}
+    ClipModelLogic(StageConfig(name="ocr", model="m.M"), frames).absorb(done, {"text": "x"})
+    assert set(done.frames) == {"embed"} and frames.segments() == ["v.0000.embed"]
+
+
+def test_a_split_answer_that_is_not_one_flag_per_core_frame_fails_its_video_naming_the_model(tmp_path: Path) -> None:
     from models.model_interface import SplitWindow
     from orchestrator.pipeline.items import SplitRequest
     from orchestrator.pipeline.split.decode import SplitLogic
 
     stage = StageConfig(name="shots", split="my.Splitter")
-    logic = SplitLogic(stage, SplitWindow(step=50, context=25))
+    frames = SharedFramesDir.make(tmp_path)
+    logic = SplitLogic(stage, SplitWindow(step=50, context=25), frames)
     video = VideoItem(0, VideoInput(Path("/v.mp4"), "v"))
-    request = SplitRequest(video, 0, np.zeros((150, 27, 48, 3), np.uint8), 100)
+    request = SplitRequest(video, 0, frames.write("v.split.0", np.zeros((150, 27, 48, 3), np.uint8)), 100)
     logic.absorb(request, {"transitions": np.zeros(99, bool)})
-    assert request.frames is None and request.transitions is None
+    assert request.frames is None and request.transitions is None and frames.segments() == []
     assert video.error == ("stage 'shots': model my.Splitter returned an unusable split: 'transitions' must be a "
                            "bool array of one flag per core frame (100,), got bool (99,)")
-    assert not logic.wants(SplitRequest(video, 100, None, 100))
+    later = SplitRequest(video, 100, frames.write("v.split.100", np.zeros((150, 27, 48, 3), np.uint8)), 100)
+    assert not logic.wants(later) and later.frames is None and frames.segments() == []  # decoded, never split
 
 
-def test_whole_video_scenes_are_checked() -> None:
+def test_whole_video_scenes_are_checked(tmp_path: Path) -> None:
     from orchestrator.pipeline.items import SplitRequest
     from orchestrator.pipeline.split.decode import SplitLogic
 
-    logic = SplitLogic(StageConfig(name="shots", split="my.Splitter"), None)
+    logic = SplitLogic(StageConfig(name="shots", split="my.Splitter"), None, SharedFramesDir.make(tmp_path))
     video = VideoItem(0, VideoInput(Path("/v.mp4"), "v"))
     request = SplitRequest(video, 0, np.zeros((10, 27, 48, 3), np.uint8), 10, whole=True)
     logic.absorb(request, {"scenes": [[0, 5], [4, 9]]})

@@ -10,8 +10,9 @@ import pytest
 
 from orchestrator.errors import ConfigError
 from orchestrator.pipeline.config import load_config
-from orchestrator.pipeline.media.video import VideoError, expand_inputs, iter_frames, sample_indices, video_id
+from orchestrator.pipeline.media.video import VideoError, expand_inputs, sample_indices, video_id
 from orchestrator.sample_video import SampleSpec, generate_sample
+from workers.media.video import iter_frames
 
 GOOD = """\
 inputs: [a.mp4]

@@ -9,8 +9,8 @@ import av
 import numpy as np
 import pytest
 
-from orchestrator.pipeline.media.video import iter_frames
 from orchestrator.sample_video import SampleSpec, generate_sample
+from workers.media.video import iter_frames
 
 
 @pytest.fixture(scope="module")

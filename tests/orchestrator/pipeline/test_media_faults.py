@@ -13,9 +13,10 @@ from pathlib import Path
 import av
 import pytest
 
-from orchestrator.pipeline.media.video import ClipEncoder, Decoder, probe
+from orchestrator.pipeline.media.video import probe
 from tests.orchestrator.pipeline.media import truncate, write_resizing, write_shots
 from tests.orchestrator.pipeline.runs import FIXTURES, copy_controlled_model, outputs, run
+from workers.media.video import ClipEncoder, Decoder
 
 PIPELINE = """\
 inputs: [{inputs}]
@@ -219,7 +220,7 @@ def test_a_clip_file_lasts_from_its_first_frame_to_where_its_scene_ends(tmp_path
     for start, end in [(0, 10), (5, 20), (10, 20), (20, 39), (25, 26)]:
         encoder = ClipEncoder(tmp_path / "clip.mp4", frames[0].time_base, rate or probe(video).fps, 64, 48)
         for frame in frames[start:end]:
-            encoder.write(frame.image, frame.pts - frames[start].pts)
+            encoder.write_frame(frame.av_frame, frame.pts - frames[start].pts)
         encoder.close(frames[end].pts - frames[start].pts)
         with av.open(str(tmp_path / "clip.mp4")) as clip:
             stream = clip.streams.video[0]

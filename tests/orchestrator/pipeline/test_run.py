@@ -35,7 +35,7 @@ def test_quickstart_config_end_to_end(sample, tmp_path: Path) -> None:
     assert summary["videos"] == summary["videos_done"] == 1 and summary["failures"] == []
     assert summary["clips"] == len(rows) and summary["kept"] == sum(1 for r in rows if r["path"])
     assert summary["stages"]["ocr"]["items"] == len(rows)
-    assert summary["stages"]["shots"]["items"] == 2  # the split stage's items are windows of up to 200 frames
+    assert summary["stages"]["shots"]["items"] == 1  # 216 frames: one window, its core running to the end
     assert sorted(p.name for p in (out / "clips").iterdir()) == sorted(Path(r["path"]).name for r in rows if r["path"])
     assert 0 < summary["kept"] < len(rows)
     assert "[shots/0]" not in result.stdout

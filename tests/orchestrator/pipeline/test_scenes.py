@@ -13,7 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from models.model_interface import SplitWindow
-from orchestrator.pipeline.split.scenes import FrameWindows, SceneStitcher, check_scenes
+from orchestrator.pipeline.split.scenes import SceneStitcher, check_scenes
+from workers.media.windows import FrameWindows
 
 TRANSNET = SplitWindow(step=50, context=25)
 

@@ -1,0 +1,166 @@
+"""A clip's frames at full size, read forward through its video: sampled for each clip stage, encoded.
+
+A `ClipReader` keeps its place in one video: each clip is read from where the last one stopped, and the
+frame after a clip is read ahead to learn where the clip stops being shown. Once the decode breaks, the
+clip it broke after is still whole and every later clip of the video fails with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+from workers.media.video import ClipEncoder, Decoder, DiskFull, Frame, VideoError
+from workers.shared_frames import SharedFrames, SharedFramesDir
+
+ENCODE_ERRORS = (OSError, ValueError, av.error.FFmpegError, MemoryError)
+"""Writing a clip can fail on a full disk, a codec the build lacks, or too little memory."""
+
+
+class ClipReader:
+    """One video's frames at full size, read forward only, clip after clip."""
+
+    def __init__(self, path: Path, threads: int | None = None, hardware: bool = False) -> None:
+        self.path = path
+        self.decoder = Decoder(path, threads, hardware)
+        self._frames: Iterator[Frame] | None = None
+        self._ahead: Frame | None = None
+        self.position = 0
+        """The index of the next frame `next` returns."""
+        self.broken: str | None = None
+
+    def next(self) -> Frame | None:
+        if self._frames is None:
+            self._frames = iter(self.decoder)
+        frame, self._ahead = self._ahead, None
+        if frame is None:
+            frame = next(self._frames, None)
+        if frame is not None:
+            self.position += 1
+        return frame
+
+    def clip(self, start: int, end: int) -> Iterator[tuple[int, Frame]]:
+        """The frames start..end (inclusive) with their indices, skipping those before `start`."""
+        while self.position <= end:
+            index = self.position
+            frame = self.next()
+            if frame is None:
+                raise VideoError(f"{self.path}: has fewer frames than the split stage read")
+            if index >= start:
+                yield index, frame
+
+    def end_of_last_frame(self) -> int:
+        """Where the frame just read stops being shown: where the next one starts, or, after the last frame
+        (or where the decode breaks), its own timestamp plus duration."""
+        try:
+            if self._frames is None:
+                self._frames = iter(self.decoder)
+            self._ahead = next(self._frames, None)
+        except VideoError as exc:
+            self.broken = str(exc)  # this clip is whole; the next ones fail with it
+        return self._ahead.pts if self._ahead is not None else self.decoder.end_pts
+
+    def close(self) -> None:
+        if self._frames is not None:
+            self._frames.close()  # type: ignore[attr-defined]
+
+
+def read_clip(reader: ClipReader, request: dict[str, Any], frames_dir: SharedFramesDir,
+              threads: int | None) -> dict[str, Any]:
+    """Sample each stage's frames of a clip into shared memory (and encode the clip when asked): the
+    segments, the clip's times, whether its file was written."""
+    if reader.broken is not None:
+        return {"error": reader.broken}
+    start, end = request["start"], request["end"]
+    samples = {stage: (set(spec["indices"]), _size(spec.get("size"))) for stage, spec in request["samples"].items()}
+    picked: dict[str, list[np.ndarray]] = {stage: [] for stage in samples}
+    encode = request.get("encode")
+    encoder: ClipEncoder | None = None
+    first: Frame | None = None
+    end_pts: int | None = None
+    try:
+        for index, frame in reader.clip(start, end):
+            if first is None:
+                first = frame
+                if encode:
+                    encoder = ClipEncoder(Path(encode["out"]), frame.time_base, encode["fps"], *frame.size,
+                                          encode["codec"], threads, reader.decoder.hardware)
+            if encoder is not None:
+                encoder.write_frame(frame.av_frame, frame.pts - first.pts)
+            for stage, (indices, size) in samples.items():
+                if index in indices:  # a stream may change size mid-clip: every frame at the first's size
+                    picked[stage].append(reader.decoder.rgb(frame, size or first.size))
+        assert first is not None
+        end_pts = reader.end_of_last_frame()
+        times = [first.time_s, float(end_pts * first.time_base)]
+        end_pts -= first.pts
+    except DiskFull:
+        raise
+    except (VideoError, *ENCODE_ERRORS) as exc:
+        return {"error": _broken(reader, exc)}
+    finally:
+        if encoder is not None:
+            _close(encoder, end_pts)
+    segments = {stage: _shared(frames_dir, f"{request['name']}.{stage}", frames)
+                for stage, frames in picked.items() if frames}
+    return {"frames": segments, "times": times, "encoded": encoder is not None}
+
+
+def encode_clip(reader: ClipReader, request: dict[str, Any], threads: int | None) -> dict[str, Any]:
+    """Encode frames start..end of the reader's video into `out`, lasting until the next frame starts."""
+    if reader.broken is not None:
+        return {"error": reader.broken}
+    encoder: ClipEncoder | None = None
+    first: Frame | None = None
+    end_pts: int | None = None
+    try:
+        for _, frame in reader.clip(request["start"], request["end"]):
+            if first is None:
+                first = frame
+                encoder = ClipEncoder(Path(request["out"]), frame.time_base, request["fps"], *frame.size,
+                                      request["codec"], threads, reader.decoder.hardware)
+            encoder.write_frame(frame.av_frame, frame.pts - first.pts)  # type: ignore[union-attr]
+        assert first is not None
+        end_pts = reader.end_of_last_frame() - first.pts
+    except DiskFull:
+        raise
+    except (VideoError, *ENCODE_ERRORS) as exc:
+        return {"error": _broken(reader, exc)}
+    finally:
+        if encoder is not None:
+            _close(encoder, end_pts)
+    return {"encoded": True}
+
+
+def _broken(reader: ClipReader, exc: BaseException) -> str:
+    """Why this clip failed; the clips after it in the video fail with the same reason."""
+    reader.broken = str(exc) if isinstance(exc, VideoError) else f"cutting clips failed: {type(exc).__name__}: {exc}"
+    return reader.broken
+
+
+def _close(encoder: ClipEncoder, end_pts: int | None) -> None:
+    """Finish the clip's file; a failure other than a full disk leaves a file the orchestrator drops."""
+    try:
+        encoder.close(end_pts)
+    except DiskFull:
+        raise
+    except ENCODE_ERRORS:
+        pass
+
+
+def _shared(frames_dir: SharedFramesDir, name: str, frames: list[np.ndarray]) -> SharedFrames:
+    """The frames stacked straight into a new segment: the one copy between decode and the model."""
+    ref, view = frames_dir.create(name, (len(frames), *frames[0].shape))
+    for i, image in enumerate(frames):
+        view[i] = image
+    del view
+    return ref
+
+
+def _size(value: Any) -> tuple[int, int] | None:
+    return None if value is None else (int(value[0]), int(value[1]))
+
