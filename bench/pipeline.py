@@ -4,13 +4,15 @@ short one, measured in one run.
     --videos generated videos (--minutes each, --size (320x240), 24 fps, known shots)
         ├─▶ execute(quickstart.yaml) ─▶ start-up (until every worker has finished setup()), clips/s after it,
         │                              each stage's busy share, CPU seconds of this process and its workers
-        └─▶ each step alone over exactly the pipeline's items, model stages with all cores:
-              decode_for_split ─▶ shots (SplitLogic) ─▶ cut_clips ─▶ ocr, content (ClipModelLogic)
+        └─▶ each step alone over exactly the pipeline's items, every worker with all cores:
+              plan_split ─▶ decode (media) ─▶ shots (SplitLogic) ─▶ cut_clips ─▶ cut (media: clip frames)
+                  ─▶ ocr, content (ClipModelLogic) ─▶ keep (filter) ─▶ encode (media: kept clips)
     one 1-minute video, one --long-minutes video ─▶ execute ─▶ peak RSS of the process tree (every 0.5 s)
 
-A stage alone runs its worker through a `StagePool` of one replica, the pool the pipeline uses, fed the
-items the pipeline's own steps make (the split stage's windows from `decode_for_split`, the clips
-`cut_clips` cuts from the split stage's answers). The RATIO lines: end-to-end clips/s (start-up excluded)
+A step alone runs its worker (a model's, or a media worker) through a `StagePool` of one replica, the pool
+the pipeline uses, fed the items the pipeline's own steps before it make (the split stage's windows as the
+decode step answers them, the clips `cut_clips` cuts from the split stage's answers, with the frames the
+cut step sampled). The RATIO lines: end-to-end clips/s (start-up excluded)
 over the model stages run one after another (serial sum: what doing the stages in turn would give), and
 over the slowest of them alone (what a pipeline of stages on separate cores could reach).
 
@@ -29,7 +31,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,18 +44,22 @@ from orchestrator.pipeline.channel import Channel
 from orchestrator.pipeline.clip_model import ClipModelLogic
 from orchestrator.pipeline.config import PipelineConfig, StageConfig, load_config
 from orchestrator.pipeline.executor import RunState
+from orchestrator.pipeline.filters import run_filter
 from orchestrator.pipeline.items import END, Clip
 from orchestrator.pipeline.media.cutting import cut_clips
+from orchestrator.pipeline.media.logic import ClipFramesLogic, EncodeLogic, SplitDecodeLogic
+from orchestrator.pipeline.media.steps import CUT, DECODE, ENCODE
 from orchestrator.pipeline.media.video import expand_inputs
 from orchestrator.pipeline.pool import StagePool, StepLogic
 from orchestrator.pipeline.run import execute
-from orchestrator.pipeline.split.decode import SplitLogic, decode_for_split
-from orchestrator.pipeline.stages import ResolvedStage, resolve_stages, worker_policy
+from orchestrator.pipeline.split.decode import SplitLogic, plan_split
+from orchestrator.pipeline.stages import ResolvedStage, resolve_media, resolve_stages, worker_policy
 from orchestrator.pipeline.stats import StageStats
 from orchestrator.sample_video import SampleSpec, Shot, generate_sample
 from orchestrator.supervisor.handle import ModelRef, WorkerHandle, WorkerSpec
 from orchestrator.supervisor.policy import StopGrace
 from orchestrator.supervisor.threads import available_cores, thread_environ
+from workers.shared_frames import SharedFramesDir
 
 QUICKSTART = Path(__file__).resolve().parent.parent / "examples" / "quickstart.yaml"
 FPS = 24
@@ -289,20 +295,28 @@ def run_pipeline(source: Source, out_dir: Path, config_path: Path = QUICKSTART, 
             raise
     if clock.state is None or clock.done_at is None:
         raise RuntimeError("the pipeline finished without writing every video")
-    ready = [s.ready_at for s in clock.state.stages.values() if s.replicas]
-    if None in ready:
-        raise RuntimeError("a stage never had all its workers set up")
-    return PipelineRun(source, started, max(ready), clock.done_at, summary.clips, summary.to_json(),  # type: ignore[arg-type]
+    return PipelineRun(source, started, _ready_at(clock.state), clock.done_at, summary.clips, summary.to_json(),
                        dict(clock.state.stages), usage)
+
+
+def _ready_at(state: RunState) -> float:
+    """When every worker had finished setup(); where some never did before the run ended (an input too short
+    for its slowest worker's start), when the last of the others did, said on stderr."""
+    stages = [s for s in state.stages.values() if s.replicas]
+    late = [s.name for s in stages if s.ready_at is None]
+    if late:
+        progress(f"stage {', '.join(late)}: not every replica was set up before the run ended (the input is too "
+                 f"short for a steady state); start-up counted until the other stages were")
+    return max(s.ready_at for s in stages if s.ready_at is not None)
 
 
 # --- stages alone -------------------------------------------------------------------------------
 @dataclass
 class Timed:
-    """One step measured alone: worker start (None for the parent's own steps), input frames, items, time."""
+    """One step measured alone: its worker's start, input frames, items, time."""
 
     label: str
-    start_s: float | None
+    start_s: float
     frames: int
     items: int
     run_s: float
@@ -310,35 +324,36 @@ class Timed:
 
 @dataclass
 class Alone:
-    """Starts one stage's worker at a time, with every core, the way the pipeline would start it."""
+    """Starts one step's worker at a time, with every core, the way the pipeline would start it."""
 
     config_dir: Path
     runtime_dir: Path
     resolved: dict[str, ResolvedStage]
+    frames: SharedFramesDir
     logs: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_TAIL))
 
     def worker(self, stage: StageConfig) -> tuple[WorkerHandle, ModelDeclarations, float]:
         resolved = self.resolved[stage.name]
         spec = WorkerSpec(f"alone-{stage.name}", resolved.env, ModelRef(resolved.class_path, stage.params),
-                          (self.config_dir, Path.cwd()), thread_environ(available_cores()), {"input": stage.input})
+                          (self.config_dir, Path.cwd()), thread_environ(available_cores()), {"input": stage.input},
+                          self.frames.path)
         handle = WorkerHandle(spec, self.runtime_dir, worker_policy(stage),
                               on_log=lambda label, line: self.logs.append(f"[{label}] {line}"))
         started = time.perf_counter()
         handle.start(describe=True)
         return handle, ModelDeclarations.from_dict(handle.declarations or {}), time.perf_counter() - started
 
-    def run(self, stage: StageConfig, logic: StepLogic, items: list[Any], frames: int) -> Timed:
-        """Stream `items` through the stage's worker in a pool of one, as the pipeline would; always stops it."""
+    def run(self, stage: StageConfig, logic: StepLogic, items: list[Any], frames: int) -> tuple[Timed, list[Any]]:
+        """Stream `items` through the stage's worker in a pool of one, as the pipeline would; always stops it.
+        Returns the timing and every item the pool put out, in order."""
         handle, _, start_s = self.worker(stage)
         return self.through_pool(stage, logic, items, frames, handle, start_s)
 
     def through_pool(self, stage: StageConfig, logic: StepLogic, items: list[Any], frames: int,
-                     handle: WorkerHandle, start_s: float) -> Timed:
+                     handle: WorkerHandle, start_s: float) -> tuple[Timed, list[Any]]:
         stop, stats = threading.Event(), StageStats(stage.name)
         pool = StagePool(logic, lambda i: handle, 1, stage.batch_size, stats, stop, adopt={0: handle})
-        inq, outq = Channel(), Channel()
-        for item in [*items, END]:
-            inq.put(item)
+        inq, outq = channel_of(items), Channel()
         try:
             started = time.perf_counter()
             pool.run(inq, outq)
@@ -351,59 +366,71 @@ class Alone:
             pool.close(StopGrace(1.0, 1.0))
         if stats.failed:
             raise RuntimeError(f"{stats.failed} items failed in {stage.name} alone:\n" + "\n".join(self.logs))
-        return Timed(f"{stage.name} alone ({self.resolved[stage.name].class_path.rsplit('.', 1)[-1]})",
-                     start_s, frames, stats.done, run_s)
+        model = self.resolved[stage.name].class_path.rsplit(".", 1)[-1]
+        return (Timed(f"{stage.name} alone ({model})", start_s, frames, stats.done, run_s),
+                list(iter(outq.get_nowait, END)))
+
+
+def channel_of(items: list[Any]) -> Channel:
+    """A channel holding `items`, then END."""
+    channel = Channel()
+    for item in [*items, END]:
+        channel.put(item)
+    return channel
+
+
+def collected(step: Callable[..., None], *args: Any, items: list[Any] | None = None) -> list[Any]:
+    """Everything the orchestrator's own step `step(*args, [inq,] outq, stop)` puts out, run on this thread;
+    `items` is its input, when it reads one."""
+    out = Channel()
+    step(*args, *([] if items is None else [channel_of(items)]), out, threading.Event())
+    return list(iter(out.get_nowait, END))
 
 
 def stages_alone(source: Source, scratch: Path) -> tuple[list[Timed], list[Timed]]:
-    """(model stages alone, the parent's steps alone), over the items the pipeline makes for `source`."""
+    """(model stages alone, media steps alone), each over the items the steps before it made for `source`."""
     config, config_dir = load_config(QUICKSTART, [str(p) for p in source.paths], str(scratch / "unused-out"))
+    frames = SharedFramesDir.make()
+    try:
+        media = resolve_media(config, frames.path)
+        alone = Alone(config_dir, Path(tempfile.mkdtemp(prefix="runtime-", dir=scratch)),
+                      {**resolve_stages(config, config_dir, EnvRegistry()), **media}, frames)
+        return steps_alone(config, config_dir, source, scratch, alone, {n: m.config for n, m in media.items()})
+    finally:
+        frames.remove()
+
+
+def steps_alone(config: PipelineConfig, config_dir: Path, source: Source, scratch: Path, alone: Alone,
+                media: dict[str, StageConfig]) -> tuple[list[Timed], list[Timed]]:
+    """The pipeline's steps in its order, one at a time: plan, decode, split, cut into scenes, read each clip's
+    frames, the clip stages and filters, encode."""
     split, *rest = config.stages
-    models = [s for s in rest if s.model]
-    alone = Alone(config_dir, Path(tempfile.mkdtemp(prefix="runtime-", dir=scratch)),
-                  resolve_stages(config, config_dir, EnvRegistry()))
     handle, declared, start_s = alone.worker(split)
-    split_items, decode = decode_all(config, config_dir, declared)
-    split_timed = alone.through_pool(split, SplitLogic(split, declared.split_window), split_items, source.frames,
-                                     handle, start_s)
-    clips, cut = cut_all(models, config, split_items, scratch / "clips", source)
-    timed = [split_timed]
-    for stage in models:
-        timed.append(alone.run(stage, ClipModelLogic(stage), list(clips), source.frames))
-    return timed, [decode, cut]
-
-
-def decode_all(config: PipelineConfig, config_dir: Path, declared: ModelDeclarations) -> tuple[list[Any], Timed]:
-    """Every item the pipeline's decode step makes for the inputs, and the time it took."""
     videos, _ = expand_inputs(config.inputs, config_dir)
-    out: Channel = Channel()
-    started = time.perf_counter()
-    decode_for_split(videos, config.stages[0], declared.split_window, lambda video: None, out, threading.Event())
-    decode_s = time.perf_counter() - started
-    items = list(iter(out.get_nowait, END))
-    failed = [i.error for i in items if getattr(i, "error", None)]
-    if failed:
-        raise RuntimeError(f"decoding the generated input failed: {failed[0]}")
-    frames = sum(getattr(i, "real", 0) for i in items)
-    return items, Timed("parent: decode at the split size", None, frames, len(items), decode_s)
-
-
-def cut_all(models: list[StageConfig], config: PipelineConfig, answered: list[Any], clips_tmp: Path,
-            source: Source) -> tuple[list[Any], Timed]:
-    """The clips (and video markers) the pipeline's cut step makes from the split stage's answers, timed."""
-    clips_tmp.mkdir()
-    inq, out = Channel(), Channel()
-    for item in [*answered, END]:
-        inq.put(item)
-    started = time.perf_counter()
-    cut_clips(models, clips_tmp, config.clip_codec, inq, out, threading.Event())
-    cut_s = time.perf_counter() - started
-    items = list(iter(out.get_nowait, END))
+    planned = collected(plan_split, videos, declared.split_window, lambda video: None)
+    decode, items = alone.run(media[DECODE], SplitDecodeLogic(split, config.strict), planned, source.frames)
+    split_timed, items = alone.through_pool(split, SplitLogic(split, declared.split_window, alone.frames), items,
+                                            source.frames, handle, start_s)
+    (scratch / "clips").mkdir()
+    items = collected(cut_clips, scratch / "clips", items=items)
+    clip_stages = [s for s in rest if s.model]
+    cut, items = alone.run(media[CUT], ClipFramesLogic(clip_stages, config.clips.encode == "all", config.clip_codec),
+                           items, source.frames)
     clips = [c for c in items if isinstance(c, Clip)]
     if len(clips) != source.clips or any(c.errors for c in clips):
         raise RuntimeError(f"cutting gave {len(clips)} clips of {source.clips} true shots "
                            f"({next((c.errors for c in clips if c.errors), 'no error')})")
-    return items, Timed("parent: decode, encode clips, sample", None, source.frames, len(clips), cut_s)
+    timed = [split_timed]
+    for stage in rest:
+        if stage.model:
+            step, items = alone.run(stage, ClipModelLogic(stage, alone.frames), items, source.frames)
+            timed.append(step)
+        elif stage.filter:
+            items = collected(run_filter, stage, StageStats(stage.name), items=items)
+    media_steps = [decode, cut]
+    if ENCODE in media:
+        media_steps.append(alone.run(media[ENCODE], EncodeLogic(config.clip_codec), items, source.frames)[0])
+    return timed, media_steps
 
 
 # --- report -------------------------------------------------------------------------------------
@@ -425,9 +452,8 @@ def pipeline_rows(run: PipelineRun) -> list[str]:
 
 
 def timed_row(step: Timed, clips: int) -> str:
-    start = "" if step.start_s is None else f"{step.start_s:.1f}"
-    return row(step.label, start, f"{step.run_s:.2f}", f"{step.items}", f"{step.frames / step.run_s:.1f}",
-               f"{clips / step.run_s:.3f}")
+    return row(step.label, f"{step.start_s:.1f}", f"{step.run_s:.2f}", f"{step.items}",
+               f"{step.frames / step.run_s:.1f}", f"{clips / step.run_s:.3f}")
 
 
 def where_the_time_goes(run: PipelineRun) -> list[str]:
@@ -439,13 +465,13 @@ def where_the_time_goes(run: PipelineRun) -> list[str]:
             lines.append(f"  {name}: busy {busy:.1f} worker-s = {busy / run.run_s / stats.replicas:.0%} of the run "
                          f"per replica ({stats.replicas}), {stats.done} items, {busy / max(stats.done, 1):.3f} s/item")
     usage = run.usage
-    lines.append(f"  CPU seconds, whole run: this process {usage.parent_cpu_s:.1f} (decode, cut, encode, the steps' "
-                 f"threads), workers {usage.workers_cpu_s:.1f}; {available_cores()} cores x {run.wall_s:.1f} s wall "
-                 f"= {available_cores() * run.wall_s:.1f}")
+    lines.append(f"  CPU seconds, whole run: this process {usage.parent_cpu_s:.1f} (the steps' threads, the "
+                 f"pools, the writer), workers {usage.workers_cpu_s:.1f}; {available_cores()} cores x "
+                 f"{run.wall_s:.1f} s wall = {available_cores() * run.wall_s:.1f}")
     return lines
 
 
-def report(main: PipelineRun, memory: list[PipelineRun], models: list[Timed], passes: list[Timed],
+def report(main: PipelineRun, memory: list[PipelineRun], models: list[Timed], media_steps: list[Timed],
            load: tuple[float, float]) -> None:
     source = main.source
     (width, height), at = source.size, "" if source.size == DEFAULT_SIZE else f" at {source.size[1]}p"
@@ -455,7 +481,7 @@ def report(main: PipelineRun, memory: list[PipelineRun], models: list[Timed], pa
     print("start-up ends when every worker has finished setup(); a stage alone runs one worker with every core")
     print(row("", *COLUMNS))
     print("\n".join(pipeline_rows(main)))
-    for step in [*models, *passes]:
+    for step in [*models, *media_steps]:
         print(timed_row(step, source.clips))
     serial = sum(m.run_s for m in models)
     print(row("model stages alone, one after another (sum)", "", f"{serial:.2f}", "", f"{source.frames / serial:.1f}",
@@ -495,13 +521,13 @@ def run(videos: int, minutes: float, long_minutes: float, size: tuple[int, int])
         progress("running the pipeline over them")
         main = run_pipeline(source, scratch / "out-many")
         progress("running each step alone over the same items")
-        models, passes = stages_alone(source, scratch)
+        models, media_steps = stages_alone(source, scratch)
         memory = []
         for length in [1.0, *([long_minutes] if long_minutes else [])]:
             progress(f"generating and running {length:g} min for peak memory")
             memory.append(run_pipeline(make_source(scratch / f"mem-{length:g}", length, size=size),
                                        scratch / f"out-{length:g}"))
-    report(main, memory, models, passes, (load_before, os.getloadavg()[0]))
+    report(main, memory, models, media_steps, (load_before, os.getloadavg()[0]))
 
 
 def positive_minutes(text: str) -> float:
