@@ -3,12 +3,15 @@
     one generated 1920x1080 video (--seconds, 24 fps, known shots of distinct colours)
         ├─▶ execute(quickstart.yaml) ─▶ CPU seconds of this process (the orchestrator) over the whole
         │                               process tree's, and per process kind (each worker's --name)
-        ├─▶ execute(the quickstart's stages with instant models, media: {replicas: 1})
+        ├─▶ --videos copies of it ─▶ execute(the quickstart's stages with instant models, media: {replicas: 1})
         │       MeanCut split (a cut where the mean colour jumps) ─▶ ShapeOf on each clip stage's frames
         │       ─▶ clips/s after start-up, and cores used (process-tree CPU seconds / wall seconds)
         ├─▶ the same with media: {replicas: 2} ─▶ clips/s over replicas: 1's
-        └─▶ bare PyAV, in this process, one thread: decode the video, encode each true shot with libx264
+        └─▶ bare PyAV, in this process, one thread: decode one copy, encode each true shot with libx264
                 ─▶ clips/s (one core)
+
+A media worker serves each video's requests in order (they carry the video as their affinity), so a second
+replica of a media step helps only with a second video: the instant runs read --videos copies.
 
 The instant models cost next to nothing, so the instant pipeline's clips/s is its media ceiling: the decode
 for the split, the full-size decode, sampling and resizing each clip stage's frames, encoding every clip
@@ -16,12 +19,13 @@ for the split, the full-size decode, sampling and resizing each clip stage's fra
 the encode, with ClipEncoder's codec and settings (libx264 defaults, the source's time base), so
 `RATIO media ceiling / bare PyAV` is the pipeline's clips per CPU second over bare PyAV's.
 
-    .venv/bin/python bench/media.py [--seconds 45] [--parts share,ceiling,replicas]
+    .venv/bin/python bench/media.py [--seconds 45] [--videos 2] [--parts share,ceiling,replicas]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -151,10 +155,10 @@ def cpu_table(title: str, usage: TreeUsage) -> None:
     rows.append(("exited between samples (not attributed)", 0, usage.unattributed_s))
     total = usage.tree_cpu_s
     print(f"where the time goes, {title}: CPU seconds of the whole run, start-up included")
-    print(f"  {'process kind':<44}{'processes':>10}{'CPU s':>10}{'share':>8}")
+    print(f"  {'process kind':<46}{'processes':>10}{'CPU s':>10}{'share':>8}")
     for name, processes, seconds in rows:
-        print(f"  {name:<44}{processes or '':>10}{seconds:>10.1f}{seconds / max(total, 1e-9):>8.0%}")
-    print(f"  {'process tree':<44}{'':>10}{total:>10.1f}")
+        print(f"  {name:<46}{processes or '':>10}{seconds:>10.1f}{seconds / max(total, 1e-9):>8.0%}")
+    print(f"  {'process tree':<46}{'':>10}{total:>10.1f}")
     print()
 
 
@@ -184,18 +188,20 @@ def report_replicas(one: PipelineRun, two: PipelineRun) -> None:
           f"{available_cores()} cores that the model workers use too, two replicas cannot double)")
 
 
-def run(seconds: float, parts: set[str]) -> None:
+def run(seconds: float, videos: int, parts: set[str]) -> None:
     load_before = os.getloadavg()[0]
     with scratch_dir() as scratch:
         progress(f"generating {seconds:g} s of {SIZE[0]}x{SIZE[1]}")
-        source = make_source(scratch / "input", seconds / 60, size=SIZE)
-        print(f"input: {source.describe()} at {SIZE[0]}x{SIZE[1]} = {source.frames} frames, {source.clips} true "
-              f"shots; {os.cpu_count()} CPUs ({available_cores()} for the run); media workers: "
+        source = make_source(scratch / "input", seconds / 60, videos, SIZE)
+        one_video = dataclasses.replace(source, paths=source.paths[:1])
+        print(f"input: {one_video.describe()} at {SIZE[0]}x{SIZE[1]} = {one_video.frames} frames, "
+              f"{one_video.clips} true shots (the instant runs: {videos} copies); {os.cpu_count()} CPUs "
+              f"({available_cores()} for the run); media workers: "
               f"{'yes' if HAS_MEDIA_WORKERS else 'no (the orchestrator does the media work)'}")
         print()
         if "share" in parts:
             progress("the quickstart pipeline")
-            report_share(checked(run_pipeline(source, scratch / "out-quickstart"), "the quickstart"))
+            report_share(checked(run_pipeline(one_video, scratch / "out-quickstart"), "the quickstart"))
             print()
         one = None
         if parts & {"ceiling", "replicas"}:
@@ -222,6 +228,9 @@ def instant_run(source: Source, scratch: Path, media_replicas: int) -> PipelineR
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=45.0, help="length of the 1080p input (default 45)")
+    parser.add_argument("--videos", type=int, default=2,
+                        help="copies of the input the instant runs read (default 2; at least 2 for two media "
+                             "replicas to have a video each)")
     parser.add_argument("--parts", default=",".join(PARTS),
                         help=f"which measurements, comma-separated (default {','.join(PARTS)})")
     args = parser.parse_args()
@@ -230,8 +239,10 @@ def main() -> None:
         parser.error(f"--parts: unknown {sorted(parts - set(PARTS))}; choose from {', '.join(PARTS)}")
     if args.seconds < 3:
         parser.error("--seconds must be at least 3")
+    if args.videos < 1:
+        parser.error("--videos must be at least 1")
     try:
-        run(args.seconds, parts)
+        run(args.seconds, args.videos, parts)
     except KeyboardInterrupt:
         sys.exit(130)
 

@@ -238,7 +238,7 @@ def _label(cmdline: list[str]) -> str:
     """A worker's `--name` (`<stage>/<replica>`), else the start of its command line."""
     if "--name" in cmdline[:-1]:
         return cmdline[cmdline.index("--name") + 1]
-    return " ".join([Path(cmdline[0]).name, *cmdline[1:3]])[:40] if cmdline else "?"
+    return " ".join([Path(cmdline[0]).name, *cmdline[1:4]])[:44] if cmdline else "?"
 
 
 class Clock:
