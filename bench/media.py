@@ -38,22 +38,20 @@ import av
 from av.video.frame import PictureType
 from pipeline import QUICKSTART, PipelineRun, Source, TreeUsage, make_source, progress, run_pipeline, scratch_dir
 
-from orchestrator.pipeline.config import PipelineConfig, load_config
+from orchestrator.pipeline.config import load_config
 from orchestrator.sample_video import Shot
 from orchestrator.supervisor.threads import available_cores
 
 ECHO = Path(__file__).resolve().parent / "echo_models.py"
 SIZE = (1920, 1080)
 PARTS = ("share", "ceiling", "replicas")
-HAS_MEDIA_WORKERS = "media" in PipelineConfig.model_fields
-"""Whether this build runs media in workers (`media: {replicas, threads}`); without, the orchestrator does."""
 
 
 # --- the pipeline -------------------------------------------------------------------------------
-def instant_config(folder: Path, media_replicas: int | None) -> Path:
+def instant_config(folder: Path, media_replicas: int) -> Path:
     """The quickstart's stages and frames with instant models, one replica each: MeanCut splits, ShapeOf
     answers each clip stage, and the filter keeps only its duration rule (ShapeOf scores nothing), so every
-    shot is kept."""
+    shot is kept. The media workers stay on the CPU (`hardware: off`), as bare PyAV does."""
     quickstart, _ = load_config(QUICKSTART)
     stages: list[dict[str, Any]] = []
     for stage in quickstart.streaming.stages:
@@ -65,10 +63,9 @@ def instant_config(folder: Path, media_replicas: int | None) -> Path:
         elif stage.filter:
             data["filter"] = {"min_duration_s": stage.filter.min_duration_s}
         stages.append(data)
-    config: dict[str, Any] = {"inputs": ["unused"], "output": "unused", "stages": stages}
-    if media_replicas is not None:
-        config["media"] = {"replicas": media_replicas}
-    path = folder / f"instant-media{media_replicas or 0}.yaml"
+    config = {"inputs": ["unused"], "output": "unused", "stages": stages,
+              "media": {"replicas": media_replicas, "hardware": "off"}}
+    path = folder / f"instant-media{media_replicas}.yaml"
     path.write_text(json.dumps(config, indent=1))  # JSON is YAML
     return path
 
@@ -184,8 +181,9 @@ def report_replicas(one: PipelineRun, two: PipelineRun) -> None:
     (one_s, one_cores), (two_s, two_cores) = after_startup(one), after_startup(two)
     print(f"media replicas 1: {one_s:.3f} clips/s on {one_cores:.2f} cores; 2: {two_s:.3f} clips/s on "
           f"{two_cores:.2f} cores")
-    print(f"RATIO two media replicas / one = {two_s / one_s:.2f}   (target >= 1.6; bounded by the cores: with "
-          f"{available_cores()} cores that the model workers use too, two replicas cannot double)")
+    cores = available_cores()
+    print(f"RATIO two media replicas / one = {two_s / one_s:.2f}   (target >= 1.6; bounded by the cores: {cores} "
+          f"here, shared with the model workers{', so two replicas cannot double' if cores <= 2 else ''})")
 
 
 def run(seconds: float, videos: int, parts: set[str]) -> None:
@@ -196,8 +194,7 @@ def run(seconds: float, videos: int, parts: set[str]) -> None:
         one_video = dataclasses.replace(source, paths=source.paths[:1])
         print(f"input: {one_video.describe()} at {SIZE[0]}x{SIZE[1]} = {one_video.frames} frames, "
               f"{one_video.clips} true shots (the instant runs: {videos} copies); {os.cpu_count()} CPUs "
-              f"({available_cores()} for the run); media workers: "
-              f"{'yes' if HAS_MEDIA_WORKERS else 'no (the orchestrator does the media work)'}")
+              f"({available_cores()} for the run)")
         print()
         if "share" in parts:
             progress("the quickstart pipeline")
@@ -212,16 +209,13 @@ def run(seconds: float, videos: int, parts: set[str]) -> None:
             report_ceiling(one, bare_pyav(source.paths[0], source.shots, scratch / "out-bare"))
             print()
         if "replicas" in parts and one is not None:
-            if HAS_MEDIA_WORKERS:
-                progress("the instant pipeline, media replicas 2")
-                report_replicas(one, instant_run(source, scratch, 2))
-            else:
-                print("RATIO two media replicas / one: skipped (this build has no media workers)")
+            progress("the instant pipeline, media replicas 2")
+            report_replicas(one, instant_run(source, scratch, 2))
     print(f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after (other work skews every number)")
 
 
 def instant_run(source: Source, scratch: Path, media_replicas: int) -> PipelineRun:
-    config = instant_config(scratch, media_replicas if HAS_MEDIA_WORKERS else None)
+    config = instant_config(scratch, media_replicas)
     return checked(run_pipeline(source, scratch / f"out-instant-{media_replicas}", config), "the instant pipeline")
 
 
