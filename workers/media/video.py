@@ -82,6 +82,7 @@ class Decoder:
     def __init__(self, path: Path, threads: int | None = None, hardware: bool = False) -> None:
         self.path, self.threads, self.hardware = path, threads, hardware
         self.frames_read = 0
+        self.damaged_packets = 0
         self.end_pts = 0
         """Where the last frame read stops being shown: its timestamp plus its duration (one average frame
         when the container gives none)."""
@@ -109,7 +110,7 @@ class Decoder:
                 stream.thread_count = self.threads
             self.time_base = stream.time_base or self.time_base
             step = max(1, round(1 / (average_rate(stream) * self.time_base)))
-            for frame in container.decode(stream):
+            for frame in self._decoded(container, stream):
                 pts = self._pts(frame.pts, step)
                 self.end_pts = pts + (frame.duration or step)
                 self.frames_read += 1
@@ -120,6 +121,17 @@ class Decoder:
             container.close()
         if self.frames_read == 0:
             raise VideoError(f"{self.path}: has no decodable frames")
+
+    def _decoded(self, container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                 ) -> Iterator[av.VideoFrame]:
+        """The stream's frames; a packet FFmpeg finds invalid is skipped (as its own command line does), so a
+        file cut off mid-packet keeps what decoded before, whatever the decoder's thread count, and shows as
+        truncated against what its container declares."""
+        for packet in container.demux(stream):
+            try:
+                yield from stream.decode(packet)
+            except av.error.InvalidDataError:
+                self.damaged_packets += 1
 
     def _pts(self, source_pts: int | None, step: int) -> int:
         """A frame's timestamp counted from the first frame's, kept increasing (a stream's timestamps may
