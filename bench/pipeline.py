@@ -523,7 +523,7 @@ def run(videos: int, minutes: float, long_minutes: float, size: tuple[int, int])
         progress("running each step alone over the same items")
         models, media_steps = stages_alone(source, scratch)
         memory = []
-        for length in [1.0, *([long_minutes] if long_minutes else [])]:
+        for length in [1.0, long_minutes] if long_minutes else []:
             progress(f"generating and running {length:g} min for peak memory")
             memory.append(run_pipeline(make_source(scratch / f"mem-{length:g}", length, size=size),
                                        scratch / f"out-{length:g}"))
@@ -549,8 +549,8 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=8, help="input videos for throughput (default 8)")
     parser.add_argument("--minutes", type=positive_minutes, default=1.0, help="length of each (default 1.0)")
     parser.add_argument("--long-minutes", type=float, default=60.0,
-                        help="the long input whose peak memory is compared with 1 minute's (default 60; 0 skips it; "
-                             "60 minutes take about half an hour to generate and run on 2 cores)")
+                        help="the long input whose peak memory is compared with 1 minute's (default 60; 0 skips "
+                             "both; 60 minutes take about half an hour to generate and run on 2 cores)")
     parser.add_argument("--size", type=frame_size, default=DEFAULT_SIZE,
                         help="frame size of every input, e.g. 1920x1080 (default 320x240)")
     args = parser.parse_args()
