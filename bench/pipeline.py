@@ -156,10 +156,13 @@ class TreeUsage:
         self.interval_s = interval_s
         self.peak_parent = self.peak_tree = 0
         self.parent_cpu_s = self.workers_cpu_s = self.sampler_cpu_s = 0.0
-        self.series: list[tuple[float, float]] = []
-        """(time.monotonic(), CPU seconds of the whole tree so far) at each sample."""
+        self.series: list[tuple[float, float, float]] = []
+        """(time.monotonic(), CPU seconds of this process and of the whole tree so far) at each sample."""
         self._children_cpu: dict[int, float] = {}
         self._labels: dict[int, str] = {}
+        self._threads: dict[int, tuple[str, float]] = {}
+        """This process's threads by id: name and CPU seconds at the last sample."""
+        self._threads_at_start: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="bench-usage")
         self._me = psutil.Process()
@@ -180,14 +183,24 @@ class TreeUsage:
             labels.setdefault(self._labels[pid], []).append(cpu_s)
         return labels
 
-    def tree_cpu_since(self, moment: float) -> float:
-        """CPU seconds of the whole tree from the first sample at or after `moment` to the end."""
-        at = next((cpu_s for when, cpu_s in self.series if when >= moment), self.tree_cpu_s)
-        return self.tree_cpu_s - at
+    def by_thread(self) -> dict[str, float]:
+        """This process's CPU seconds by thread name (the sampler's own left out), each thread's last sample."""
+        names: dict[str, float] = {}
+        for tid, (name, cpu_s) in self._threads.items():
+            if name != self._thread.name:
+                names[name] = names.get(name, 0.0) + cpu_s - self._threads_at_start.get(tid, 0.0)
+        return names
+
+    def cpu_since(self, moment: float) -> tuple[float, float]:
+        """CPU seconds of this process and of the whole tree from the first sample at or after `moment` on."""
+        end = (self.parent_cpu_s, self.tree_cpu_s)
+        parent, tree = next(((p, t) for when, p, t in self.series if when >= moment), end)
+        return end[0] - parent, end[1] - tree
 
     def __enter__(self) -> TreeUsage:
         self._cpu_at_start = _cpu_s(self._me)
         self._reaped_at_start = _reaped_cpu_s(self._me)
+        self._threads_at_start = {t.id: t.user_time + t.system_time for t in self._me.threads()}
         self._sample()
         self._thread.start()
         return self
@@ -215,10 +228,15 @@ class TreeUsage:
                 total += child.memory_info().rss
                 self._children_cpu[child.pid] = _cpu_s(child)
                 alive += self._children_cpu[child.pid]
+        names = {t.native_id: t.name for t in threading.enumerate()}
+        for thread in self._me.threads():
+            self._threads[thread.id] = (names.get(thread.id, "threads not Python's (zmq, FFmpeg)"),
+                                        thread.user_time + thread.system_time)
         self.peak_parent = max(self.peak_parent, parent)
         self.peak_tree = max(self.peak_tree, total)
         parent_cpu = _cpu_s(self._me) - self._cpu_at_start - self.sampler_cpu_s
-        self.series.append((time.monotonic(), parent_cpu + _reaped_cpu_s(self._me) - self._reaped_at_start + alive))
+        workers = _reaped_cpu_s(self._me) - self._reaped_at_start + alive
+        self.series.append((time.monotonic(), parent_cpu, parent_cpu + workers))
         self.sampler_cpu_s += time.thread_time() - started
         return alive
 
