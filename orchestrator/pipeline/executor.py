@@ -202,7 +202,7 @@ class PipelineExecutor:
                 self._spawn(stage.name, self._pool(stage, ClipModelLogic(stage, self.frames)).run, current, following)
             else:
                 stats = self.state.stages.setdefault(stage.name, StageStats(stage.name))
-                self._spawn(stage.name, run_filter, stage, stats, current, following, self.stop)
+                self._spawn(stage.name, run_filter, stage, stats, self.frames, current, following, self.stop)
             current = following
         if ENCODE in self.media and self.source is None:
             encoded = Channel(QUEUE_DEPTH)

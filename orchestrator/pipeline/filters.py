@@ -8,7 +8,9 @@ from typing import Any
 
 from orchestrator.pipeline.config import FilterSpec, StageConfig
 from orchestrator.pipeline.items import END, Clip, put
+from orchestrator.pipeline.media.logic import release_clip
 from orchestrator.pipeline.stats import StageStats
+from workers.shared_frames import SharedFramesDir
 
 
 def apply_filter(stage: StageConfig, clip: Clip) -> None:
@@ -42,8 +44,9 @@ def _number(clip: Clip, path: str) -> float:
     return float(value) if isinstance(value, (int, float)) else float("nan")
 
 
-def run_filter(stage: StageConfig, stats: StageStats, inq: queue.Queue, outq: queue.Queue,
-               stop: threading.Event) -> None:
+def run_filter(stage: StageConfig, stats: StageStats, frames: SharedFramesDir, inq: queue.Queue,
+               outq: queue.Queue, stop: threading.Event) -> None:
+    """Judge each active clip; one filtered out goes to no later stage, so its frames are freed here."""
     while not stop.is_set():
         try:
             item = inq.get(timeout=0.1)
@@ -54,6 +57,6 @@ def run_filter(stage: StageConfig, stats: StageStats, inq: queue.Queue, outq: qu
             apply_filter(stage, item)
             stats.mark_done()
             if not item.active:
-                item.frames.clear()  # a filtered clip goes to no later stage
+                release_clip(frames, item)
         if not put(outq, item, stop) or item is END:
             return

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import psutil
@@ -57,6 +58,14 @@ def run(config: Path, *args: str, environ: dict[str, str] | None = None) -> subp
 def start(config: Path, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen([*RUN, str(config), "--quiet", *args], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, preexec_fn=_default_signals)
+
+
+def launch(config: Path, log: Path, *args: str, wrap: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+    """`orchestrator run CONFIG --quiet ARGS` under `wrap` (a tracer such as strace), its output into `log`:
+    runs started side by side never stall on a pipe nobody reads."""
+    with log.open("wb") as sink:
+        return subprocess.Popen([*wrap, *RUN, str(config), "--quiet", *args], cwd=ROOT, stdout=sink,
+                                stderr=subprocess.STDOUT, preexec_fn=_default_signals)
 
 
 def outputs(out: Path) -> tuple[list[dict], dict]:

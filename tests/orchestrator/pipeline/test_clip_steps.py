@@ -24,15 +24,19 @@ def clip(start: int, end: int) -> Clip:
     return Clip(video, 0, start, end, frames=frames)
 
 
-def test_a_filtered_clip_drops_every_stage_s_frames_and_a_kept_one_keeps_them() -> None:
+def test_a_filtered_clip_frees_every_stage_s_frames_and_a_kept_one_keeps_them(tmp_path: Path) -> None:
+    frames = SharedFramesDir.make(tmp_path)
     stage = StageConfig(name="keep", filter={"min_duration_s": 1.0})
     short, long = clip(0, 11), clip(0, 47)
+    for each, name in ((short, "short"), (long, "long")):
+        each.frames = {stage: frames.write(f"{name}.{stage}", array) for stage, array in each.frames.items()}
     inq, outq = Channel(), Channel()
     for item in (short, long, END):
         inq.put(item)
-    run_filter(stage, StageStats("keep"), inq, outq, threading.Event())
+    run_filter(stage, StageStats("keep"), frames, inq, outq, threading.Event())
     assert short.filtered_by == ["keep:min_duration_s"] and short.frames == {}
     assert long.filtered_by == [] and set(long.frames) == {"ocr", "embed"}
+    assert frames.segments() == ["long.embed", "long.ocr"]
 
 
 def test_a_failed_clip_drops_its_frames_for_later_stages_and_frees_them(tmp_path: Path) -> None:

@@ -92,7 +92,8 @@ def test_frame_size_the_model_rejects_fails_that_video(sample, tmp_path: Path) -
     result = run(config)
     assert result.returncode == 1
     _, summary = outputs(out)
-    assert "frames must have shape (N, 27, 48, 3), got (250, 64, 64, 3)" in summary["failures"][0]["reason"]
+    # the sample's 216 frames are one window: 25 frames of context, a core of 250 to its end, 25 more
+    assert "frames must have shape (N, 27, 48, 3), got (300, 64, 64, 3)" in summary["failures"][0]["reason"]
 
 
 @pytest.mark.parametrize(
@@ -130,10 +131,10 @@ def test_interrupt_stops_every_worker_and_keeps_the_summary(sample, tmp_path: Pa
     proc = start(config)
     parent = psutil.Process(proc.pid)
     deadline = time.monotonic() + 120
-    while len(workers_of(parent)) < 3 and time.monotonic() < deadline:
-        time.sleep(0.05)  # waits for the observable state "all three workers are running"
+    while len(workers_of(parent)) < 6 and time.monotonic() < deadline:
+        time.sleep(0.05)  # waits for the observable state "all six workers are running"
     workers = workers_of(parent)
-    assert len(workers) == 3
+    assert len(workers) == 6  # the split stage's, two of the clip stage's, and the decode, cut and encode steps'
     if when == "ready":  # both replicas of the clip stage report their setup (the split model may still load)
         setups = 0
         for line in proc.stderr:
