@@ -444,7 +444,7 @@ def steps_alone(config: PipelineConfig, config_dir: Path, source: Source, scratc
             step, items = alone.run(stage, ClipModelLogic(stage, alone.frames), items, source.frames)
             timed.append(step)
         elif stage.filter:
-            items = collected(run_filter, stage, StageStats(stage.name), items=items)
+            items = collected(run_filter, stage, StageStats(stage.name), alone.frames, items=items)
     media_steps = [decode, cut]
     if ENCODE in media:
         media_steps.append(alone.run(media[ENCODE], EncodeLogic(config.clip_codec), items, source.frames)[0])
