@@ -19,7 +19,7 @@ for the split, the full-size decode, sampling and resizing each clip stage's fra
 the encode, with ClipEncoder's codec and settings (libx264 defaults, the source's time base), so
 `RATIO media ceiling / bare PyAV` is the pipeline's clips per CPU second over bare PyAV's.
 
-    .venv/bin/python bench/media.py [--seconds 45] [--videos 2] [--parts share,ceiling,replicas]
+    .venv/bin/python bench/media.py [--seconds 45] [--videos 2] [--parts share,ceiling,replicas] [--encode kept]
 """
 
 from __future__ import annotations
@@ -49,10 +49,11 @@ THREADS_SHOWN = 10
 
 
 # --- the pipeline -------------------------------------------------------------------------------
-def instant_config(folder: Path, media_replicas: int) -> Path:
+def instant_config(folder: Path, media_replicas: int, encode: str) -> Path:
     """The quickstart's stages and frames with instant models, one replica each: MeanCut splits, ShapeOf
     answers each clip stage, and the filter keeps only its duration rule (ShapeOf scores nothing), so every
-    shot is kept. The media workers stay on the CPU (`hardware: off`), as bare PyAV does."""
+    shot is kept. The media workers stay on the CPU (`hardware: off`), as bare PyAV does; `encode` is
+    `clips: {encode}` (kept: a third full decode after the filters; all: the cut step encodes as it reads)."""
     quickstart, _ = load_config(QUICKSTART)
     stages: list[dict[str, Any]] = []
     for stage in quickstart.streaming.stages:
@@ -65,7 +66,7 @@ def instant_config(folder: Path, media_replicas: int) -> Path:
             data["filter"] = {"min_duration_s": stage.filter.min_duration_s}
         stages.append(data)
     config = {"inputs": ["unused"], "output": "unused", "stages": stages,
-              "media": {"replicas": media_replicas, "hardware": "off"}}
+              "media": {"replicas": media_replicas, "hardware": "off"}, "clips": {"encode": encode}}
     path = folder / f"instant-media{media_replicas}.yaml"
     path.write_text(json.dumps(config, indent=1))  # JSON is YAML
     return path
@@ -193,14 +194,15 @@ def report_replicas(one: PipelineRun, two: PipelineRun) -> None:
           f"here, shared with the model workers{', so two replicas cannot double' if cores <= 2 else ''})")
 
 
-def run(seconds: float, videos: int, parts: set[str]) -> None:
+def run(seconds: float, videos: int, parts: set[str], encode: str) -> None:
     load_before = os.getloadavg()[0]
     with scratch_dir() as scratch:
         progress(f"generating {seconds:g} s of {SIZE[0]}x{SIZE[1]}")
         source = make_source(scratch / "input", seconds / 60, videos, SIZE)
         one_video = dataclasses.replace(source, paths=source.paths[:1])
         print(f"input: {one_video.describe()} at {SIZE[0]}x{SIZE[1]} = {one_video.frames} frames, "
-              f"{one_video.clips} true shots (the instant runs: {videos} copies); {os.cpu_count()} CPUs "
+              f"{one_video.clips} true shots (the instant runs: {videos} copies, clips: {{encode: {encode}}}); "
+              f"{os.cpu_count()} CPUs "
               f"({available_cores()} for the run)")
         print()
         if "share" in parts:
@@ -210,19 +212,19 @@ def run(seconds: float, videos: int, parts: set[str]) -> None:
         one = None
         if parts & {"ceiling", "replicas"}:
             progress("the instant pipeline, media replicas 1")
-            one = instant_run(source, scratch, 1)
+            one = instant_run(source, scratch, 1, encode)
         if "ceiling" in parts and one is not None:
             progress("bare PyAV")
             report_ceiling(one, bare_pyav(source.paths[0], source.shots, scratch / "out-bare"))
             print()
         if "replicas" in parts and one is not None:
             progress("the instant pipeline, media replicas 2")
-            report_replicas(one, instant_run(source, scratch, 2))
+            report_replicas(one, instant_run(source, scratch, 2, encode))
     print(f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after (other work skews every number)")
 
 
-def instant_run(source: Source, scratch: Path, media_replicas: int) -> PipelineRun:
-    config = instant_config(scratch, media_replicas)
+def instant_run(source: Source, scratch: Path, media_replicas: int, encode: str) -> PipelineRun:
+    config = instant_config(scratch, media_replicas, encode)
     return checked(run_pipeline(source, scratch / f"out-instant-{media_replicas}", config), "the instant pipeline")
 
 
@@ -234,6 +236,8 @@ def main() -> None:
                              "replicas to have a video each)")
     parser.add_argument("--parts", default=",".join(PARTS),
                         help=f"which measurements, comma-separated (default {','.join(PARTS)})")
+    parser.add_argument("--encode", choices=("kept", "all"), default="kept",
+                        help="clips: {encode} of the instant runs (default kept, the pipeline's default)")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     if not parts <= set(PARTS):
@@ -243,7 +247,7 @@ def main() -> None:
     if args.videos < 1:
         parser.error("--videos must be at least 1")
     try:
-        run(args.seconds, args.videos, parts)
+        run(args.seconds, args.videos, parts, args.encode)
     except KeyboardInterrupt:
         sys.exit(130)
 
