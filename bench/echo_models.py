@@ -1,12 +1,13 @@
-"""Trivial models for `bench/transport.py`: they cost nothing, so a benchmark measures only the transport."""
+"""Trivial models for `bench/transport.py` and `bench/media.py`: they cost next to nothing, so a benchmark
+measures only the transport, or only the media work around them."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from models.model_interface import ModelInterface
+from models.model_interface import ModelInterface, SplitWindow
 
 
 class _BenchModel(ModelInterface):
@@ -39,3 +40,19 @@ class Pong(_BenchModel):
 
     def __call__(self, batch: Any) -> Any:
         return batch
+
+
+class MeanCut(_BenchModel):
+    """A split model for videos whose shots differ in colour (the generated samples): a cut wherever a
+    channel's mean jumps between two frames, read in windows like TransNetV2's."""
+
+    split_window: ClassVar[SplitWindow] = SplitWindow(step=50, context=1)
+    jump: ClassVar[float] = 48.0
+    """A change of any channel's mean by more than this between two frames is a cut."""
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        frames = batch["frames"]
+        context = self.split_window.context
+        means = frames.reshape(len(frames), -1, frames.shape[-1]).mean(axis=1)
+        last_of_shot = np.abs(np.diff(means, axis=0)).max(axis=1) > self.jump  # [i]: frame i ends a shot
+        return {"transitions": last_of_shot[context: len(frames) - context]}

@@ -1,20 +1,22 @@
 """The quickstart pipeline end to end against its stages alone, and its peak memory on a long input against a
 short one, measured in one run.
 
-    --videos generated videos (--minutes each, 320x240, 24 fps, known shots)
+    --videos generated videos (--minutes each, --size (320x240), 24 fps, known shots)
         ├─▶ execute(quickstart.yaml) ─▶ start-up (until every worker has finished setup()), clips/s after it,
         │                              each stage's busy share, CPU seconds of this process and its workers
-        └─▶ each step alone over exactly the pipeline's items, model stages with all cores:
-              decode_for_split ─▶ shots (SplitLogic) ─▶ cut_clips ─▶ ocr, content (ClipModelLogic)
+        └─▶ each step alone over exactly the pipeline's items, every worker with all cores:
+              plan_split ─▶ decode (media) ─▶ shots (SplitLogic) ─▶ cut_clips ─▶ cut (media: clip frames)
+                  ─▶ ocr, content (ClipModelLogic) ─▶ keep (filter) ─▶ encode (media: kept clips)
     one 1-minute video, one --long-minutes video ─▶ execute ─▶ peak RSS of the process tree (every 0.5 s)
 
-A stage alone runs its worker through a `StagePool` of one replica, the pool the pipeline uses, fed the
-items the pipeline's own steps make (the split stage's windows from `decode_for_split`, the clips
-`cut_clips` cuts from the split stage's answers). The RATIO lines: end-to-end clips/s (start-up excluded)
+A step alone runs its worker (a model's, or a media worker) through a `StagePool` of one replica, the pool
+the pipeline uses, fed the items the pipeline's own steps before it make (the split stage's windows as the
+decode step answers them, the clips `cut_clips` cuts from the split stage's answers, with the frames the
+cut step sampled). The RATIO lines: end-to-end clips/s (start-up excluded)
 over the model stages run one after another (serial sum: what doing the stages in turn would give), and
 over the slowest of them alone (what a pipeline of stages on separate cores could reach).
 
-    .venv/bin/python bench/pipeline.py [--videos 8] [--minutes 1] [--long-minutes 60]
+    .venv/bin/python bench/pipeline.py [--videos 8] [--minutes 1] [--long-minutes 60] [--size 1920x1080]
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,21 +44,26 @@ from orchestrator.pipeline.channel import Channel
 from orchestrator.pipeline.clip_model import ClipModelLogic
 from orchestrator.pipeline.config import PipelineConfig, StageConfig, load_config
 from orchestrator.pipeline.executor import RunState
+from orchestrator.pipeline.filters import run_filter
 from orchestrator.pipeline.items import END, Clip
 from orchestrator.pipeline.media.cutting import cut_clips
+from orchestrator.pipeline.media.logic import ClipFramesLogic, EncodeLogic, SplitDecodeLogic
+from orchestrator.pipeline.media.steps import CUT, DECODE, ENCODE
 from orchestrator.pipeline.media.video import expand_inputs
 from orchestrator.pipeline.pool import StagePool, StepLogic
 from orchestrator.pipeline.run import execute
-from orchestrator.pipeline.split.decode import SplitLogic, decode_for_split
-from orchestrator.pipeline.stages import ResolvedStage, resolve_stages, worker_policy
+from orchestrator.pipeline.split.decode import SplitLogic, plan_split
+from orchestrator.pipeline.stages import ResolvedStage, resolve_media, resolve_stages, worker_policy
 from orchestrator.pipeline.stats import StageStats
 from orchestrator.sample_video import SampleSpec, Shot, generate_sample
 from orchestrator.supervisor.handle import ModelRef, WorkerHandle, WorkerSpec
 from orchestrator.supervisor.policy import StopGrace
 from orchestrator.supervisor.threads import available_cores, thread_environ
+from workers.shared_frames import SharedFramesDir
 
 QUICKSTART = Path(__file__).resolve().parent.parent / "examples" / "quickstart.yaml"
 FPS = 24
+DEFAULT_SIZE = (320, 240)
 SHOT_PATTERN: tuple[tuple[int, str | None], ...] = (
     (48, "HELLO WORLD"), (72, None), (96, "CURATION"), (60, None),
     (84, "OPEN SOURCE"), (54, None), (90, None), (66, "SHOT DETECTION"),
@@ -78,6 +85,7 @@ class Source:
     minutes: float
     paths: tuple[Path, ...]
     shots: tuple[Shot, ...]
+    size: tuple[int, int] = DEFAULT_SIZE
 
     @property
     def frames(self) -> int:
@@ -89,7 +97,8 @@ class Source:
 
     def describe(self) -> str:
         copies = f"{len(self.paths)} videos of " if len(self.paths) > 1 else ""
-        return f"{copies}{self.minutes:g} min"
+        length = f"{self.minutes:g} min" if self.minutes >= 1 else f"{self.minutes * 60:.3g} s"
+        return f"{copies}{length}"
 
 
 def shots_for(minutes: float) -> tuple[tuple[int, str | None], ...]:
@@ -108,15 +117,15 @@ def shots_for(minutes: float) -> tuple[tuple[int, str | None], ...]:
     return tuple(shots)
 
 
-def make_source(folder: Path, minutes: float, copies: int = 1) -> Source:
-    """One generated video of `minutes`, copied to `copies` input files (the same work in each)."""
+def make_source(folder: Path, minutes: float, copies: int = 1, size: tuple[int, int] = DEFAULT_SIZE) -> Source:
+    """One generated video of `minutes` at `size`, copied to `copies` input files (the same work in each)."""
     first = folder / f"input-{minutes:g}min-0.mp4"
-    shots = generate_sample(first, SampleSpec(fps=FPS, shots=shots_for(minutes)))
+    shots = generate_sample(first, SampleSpec(width=size[0], height=size[1], fps=FPS, shots=shots_for(minutes)))
     paths = [first]
     for index in range(1, copies):
         paths.append(folder / f"input-{minutes:g}min-{index}.mp4")
         shutil.copy(first, paths[-1])
-    return Source(minutes, tuple(paths), tuple(shots))
+    return Source(minutes, tuple(paths), tuple(shots), size)
 
 
 @contextlib.contextmanager
@@ -136,25 +145,62 @@ def scratch_dir() -> Iterator[Path]:
 
 # --- end to end ---------------------------------------------------------------------------------
 class TreeUsage:
-    """Peak RSS of this process, alone and summed with all its descendants, and the CPU seconds each used,
-    sampled on a thread (a worker's CPU time is its last sample before it exits)."""
+    """Peak RSS of this process, alone and summed with all its descendants, and the CPU seconds each used.
+
+    A thread samples the tree every `interval_s`. The workers' total is exact all the same: a worker that
+    exited was reaped by this process, so its CPU time is in this process's children's times (`os.times()`);
+    the samples only attribute it, by each worker's `--name` (a worker's last sample before it exits: what
+    it used after that is `unattributed_s`). The sampling's own CPU time is not counted as this process's."""
 
     def __init__(self, interval_s: float = RSS_INTERVAL_S) -> None:
         self.interval_s = interval_s
         self.peak_parent = self.peak_tree = 0
-        self.parent_cpu_s = 0.0
+        self.parent_cpu_s = self.workers_cpu_s = self.sampler_cpu_s = 0.0
+        self.series: list[tuple[float, float, float]] = []
+        """(time.monotonic(), CPU seconds of this process and of the whole tree so far) at each sample."""
         self._children_cpu: dict[int, float] = {}
+        self._labels: dict[int, str] = {}
+        self._threads: dict[int, tuple[str, float]] = {}
+        """This process's threads by id: name and CPU seconds at the last sample."""
+        self._threads_at_start: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="bench-usage")
         self._me = psutil.Process()
-        self._cpu_at_start = 0.0
+        self._cpu_at_start = self._reaped_at_start = 0.0
 
     @property
-    def workers_cpu_s(self) -> float:
-        return sum(self._children_cpu.values())
+    def tree_cpu_s(self) -> float:
+        return self.parent_cpu_s + self.workers_cpu_s
+
+    @property
+    def unattributed_s(self) -> float:
+        return max(0.0, self.workers_cpu_s - sum(self._children_cpu.values()))
+
+    def by_label(self) -> dict[str, list[float]]:
+        """Each worker label's CPU seconds, one entry per process that had it."""
+        labels: dict[str, list[float]] = {}
+        for pid, cpu_s in self._children_cpu.items():
+            labels.setdefault(self._labels[pid], []).append(cpu_s)
+        return labels
+
+    def by_thread(self) -> dict[str, float]:
+        """This process's CPU seconds by thread name (the sampler's own left out), each thread's last sample."""
+        names: dict[str, float] = {}
+        for tid, (name, cpu_s) in self._threads.items():
+            if name != self._thread.name:
+                names[name] = names.get(name, 0.0) + cpu_s - self._threads_at_start.get(tid, 0.0)
+        return names
+
+    def cpu_since(self, moment: float) -> tuple[float, float]:
+        """CPU seconds of this process and of the whole tree from the first sample at or after `moment` on."""
+        end = (self.parent_cpu_s, self.tree_cpu_s)
+        parent, tree = next(((p, t) for when, p, t in self.series if when >= moment), end)
+        return end[0] - parent, end[1] - tree
 
     def __enter__(self) -> TreeUsage:
         self._cpu_at_start = _cpu_s(self._me)
+        self._reaped_at_start = _reaped_cpu_s(self._me)
+        self._threads_at_start = {t.id: t.user_time + t.system_time for t in self._me.threads()}
         self._sample()
         self._thread.start()
         return self
@@ -162,25 +208,55 @@ class TreeUsage:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.parent_cpu_s = _cpu_s(self._me) - self._cpu_at_start
+        alive = self._sample()
+        self.parent_cpu_s = _cpu_s(self._me) - self._cpu_at_start - self.sampler_cpu_s
+        self.workers_cpu_s = _reaped_cpu_s(self._me) - self._reaped_at_start + alive
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
             self._sample()
 
-    def _sample(self) -> None:
+    def _sample(self) -> float:
+        """Record one sample; returns the CPU seconds of the descendants alive now."""
+        started = time.thread_time()
         total = parent = self._me.memory_info().rss
+        alive = 0.0
         for child in self._me.children(recursive=True):
             with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):  # exited since it was listed
+                if child.pid not in self._labels:
+                    self._labels[child.pid] = _label(child.cmdline())
                 total += child.memory_info().rss
                 self._children_cpu[child.pid] = _cpu_s(child)
+                alive += self._children_cpu[child.pid]
+        names = {t.native_id: t.name for t in threading.enumerate()}
+        for thread in self._me.threads():
+            self._threads[thread.id] = (names.get(thread.id, "threads not Python's (zmq, FFmpeg)"),
+                                        thread.user_time + thread.system_time)
         self.peak_parent = max(self.peak_parent, parent)
         self.peak_tree = max(self.peak_tree, total)
+        parent_cpu = _cpu_s(self._me) - self._cpu_at_start - self.sampler_cpu_s
+        workers = _reaped_cpu_s(self._me) - self._reaped_at_start + alive
+        self.series.append((time.monotonic(), parent_cpu, parent_cpu + workers))
+        self.sampler_cpu_s += time.thread_time() - started
+        return alive
 
 
 def _cpu_s(process: psutil.Process) -> float:
     times = process.cpu_times()
     return times.user + times.system
+
+
+def _reaped_cpu_s(process: psutil.Process) -> float:
+    """CPU seconds of the descendants that have exited and been waited for."""
+    times = process.cpu_times()
+    return times.children_user + times.children_system
+
+
+def _label(cmdline: list[str]) -> str:
+    """A worker's `--name` (`<stage>/<replica>`), else the start of its command line."""
+    if "--name" in cmdline[:-1]:
+        return cmdline[cmdline.index("--name") + 1]
+    return " ".join([Path(cmdline[0]).name, *cmdline[1:4]])[:44] if cmdline else "?"
 
 
 class Clock:
@@ -221,10 +297,10 @@ class PipelineRun:
         return self.done_at - self.started
 
 
-def run_pipeline(source: Source, out_dir: Path, **where: Any) -> PipelineRun:
-    """The quickstart config over `source`, quiet; worker logs are shown only if the run raises. `where`
+def run_pipeline(source: Source, out_dir: Path, config_path: Path = QUICKSTART, **where: Any) -> PipelineRun:
+    """The config at `config_path` over `source`, quiet; worker logs are shown only if the run raises. `where`
     goes to `execute` (cluster=RayCluster(address): the Ray executor)."""
-    config, config_dir = load_config(QUICKSTART, [str(p) for p in source.paths], str(out_dir))
+    config, config_dir = load_config(config_path, [str(p) for p in source.paths], str(out_dir))
     logs: deque[str] = deque(maxlen=LOG_TAIL)
     clock = Clock()
     with TreeUsage() as usage:
@@ -237,20 +313,28 @@ def run_pipeline(source: Source, out_dir: Path, **where: Any) -> PipelineRun:
             raise
     if clock.state is None or clock.done_at is None:
         raise RuntimeError("the pipeline finished without writing every video")
-    ready = [s.ready_at for s in clock.state.stages.values() if s.replicas]
-    if None in ready:
-        raise RuntimeError("a stage never had all its workers set up")
-    return PipelineRun(source, started, max(ready), clock.done_at, summary.clips, summary.to_json(),  # type: ignore[arg-type]
+    return PipelineRun(source, started, _ready_at(clock.state), clock.done_at, summary.clips, summary.to_json(),
                        dict(clock.state.stages), usage)
+
+
+def _ready_at(state: RunState) -> float:
+    """When every worker had finished setup(); where some never did before the run ended (an input too short
+    for its slowest worker's start), when the last of the others did, said on stderr."""
+    stages = [s for s in state.stages.values() if s.replicas]
+    late = [s.name for s in stages if s.ready_at is None]
+    if late:
+        progress(f"stage {', '.join(late)}: not every replica was set up before the run ended (the input is too "
+                 f"short for a steady state); start-up counted until the other stages were")
+    return max(s.ready_at for s in stages if s.ready_at is not None)
 
 
 # --- stages alone -------------------------------------------------------------------------------
 @dataclass
 class Timed:
-    """One step measured alone: worker start (None for the parent's own steps), input frames, items, time."""
+    """One step measured alone: its worker's start, input frames, items, time."""
 
     label: str
-    start_s: float | None
+    start_s: float
     frames: int
     items: int
     run_s: float
@@ -258,35 +342,36 @@ class Timed:
 
 @dataclass
 class Alone:
-    """Starts one stage's worker at a time, with every core, the way the pipeline would start it."""
+    """Starts one step's worker at a time, with every core, the way the pipeline would start it."""
 
     config_dir: Path
     runtime_dir: Path
     resolved: dict[str, ResolvedStage]
+    frames: SharedFramesDir
     logs: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_TAIL))
 
     def worker(self, stage: StageConfig) -> tuple[WorkerHandle, ModelDeclarations, float]:
         resolved = self.resolved[stage.name]
         spec = WorkerSpec(f"alone-{stage.name}", resolved.env, ModelRef(resolved.class_path, stage.params),
-                          (self.config_dir, Path.cwd()), thread_environ(available_cores()), {"input": stage.input})
+                          (self.config_dir, Path.cwd()), thread_environ(available_cores()), {"input": stage.input},
+                          self.frames.path)
         handle = WorkerHandle(spec, self.runtime_dir, worker_policy(stage),
                               on_log=lambda label, line: self.logs.append(f"[{label}] {line}"))
         started = time.perf_counter()
         handle.start(describe=True)
         return handle, ModelDeclarations.from_dict(handle.declarations or {}), time.perf_counter() - started
 
-    def run(self, stage: StageConfig, logic: StepLogic, items: list[Any], frames: int) -> Timed:
-        """Stream `items` through the stage's worker in a pool of one, as the pipeline would; always stops it."""
+    def run(self, stage: StageConfig, logic: StepLogic, items: list[Any], frames: int) -> tuple[Timed, list[Any]]:
+        """Stream `items` through the stage's worker in a pool of one, as the pipeline would; always stops it.
+        Returns the timing and every item the pool put out, in order."""
         handle, _, start_s = self.worker(stage)
         return self.through_pool(stage, logic, items, frames, handle, start_s)
 
     def through_pool(self, stage: StageConfig, logic: StepLogic, items: list[Any], frames: int,
-                     handle: WorkerHandle, start_s: float) -> Timed:
+                     handle: WorkerHandle, start_s: float) -> tuple[Timed, list[Any]]:
         stop, stats = threading.Event(), StageStats(stage.name)
         pool = StagePool(logic, lambda i: handle, 1, stage.batch_size, stats, stop, adopt={0: handle})
-        inq, outq = Channel(), Channel()
-        for item in [*items, END]:
-            inq.put(item)
+        inq, outq = channel_of(items), Channel()
         try:
             started = time.perf_counter()
             pool.run(inq, outq)
@@ -299,59 +384,71 @@ class Alone:
             pool.close(StopGrace(1.0, 1.0))
         if stats.failed:
             raise RuntimeError(f"{stats.failed} items failed in {stage.name} alone:\n" + "\n".join(self.logs))
-        return Timed(f"{stage.name} alone ({self.resolved[stage.name].class_path.rsplit('.', 1)[-1]})",
-                     start_s, frames, stats.done, run_s)
+        model = self.resolved[stage.name].class_path.rsplit(".", 1)[-1]
+        return (Timed(f"{stage.name} alone ({model})", start_s, frames, stats.done, run_s),
+                list(iter(outq.get_nowait, END)))
+
+
+def channel_of(items: list[Any]) -> Channel:
+    """A channel holding `items`, then END."""
+    channel = Channel()
+    for item in [*items, END]:
+        channel.put(item)
+    return channel
+
+
+def collected(step: Callable[..., None], *args: Any, items: list[Any] | None = None) -> list[Any]:
+    """Everything the orchestrator's own step `step(*args, [inq,] outq, stop)` puts out, run on this thread;
+    `items` is its input, when it reads one."""
+    out = Channel()
+    step(*args, *([] if items is None else [channel_of(items)]), out, threading.Event())
+    return list(iter(out.get_nowait, END))
 
 
 def stages_alone(source: Source, scratch: Path) -> tuple[list[Timed], list[Timed]]:
-    """(model stages alone, the parent's steps alone), over the items the pipeline makes for `source`."""
+    """(model stages alone, media steps alone), each over the items the steps before it made for `source`."""
     config, config_dir = load_config(QUICKSTART, [str(p) for p in source.paths], str(scratch / "unused-out"))
+    frames = SharedFramesDir.make()
+    try:
+        media = resolve_media(config, frames.path)
+        alone = Alone(config_dir, Path(tempfile.mkdtemp(prefix="runtime-", dir=scratch)),
+                      {**resolve_stages(config, config_dir, EnvRegistry()), **media}, frames)
+        return steps_alone(config, config_dir, source, scratch, alone, {n: m.config for n, m in media.items()})
+    finally:
+        frames.remove()
+
+
+def steps_alone(config: PipelineConfig, config_dir: Path, source: Source, scratch: Path, alone: Alone,
+                media: dict[str, StageConfig]) -> tuple[list[Timed], list[Timed]]:
+    """The pipeline's steps in its order, one at a time: plan, decode, split, cut into scenes, read each clip's
+    frames, the clip stages and filters, encode."""
     split, *rest = config.stages
-    models = [s for s in rest if s.model]
-    alone = Alone(config_dir, Path(tempfile.mkdtemp(prefix="runtime-", dir=scratch)),
-                  resolve_stages(config, config_dir, EnvRegistry()))
     handle, declared, start_s = alone.worker(split)
-    split_items, decode = decode_all(config, config_dir, declared)
-    split_timed = alone.through_pool(split, SplitLogic(split, declared.split_window), split_items, source.frames,
-                                     handle, start_s)
-    clips, cut = cut_all(models, config, split_items, scratch / "clips", source)
-    timed = [split_timed]
-    for stage in models:
-        timed.append(alone.run(stage, ClipModelLogic(stage), list(clips), source.frames))
-    return timed, [decode, cut]
-
-
-def decode_all(config: PipelineConfig, config_dir: Path, declared: ModelDeclarations) -> tuple[list[Any], Timed]:
-    """Every item the pipeline's decode step makes for the inputs, and the time it took."""
     videos, _ = expand_inputs(config.inputs, config_dir)
-    out: Channel = Channel()
-    started = time.perf_counter()
-    decode_for_split(videos, config.stages[0], declared.split_window, lambda video: None, out, threading.Event())
-    decode_s = time.perf_counter() - started
-    items = list(iter(out.get_nowait, END))
-    failed = [i.error for i in items if getattr(i, "error", None)]
-    if failed:
-        raise RuntimeError(f"decoding the generated input failed: {failed[0]}")
-    frames = sum(getattr(i, "real", 0) for i in items)
-    return items, Timed("parent: decode at the split size", None, frames, len(items), decode_s)
-
-
-def cut_all(models: list[StageConfig], config: PipelineConfig, answered: list[Any], clips_tmp: Path,
-            source: Source) -> tuple[list[Any], Timed]:
-    """The clips (and video markers) the pipeline's cut step makes from the split stage's answers, timed."""
-    clips_tmp.mkdir()
-    inq, out = Channel(), Channel()
-    for item in [*answered, END]:
-        inq.put(item)
-    started = time.perf_counter()
-    cut_clips(models, clips_tmp, config.clip_codec, inq, out, threading.Event())
-    cut_s = time.perf_counter() - started
-    items = list(iter(out.get_nowait, END))
+    planned = collected(plan_split, videos, declared.split_window, lambda video: None)
+    decode, items = alone.run(media[DECODE], SplitDecodeLogic(split, config.strict), planned, source.frames)
+    split_timed, items = alone.through_pool(split, SplitLogic(split, declared.split_window, alone.frames), items,
+                                            source.frames, handle, start_s)
+    (scratch / "clips").mkdir()
+    items = collected(cut_clips, scratch / "clips", items=items)
+    clip_stages = [s for s in rest if s.model]
+    cut, items = alone.run(media[CUT], ClipFramesLogic(clip_stages, config.clips.encode == "all", config.clip_codec),
+                           items, source.frames)
     clips = [c for c in items if isinstance(c, Clip)]
     if len(clips) != source.clips or any(c.errors for c in clips):
         raise RuntimeError(f"cutting gave {len(clips)} clips of {source.clips} true shots "
                            f"({next((c.errors for c in clips if c.errors), 'no error')})")
-    return items, Timed("parent: decode, encode clips, sample", None, source.frames, len(clips), cut_s)
+    timed = [split_timed]
+    for stage in rest:
+        if stage.model:
+            step, items = alone.run(stage, ClipModelLogic(stage, alone.frames), items, source.frames)
+            timed.append(step)
+        elif stage.filter:
+            items = collected(run_filter, stage, StageStats(stage.name), alone.frames, items=items)
+    media_steps = [decode, cut]
+    if ENCODE in media:
+        media_steps.append(alone.run(media[ENCODE], EncodeLogic(config.clip_codec), items, source.frames)[0])
+    return timed, media_steps
 
 
 # --- report -------------------------------------------------------------------------------------
@@ -373,9 +470,8 @@ def pipeline_rows(run: PipelineRun) -> list[str]:
 
 
 def timed_row(step: Timed, clips: int) -> str:
-    start = "" if step.start_s is None else f"{step.start_s:.1f}"
-    return row(step.label, start, f"{step.run_s:.2f}", f"{step.items}", f"{step.frames / step.run_s:.1f}",
-               f"{clips / step.run_s:.3f}")
+    return row(step.label, f"{step.start_s:.1f}", f"{step.run_s:.2f}", f"{step.items}",
+               f"{step.frames / step.run_s:.1f}", f"{clips / step.run_s:.3f}")
 
 
 def where_the_time_goes(run: PipelineRun) -> list[str]:
@@ -387,22 +483,23 @@ def where_the_time_goes(run: PipelineRun) -> list[str]:
             lines.append(f"  {name}: busy {busy:.1f} worker-s = {busy / run.run_s / stats.replicas:.0%} of the run "
                          f"per replica ({stats.replicas}), {stats.done} items, {busy / max(stats.done, 1):.3f} s/item")
     usage = run.usage
-    lines.append(f"  CPU seconds, whole run: this process {usage.parent_cpu_s:.1f} (decode, cut, encode, the steps' "
-                 f"threads), workers {usage.workers_cpu_s:.1f}; {available_cores()} cores x {run.wall_s:.1f} s wall "
-                 f"= {available_cores() * run.wall_s:.1f}")
+    lines.append(f"  CPU seconds, whole run: this process {usage.parent_cpu_s:.1f} (the steps' threads, the "
+                 f"pools, the writer), workers {usage.workers_cpu_s:.1f}; {available_cores()} cores x "
+                 f"{run.wall_s:.1f} s wall = {available_cores() * run.wall_s:.1f}")
     return lines
 
 
-def report(main: PipelineRun, memory: list[PipelineRun], models: list[Timed], passes: list[Timed],
+def report(main: PipelineRun, memory: list[PipelineRun], models: list[Timed], media_steps: list[Timed],
            load: tuple[float, float]) -> None:
     source = main.source
-    print(f"throughput input: {source.describe()} at 320x240, {FPS} fps = {source.frames} frames, {source.clips} "
-          f"true shots; {os.cpu_count()} CPUs ({available_cores()} for the run), load average {load[0]:.1f} before, "
-          f"{load[1]:.1f} after (other work on the machine skews every number)")
+    (width, height), at = source.size, "" if source.size == DEFAULT_SIZE else f" at {source.size[1]}p"
+    print(f"throughput input: {source.describe()} at {width}x{height}, {FPS} fps = {source.frames} frames, "
+          f"{source.clips} true shots; {os.cpu_count()} CPUs ({available_cores()} for the run), load average "
+          f"{load[0]:.1f} before, {load[1]:.1f} after (other work on the machine skews every number)")
     print("start-up ends when every worker has finished setup(); a stage alone runs one worker with every core")
     print(row("", *COLUMNS))
     print("\n".join(pipeline_rows(main)))
-    for step in [*models, *passes]:
+    for step in [*models, *media_steps]:
         print(timed_row(step, source.clips))
     serial = sum(m.run_s for m in models)
     print(row("model stages alone, one after another (sum)", "", f"{serial:.2f}", "", f"{source.frames / serial:.1f}",
@@ -417,12 +514,12 @@ def report(main: PipelineRun, memory: list[PipelineRun], models: list[Timed], pa
               f"{run.usage.peak_parent / MiB:.0f} MiB ({run.clips} clips in {run.wall_s:.0f} s)")
     end_to_end = main.clips / main.run_s
     bottleneck = max(models, key=lambda m: m.run_s)
-    print(f"RATIO end-to-end / serial sum = {end_to_end / (source.clips / serial):.2f}   (target >= 1.0)")
-    print(f"RATIO end-to-end / bottleneck = {end_to_end / (source.clips / bottleneck.run_s):.2f}   (target >= 0.9 "
+    print(f"RATIO end-to-end / serial sum{at} = {end_to_end / (source.clips / serial):.2f}   (target >= 1.0)")
+    print(f"RATIO end-to-end / bottleneck{at} = {end_to_end / (source.clips / bottleneck.run_s):.2f}   (target >= 0.9 "
           f"where stages do not share cores; bottleneck: {bottleneck.label})")
     if len(memory) == 2:
         short, long = memory
-        print(f"RATIO peak memory {long.source.minutes:g} min / {short.source.minutes:g} min = "
+        print(f"RATIO peak memory {long.source.minutes:g} min / {short.source.minutes:g} min{at} = "
               f"{long.usage.peak_tree / short.usage.peak_tree:.2f}   (target <= 1.1)")
 
 
@@ -434,20 +531,21 @@ def progress(line: str) -> None:
     print(f"... {line}", file=sys.stderr, flush=True)
 
 
-def run(videos: int, minutes: float, long_minutes: float) -> None:
+def run(videos: int, minutes: float, long_minutes: float, size: tuple[int, int]) -> None:
     load_before = os.getloadavg()[0]
     with scratch_dir() as scratch:
-        progress(f"generating {videos} videos of {minutes:g} min")
-        source = make_source(scratch / "many", minutes, videos)
+        progress(f"generating {videos} videos of {minutes:g} min at {size[0]}x{size[1]}")
+        source = make_source(scratch / "many", minutes, videos, size)
         progress("running the pipeline over them")
         main = run_pipeline(source, scratch / "out-many")
         progress("running each step alone over the same items")
-        models, passes = stages_alone(source, scratch)
+        models, media_steps = stages_alone(source, scratch)
         memory = []
-        for length in [1.0, *([long_minutes] if long_minutes else [])]:
+        for length in [1.0, long_minutes] if long_minutes else []:
             progress(f"generating and running {length:g} min for peak memory")
-            memory.append(run_pipeline(make_source(scratch / f"mem-{length:g}", length), scratch / f"out-{length:g}"))
-    report(main, memory, models, passes, (load_before, os.getloadavg()[0]))
+            memory.append(run_pipeline(make_source(scratch / f"mem-{length:g}", length, size=size),
+                                       scratch / f"out-{length:g}"))
+    report(main, memory, models, media_steps, (load_before, os.getloadavg()[0]))
 
 
 def positive_minutes(text: str) -> float:
@@ -457,20 +555,29 @@ def positive_minutes(text: str) -> float:
     return minutes
 
 
+def frame_size(text: str) -> tuple[int, int]:
+    width, _, height = text.partition("x")
+    if not (width.isdigit() and height.isdigit() and int(width) >= 64 and int(height) >= 48):
+        raise argparse.ArgumentTypeError(f"must be WIDTHxHEIGHT, at least 64x48 (got {text!r})")
+    return int(width), int(height)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--videos", type=int, default=8, help="input videos for throughput (default 8)")
     parser.add_argument("--minutes", type=positive_minutes, default=1.0, help="length of each (default 1.0)")
     parser.add_argument("--long-minutes", type=float, default=60.0,
-                        help="the long input whose peak memory is compared with 1 minute's (default 60; 0 skips it; "
-                             "60 minutes take about half an hour to generate and run on 2 cores)")
+                        help="the long input whose peak memory is compared with 1 minute's (default 60; 0 skips "
+                             "both; 60 minutes take about half an hour to generate and run on 2 cores)")
+    parser.add_argument("--size", type=frame_size, default=DEFAULT_SIZE,
+                        help="frame size of every input, e.g. 1920x1080 (default 320x240)")
     args = parser.parse_args()
     if args.videos < 1:
         parser.error("--videos must be at least 1")
     if args.long_minutes and args.long_minutes * 60 < 3:
         parser.error("--long-minutes must be 0 (skip) or at least 0.05")
     try:
-        run(args.videos, args.minutes, args.long_minutes)
+        run(args.videos, args.minutes, args.long_minutes, args.size)
     except KeyboardInterrupt:
         sys.exit(130)
 
