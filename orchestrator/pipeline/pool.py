@@ -344,7 +344,7 @@ class StagePool:
         bad video costs its replica no more deaths than its first poison item."""
         wanted = collections.deque()
         for work in self._pending:
-            if work.attempts == 0 and not self.logic.wants(work.item):
+            if not self.logic.wants(work.item):
                 self._ready[work.seq] = work.item
             else:
                 wanted.append(work)

@@ -83,7 +83,8 @@ class Decoder:
     def __init__(self, path: Path, threads: int | None = None, hardware: bool = False) -> None:
         self.path, self.threads, self.hardware = path, threads, hardware
         self.frames_read = 0
-        self.damaged_packets = 0
+        self.damaged = False
+        """The decode stopped at a packet FFmpeg found invalid."""
         self.end_pts = 0
         """Where the last frame read stops being shown: its timestamp plus its duration (one average frame
         when the container gives none)."""
@@ -125,14 +126,16 @@ class Decoder:
 
     def _decoded(self, container: av.container.InputContainer, stream: av.video.stream.VideoStream,
                  ) -> Iterator[av.VideoFrame]:
-        """The stream's frames; a packet FFmpeg finds invalid is skipped (as its own command line does), so a
-        file cut off mid-packet keeps what decoded before, whatever the decoder's thread count, and shows as
-        truncated against what its container declares."""
+        """The stream's frames up to the first packet FFmpeg finds invalid: a file cut off mid-packet, or damaged
+        mid-stream, keeps what decoded before the damage, whatever the decoder's thread count (frame threads
+        would hide some damage and not other), and shows as truncated against what its container declares."""
         for packet in container.demux(stream):
             try:
-                yield from stream.decode(packet)
+                frames = stream.decode(packet)
             except av.error.InvalidDataError:
-                self.damaged_packets += 1
+                self.damaged = True
+                return
+            yield from frames
 
     def _pts(self, source_pts: int | None, step: int) -> int:
         """A frame's timestamp counted from the first frame's, kept increasing (a stream's timestamps may
