@@ -36,6 +36,10 @@ class SharedFramesError(ValueError):
     """A reference that names no segment of the frames folder, or does not match the file it names."""
 
 
+class SharedFramesFull(OSError):
+    """The frames folder's file system has no room for a segment."""
+
+
 @dataclass(frozen=True)
 class SharedFrames:
     """A C-order array held in a file of the run's frames folder: what travels instead of its bytes."""
@@ -74,6 +78,12 @@ class SharedFramesDir:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.ftruncate(fd, max(ref.nbytes, 1))
+            try:  # reserved now: a full tmpfs is an error here, not a SIGBUS while the frames are written
+                os.posix_fallocate(fd, 0, max(ref.nbytes, 1))
+            except OSError as exc:
+                path.unlink(missing_ok=True)
+                raise SharedFramesFull(f"{self.path}: no room for {ref.nbytes / 2**20:.1f} MiB of frames "
+                                       f"({exc.strerror}); give /dev/shm more space (docker: --shm-size)") from None
             mapping = mmap.mmap(fd, max(ref.nbytes, 1))
         finally:
             os.close(fd)

@@ -30,6 +30,8 @@ class VideoItem:
     """Rows an earlier run wrote for this video: it goes straight to the writer, unprocessed."""
     truncated: Truncation | None = None
     """Set with `n_frames` when the decode fell short of what the container declares."""
+    ended: bool = False
+    """The decode step has read to the video's end (`n_frames` is final): no more windows are planned."""
 
     @property
     def needs_work(self) -> bool:

@@ -179,6 +179,8 @@ def _prepare(config: PipelineConfig, stages: dict[str, ResolvedStage], firsts: d
         close_all(list(firsts.values()), STOP_AT_ONCE)  # replicas live on the cluster's nodes
         on_cluster, resources, config = cluster.replicas(config, stages, declarations, workers.user_dirs,
                                                          workers.frames_dir, warn)
+        media_threads = {name: workers.threads[name] for name in workers.media}
+        resources = replace(resources, threads={**resources.threads, **media_threads})  # `auto` media steps
 
         def make(stage: StageConfig, replica: int) -> Worker:  # media workers stay here, by the videos
             return workers.make(stage, replica) if stage.name in workers.media else on_cluster(stage, replica)

@@ -100,6 +100,8 @@ class LocalWorkers:
         resolved = self.stages[stage.name]
         placement = self.gpu_of.get((stage.name, replica), NO_GPU)
         environ = {**placement.environ(), **thread_environ(self.threads[stage.name])}
+        if stage.name in self.media and stage.params.get("hardware"):
+            environ.pop("CUDA_VISIBLE_DEVICES", None)  # NVDEC/NVENC on the GPUs the run sees, beside the models
         spec = WorkerSpec(f"{stage.name}/{replica}", resolved.env, ModelRef(resolved.class_path, stage.params),
                           self.user_dirs, environ, {"input": stage.input}, self.frames_dir)
         return WorkerHandle(spec, self.runtime_dir, worker_policy(stage), on_log=self.on_log)

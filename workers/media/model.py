@@ -27,7 +27,7 @@ from models.model_interface import ModelInterface, SplitWindow
 from workers.media.clips import ClipReader, encode_clip, read_clip
 from workers.media.video import Decoder, DiskFull, VideoError
 from workers.media.windows import SplitWindows
-from workers.shared_frames import SharedFramesDir
+from workers.shared_frames import SharedFramesDir, SharedFramesFull
 from workers.threads import budget_from_environ
 
 OWN_ENV = "orchestrator"
@@ -64,6 +64,8 @@ class MediaWorker(ModelInterface):
                 return self._encode(request)
         except DiskFull as exc:
             return {"error": exc.strerror, "disk_full": True}
+        except SharedFramesFull as exc:
+            return {"error": str(exc)}
         except VideoError as exc:
             return {"error": str(exc)}
         except MemoryError as exc:

@@ -1,9 +1,10 @@
 """What the pools of the media steps send to media workers and keep of their answers.
 
-Every request is keyed by its video (`affinity`), so a video's requests go to the worker already reading
-it, in order, and each is served by decoding on from where the last stopped. Answers carry names of
-shared frames, never pixels; a video a worker cannot read fails alone, with the worker's one-line reason,
-and a full disk stops the run.
+Shared frames are named by the video's place in the run and what they hold (`<seq>.split.<core start>`,
+`<seq>.<clip>.<stage>`), so a retry rewrites the same file. Every request is keyed by its video
+(`affinity`), so a video's requests go to the worker already reading it, in order, and each is served by
+decoding on from where the last stopped. Answers carry names of shared frames, never pixels; a video a
+worker cannot read fails alone, with the worker's one-line reason, and a full disk stops the run.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class SplitDecodeLogic(StepLogic):
         video = item.video.video
         return {"op": "split", "path": str(video.path), "size": self.size, "core_start": item.core_start,
                 "core": item.core, "step": item.step, "context": item.context,
-                "name": f"{video.video_id}.split.{item.core_start}"}
+                "name": f"{item.video.seq}.split.{item.core_start}"}
 
     def absorb(self, item: SplitRequest, result: Any) -> None:
         answer = _checked(result)
@@ -59,7 +60,7 @@ class SplitDecodeLogic(StepLogic):
     def _ended(self, item: SplitRequest, n_frames: int, end_s: float) -> None:
         """Record how much of the video decoded, and whether that is less than its container declares."""
         video = item.video
-        video.n_frames = n_frames
+        video.n_frames, video.ended = n_frames, True
         if video.meta is not None:
             video.truncated = truncation(video.meta, n_frames, end_s)
         if self.strict and video.truncated is not None and video.error is None:
@@ -120,7 +121,7 @@ class ClipFramesLogic(_ClipsOfVideos):
                                                        st.frames.max_frames), "size": st.frames.size}
                    for st in self.stages}
         request = {"op": "clip", "path": str(item.video.video.path), "start": item.start, "end": item.end,
-                   "samples": samples, "name": f"{item.video.video.video_id}.{item.index:04d}"}
+                   "samples": samples, "name": f"{item.video.seq}.{item.index:04d}"}
         if self.encode:
             request["encode"] = {"out": str(item.encode_to), "codec": self.codec, "fps": fps}
         return request

@@ -155,6 +155,9 @@ def plan_redo(out_dir: Path, config: PipelineConfig, name: str) -> RedoPlan:
     what is left to do there: every video, or those an interrupted redo of the same stage has not done."""
     stage = _model_stage(config, name)
     recorded = _recorded_key(out_dir)
+    if recorded.get("clip_files") is False:  # a stage is redone over the clip files, and there are none
+        raise ConfigError(f"--redo-stage {name}: {out_dir} was made with clips: {{encode: none}}, so it holds no "
+                          f"clip files to run the stage over; rerun the whole pipeline (--fresh) instead")
     _check_only_stage_differs(out_dir, recorded, config, name)
     target = config.results_key()
     journal = RedoJournal.read(out_dir)

@@ -5,18 +5,20 @@ hand them to the model, and check what the model answers.
           ─▶ decode step (media worker): the window's frames, at the split size, in shared memory
           ─▶ split pool: SplitLogic sends the frames' name to the model, reads its transitions (or scenes)
 
-The windows are planned from the frames the container declares: full windows while they fit, then one
-whose core runs to the video's end, however far that is (a media worker pads it exactly as one pass over
-the video would). A request past a truncated video's end gets no frames. Streaming keeps one window in
-memory per video whatever its length, and clips can be cut as soon as their scene closes. A model that
-reads whole videos gets one request of every frame at its size: that is its contract.
+Windows are planned one after another, ahead of the decode by no more than the channels between them hold,
+until the decode step reports the video's end (a media worker pads the last ones exactly as one pass over
+the video would); the few planned past the end get no frames. So no container's declaration is trusted,
+and streaming keeps one window in memory per video whatever its length; clips are cut as soon as their
+scene closes. A model that reads whole videos gets one request of every frame at its size: that is its
+contract.
 """
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -50,19 +52,28 @@ def plan_split(videos: list[VideoInput], window: SplitWindow | None, resumable: 
         for request in (split_requests(item, window) if item.needs_work else []):
             if not put(outq, request, stop):
                 return
+            if planned_enough(item, request):
+                break
         if not put(outq, SplitDone(item), stop):
             return
     put(outq, END, stop)
 
 
-def split_requests(item: VideoItem, window: SplitWindow | None) -> list[SplitRequest]:
-    """A video's windows: whole cores while the declared frames hold them, then one to the end."""
+def planned_enough(item: VideoItem, last: SplitRequest) -> bool:
+    """Whether the video needs no window after `last`: it failed, or the decode step has read to its end
+    and `last`'s core reaches it (a core can end where the frames do while its context runs past them)."""
+    return item.error is not None or (item.ended and last.core_start + (last.core or 0) >= item.n_frames)
+
+
+def split_requests(item: VideoItem, window: SplitWindow | None) -> Iterator[SplitRequest]:
+    """A video's windows, one after another until the caller stops (once the decode step has read to the
+    video's end: windows asked for past it get no frames); for a model that reads whole videos, one."""
     if window is None:
-        return [SplitRequest(item, 0, None, 0, whole=True, core=None, step=1, context=0)]
+        yield SplitRequest(item, 0, None, 0, whole=True, core=None, step=1, context=0)
+        return
     core = window.step * CHUNK_STEPS
-    full = max(0, (item.video.frames - window.context) // core)
-    return [SplitRequest(item, k * core, None, 0, core=None if k == full else core, step=window.step,
-                         context=window.context) for k in range(full + 1)]
+    for start in itertools.count(0, core):
+        yield SplitRequest(item, start, None, 0, core=core, step=window.step, context=window.context)
 
 
 class SplitLogic(StepLogic):

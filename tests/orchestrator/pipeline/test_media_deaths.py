@@ -140,21 +140,24 @@ def clean(videos, tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
 
 class Progress:
     """How far each media step is, as the position in the clean run's rows of the furthest clip it has
-    reached: split windows and clips' frames written to shared memory (named `<video>.split.<first frame>`
-    and `<video>.<clip>.<stage>`; each lives only until its reader is done, so some go unseen: the furthest
-    seen counts), clip files begun in `<out>/.tmp` (`<video>_<clip>.mp4`)."""
+    reached: split windows and clips' frames written to shared memory (named `<video's place>.split.<first
+    frame>` and `<video's place>.<clip>.<stage>`; each lives only until its reader is done, so some go
+    unseen: the furthest seen counts), clip files begun in `<out>/.tmp` (`<video>_<clip>.mp4`)."""
 
     def __init__(self, rows: list[dict], pid: int, out: Path) -> None:
         self.pid, self.out = pid, out
         self.clips = {(r["video_id"], r["clip_index"]): n for n, r in enumerate(rows)}
         self.starts = [(r["video_id"], r["start_frame"], n) for n, r in enumerate(rows)]
         self.reached = dict.fromkeys(MEDIA, -1)
+        self.ids = list(dict.fromkeys(r["video_id"] for r in rows))
+        """Each video's id by its place in the run (the rows are in input order)."""
         self.folders: list[Path] = []
 
     def update(self) -> None:
         self.folders = self.folders or frames_dirs(self.pid)  # made once, at the start of the run
         for name in (n for folder in self.folders for n in _listdir(folder)):
-            video, _, rest = name.partition(".")
+            place, _, rest = name.partition(".")
+            video = self.ids[int(place)]
             if rest.startswith("split."):  # the last clip that starts before the window's first frame
                 first = int(rest.removeprefix("split."))
                 self._reach("decode", max((n for v, s, n in self.starts if v == video and s <= first), default=-1))

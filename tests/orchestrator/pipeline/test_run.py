@@ -35,7 +35,7 @@ def test_quickstart_config_end_to_end(sample, tmp_path: Path) -> None:
     assert summary["videos"] == summary["videos_done"] == 1 and summary["failures"] == []
     assert summary["clips"] == len(rows) and summary["kept"] == sum(1 for r in rows if r["path"])
     assert summary["stages"]["ocr"]["items"] == len(rows)
-    assert summary["stages"]["shots"]["items"] == 1  # 216 frames: one window, its core running to the end
+    assert summary["stages"]["shots"]["items"] == 2  # the split stage's items are windows of up to 200 frames
     assert sorted(p.name for p in (out / "clips").iterdir()) == sorted(Path(r["path"]).name for r in rows if r["path"])
     assert 0 < summary["kept"] < len(rows)
     assert "[shots/0]" not in result.stdout
@@ -92,8 +92,7 @@ def test_frame_size_the_model_rejects_fails_that_video(sample, tmp_path: Path) -
     result = run(config)
     assert result.returncode == 1
     _, summary = outputs(out)
-    # the sample's 216 frames are one window: 25 frames of context, a core of 250 to its end, 25 more
-    assert "frames must have shape (N, 27, 48, 3), got (300, 64, 64, 3)" in summary["failures"][0]["reason"]
+    assert "frames must have shape (N, 27, 48, 3), got (250, 64, 64, 3)" in summary["failures"][0]["reason"]
 
 
 @pytest.mark.parametrize(
