@@ -38,6 +38,7 @@ from typing import Any
 
 import psutil
 
+from models.model_interface import SplitWindow
 from orchestrator.declarations import ModelDeclarations
 from orchestrator.envs import EnvRegistry
 from orchestrator.pipeline.channel import Channel
@@ -45,14 +46,14 @@ from orchestrator.pipeline.clip_model import ClipModelLogic
 from orchestrator.pipeline.config import PipelineConfig, StageConfig, load_config
 from orchestrator.pipeline.executor import RunState
 from orchestrator.pipeline.filters import run_filter
-from orchestrator.pipeline.items import END, Clip
+from orchestrator.pipeline.items import END, Clip, SplitDone, VideoItem
 from orchestrator.pipeline.media.cutting import cut_clips
 from orchestrator.pipeline.media.logic import ClipFramesLogic, EncodeLogic, SplitDecodeLogic
 from orchestrator.pipeline.media.steps import CUT, DECODE, ENCODE
-from orchestrator.pipeline.media.video import expand_inputs
+from orchestrator.pipeline.media.video import VideoInput, expand_inputs, open_inputs
 from orchestrator.pipeline.pool import StagePool, StepLogic
 from orchestrator.pipeline.run import execute
-from orchestrator.pipeline.split.decode import SplitLogic, plan_split
+from orchestrator.pipeline.split.decode import SplitLogic, split_requests
 from orchestrator.pipeline.stages import ResolvedStage, resolve_media, resolve_stages, worker_policy
 from orchestrator.pipeline.stats import StageStats
 from orchestrator.sample_video import SampleSpec, Shot, generate_sample
@@ -418,6 +419,17 @@ def stages_alone(source: Source, scratch: Path) -> tuple[list[Timed], list[Timed
         frames.remove()
 
 
+def planned_windows(videos: list[VideoInput], window: SplitWindow | None) -> list[Any]:
+    """What `plan_split` plans for each video, stopped where its container says it ends (the decode runs after
+    the planning here, not beside it, so it cannot say so first; the generated videos declare every frame)."""
+    items: list[Any] = []
+    for seq, video in enumerate(open_inputs(videos)[0]):
+        item = VideoItem(seq, video, meta=video.meta)
+        windows = itertools.takewhile(lambda r, end=video.frames: r.core_start < end, split_requests(item, window))
+        items += [item, *windows, SplitDone(item)]
+    return items
+
+
 def steps_alone(config: PipelineConfig, config_dir: Path, source: Source, scratch: Path, alone: Alone,
                 media: dict[str, StageConfig]) -> tuple[list[Timed], list[Timed]]:
     """The pipeline's steps in its order, one at a time: plan, decode, split, cut into scenes, read each clip's
@@ -425,15 +437,16 @@ def steps_alone(config: PipelineConfig, config_dir: Path, source: Source, scratc
     split, *rest = config.stages
     handle, declared, start_s = alone.worker(split)
     videos, _ = expand_inputs(config.inputs, config_dir)
-    planned = collected(plan_split, videos, declared.split_window, lambda video: None)
-    decode, items = alone.run(media[DECODE], SplitDecodeLogic(split, config.strict), planned, source.frames)
+    planned = planned_windows(videos, declared.split_window)
+    decode, items = alone.run(media[DECODE], SplitDecodeLogic(split, config.strict, alone.frames), planned,
+                              source.frames)
     split_timed, items = alone.through_pool(split, SplitLogic(split, declared.split_window, alone.frames), items,
                                             source.frames, handle, start_s)
     (scratch / "clips").mkdir()
     items = collected(cut_clips, scratch / "clips", items=items)
     clip_stages = [s for s in rest if s.model]
-    cut, items = alone.run(media[CUT], ClipFramesLogic(clip_stages, config.clips.encode == "all", config.clip_codec),
-                           items, source.frames)
+    reading = ClipFramesLogic(clip_stages, config.clips.encode == "all", config.clip_codec, alone.frames)
+    cut, items = alone.run(media[CUT], reading, items, source.frames)
     clips = [c for c in items if isinstance(c, Clip)]
     if len(clips) != source.clips or any(c.errors for c in clips):
         raise RuntimeError(f"cutting gave {len(clips)} clips of {source.clips} true shots "

@@ -2,7 +2,7 @@
 
     window (25 + k*50 + 25, 27, 48, 3) uint8 RGB --> per core frame: transition probability and flag (k*50,)
 
-The parent cuts the video into windows (`workers.media.windows`) and stitches the
+A media worker cuts the video into windows (`workers.media.windows`), the orchestrator stitches the
 flags back into scenes (`SceneStitcher`), so a call never needs the whole video and the scenes equal
 the package's whole-video `predict_frames` + `predictions_to_scenes` on the same frames.
 

@@ -95,6 +95,13 @@ class SharedFramesDir:
         view[...] = array
         return ref
 
+    def write_stack(self, name: str, frames: list[np.ndarray]) -> SharedFrames:
+        """Equal-shaped frames stacked straight into a new segment: one copy each, no stacked array first."""
+        ref, view = self.create(name, (len(frames), *frames[0].shape), frames[0].dtype.str)
+        for index, frame in enumerate(frames):
+            view[index] = frame
+        return ref
+
     def open(self, ref: SharedFrames) -> np.ndarray:
         """A read-only view of the segment `ref` names; it stays valid after the segment is unlinked."""
         path = self.path / _checked(ref.name)
@@ -114,8 +121,12 @@ class SharedFramesDir:
 
     def release(self, ref: SharedFrames) -> None:
         """Unlink a segment (views of it stay valid until dropped); one already gone is fine."""
+        self.forget(ref.name)
+
+    def forget(self, name: str) -> None:
+        """Unlink the segment named `name`, if there is one: what a worker that died mid-request may have left."""
         with contextlib.suppress(FileNotFoundError):
-            (self.path / _checked(ref.name)).unlink()
+            (self.path / _checked(name)).unlink()
 
     def materialized(self, value: Any) -> Any:
         """`value` with every reference to shared frames replaced by a copy of its frames, for a reader that

@@ -154,7 +154,7 @@ def kept_samples(out_dir: Path) -> list[Sample]:
     samples = []
     for part in read_parts(out_dir / ".parts").values():
         for row in part.rows:
-            if is_kept(row):
+            if is_kept(row) and row.get("path"):  # a run with clips: {encode: none} has no file to pack
                 clip = clip_id(row)
                 path = out_dir / str(row["path"])
                 width, height = _frame_size(path, out_dir)

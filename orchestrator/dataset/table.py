@@ -76,9 +76,9 @@ INFERRED = TableSpec()
 
 
 def is_kept(row: Mapping[str, Any]) -> bool:
-    """A row whose clip the folder keeps: `kept`, with its file (a duplicate that a `filter: false` dedup stage
-    only marked is kept; one it filtered is not)."""
-    return row.get("kept") is True and bool(row.get("path"))
+    """A row whose clip the folder keeps (a duplicate that a `filter: false` dedup stage only marked is kept;
+    one it filtered is not). Its file is in `clips/`, unless the run wrote none (`clips: {encode: none}`)."""
+    return row.get("kept") is True
 
 
 def rows_hash(rows: list[dict[str, Any]]) -> str:

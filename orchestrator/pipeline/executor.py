@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from orchestrator.dataset.table import is_kept
 from orchestrator.declarations import ModelDeclarations
 from orchestrator.errors import PipelineError
 from orchestrator.pipeline.channel import Channel
@@ -220,13 +221,13 @@ class PipelineExecutor:
         window = self.declarations[split.name].split_window
         planned, decoded, answered, clips = (Channel(QUEUE_DEPTH) for _ in range(4))
         self._spawn("plan", plan_split, self.videos, window, self.writer.resumable, planned, self.stop)
-        self._spawn(DECODE, self._pool(self.media[DECODE], SplitDecodeLogic(split, self.config.strict)).run,
-                    planned, decoded)
+        decoding = SplitDecodeLogic(split, self.config.strict, self.frames)
+        self._spawn(DECODE, self._pool(self.media[DECODE], decoding).run, planned, decoded)
         self._spawn(split.name, self._pool(split, SplitLogic(split, window, self.frames)).run, decoded, answered)
         encoding = self.config.clips.encode != "none"
         self._spawn("cut-scenes", cut_clips, self.writer.clips_tmp if encoding else None, answered, clips, self.stop)
         reading = ClipFramesLogic([s for s in rest if s.model], self.config.clips.encode == "all",
-                                  self.config.clip_codec)
+                                  self.config.clip_codec, self.frames)
         self._spawn(CUT, self._pool(self.media[CUT], reading).run, clips, cut)
         return rest
 
@@ -281,7 +282,7 @@ class PipelineExecutor:
         self.state.videos_done += 1
         self.state.resumed += video.resumed is not None
         self.state.clips += len(rows)
-        self.state.kept += sum(1 for r in rows if r.get("path"))
+        self.state.kept += sum(1 for r in rows if is_kept(r))
         self.state.video_finished(video)
         path = str(video.video.path)
         if video.error:

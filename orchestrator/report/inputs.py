@@ -50,7 +50,7 @@ class ClipRow:
         return cls(clip_id=str(clip_id), video=str(row.get("video", "")),
                    clip_index=index if isinstance(index, int) else None,
                    start_s=_number(row.get("start_s")), end_s=_number(row.get("end_s")), path=path,
-                   kept=bool(row.get("kept", path is not None)) and path is not None,
+                   kept=bool(row.get("kept", path is not None)),
                    filtered_by=tuple(str(r) for r in row.get("filtered_by") or ()),
                    errors=_errors(row.get("errors")),
                    duplicate_of=row.get("duplicate_of") or None, provenance=row.get("provenance") or None)

@@ -47,7 +47,10 @@ class Thumbnails:
         """Clips left without an image because the report already shows MAX_IMAGES."""
 
     def preview(self, row: ClipRow) -> str | None:
-        """The animated preview of a kept clip, as a path relative to the output folder."""
+        """The animated preview of a kept clip, as a path relative to the output folder (a still from its
+        video when the run wrote no clip files)."""
+        if row.path is None:
+            return self.source_still(row)
         clip = self.out_dir / str(row.path)
         name = self._name(row, clip, "")
         if name is None:

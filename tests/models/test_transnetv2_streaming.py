@@ -1,4 +1,5 @@
-"""Streaming shot detection equals whole-video inference: the windows the parent cuts (`FrameWindows`), the
+"""Streaming shot detection equals whole-video inference: the windows one pass cuts (`FrameWindows`, which
+the windows a media worker serves equal: tests/workers/test_split_windows.py), the
 model's answer per window and the scenes stitched from it (`SceneStitcher`) against TransNetV2's own
 `predict_frames` + `predictions_to_scenes` on the same decoded frames, run inside the model's env.
 
@@ -19,8 +20,8 @@ import pytest
 from models.transnetv2 import INPUT_SIZE, TransNetV2ShotDetector
 from orchestrator.pipeline.split.scenes import SceneStitcher
 from orchestrator.sample_video import SampleSpec, Shot, generate_sample
+from tests.support.frame_windows import FrameWindows
 from workers.media.video import iter_frames
-from workers.media.windows import FrameWindows
 
 SHOTS: tuple[tuple[int, str | None], ...] = (
     (50, "HELLO"), (49, None), (51, "SEAMS"), (75, None), (100, "STREAMING"),

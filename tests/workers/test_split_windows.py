@@ -14,7 +14,8 @@ from models.model_interface import SplitWindow
 from orchestrator.pipeline.items import VideoItem
 from orchestrator.pipeline.media.video import VideoInput
 from orchestrator.pipeline.split.decode import planned_enough, split_requests
-from workers.media.windows import FrameWindows, SplitWindows
+from tests.support.frame_windows import FrameWindows
+from workers.media.windows import SplitWindows
 
 
 def frames(n: int) -> list[np.ndarray]:

@@ -14,8 +14,8 @@ from typing import Any
 import av
 import numpy as np
 
-from workers.media.video import ClipEncoder, Decoder, DiskFull, Frame, VideoError
-from workers.shared_frames import SharedFrames, SharedFramesDir
+from workers.media.video import ClipEncoder, Decoder, DiskFull, Frame, VideoError, frame_size
+from workers.shared_frames import SharedFramesDir
 
 ENCODE_ERRORS = (OSError, ValueError, av.error.FFmpegError, MemoryError)
 """Writing a clip can fail on a full disk, a codec the build lacks, or too little memory."""
@@ -76,7 +76,8 @@ def read_clip(reader: ClipReader, request: dict[str, Any], frames_dir: SharedFra
     if reader.broken is not None:
         return {"error": reader.broken}
     start, end = request["start"], request["end"]
-    samples = {stage: (set(spec["indices"]), _size(spec.get("size"))) for stage, spec in request["samples"].items()}
+    samples = {stage: (set(spec["indices"]), frame_size(spec.get("size")))
+               for stage, spec in request["samples"].items()}
     picked: dict[str, list[np.ndarray]] = {stage: [] for stage in samples}
     encode = request.get("encode")
     encoder: ClipEncoder | None = None
@@ -105,7 +106,7 @@ def read_clip(reader: ClipReader, request: dict[str, Any], frames_dir: SharedFra
     finally:
         if encoder is not None:
             _close(encoder, end_pts)
-    segments = {stage: _shared(frames_dir, f"{request['name']}.{stage}", frames)
+    segments = {stage: frames_dir.write_stack(f"{request['name']}.{stage}", frames)
                 for stage, frames in picked.items() if frames}
     return {"frames": segments, "times": times, "encoded": encoder is not None}
 
@@ -150,17 +151,3 @@ def _close(encoder: ClipEncoder, end_pts: int | None) -> None:
         raise
     except ENCODE_ERRORS:
         pass
-
-
-def _shared(frames_dir: SharedFramesDir, name: str, frames: list[np.ndarray]) -> SharedFrames:
-    """The frames stacked straight into a new segment: the one copy between decode and the model."""
-    ref, view = frames_dir.create(name, (len(frames), *frames[0].shape))
-    for i, image in enumerate(frames):
-        view[i] = image
-    del view
-    return ref
-
-
-def _size(value: Any) -> tuple[int, int] | None:
-    return None if value is None else (int(value[0]), int(value[1]))
-

@@ -25,7 +25,7 @@ import numpy as np
 
 from models.model_interface import ModelInterface, SplitWindow
 from workers.media.clips import ClipReader, encode_clip, read_clip
-from workers.media.video import Decoder, DiskFull, VideoError
+from workers.media.video import Decoder, DiskFull, VideoError, frame_size
 from workers.media.windows import SplitWindows
 from workers.shared_frames import SharedFramesDir, SharedFramesFull
 from workers.threads import budget_from_environ
@@ -73,7 +73,7 @@ class MediaWorker(ModelInterface):
         raise ValueError(f"unknown media request {request.get('op')!r}")
 
     def _split(self, request: dict[str, Any]) -> dict[str, Any]:
-        path, size = request["path"], _size(request.get("size"))
+        path, size = request["path"], frame_size(request.get("size"))
         window = SplitWindow(step=request["step"], context=request["context"])
         key = ("split", path, str(size), str(window))
         reader = self._readers.get(key)
@@ -81,13 +81,13 @@ class MediaWorker(ModelInterface):
             reader = _SplitReader(Decoder(Path(path), self.threads, self.hardware), size, window)
         self._keep(key, reader)
         try:
-            frames, real = reader.window(request["core_start"], request.get("core"))
+            frames, real = reader.window_frames(request["core_start"], request.get("core"))
         except BaseException:
             self._drop(key)  # its decode stopped where it failed: a retry starts over
             raise
         answer: dict[str, Any] = {"real": real, "ended": reader.ended}
         if frames is not None:
-            answer["frames"] = self.frames.write(request["name"], frames)
+            answer["frames"] = self.frames.write_stack(request["name"], frames)
         if reader.ended:
             answer.update(n_frames=reader.n_read, end_s=reader.decoder.end_s)
         return answer
@@ -124,18 +124,14 @@ class _SplitReader(SplitWindows):
 
     def __init__(self, decoder: Decoder, size: tuple[int, int] | None, window: SplitWindow) -> None:
         self.decoder = decoder
-        self._frames = _one_size(decoder, size)
+        self._frames = _oneframe_size(decoder, size)
         super().__init__(self._frames, window)
 
     def close(self) -> None:
         self._frames.close()
 
 
-def _size(value: Any) -> tuple[int, int] | None:
-    return None if value is None else (int(value[0]), int(value[1]))
-
-
-def _one_size(decoder: Decoder, size: tuple[int, int] | None) -> Generator[np.ndarray, None, None]:
+def _oneframe_size(decoder: Decoder, size: tuple[int, int] | None) -> Generator[np.ndarray, None, None]:
     """The frames at `size`, which windows (arrays) need all of one size: a VideoError where it changes."""
     first: tuple[int, int] | None = None
     for index, frame in enumerate(decoder):

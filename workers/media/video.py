@@ -50,6 +50,14 @@ def open_video(path: Path, hardware: bool = False) -> av.container.InputContaine
     return container
 
 
+def frame_size(value: object) -> tuple[int, int] | None:
+    """A (width, height) a request names, or None for the frames' own size."""
+    if value is None:
+        return None
+    width, height = value  # type: ignore[misc]
+    return int(width), int(height)
+
+
 def average_rate(stream: av.video.stream.VideoStream) -> Fraction:
     return stream.average_rate or stream.guessed_rate or Fraction(25)
 
@@ -194,11 +202,6 @@ class ClipEncoder:
         """Packets, in decode order, from the first whose frame's duration is not known yet."""
         self._first_dts: int | None = None
         self._end: int | None = None
-
-    def write(self, rgb: np.ndarray, pts: int) -> None:
-        """Add an RGB image shown at `pts` (in the clip's time base, from its first frame)."""
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[: self.height, : self.width]), format="rgb24")
-        self.write_frame(frame, pts)
 
     def write_frame(self, source: av.VideoFrame, pts: int) -> None:
         """Add a decoded frame shown at `pts`, converted straight to the clip's size and yuv420p (no RGB)."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import av
 import yaml
@@ -113,6 +113,18 @@ def replica_count(value: Any) -> Any:
                               {"value": repr(value)})
 
 
+def max_replicas_only_when_auto(settings: _Replicated) -> Any:
+    """`max_replicas` means something only with `replicas: auto`: refused otherwise, not ignored."""
+    if "max_replicas" in settings.model_fields_set and settings.replicas != "auto":
+        raise ValueError(f"max_replicas applies to replicas: auto (replicas is {settings.replicas})")
+    return settings
+
+
+class _Replicated(Protocol):
+    model_fields_set: set[str]
+    replicas: int | str
+
+
 class StageConfig(_Strict):
     """One step: `split` (a model that finds clips in a whole video), `model` (per clip), `filter`, or `dedup`
     (once the streaming steps have finished a batch of videos)."""
@@ -183,9 +195,7 @@ class StageConfig(_Strict):
 
     @model_validator(mode="after")
     def _max_replicas_only_when_auto(self) -> StageConfig:
-        if "max_replicas" in self.model_fields_set and self.replicas != "auto":
-            raise ValueError(f"max_replicas applies to replicas: auto (replicas is {self.replicas})")
-        return self
+        return max_replicas_only_when_auto(self)
 
     @property
     def class_path(self) -> str | None:
@@ -248,9 +258,9 @@ class MediaConfig(_Strict):
     def _replica_count(cls, value: Any) -> Any:
         return replica_count(value)
 
-    @property
-    def start_replicas(self) -> int:
-        return 1 if self.replicas == "auto" else self.replicas
+    @model_validator(mode="after")
+    def _max_replicas_only_when_auto(self) -> MediaConfig:
+        return max_replicas_only_when_auto(self)
 
 
 class ClipsConfig(_Strict):

@@ -32,9 +32,10 @@ def _checked(answer: Any) -> dict[str, Any]:
 class SplitDecodeLogic(StepLogic):
     """A split request in, its window's frames (decoded at the split stage's size) named on it."""
 
-    def __init__(self, split: StageConfig, strict: bool) -> None:
+    def __init__(self, split: StageConfig, strict: bool, frames: SharedFramesDir) -> None:
         self.size = split.frames.size
         self.strict = strict
+        self.frames = frames
 
     def wants(self, item: Any) -> bool:
         return isinstance(item, SplitRequest) and item.video.error is None
@@ -46,7 +47,11 @@ class SplitDecodeLogic(StepLogic):
         video = item.video.video
         return {"op": "split", "path": str(video.path), "size": self.size, "core_start": item.core_start,
                 "core": item.core, "step": item.step, "context": item.context,
-                "name": f"{item.video.seq}.split.{item.core_start}"}
+                "name": self._name(item)}
+
+    @staticmethod
+    def _name(item: SplitRequest) -> str:
+        return f"{item.video.seq}.split.{item.core_start}"
 
     def absorb(self, item: SplitRequest, result: Any) -> None:
         answer = _checked(result)
@@ -67,6 +72,7 @@ class SplitDecodeLogic(StepLogic):
             video.error = f"{video.truncated.explain(video.video.path)} (strict: true fails such a video)"
 
     def fail(self, item: SplitRequest, reason: str) -> None:
+        self.frames.forget(self._name(item))  # a worker that died answering may have left it
         if item.video.error is None:
             item.video.error = reason
 
@@ -108,9 +114,9 @@ class ClipFramesLogic(_ClipsOfVideos):
 
     error_key = "decode"
 
-    def __init__(self, stages: list[StageConfig], encode: bool, codec: str) -> None:
+    def __init__(self, stages: list[StageConfig], encode: bool, codec: str, frames: SharedFramesDir) -> None:
         super().__init__()
-        self.stages, self.encode, self.codec = stages, encode, codec
+        self.stages, self.encode, self.codec, self.frames = stages, encode, codec, frames
 
     def takes(self, item: Clip) -> bool:
         return not item.errors
@@ -121,7 +127,7 @@ class ClipFramesLogic(_ClipsOfVideos):
                                                        st.frames.max_frames), "size": st.frames.size}
                    for st in self.stages}
         request = {"op": "clip", "path": str(item.video.video.path), "start": item.start, "end": item.end,
-                   "samples": samples, "name": f"{item.video.seq}.{item.index:04d}"}
+                   "samples": samples, "name": self._name(item)}
         if self.encode:
             request["encode"] = {"out": str(item.encode_to), "codec": self.codec, "fps": fps}
         return request
@@ -135,6 +141,15 @@ class ClipFramesLogic(_ClipsOfVideos):
         item.times = (answer["times"][0], answer["times"][1])
         if answer.get("encoded"):
             item.encoded = item.encode_to
+
+    def fail(self, item: Clip, reason: str) -> None:
+        for stage in self.stages:  # a worker that died answering may have left some
+            self.frames.forget(f"{self._name(item)}.{stage.name}")
+        super().fail(item, reason)
+
+    @staticmethod
+    def _name(item: Clip) -> str:
+        return f"{item.video.seq}.{item.index:04d}"
 
 
 class EncodeLogic(_ClipsOfVideos):

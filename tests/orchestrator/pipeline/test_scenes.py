@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from models.model_interface import SplitWindow
 from orchestrator.pipeline.split.scenes import SceneStitcher, check_scenes
-from workers.media.windows import FrameWindows
+from tests.support.frame_windows import FrameWindows
 
 TRANSNET = SplitWindow(step=50, context=25)
 
