@@ -111,32 +111,6 @@ def read_clip(reader: ClipReader, request: dict[str, Any], frames_dir: SharedFra
     return {"frames": segments, "times": times, "encoded": encoder is not None}
 
 
-def encode_clip(reader: ClipReader, request: dict[str, Any], threads: int | None) -> dict[str, Any]:
-    """Encode frames start..end of the reader's video into `out`, lasting until the next frame starts."""
-    if reader.broken is not None:
-        return {"error": reader.broken}
-    encoder: ClipEncoder | None = None
-    first: Frame | None = None
-    end_pts: int | None = None
-    try:
-        for _, frame in reader.clip(request["start"], request["end"]):
-            if first is None:
-                first = frame
-                encoder = ClipEncoder(Path(request["out"]), frame.time_base, request["fps"], *frame.size,
-                                      request["codec"], threads, reader.decoder.hardware)
-            encoder.write_frame(frame.av_frame, frame.pts - first.pts)  # type: ignore[union-attr]
-        assert first is not None
-        end_pts = reader.end_of_last_frame() - first.pts
-    except DiskFull:
-        raise
-    except (VideoError, *ENCODE_ERRORS) as exc:
-        return {"error": _broken(reader, exc)}
-    finally:
-        if encoder is not None:
-            _close(encoder, end_pts)
-    return {"encoded": True}
-
-
 def _broken(reader: ClipReader, exc: BaseException) -> str:
     """Why this clip failed; the clips after it in the video fail with the same reason."""
     reader.broken = str(exc) if isinstance(exc, VideoError) else f"cutting clips failed: {type(exc).__name__}: {exc}"

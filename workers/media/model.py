@@ -4,7 +4,8 @@
     {"op": "clip", path, start, end, samples: {stage: {indices, size}}, encode?}
                                                                   ─▶ each stage's sampled frames in shared
                                                                      memory, the clip's times, its file
-    {"op": "encode", path, start, end, out, codec, fps}           ─▶ the clip's file
+    {"op": "encode", path, start, end, encode: {out, codec, fps}} ─▶ the clip's file (a clip's read, sampling
+                                                                     nothing, kept apart from the "clip" reads)
 
 Each request is whole by itself (a retry on another worker gives the same answer), and a worker keeps
 its place in the videos it reads: requests for a video come in order, so each is served by decoding on
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from models.model_interface import ModelInterface, SplitWindow
-from workers.media.clips import ClipReader, encode_clip, read_clip
+from workers.media.clips import ClipReader, read_clip
 from workers.media.video import Decoder, DiskFull, VideoError, frame_size
 from workers.media.windows import SplitWindows
 from workers.shared_frames import SharedFramesDir, SharedFramesFull
@@ -97,8 +98,8 @@ class MediaWorker(ModelInterface):
         return read_clip(reader, request, self.frames, self.threads)
 
     def _encode(self, request: dict[str, Any]) -> dict[str, Any]:
-        reader = self._reader(("encode", request["path"]), request["start"])
-        return encode_clip(reader, request, self.threads)
+        reader = self._reader(("encode", request["path"]), request["start"])  # a place of its own in the video
+        return read_clip(reader, request, self.frames, self.threads)
 
     def _reader(self, key: tuple[str, str], start: int) -> ClipReader:
         reader = self._readers.get(key)

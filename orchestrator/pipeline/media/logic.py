@@ -166,8 +166,9 @@ class EncodeLogic(_ClipsOfVideos):
 
     def payload(self, item: Clip) -> dict[str, Any]:
         return {"op": "encode", "path": str(item.video.video.path), "start": item.start, "end": item.end,
-                "out": str(item.encode_to), "codec": self.codec,
-                "fps": item.video.meta.fps if item.video.meta else 1.0}
+                "samples": {}, "name": f"{item.video.seq}.{item.index:04d}",
+                "encode": {"out": str(item.encode_to), "codec": self.codec,
+                           "fps": item.video.meta.fps if item.video.meta else 1.0}}
 
     def absorb(self, item: Clip, result: Any) -> None:
         answer = _checked(result)

@@ -40,33 +40,6 @@ filtered out (5 of the 12)."""
 MANY = [3, 5] * 50
 """A video of 100 shots, for the shared-memory runs: the 3-frame shots are filtered out, the 5-frame ones kept."""
 
-FRAME_SHAPE = '''\
-"""A clip model that answers the shape and the mean of the frames it was given."""
-
-from typing import Any
-
-from models.model_interface import ModelInterface
-
-
-class FrameShape(ModelInterface):
-    def __init__(self, env: str) -> None:
-        self._env = env
-
-    @property
-    def conda_env_name(self) -> str:
-        return self._env
-
-    @property
-    def num_gpus(self) -> float:
-        return 0.0
-
-    def setup(self) -> None:
-        """Nothing to load."""
-
-    def __call__(self, batch: Any) -> Any:
-        frames = batch["frames"]
-        return {"shape": list(frames.shape), "mean": float(frames.mean())}
-'''
 SPLIT = "  - {name: shots, split: colour_splitter.ColourSplitter, params: {env: ocr}}\n"
 LOOK = "  - {name: look, model: frame_shape.FrameShape, params: {env: ocr}}\n"
 GLANCE = ("  - {name: glance, model: frame_shape.FrameShape, params: {env: ocr}, "
@@ -149,7 +122,7 @@ def write_config(folder: Path, plan: Plan, videos: dict[str, Path]) -> tuple[Pat
     config, out = folder / "pipeline.yaml", folder / "out"
     folder.mkdir()
     shutil.copy(FIXTURES / "colour_splitter.py", folder / "colour_splitter.py")
-    (folder / "frame_shape.py").write_text(FRAME_SHAPE)
+    shutil.copy(FIXTURES / "frame_shape.py", folder / "frame_shape.py")
     config.write_text(f"inputs: [{', '.join(str(videos[v]) for v in plan.videos)}]\noutput: {out}\n"
                       f"media: {plan.media}\nclips: {{encode: {plan.encode}}}\nstages:\n{plan.stages}")
     return config, out
