@@ -113,6 +113,10 @@ class MediaWorker(ModelInterface):
             reader.close()
 
     def _keep(self, key: tuple[str, ...], reader: Any) -> None:
+        """Keep `reader` as the key's (closing one it replaces, behind where it was asked to read), the most
+        recently used, within MAX_READERS."""
+        if (replaced := self._readers.get(key)) is not None and replaced is not reader:
+            replaced.close()
         self._readers[key] = reader
         self._readers.move_to_end(key)
         while len(self._readers) > MAX_READERS:
@@ -125,14 +129,14 @@ class _SplitReader(SplitWindows):
 
     def __init__(self, decoder: Decoder, size: tuple[int, int] | None, window: SplitWindow) -> None:
         self.decoder = decoder
-        self._frames = _oneframe_size(decoder, size)
+        self._frames = _one_size(decoder, size)
         super().__init__(self._frames, window)
 
     def close(self) -> None:
         self._frames.close()
 
 
-def _oneframe_size(decoder: Decoder, size: tuple[int, int] | None) -> Generator[np.ndarray, None, None]:
+def _one_size(decoder: Decoder, size: tuple[int, int] | None) -> Generator[np.ndarray, None, None]:
     """The frames at `size`, which windows (arrays) need all of one size: a VideoError where it changes."""
     first: tuple[int, int] | None = None
     for index, frame in enumerate(decoder):
