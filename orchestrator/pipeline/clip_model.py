@@ -6,7 +6,6 @@ from typing import Any
 
 from orchestrator.pipeline.config import StageConfig
 from orchestrator.pipeline.items import Clip
-from orchestrator.pipeline.media.logic import release_clip
 from orchestrator.pipeline.pool import StepLogic
 from workers.shared_frames import SharedFramesDir
 
@@ -29,5 +28,5 @@ class ClipModelLogic(StepLogic):
         item.results[self.stage.name] = result
 
     def fail(self, item: Clip, reason: str) -> None:
-        release_clip(self.frames, item)  # a failed clip goes to no later stage
+        item.release_frames(self.frames)  # a failed clip goes to no later stage
         item.errors[self.stage.name] = reason

@@ -30,7 +30,7 @@ from orchestrator.pipeline.config import PipelineConfig, StageConfig
 from orchestrator.pipeline.filters import run_filter
 from orchestrator.pipeline.items import END, Clip, VideoDone, VideoItem
 from orchestrator.pipeline.media.cutting import cut_clips
-from orchestrator.pipeline.media.logic import ClipFramesLogic, EncodeLogic, SplitDecodeLogic, release_clip
+from orchestrator.pipeline.media.logic import ClipFramesLogic, EncodeLogic, SplitDecodeLogic
 from orchestrator.pipeline.media.steps import CUT, DECODE, ENCODE, MEDIA_DECLARATIONS, media_stages
 from orchestrator.pipeline.media.video import VideoInput
 from orchestrator.pipeline.output.writer import OutputWriter
@@ -274,7 +274,7 @@ class PipelineExecutor:
 
     def _finish(self, video: VideoItem, clips: list[Clip]) -> None:
         for clip in clips:  # frames a filtered clip's later stages never read
-            release_clip(self.frames, clip)
+            clip.release_frames(self.frames)
         if self.source is not None:  # its clips were read from the output folder, not from the video
             rows = self.source.finish_video(video, clips)
         else:

@@ -8,7 +8,6 @@ from typing import Any
 
 from orchestrator.pipeline.config import FilterSpec, StageConfig
 from orchestrator.pipeline.items import END, Clip, put
-from orchestrator.pipeline.media.logic import release_clip
 from orchestrator.pipeline.stats import StageStats
 from workers.shared_frames import SharedFramesDir
 
@@ -57,6 +56,6 @@ def run_filter(stage: StageConfig, stats: StageStats, frames: SharedFramesDir, i
             apply_filter(stage, item)
             stats.mark_done()
             if not item.active:
-                release_clip(frames, item)
+                item.release_frames(frames)
         if not put(outq, item, stop) or item is END:
             return

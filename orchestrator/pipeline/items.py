@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from orchestrator.pipeline.media.video import Truncation, VideoInput, VideoMeta
+from workers.shared_frames import SharedFramesDir
 
 
 @dataclass
@@ -125,6 +126,12 @@ class Clip:
         """A frame's time estimated from the average rate, for a clip whose frames never decoded."""
         fps = self.video.meta.fps if self.video.meta else 0.0
         return round(frame / fps, 3) if fps else None
+
+    def release_frames(self, frames: SharedFramesDir) -> None:
+        """Free whatever shared frames the clip still holds (its stages are done with it, or it failed)."""
+        for value in self.frames.values():
+            frames.drop(value)
+        self.frames.clear()
 
     @property
     def active(self) -> bool:

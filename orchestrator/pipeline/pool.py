@@ -324,19 +324,14 @@ class StagePool:
         before goes alone to an idle replica and nothing joins it there, so a poison item takes no bystander
         down with it. Items with an affinity key wait for their replica; items behind them need not."""
         self._pass_unwanted()
-        while self._pending:
-            picked = self._next_sendable()
-            if picked is None:
-                return
-            position, replica = picked
-            if self.logic.affinity(self._pending[position].item) is None and position == 0:
+        while (picked := self._next_sendable()) is not None:
+            position, replica, key = picked
+            if key is None:  # the first pending item, with the items that may join it
                 self._send(replica, self._next_batch())
                 continue
             work = self._pending[position]
             del self._pending[position]
-            key = self.logic.affinity(work.item)
-            if key is not None:
-                self._bound[key] = replica.index
+            self._bound[key] = replica.index
             self._send(replica, [work])
 
     def _pass_unwanted(self) -> None:
@@ -350,25 +345,24 @@ class StagePool:
                 wanted.append(work)
         self._pending = wanted
 
-    def _next_sendable(self) -> tuple[int, _Replica] | None:
-        """The first pending item that a replica can take now, and that replica."""
+    def _next_sendable(self) -> tuple[int, _Replica, Hashable | None] | None:
+        """The first pending item a replica can take now, that replica (the least loaded that may take it),
+        and the item's affinity key. Items without a key keep their order: only the first may go."""
         waiting: set[Hashable] = set()
         for position, work in enumerate(self._pending):
-            suspect = work.attempts > 0
-            free = [r for r in self.replicas if r.worker is not None and r.worker.free_slots > 0
-                    and not self._quarantined(r) and not (suspect and r.outstanding)]
             key = self.logic.affinity(work.item)
-            if key is None:
-                if position == 0 and free:
-                    return 0, max(free, key=lambda r: (r.worker.free_slots, -len(r.outstanding)))  # type: ignore[union-attr]
-                return None  # items without a key keep their order
-            if key in waiting:
+            if key is None and position:
+                return None
+            if key is not None and key in waiting:
                 continue
-            bound = self._bound.get(key)
-            if bound is not None:
-                free = [r for r in free if r.index == bound]
+            bound = self._bound.get(key) if key is not None else None
+            free = [r for r in self.replicas if r.worker is not None and r.worker.free_slots > 0
+                    and not self._quarantined(r) and not (work.attempts > 0 and r.outstanding)
+                    and bound in (None, r.index)]
             if free:
-                return position, max(free, key=lambda r: (r.worker.free_slots, -len(r.outstanding)))  # type: ignore[union-attr]
+                return position, max(free, key=lambda r: (r.worker.free_slots, -len(r.outstanding))), key  # type: ignore[union-attr]
+            if key is None:
+                return None
             waiting.add(key)
         return None
 

@@ -177,9 +177,3 @@ class EncodeLogic(_ClipsOfVideos):
         else:
             item.encoded = item.encode_to
 
-
-def release_clip(frames: SharedFramesDir, clip: Clip) -> None:
-    """Free whatever shared frames a clip still holds (its stages are done with it, or it failed)."""
-    for value in clip.frames.values():
-        frames.drop(value)
-    clip.frames.clear()
