@@ -89,12 +89,6 @@ class SharedFramesDir:
             os.close(fd)
         return ref, np.ndarray(ref.shape, np.dtype(ref.dtype), buffer=mapping)
 
-    def write(self, name: str, array: np.ndarray) -> SharedFrames:
-        """`array` copied into a new segment."""
-        ref, view = self.create(name, array.shape, array.dtype.str)
-        view[...] = array
-        return ref
-
     def write_stack(self, name: str, frames: list[np.ndarray]) -> SharedFrames:
         """Equal-shaped frames stacked straight into a new segment: one copy each, no stacked array first."""
         ref, view = self.create(name, (len(frames), *frames[0].shape), frames[0].dtype.str)
@@ -143,13 +137,6 @@ class SharedFramesDir:
         """Release `value` if it is a reference to shared frames (frames held any other way are let be)."""
         if isinstance(value, SharedFrames):
             self.release(value)
-
-    def segments(self) -> list[str]:
-        """The segments the folder holds now."""
-        try:
-            return sorted(os.listdir(self.path))
-        except FileNotFoundError:
-            return []
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)

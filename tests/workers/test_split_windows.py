@@ -29,9 +29,9 @@ def test_planned_windows_equal_one_pass(n: int, step: int, context: int) -> None
     expected = list(FrameWindows(iter(frames(n)), window, chunk_steps=4))
     reader, item, got = SplitWindows(iter(frames(n)), window), VideoItem(0, VideoInput(Path("/v.mp4"), "v")), []
     for request in split_requests(item, window):
-        array, real = reader.window(request.core_start, request.core)
-        if array is not None:
-            got.append((request.core_start, array, real))
+        window, real = reader.window_frames(request.core_start, request.core)
+        if window is not None:
+            got.append((request.core_start, np.stack(window), real))
         if reader.ended:  # what the decode step's answer says
             item.ended, item.n_frames = True, reader.n_read
         if planned_enough(item, request):
@@ -47,5 +47,5 @@ def test_a_whole_video_model_gets_one_request_of_every_frame() -> None:
     item = VideoItem(0, VideoInput(Path("/v.mp4"), "v"))
     [request] = list(split_requests(item, None))
     reader = SplitWindows(iter(frames(37)), SplitWindow(step=request.step, context=request.context))
-    array, real = reader.window(request.core_start, request.core)
-    assert request.whole and real == 37 and array.shape == (37, 2, 2, 3)
+    window, real = reader.window_frames(request.core_start, request.core)
+    assert request.whole and real == 37 and np.stack(window).shape == (37, 2, 2, 3)

@@ -1,6 +1,6 @@
 """A split model's windows over a video's frames, as TransNetV2's own `predict_frames` pads them.
 
-    frames ──▶ SplitWindows.window(core start, core) ──(context + core + context)──▶ split model
+    frames ──▶ SplitWindows.window_frames(core start, core) ──(context + core + context)──▶ split model
 
 The windows overlap by `context` frames on each side and are edge-padded at the video's ends: indices
 before the first frame or after the last repeat that frame, so each core frame sees the neighbourhood it
@@ -40,13 +40,9 @@ class SplitWindows:
     def serves(self, core_start: int) -> bool:
         return max(core_start - self.context, 0) >= self._kept_from
 
-    def window(self, core_start: int, core: int | None) -> tuple[np.ndarray | None, int]:
-        """The window whose core starts at `core_start`, and how many of its core frames are the video's."""
-        frames, real = self.window_frames(core_start, core)
-        return (None if frames is None else np.stack(frames)), real
-
     def window_frames(self, core_start: int, core: int | None) -> tuple[list[np.ndarray] | None, int]:
-        """`window`'s frames one by one, for a caller that copies them straight to where they go."""
+        """The frames of the window whose core starts at `core_start` (None past the video's end), and how many
+        of its core frames are the video's."""
         if not self.serves(core_start):
             raise ValueError(f"window at {core_start} is behind this reader (it keeps frames from {self._kept_from})")
         low = max(core_start - self.context, 0)
