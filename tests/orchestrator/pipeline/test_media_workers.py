@@ -128,27 +128,28 @@ def write_config(folder: Path, plan: Plan, videos: dict[str, Path]) -> tuple[Pat
     return config, out
 
 
-def orchestrator_pid(proc: subprocess.Popen, traced: bool, deadline: float) -> int | None:
-    """The run's own process: the one started, or strace's child (None if it ended before it was seen)."""
-    while traced and proc.poll() is None and time.monotonic() < deadline:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            if children := psutil.Process(proc.pid).children():
-                return children[0].pid
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(0.002)
-    return None if traced else proc.pid
+def run_pids(proc: subprocess.Popen) -> set[int]:
+    """The started process and all its descendants (under strace, the run is one of strace's children)."""
+    with contextlib.suppress(psutil.NoSuchProcess):
+        return {proc.pid, *(child.pid for child in psutil.Process(proc.pid).children(recursive=True))}
+    return {proc.pid}
 
 
-def watch_segments(proc: subprocess.Popen, traced: bool, seen: Segments, deadline: float) -> None:
+def owned_by(folder: Path, pids: set[int]) -> bool:
+    """The folder's owner tag (`<pid>-<random>`) names one of `pids`."""
+    owner = folder.name[len(FRAMES_PREFIX):].split("-", 1)[0]
+    return owner.isdigit() and int(owner) in pids
+
+
+def watch_segments(proc: subprocess.Popen, seen: Segments, deadline: float) -> None:
     """Count the segments in the run's frames folder until the run exits, then list what it left. The
-    folder's owner tag starts with the run's pid, so the runs of other processes on the host are not counted."""
-    pid = orchestrator_pid(proc, traced, deadline)
-    if pid is None:
-        return
-    pattern = f"{FRAMES_PREFIX}{pid}-*"
+    folder's owner tag starts with the pid of a process of the run's tree, so the runs of other processes
+    on the host are not counted."""
     folders: list[Path] = []
     while proc.poll() is None and time.monotonic() < deadline:
-        folders = folders or list(SHM_ROOT.glob(pattern))
+        if not folders:
+            pids = run_pids(proc)
+            folders = [f for f in SHM_ROOT.glob(f"{FRAMES_PREFIX}*") if owned_by(f, pids)]
         for folder in folders:
             with contextlib.suppress(FileNotFoundError):
                 count = len(os.listdir(folder))
@@ -156,7 +157,7 @@ def watch_segments(proc: subprocess.Popen, traced: bool, seen: Segments, deadlin
                 seen.peak = max(seen.peak, count)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(0.01)
-    seen.left = [path.name for path in SHM_ROOT.glob(pattern)]
+    seen.left = [folder.name for folder in folders if folder.exists()]
 
 
 def opened_clips(trace: Path, out: Path) -> list[str]:
@@ -184,7 +185,7 @@ class Started:
         proc = launch(config, folder / "run.log", "--no-report", wrap=wrap if traced else ())
         segments, watcher = (Segments(), None) if plan.sampled else (None, None)
         if segments is not None:
-            watcher = threading.Thread(target=watch_segments, args=(proc, traced, segments, deadline))
+            watcher = threading.Thread(target=watch_segments, args=(proc, segments, deadline))
             watcher.start()
         return cls(folder, plan, proc, traced, segments, watcher)
 
