@@ -5,13 +5,18 @@ our path against a plain Ray actor call, measured in one run on a local multi-no
                               ─▶ execute(quickstart.yaml, RayCluster)     head + one worker node on 127.0.0.1
         clips/s after start-up (every replica set up) ─▶ RATIO ray / local clips/s
 
-    sender actor (node A) ── batch of frames ──▶ node B:
-        ours:  ray.put ─▶ WorkerHost.call(ref) ─▶ env worker (ipc + shared memory) ─▶ model ─▶ small reply
-        plain: ReceiverActor.take(array) ─▶ small reply
+    producer actor (node A) returns a batch of frames as a call's second return value (as a media replica
+    does), the driver holding its object ref without fetching it, then hands it to node B:
+        ours:  RayFrames(ref) as the payload ─▶ WorkerHost.call on B fetches it ─▶ env worker (ipc + shared
+               memory) ─▶ model ─▶ small reply
+        plain: ReceiverActor.take(ref) (Ray resolves the argument on B) ─▶ small reply
         ─▶ RATIO ours / plain Ray frames/s
 
+    driver CPU seconds per clip of the Ray run (this process: it plans, forwards refs and writes metadata;
+    the media steps decode and encode on the nodes), beside the local run's orchestrator for scale.
+
 On one machine the cluster's nodes share its cores and memory, so the quickstart ratio shows the executor's
-own overhead (actor calls, object store puts, the driver decoding for every node), not a cluster's speed-up.
+own overhead (actor calls, object store copies), not a cluster's speed-up.
 
     .venv/bin/python bench/ray.py [--videos 4] [--minutes 0.5] [--batches 40]
 """
@@ -34,6 +39,7 @@ sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != BE
 import numpy as np  # noqa: E402
 
 from orchestrator.declarations import ModelDeclarations  # noqa: E402
+from orchestrator.on_ray.frames import RayFrames  # noqa: E402
 from orchestrator.on_ray.host import HostRequest, WorkerHost  # noqa: E402
 from orchestrator.on_ray.replicas import RayCluster  # noqa: E402
 from orchestrator.supervisor.handle import ModelRef  # noqa: E402
@@ -55,30 +61,16 @@ CALL_TIMEOUT_S = 60.0
 WARMUP = 5
 
 
-class Sender:
-    """Runs on node A: sends the same batches to node B one way or the other, `IN_FLIGHT` at a time."""
+class Producer:
+    """Runs on node A: hands out the same batch of frames as its calls' second return value, which the
+    caller (the driver) owns."""
 
     def __init__(self) -> None:
         rng = np.random.default_rng(0)
         self.batch = rng.integers(0, 255, (FRAMES_PER_BATCH, *FRAME_SHAPE), dtype=np.uint8)
 
-    def frames_per_s(self, target: Any, ours: bool, batches: int) -> float:
-        import ray
-
-        def send() -> Any:
-            if ours:  # what RayWorker.submit does: the payload into the object store, its reference to the host
-                return target.call.remote(ray.put(self.batch), False)
-            return target.take.remote(self.batch)
-
-        for count in (WARMUP, batches):
-            pending: deque[Any] = deque()
-            started = time.perf_counter()
-            for _ in range(count):
-                if len(pending) >= IN_FLIGHT:
-                    ray.get(pending.popleft(), timeout=CALL_TIMEOUT_S)
-                pending.append(send())
-            ray.get(list(pending), timeout=CALL_TIMEOUT_S)
-        return batches * FRAMES_PER_BATCH / (time.perf_counter() - started)
+    def produce(self) -> tuple[dict[str, Any], np.ndarray]:
+        return {"frames": list(self.batch.shape)}, self.batch
 
 
 class Receiver:
@@ -88,21 +80,42 @@ class Receiver:
         return {"shape": list(frames.shape), "sum0": int(frames.flat[0])}
 
 
+def frames_per_s(ray: Any, producer: Any, target: Any, ours: bool, batches: int) -> float:
+    """Frames/s from the producer on node A to `target` on node B, `IN_FLIGHT` batches at a time, driven by
+    this process as the pipeline drives its replicas (it never fetches the frames)."""
+
+    def send() -> Any:
+        _, frames = producer.produce.options(num_returns=2).remote()
+        if ours:  # what RayWorker.submit sends a model replica: the frames' ref as the payload's frames
+            shape = (FRAMES_PER_BATCH, *FRAME_SHAPE)
+            return target.call.remote(ray.put(RayFrames(frames, "|u1", shape)), False)
+        return target.take.remote(frames)
+
+    for count in (WARMUP, batches):
+        pending: deque[Any] = deque()
+        started = time.perf_counter()
+        for _ in range(count):
+            if len(pending) >= IN_FLIGHT:
+                ray.get(pending.popleft(), timeout=CALL_TIMEOUT_S)
+            pending.append(send())
+        ray.get(list(pending), timeout=CALL_TIMEOUT_S)
+    return batches * FRAMES_PER_BATCH / (time.perf_counter() - started)
+
+
 def between_nodes(ray: Any, batches: int) -> tuple[float, float]:
     """Frames/s from an actor on node A to node B: through a WorkerHost's env worker, and to a plain actor."""
     request = HostRequest("bench/0", "ocr", ModelRef("echo_models.ShapeOf", {"conda_env_name": "ocr"}),
                           ModelDeclarations("ShapeOf", "ocr", num_gpus=0), (BENCH,), policy=WorkerPolicy())
     host = ray.remote(WorkerHost).options(num_cpus=0, resources={"node_b": 0.1}).remote(request)
     receiver = ray.remote(Receiver).options(num_cpus=0, resources={"node_b": 0.1}).remote()
-    sender = ray.remote(Sender).options(num_cpus=0, resources={"node_a": 0.1}).remote()
+    producer = ray.remote(Producer).options(num_cpus=0, resources={"node_a": 0.1}).remote()
     try:
         ray.get(host.start.remote(), timeout=600)
-        limit = CALL_TIMEOUT_S * (batches + WARMUP)
-        ours = ray.get(sender.frames_per_s.remote(host, True, batches), timeout=limit)
-        plain = ray.get(sender.frames_per_s.remote(receiver, False, batches), timeout=limit)
+        ours = frames_per_s(ray, producer, host, True, batches)
+        plain = frames_per_s(ray, producer, receiver, False, batches)
     finally:
         ray.get(host.stop.remote(), timeout=CALL_TIMEOUT_S)
-        for actor in (host, receiver, sender):
+        for actor in (host, receiver, producer):
             ray.kill(actor)
     return ours, plain
 
@@ -118,10 +131,15 @@ def report(local: PipelineRun, on_ray: PipelineRun, ours: float, plain: float, l
         print(f"  {name:<16} start-up {run.startup_s:6.1f} s   {clips_per_s(run):6.2f} clips/s after it")
     print(f"frames between two nodes, {FRAMES_PER_BATCH} x {FRAME_SHAPE} uint8 per call ({mb:.1f} MB), "
           f"{IN_FLIGHT} in flight")
-    print(f"  ours (object store ref -> host -> env worker)  {ours:8.0f} frames/s")
+    print(f"  ours (driver-owned ref -> host -> env worker)  {ours:8.0f} frames/s")
     print(f"  plain Ray actor call                            {plain:8.0f} frames/s")
     print(f"load average before / after: {load[0]:.2f} / {load[1]:.2f} on {os.cpu_count()} cores")
+    driver, orchestrator = on_ray.usage.parent_cpu_s, local.usage.parent_cpu_s
+    print(f"driver CPU: {driver:.1f} s for {on_ray.clips} clips on Ray; the local orchestrator {orchestrator:.1f} s "
+          f"for {local.clips}")
     print(f"RATIO ray / local clips/s: {clips_per_s(on_ray) / clips_per_s(local):.2f}")
+    print(f"RATIO driver CPU s per clip (Ray): {driver / max(on_ray.clips, 1):.3f} "
+          f"(local orchestrator: {orchestrator / max(local.clips, 1):.3f})")
     print(f"RATIO ours / plain Ray frames/s between nodes: {ours / plain:.2f}")
 
 

@@ -8,10 +8,15 @@
 
 The actor runs the cluster's own Python (which has this package); the model runs in its env's interpreter,
 so an env needs no Ray and may use another Python version. A dying env worker is reported as WorkerDied.
-`start` and `call` run one at a time, in the order sent, on the actor's default thread; `stop` runs on its own
-thread (the `control` concurrency group), so it never waits behind a call: it stops the worker's whole process
-group (ask, SIGTERM, SIGKILL), which ends the call under way, then frees the worker. If the actor itself is
-killed, the worker sees its parent gone and exits within a second.
+A media replica (decode, cut, encode) runs in the node's own interpreter and writes its frames into a
+frames folder of the node's own; each call hands them back as extra return values of the call, which the
+driver owns and forwards to model replicas as object refs (orchestrator.on_ray.frames), whose hosts fetch
+them before the call.
+
+`start` and `call` run one at a time, in the order sent, on the actor's default thread; `stop` runs on its
+own thread (the `control` concurrency group), so it never waits behind a call: it stops the worker's whole
+process group (ask, SIGTERM, SIGKILL), which ends the call under way, then frees the worker. If the actor
+itself is killed, the worker sees its parent gone and exits within a second.
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ from typing import Any
 
 from orchestrator.declarations import ModelDeclarations
 from orchestrator.envs import EnvRegistry
-from orchestrator.errors import OrchestratorError, WorkerDied
+from orchestrator.errors import OrchestratorError, WorkerDied, WorkerError
+from orchestrator.on_ray.frames import frame_refs, resolved, slotted
+from orchestrator.pipeline.media.steps import media_env
 from orchestrator.supervisor.handle import ModelRef, WorkerHandle, WorkerSpec
 from orchestrator.supervisor.policy import WorkerPolicy
 from orchestrator.supervisor.runtime_dir import make_runtime_dir
@@ -34,6 +41,7 @@ from orchestrator.weights.preflight import check_weights_present
 from orchestrator.weights.requirements import merge_requirements, requirements_of
 from orchestrator.weights.sources import open_source
 from workers.gpu import MEMORY_FRACTION_VAR
+from workers.shared_frames import SharedFramesDir
 
 CONTROL = "control"
 """The actor's concurrency group for `stop`: one thread beside the one that runs `start` and `call`."""
@@ -56,6 +64,11 @@ class HostRequest:
     policy: WorkerPolicy = field(default_factory=WorkerPolicy)
     weights_from: str | None = None
     """Where a node missing the model's weights fetches them (hf, s3://bucket/prefix, a directory)."""
+    media: bool = False
+    """A media step's replica: it runs in the node's own interpreter (which has PyAV) and its frames go back
+    as the call's extra return values."""
+    fetch_timeout_s: float = 120.0
+    """How long a call waits for the frames its request names to reach this node."""
 
 
 class WorkerHost:
@@ -66,6 +79,8 @@ class WorkerHost:
         self.node = socket.gethostname()
         self.handle: WorkerHandle | None = None
         self.runtime_dir: Path | None = None
+        self.frames: SharedFramesDir | None = None
+        """A media replica's frames folder on this node: its worker writes there, each call empties it."""
         self._busy = threading.Lock()
         """Held while `start` or `call` runs, so `stop` frees the worker only once neither uses it."""
         self._state = threading.Lock()
@@ -87,14 +102,21 @@ class WorkerHost:
         gpu_ids = [str(i) for i in ray.get_gpu_ids()]
         with self._busy:
             try:
-                env = EnvRegistry().ensure(request.env_name)  # built once per node: the build cache's file lock
-                self._ensure_weights()
+                model = request.model
+                if request.media:
+                    env = media_env()
+                    self.frames = SharedFramesDir.make()
+                    model = ModelRef(model.class_path, {**model.params, "frames_dir": str(self.frames.path)})
+                else:
+                    env = EnvRegistry().ensure(request.env_name)  # built once per node: the build cache's lock
+                    self._ensure_weights()
                 share = request.declarations.num_gpus
                 gpu = {"CUDA_VISIBLE_DEVICES": ",".join(gpu_ids),
                        MEMORY_FRACTION_VAR: f"{share:g}" if gpu_ids and 0 < share < 1 else ""}
                 self.runtime_dir = make_runtime_dir()
-                spec = WorkerSpec(request.label, env, request.model, request.user_code_dirs,
-                                  {**request.extra_environ, **gpu}, request.setup_options)
+                spec = WorkerSpec(request.label, env, model, request.user_code_dirs,
+                                  {**request.extra_environ, **gpu}, request.setup_options,
+                                  self.frames.path if self.frames is not None else None)
                 handle = WorkerHandle(spec, self.runtime_dir, request.policy)
                 handle.launch()
                 with self._state:
@@ -119,15 +141,42 @@ class WorkerHost:
         except OrchestratorError as exc:
             raise type(exc)(f"{exc} (or run with --weights-from so nodes fetch what they lack)") from None
 
-    def call(self, payload: Any, items: bool) -> tuple[Any, dict[int, str]]:
-        """One request through the env worker: its result and, for items, the positions that failed.
+    def call(self, payload: Any, items: bool, n_frames: int = 0) -> Any:
+        """One request through the env worker: its result and, for items, the positions that failed; a media
+        replica's call returns its `n_frames` arrays of frames after that (None for those it did not fill).
         The model raising fails the call with WorkerError; the worker dying (or being stopped) with WorkerDied."""
+        payload = self._fetched(payload)
         with self._busy:
             if self.handle is None or self._stopping:
                 raise WorkerDied(f"worker {self.request.label} on {self.node}: stopped")
             self.handle.submit(payload, items=items)
             reply = self.handle.receive()
-        return reply.payload, {index: str(error) for index, error in reply.failed.items()}
+        answer: Any = reply.payload
+        failed = {index: str(error) for index, error in reply.failed.items()}
+        if self.frames is None:
+            return answer, failed
+        arrays: list[Any] = []
+        answer = slotted(answer, self.frames, arrays)
+        if len(arrays) > n_frames:
+            raise WorkerError(f"worker {self.request.label} on {self.node}: answered {len(arrays)} arrays of "
+                              f"frames where its request has room for {n_frames}")
+        if not n_frames:
+            return answer, failed
+        return ((answer, failed), *arrays, *([None] * (n_frames - len(arrays))))
+
+    def _fetched(self, payload: Any) -> Any:
+        """`payload` with the frames it names (object refs) fetched into this node's object store; frames
+        lost with the node that held them fail the request (the item), not this replica."""
+        import ray
+
+        refs = frame_refs(payload)
+        if not refs:
+            return payload
+        try:
+            return resolved(payload, ray.get(refs, timeout=self.request.fetch_timeout_s))
+        except (ray.exceptions.ObjectLostError, ray.exceptions.GetTimeoutError) as exc:
+            raise WorkerError(f"its frames did not reach node {self.node} ({type(exc).__name__}): the node "
+                              f"that read them is gone or unreachable; rerun to redo the video") from None
 
     def stop(self) -> None:
         """Stop the worker's process group now, even while a call runs (this runs on the control thread),
@@ -148,6 +197,8 @@ class WorkerHost:
                 self.handle.close()
             if self.runtime_dir is not None:
                 shutil.rmtree(self.runtime_dir, ignore_errors=True)
+            if self.frames is not None:
+                self.frames.remove()
         finally:
             self._busy.release()
 

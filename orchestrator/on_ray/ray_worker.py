@@ -4,6 +4,10 @@
         ▲ eventfd: a future completed                  ◀── result, or WorkerError / WorkerDied / actor lost
         └─ events(): Hello, SetUp, Answer, Failed, Died (the same events a local WorkerHandle gives)
 
+A media replica's call returns its frames as extra values (`num_returns`, as many as the request may
+fill): the driver keeps their object refs without fetching them and hands them on in the answer as
+RayFrames, so pixels go from the media replica's node straight to the model replica's.
+
 Because a lost actor, a lost node and a dead env worker all end in `Died` with the requests in flight, the
 pool's retry, poison and restart rules apply unchanged, and the writer's order and exactly-once hold. A
 replica Ray cannot place is never waited on forever: while it waits, it checks that an alive node could still
@@ -25,6 +29,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +41,7 @@ from orchestrator.errors import (
     WorkerDied,
     WorkerError,
 )
+from orchestrator.on_ray.frames import filled
 from orchestrator.on_ray.host import CONTROL, HostRequest, WorkerHost
 from orchestrator.on_ray.placement import RayPolicy, StagePlacement, alive_nodes, amounts, lacking
 from orchestrator.supervisor.events import Answer, Died, Event, Failed, Hello, Phase, SetUp, SetupFailed
@@ -127,13 +133,17 @@ class RayWorker:
     """A replica whose env worker runs in a Ray actor placed by Ray (CPUs, fractional GPUs, resources)."""
 
     def __init__(self, request: HostRequest, placement: StagePlacement, max_in_flight: int,
-                 policy: RayPolicy | None = None, frames_dir: Path | None = None) -> None:
+                 policy: RayPolicy | None = None, frames_dir: Path | None = None,
+                 frame_outputs: Callable[[Any], int] | None = None) -> None:
         """`frames_dir`: where the shared frames that requests name live on this host; the replica, maybe on
-        another node, gets their pixels."""
+        another node, gets their pixels. `frame_outputs`: for a media replica, how many arrays of frames the
+        answer to a request may hold (the call's extra return values)."""
         self.request = request
         self.frames = SharedFramesDir(frames_dir) if frames_dir is not None else None
+        self.frame_outputs = frame_outputs
         self.bytes_moved = 0
-        """Bytes of the arrays this process has put in Ray for the replica."""
+        """Bytes of the arrays this process has put in Ray for the replica and got back from it (frames it
+        forwards as object refs weigh nothing: it never fetches them)."""
         self.label = request.label
         self.placement = placement
         self.max_in_flight = max_in_flight
@@ -148,6 +158,8 @@ class RayWorker:
         self._launched_at = self._next_check = 0.0
         self._placed = self._killed = False
         self._calls: dict[int, tuple[Any, bool]] = {}
+        self._frames_of: dict[int, list[Any]] = {}
+        """The object refs of each media call's extra return values (its frames), by request."""
         self._sent_at: dict[int, float] = {}
         self._answered_at: float | None = None
         self._queued: list[Event] = []
@@ -159,6 +171,11 @@ class RayWorker:
         """Readable when one of the replica's Ray futures completes, its stop included (None before launch):
         what the pool and `close_all` wait on."""
         return self._watch.fd if self._watch is not None else None
+
+    @property
+    def node(self) -> str | None:
+        """The Ray node id the replica was placed on (None until placed)."""
+        return self.info.get("node_id")
 
     @property
     def free_slots(self) -> int:
@@ -192,7 +209,11 @@ class RayWorker:
         if self.frames is not None:
             payload = self.frames.materialized(payload)
         self.bytes_moved += payload_bytes(payload)
-        ref = self._actor.call.remote(self._ray.put(payload), items)
+        n_frames = self.frame_outputs(payload) if self.frame_outputs is not None else 0
+        refs = self._actor.call.options(num_returns=1 + n_frames).remote(self._ray.put(payload), items, n_frames)
+        ref = refs[0] if n_frames else refs
+        if n_frames:
+            self._frames_of[request_id] = list(refs[1:])
         self._calls[request_id] = (ref, items)
         self._sent_at[request_id] = time.monotonic()
         self._watch.add(ref)  # type: ignore[union-attr]
@@ -266,6 +287,7 @@ class RayWorker:
     def _answered(self, request_id: int, ref: Any, items: bool) -> Event:
         del self._calls[request_id]
         self._sent_at.pop(request_id, None)
+        frame_refs = self._frames_of.pop(request_id, [])
         self._answered_at = time.monotonic()
         try:
             payload, failed = self._ray.get(ref)
@@ -275,6 +297,8 @@ class RayWorker:
                 return Failed(request_id, WorkerError(str(cause), request_id, "batch"))
             self._calls[request_id] = (ref, items)
             return self._died(cause)
+        self.bytes_moved += payload_bytes(payload)
+        payload = filled(payload, frame_refs, self.node)
         errors = {int(i): WorkerError(f"worker {self.label}: item {i} failed: {message}", request_id, "batch")
                   for i, message in failed.items()}
         return Answer(request_id, payload, errors)
@@ -284,7 +308,7 @@ class RayWorker:
         error = cause if isinstance(cause, WorkerDied) else WorkerDied(
             f"worker {self.label}{self._on_node()}: its Ray actor is gone ({type(cause).__name__}: "
             f"{_first_line(cause)})")
-        requests, self._calls, self._sent_at = tuple(self._calls), {}, {}
+        requests, self._calls, self._sent_at, self._frames_of = tuple(self._calls), {}, {}, {}
         return Died(error, requests, hung)
 
     def _on_node(self) -> str:

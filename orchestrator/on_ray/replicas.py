@@ -1,6 +1,7 @@
 """A run's replicas on a Ray cluster: planned against the cluster before the run starts, then made as actors.
 
-    stages + declarations ─▶ plan_replicas(alive nodes) ─▶ what each replica reserves, how many start
+    stages (the media steps' too) + declarations ─▶ plan_replicas(alive nodes)
+        ─▶ what each replica reserves, how many start
         ─▶ the config with those replica counts, and RayWorkers (the executor's worker factory)
 
 RayCluster is what a run is handed to put its replicas there (the pipeline's Cluster): it joins Ray when the
@@ -14,17 +15,24 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.declarations import ModelDeclarations
+from orchestrator.errors import PipelineError
 from orchestrator.on_ray.host import HostRequest
 from orchestrator.on_ray.placement import StageDemand, StagePlacement, alive_nodes, plan_replicas
 from orchestrator.on_ray.ray_worker import RayWorker, connect
 from orchestrator.pipeline.config import PipelineConfig, StageConfig
 from orchestrator.pipeline.executor import WorkerFactory
+from orchestrator.pipeline.media.steps import MEDIA_MODEL
+from orchestrator.pipeline.media.video import VideoInput, open_inputs
 from orchestrator.pipeline.scaling.autoscaler import Resources
 from orchestrator.pipeline.scaling.gpus import cpu_fallback_warning
 from orchestrator.pipeline.stages import ResolvedStage, worker_policy
 from orchestrator.supervisor.handle import ModelRef
 from orchestrator.supervisor.policy import WorkerPolicy
 from orchestrator.supervisor.threads import thread_environ
+from workers.media.model import frame_outputs
+
+OPEN_TIMEOUT_S = 600.0
+"""How long opening the inputs on a node may take (every video's container read once)."""
 
 
 class RayWorkers:
@@ -52,12 +60,13 @@ class RayWorkers:
 
     def make(self, stage: StageConfig, replica: int) -> RayWorker:
         resolved = self.stages[stage.name]
+        media = resolved.class_path == MEDIA_MODEL  # reads its videos on its node, hands frames on as refs
         request = HostRequest(f"{stage.name}/{replica}", resolved.env.name,
                               ModelRef(resolved.class_path, stage.params), self.declarations[stage.name],
                               self.user_code_dirs, thread_environ(self.threads[stage.name]), {"input": stage.input},
-                              self.policies[stage.name], self.weights_from)
+                              self.policies[stage.name], self.weights_from, media=media)
         return RayWorker(request, self.placements[stage.name], self.policies[stage.name].max_in_flight,
-                         frames_dir=self.frames_dir)
+                         frames_dir=self.frames_dir, frame_outputs=frame_outputs if media else None)
 
 
 def ray_threads(stages: Sequence[StageConfig]) -> dict[str, int]:
@@ -89,8 +98,12 @@ def ray_workers(ray: Any, config: PipelineConfig, stages: Mapping[str, ResolvedS
                          frames_dir)
     planned = [s.model_copy(update={"replicas": plan.replicas[s.name]})
                if s.name in plan.replicas and not s.auto_replicas else s for s in config.stages]
+    media = config.media
+    if media.replicas != "auto" and (steps := [plan.replicas[n] for n, s in stages.items()
+                                               if s.class_path == MEDIA_MODEL]):
+        media = media.model_copy(update={"replicas": min(steps)})  # the media steps share one setting
     return (factory, Resources(max(1, int(totals.get("CPU", 1))), threads, n_gpus, {}),
-            config.model_copy(update={"stages": planned}))
+            config.model_copy(update={"stages": planned, "media": media}))
 
 
 class RayCluster:
@@ -106,6 +119,18 @@ class RayCluster:
     def join(self) -> None:
         if self._ray is None:
             self._ray = connect(self.address)
+
+    def open_inputs(self, videos: list[VideoInput]) -> tuple[list[VideoInput], list[tuple[VideoInput, str]]]:
+        """The inputs opened (fingerprinted, their containers read) by a task on a node of the cluster: the
+        driver opens no video."""
+        self.join()
+        opener = self._ray.remote(num_cpus=0, max_retries=1)(open_inputs)
+        try:
+            return self._ray.get(opener.remote(videos), timeout=OPEN_TIMEOUT_S)
+        except Exception as exc:  # the task's node was lost, or the cluster is too busy to run it
+            raise PipelineError(f"could not open the inputs on the Ray cluster ({type(exc).__name__}: "
+                                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); "
+                                f"check the cluster and rerun") from None
 
     def replicas(self, config: PipelineConfig, stages: Mapping[str, ResolvedStage],
                  declarations: Mapping[str, ModelDeclarations], user_code_dirs: tuple[Path, ...],

@@ -23,6 +23,9 @@ class ClipModelLogic(StepLogic):
     def payload(self, item: Clip) -> Any:
         return {"frames": item.frames[self.stage.name]}
 
+    def node_of(self, item: Clip) -> str | None:
+        return getattr(item.frames.get(self.stage.name), "node", None)  # frames in a cluster's object store
+
     def absorb(self, item: Clip, result: Any) -> None:
         self.frames.drop(item.frames.pop(self.stage.name, None))
         item.results[self.stage.name] = result

@@ -77,6 +77,10 @@ class StepLogic(abc.ABC):
         media worker keeps its place in a video); None: any replica, batched."""
         return None
 
+    def node_of(self, item: Any) -> str | None:
+        """The cluster node holding the item's input frames, whose replicas the item prefers (None: any)."""
+        return None
+
 
 @dataclass
 class _Work:
@@ -360,7 +364,9 @@ class StagePool:
                     and not self._quarantined(r) and not (work.attempts > 0 and r.outstanding)
                     and bound in (None, r.index)]
             if free:
-                return position, max(free, key=lambda r: (r.worker.free_slots, -len(r.outstanding))), key  # type: ignore[union-attr]
+                near = self.logic.node_of(work.item)
+                return position, max(free, key=lambda r: (near is not None and r.worker.node == near,  # type: ignore[union-attr]
+                                                          r.worker.free_slots, -len(r.outstanding))), key  # type: ignore[union-attr]
             if key is None:
                 return None
             waiting.add(key)

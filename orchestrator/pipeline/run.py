@@ -34,10 +34,17 @@ from orchestrator.errors import (
     PipelineError,
     RunStopped,
 )
-from orchestrator.pipeline.config import PipelineConfig, StageConfig
+from orchestrator.pipeline.config import PipelineConfig
 from orchestrator.pipeline.executor import PipelineExecutor, RunState, WorkerFactory
 from orchestrator.pipeline.media.hardware import use_hardware
-from orchestrator.pipeline.media.video import VIDEO_SUFFIXES, VideoInput, expand_inputs, open_inputs
+from orchestrator.pipeline.media.steps import MEDIA_DECLARATIONS
+from orchestrator.pipeline.media.video import (
+    VIDEO_SUFFIXES,
+    InputOpener,
+    VideoInput,
+    expand_inputs,
+    open_inputs,
+)
 from orchestrator.pipeline.output.lock import OutputLock
 from orchestrator.pipeline.output.parts import count_kept
 from orchestrator.pipeline.output.redo import RedoPlan, RedoSource, check_no_unfinished_redo, plan_redo
@@ -57,7 +64,6 @@ from orchestrator.pipeline.stages import (
 from orchestrator.pipeline.summary import Failure, RunSummary
 from orchestrator.sample_video import BUNDLED_SAMPLE, ensure_bundled_sample
 from orchestrator.supervisor.handle import WorkerHandle
-from orchestrator.supervisor.interface import Worker
 from orchestrator.supervisor.output import LogSink
 from orchestrator.supervisor.policy import STOP_AT_ONCE
 from orchestrator.supervisor.runtime_dir import make_runtime_dir
@@ -93,7 +99,9 @@ def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_lo
         if out_dir.exists():
             lock.acquire()  # a second run into a folder in use is refused before it does anything
         redo = plan_redo(out_dir, config, redo_stage) if redo_stage else None
-        videos, failures, found, unreadable = redo.inputs() if redo else open_videos(config, config_dir, warn)
+        opener = cluster.open_inputs if cluster is not None else open_inputs  # on a cluster, a node opens them
+        opened = redo.inputs() if redo else open_videos(config, config_dir, warn, opener)
+        videos, failures, found, unreadable = opened
         state = RunState(videos_total=found, failures=failures)
         registry = EnvRegistry()
         stages = resolve_stages(config, config_dir, registry, only=redo_stage)
@@ -147,15 +155,16 @@ def table_spec(config: PipelineConfig, declarations: dict[str, ModelDeclarations
                       for s in config.stages if s.model}, provenance)
 
 
-def open_videos(config: PipelineConfig, config_dir: Path, warn: Callable[[str], None]) -> tuple[
-        list[VideoInput], list[Failure], int, list[tuple[VideoInput, str]]]:
+def open_videos(config: PipelineConfig, config_dir: Path, warn: Callable[[str], None],
+                opener: InputOpener = open_inputs) -> tuple[list[VideoInput], list[Failure], int,
+                                                           list[tuple[VideoInput, str]]]:
     """The readable input videos, each opened once (fingerprinted) before any worker starts, a failure for each
     input that cannot be read (also warned of at once), how many video files were found, and the video files
     that cannot be read, with why (the run records a row for each). No readable video at all is a ConfigError."""
     if ensure_bundled_sample([config_dir / i for i in config.inputs]):
         warn(f"generated the bundled sample video {BUNDLED_SAMPLE} (python -m orchestrator.sample_video makes it)")
     found, missing = expand_inputs(config.inputs, config_dir)
-    videos, unreadable = open_inputs(found)
+    videos, unreadable = opener(found)
     failures = [Failure(pattern, reason) for pattern, reason in missing]
     failures += [Failure(str(video.path), reason) for video, reason in unreadable]
     if not videos:
@@ -177,15 +186,11 @@ def _prepare(config: PipelineConfig, stages: dict[str, ResolvedStage], firsts: d
     declarations = {name: _declarations(stages[name], handle) for name, handle in firsts.items()}
     if cluster is not None:
         close_all(list(firsts.values()), STOP_AT_ONCE)  # replicas live on the cluster's nodes
-        on_cluster, resources, config = cluster.replicas(config, stages, declarations, workers.user_dirs,
+        media = {name: MEDIA_DECLARATIONS for name in workers.media}  # media replicas too: they read the videos
+        on_cluster, resources, config = cluster.replicas(config, {**stages, **workers.media},
+                                                         {**declarations, **media}, workers.user_dirs,
                                                          workers.frames_dir, warn)
-        media_threads = {name: workers.threads[name] for name in workers.media}
-        resources = replace(resources, threads={**resources.threads, **media_threads})  # `auto` media steps
-
-        def make(stage: StageConfig, replica: int) -> Worker:  # media workers stay here, by the videos
-            return workers.make(stage, replica) if stage.name in workers.media else on_cluster(stage, replica)
-
-        return Prepared(config, declarations, make, {}, resources)
+        return Prepared(config, declarations, on_cluster, {}, resources)
     check_weights_present(list(declarations.values()))
     n_gpus = detect_gpu_count() if gpus is None else gpus
     workers.gpu_of = assign_gpus(stages, declarations, n_gpus, warn)

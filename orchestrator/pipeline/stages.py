@@ -22,6 +22,7 @@ from orchestrator.model_source import absolute_class_path
 from orchestrator.pipeline.config import PipelineConfig, StageConfig
 from orchestrator.pipeline.executor import WorkerFactory
 from orchestrator.pipeline.media.steps import MEDIA_MODEL, media_env, media_stages
+from orchestrator.pipeline.media.video import VideoInput
 from orchestrator.pipeline.scaling.autoscaler import Resources
 from orchestrator.pipeline.scaling.gpus import GpuAssignment, cpu_fallback_warning, pack_replicas
 from orchestrator.supervisor.handle import ModelRef, WorkerHandle, WorkerSpec
@@ -147,6 +148,9 @@ class Cluster(Protocol):
 
     def join(self) -> None:
         """Connect to the cluster; called once the run's cheap checks have passed, before any worker starts."""
+
+    def open_inputs(self, videos: list[VideoInput]) -> tuple[list[VideoInput], list[tuple[VideoInput, str]]]:
+        """`open_inputs` on a node of the cluster (joining it first), so this process opens no video."""
 
     def replicas(self, config: PipelineConfig, stages: Mapping[str, ResolvedStage],
                  declarations: Mapping[str, ModelDeclarations], user_code_dirs: tuple[Path, ...],

@@ -135,6 +135,11 @@ class WorkerHandle(BlockingCalls):
         return self._res.ring.use()
 
     @property
+    def node(self) -> str | None:
+        """A local worker runs on this host."""
+        return None
+
+    @property
     def bytes_moved(self) -> int:
         """Bytes sent and received on the data socket and copied into the ring since launch."""
         data: DataChannel | None = self.__dict__.get("_data")

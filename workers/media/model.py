@@ -37,6 +37,19 @@ MAX_READERS = 4
 """Videos a worker keeps its place in at once (open decoders), oldest dropped first."""
 
 
+def frame_outputs(request: Any) -> int:
+    """How many arrays of frames the answer to `request` (or to a batch of them) holds at most: one window
+    for a split, one per sampled stage for a clip, none for an encode. What a caller that must say ahead how
+    many values a call returns (a Ray actor call) reserves."""
+    if isinstance(request, list):
+        return sum(frame_outputs(one) for one in request)
+    if request.get("op") == "split":
+        return 1
+    if request.get("op") == "clip":
+        return len(request.get("samples") or {})
+    return 0
+
+
 class MediaWorker(ModelInterface):
     """Decodes, cuts, samples and encodes; see the module's docstring for its requests."""
 

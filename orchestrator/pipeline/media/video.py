@@ -8,6 +8,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -106,6 +107,10 @@ def open_inputs(videos: list[VideoInput]) -> tuple[list[VideoInput], list[tuple[
         finally:
             container.close()
     return readable, unreadable
+
+
+InputOpener = Callable[[list[VideoInput]], tuple[list[VideoInput], list[tuple[VideoInput, str]]]]
+"""What opens a run's inputs: `open_inputs` here, or a cluster's, which opens them on one of its nodes."""
 
 
 @dataclass(frozen=True)

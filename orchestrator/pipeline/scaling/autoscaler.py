@@ -59,6 +59,9 @@ class Metered(StepLogic):
     def affinity(self, item: Any) -> Hashable | None:
         return self.inner.affinity(item)
 
+    def node_of(self, item: Any) -> str | None:
+        return self.inner.node_of(item)
+
     def payload(self, item: Any) -> Any:
         """Count the item as it is sent (a window not decoded yet counts the core it asks for)."""
         if isinstance(item, SplitRequest):

@@ -96,6 +96,9 @@ class SplitLogic(StepLogic):
     def payload(self, item: SplitRequest) -> Any:
         return {"frames": item.frames}
 
+    def node_of(self, item: SplitRequest) -> str | None:
+        return getattr(item.frames, "node", None)  # frames in a cluster's object store
+
     def absorb(self, item: SplitRequest, result: Any) -> None:
         frames, item.frames = item.frames, None
         self.frames.drop(frames)

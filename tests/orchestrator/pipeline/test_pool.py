@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from orchestrator.envs import Env
@@ -271,3 +272,46 @@ def test_a_replica_without_a_shared_memory_ring_is_counted(workers, running) -> 
     run.finish()
     assert [o["result"]["x"] for o in run.take(2)] == [0, 1]
     assert run.stats.summary()["ring_fallbacks"] == 2
+
+
+class OnNode(WorkerHandle):
+    """A real worker that says it runs on cluster node `node-<replica>` (the label is the only stand-in: a
+    cluster's workers are Ray actors, whose placement this test does not need)."""
+
+    def __init__(self, replica: int, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.node_name = f"node-{replica}"
+
+    @property
+    def node(self) -> str | None:
+        return self.node_name
+
+
+class ToNode(Collect):
+    """Items say which node holds their frames."""
+
+    def payload(self, item: dict) -> Any:
+        return {"frames": np.zeros((1, 2, 2, 3), np.uint8)}
+
+    def node_of(self, item: dict) -> str | None:
+        return item["node"]
+
+
+def test_an_item_goes_to_a_free_replica_on_the_node_holding_its_frames(tmp_path: Path, ocr_env: Env,
+                                                                       running) -> None:
+    """With both replicas idle, each item goes to the one on its frames' node, whichever that is: the
+    least loaded replica alone would take every item to the first."""
+    model = ModelRef("controlled_model.ControlledModel", {"env": "ocr", "returns": "frame_stats"})
+
+    def make(replica: int) -> WorkerHandle:
+        spec = WorkerSpec(f"s/{replica}", ocr_env, model, (FIXTURES,))
+        return OnNode(replica, spec, tmp_path, WorkerPolicy(stop=StopGrace(1, 1)))
+
+    run = running(make, replicas=2, logic=ToNode())
+    wait_until(lambda: len(run.pool.workers()) == 2 and all(w.free_slots > 0 for w in run.pool.workers()),
+               "both replicas set up")
+    pid_on = {w.node: w.pid for w in run.pool.workers()}  # type: ignore[attr-defined]
+    for node in ["node-1", "node-0", "node-1", "node-1", "node-0"]:
+        run.inq.put({"node": node})
+        (done,) = run.take(1)
+        assert done["result"]["pid"] == pid_on[node], (node, done)

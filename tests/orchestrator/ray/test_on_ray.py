@@ -3,6 +3,7 @@ fractional GPUs and custom resources, an env on another Python than the driver's
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import socket
@@ -16,9 +17,11 @@ import pytest
 
 from models.model_utils import WEIGHTS_DIR_VAR
 from orchestrator.declarations import ModelDeclarations
+from orchestrator.on_ray.frames import RayFrames
 from orchestrator.on_ray.host import HostRequest
 from orchestrator.on_ray.placement import StagePlacement
 from orchestrator.on_ray.ray_worker import RayWorker
+from orchestrator.pipeline.media.steps import MEDIA_DECLARATIONS, MEDIA_MODEL
 from orchestrator.sample_video import generate_sample
 from orchestrator.supervisor.events import Answer, Died, Hello, Phase, SetUp, SetupFailed
 from orchestrator.supervisor.handle import ModelRef
@@ -26,6 +29,9 @@ from orchestrator.supervisor.policy import WorkerPolicy
 from tests.orchestrator.pipeline.runs import FIXTURES, ROOT, comparable, copy_controlled_model, outputs, run, start
 from tests.support.envs import ensure_env
 from tests.support.ray_nodes import env_workers, ray_node_ids
+from workers.media.model import OWN_ENV, frame_outputs
+
+ray = pytest.importorskip("ray", reason="the Ray executor's tests need the ray extra: bash scripts/setup.sh")
 
 PIPELINE = """\
 inputs: [{inputs}]
@@ -263,3 +269,51 @@ def test_an_unreachable_head_is_one_line_at_once(tmp_path: Path) -> None:
     result = run(ROOT / "examples" / "quickstart.yaml", "-o", str(tmp_path), "--executor", "ray", "--address", address)
     assert result.returncode == 2
     assert f"cannot reach the Ray cluster's head at {address}" in result.stderr and "Traceback" not in result.stderr
+
+
+def _answer(worker: RayWorker, payload: Any) -> Any:
+    """Start the replica, send it `payload` once it is set up, and return its answer's payload."""
+    worker.launch()
+    limit = time.monotonic() + RUN_S
+    while time.monotonic() < limit:
+        for event in worker.events():
+            assert not isinstance(event, (Died, SetupFailed)), event
+            if isinstance(event, Hello):
+                worker.setup()
+            elif isinstance(event, SetUp):
+                worker.submit(payload)
+            elif isinstance(event, Answer):
+                return event.payload
+        _wait_any([worker])
+    raise AssertionError(f"{worker.label} gave no answer")
+
+
+def test_media_frames_are_object_refs_the_driver_owns_and_outlive_the_media_actor(cluster, videos) -> None:
+    """A media replica on one node decodes a split window: its frames come back as an object ref (the
+    driver fetched no pixel of them) held in that node's store; the media actor is then ended, and a model
+    replica on another node still gets those frames whole."""
+    _, nodes = cluster
+    media_request = HostRequest("decode/0", OWN_ENV, ModelRef(MEDIA_MODEL, {"frames_dir": "/nonexistent"}),
+                                MEDIA_DECLARATIONS, policy=WorkerPolicy(request_timeout_s=60), media=True)
+    media = RayWorker(media_request, StagePlacement("decode", {"num_cpus": 0, "num_gpus": 0, "resources":
+                                                              {"gpu_one": 1}, "max_concurrency": 1}),
+                      max_in_flight=1, frame_outputs=frame_outputs)
+    window = {"op": "split", "path": str(videos[0]), "size": [48, 27], "core_start": 0, "core": 8, "step": 8,
+              "context": 2, "name": "0.split.0"}
+    try:
+        answer = _answer(media, window)
+    finally:
+        media.release()  # the actor and its node's frames folder are gone before the model reads the frames
+    frames = answer["frames"]
+    assert isinstance(frames, RayFrames) and frames.shape == (12, 27, 48, 3) and answer["real"] == 8
+    assert frames.node == nodes["gpu_one"].node_id and media.bytes_moved == 0
+    model = _host("stats", "ocr", 0, {"gpu_two": 1})
+    model.request = dataclasses.replace(model.request, model=ModelRef("controlled_model.ControlledModel",
+                                                                      {"env": "ocr", "returns": "frame_stats"}))
+    try:
+        stats = _answer(model, {"frames": frames})
+    finally:
+        model.release()
+    pixels = ray.get(frames.ref, timeout=60)  # the test (not the pipeline) looks at them, to compare
+    assert stats["n"] == 12 and stats["mean"] == pytest.approx(float(pixels.mean()))
+    assert model.info["node_id"] == nodes["gpu_two"].node_id and model.bytes_moved == 0

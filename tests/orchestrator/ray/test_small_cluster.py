@@ -1,9 +1,13 @@
 """Runs on a Ray cluster smaller than one replica of every stage at one CPU each: they share CPUs and finish
-(on the worker nodes, never the head), a config whose stages cannot share ends at once in one line, and losing
-the only node a stage can run on ends the run saying what it lacks."""
+(on the worker nodes, never the head), the media steps read the videos there while the driver opens none, a
+config whose stages cannot share ends at once in one line, and losing the only node a stage can run on ends
+the run saying what it lacks."""
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -11,7 +15,7 @@ from typing import Any
 import pytest
 
 from orchestrator.sample_video import generate_sample
-from tests.orchestrator.pipeline.runs import copy_controlled_model, outputs, run, start
+from tests.orchestrator.pipeline.runs import copy_controlled_model, launch, outputs, run, start
 from tests.support.ray_nodes import env_workers, ray_node_ids
 
 PIPELINE = """\
@@ -31,6 +35,7 @@ stages:
     params: {{env: ocr, returns: frame_stats}}
     frames: {{sampling: one_per_clip, size: [32, 24]}}{threads}
 """
+MEDIA_STEPS = ("decode", "cut", "encode")
 RUN_S = 300
 """Start-up on this machine's two shared cores takes most of it; a run that waits forever exceeds it."""
 
@@ -50,20 +55,39 @@ def _pipeline(folder: Path, video: Path, threads: str = "", pinned: str = "", de
     return config
 
 
+@pytest.mark.skipif(shutil.which("strace") is None, reason="the driver's opens are counted with strace")
 def test_stages_share_the_cpus_and_every_replica_runs_on_a_worker_node(small_cluster, video, tmp_path) -> None:
-    """Four replicas want a CPU each of two: they reserve half a CPU each instead of half of them waiting
-    forever for the others to end; the head has no CPUs, so every replica ran on the two worker nodes."""
+    """Seven replicas (four of model stages, one per media step) want a CPU each of two: they reserve a
+    quarter CPU each instead of most of them waiting forever for the others to end; the head has no CPUs, so
+    every replica ran on the two worker nodes. The media steps read the video there: the driver process (and
+    any process it starts) never opens it, and what it sent and received for its stages is no frame's worth."""
     ray_cluster, nodes = small_cluster
-    result = run(_pipeline(tmp_path, video), "--executor", "ray", "--address", ray_cluster.address)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "reserve 0.5 CPU each and share CPUs" in result.stderr
+    trace = tmp_path / "driver.trace"
+    wrap = ["strace", "-f", "-qq", "--seccomp-bpf", "-e", "trace=openat", "-o", str(trace)]
+    proc = launch(_pipeline(tmp_path, video), tmp_path / "run.log", "--executor", "ray", "--address",
+                  ray_cluster.address, wrap=wrap)
+    try:
+        proc.wait(RUN_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log = (tmp_path / "run.log").read_text()
+    assert proc.returncode == 0, log[-3000:]
+    assert "reserve 0.25 CPU each and share CPUs" in log
     rows, summary = outputs(tmp_path / "out")
     assert summary["failures"] == [] and summary["videos_done"] == 1 and rows
     workers = {node.node_id[:8] for node in nodes.values()}
-    ran_on = {stage: ray_node_ids(summary["stages"][stage]["nodes"]) for stage in ("shots", "stats", "brightness")}
+    stages = ("shots", "stats", "brightness", *MEDIA_STEPS)
+    ran_on = {stage: ray_node_ids(summary["stages"][stage]["nodes"]) for stage in stages}
     assert all(ids and ids <= workers for ids in ran_on.values()), ran_on
     assert ray_cluster.head_node.node_id[:8] not in set().union(*ran_on.values())
     assert sum(summary["stages"]["stats"]["nodes"].values()) == summary["stages"]["stats"]["replicas"] == 2
+    opened = re.findall(r'openat\([^,]+, "([^"]+)"', trace.read_text())
+    assert any(path.endswith("pipeline.yaml") for path in opened)  # the trace saw the driver's opens
+    assert str(video) not in opened and not any(path.endswith(".mp4") and "/out/" not in path for path in opened)
+    decoded = sum(row["frames"] for row in rows if row["frames"]) * 48 * 27 * 3  # what the split alone was given
+    moved = sum(stats["bytes_moved"] for stats in summary["stages"].values())
+    assert 0 < moved < 0.01 * decoded, (moved, decoded)
 
 
 def test_stages_whose_threads_do_not_fit_end_at_once_in_one_line(small_cluster, video, tmp_path) -> None:
@@ -72,8 +96,8 @@ def test_stages_whose_threads_do_not_fit_end_at_once_in_one_line(small_cluster, 
     config = _pipeline(tmp_path, video, threads="\n    threads: 1")
     result = run(config, "--executor", "ray", "--address", ray_cluster.address)
     assert result.returncode == 2, result.stderr[-3000:]
-    line = ("the Ray cluster has 2 CPUs; one replica of every stage needs 3 (stages shots=1, stats=1, "
-            "brightness=1): add nodes, or lower the stages' `threads`")
+    line = ("the Ray cluster has 2 CPUs; one replica of every stage needs 4 (stages shots=1, stats=1, "
+            "brightness=1, decode=0.333, cut=0.333, encode=0.333): add nodes, or lower the stages' `threads`")
     assert line in result.stderr and "Traceback" not in result.stderr
     assert len([text for text in result.stderr.splitlines() if text.startswith("error:")]) == 1
 
