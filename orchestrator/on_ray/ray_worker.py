@@ -30,7 +30,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import (
@@ -46,7 +45,7 @@ from orchestrator.on_ray.host import CONTROL, HostRequest, WorkerHost
 from orchestrator.on_ray.placement import RayPolicy, StagePlacement, alive_nodes, amounts, lacking
 from orchestrator.supervisor.events import Answer, Died, Event, Failed, Hello, Phase, SetUp, SetupFailed
 from workers.headers import WorkerInfo
-from workers.shared_frames import SharedFramesDir, payload_bytes
+from workers.shared_frames import payload_bytes
 
 _ids = itertools.count(1)
 WORKER_INFO_FIELDS = {item.name for item in dataclasses.fields(WorkerInfo)}
@@ -133,13 +132,10 @@ class RayWorker:
     """A replica whose env worker runs in a Ray actor placed by Ray (CPUs, fractional GPUs, resources)."""
 
     def __init__(self, request: HostRequest, placement: StagePlacement, max_in_flight: int,
-                 policy: RayPolicy | None = None, frames_dir: Path | None = None,
-                 frame_outputs: Callable[[Any], int] | None = None) -> None:
-        """`frames_dir`: where the shared frames that requests name live on this host; the replica, maybe on
-        another node, gets their pixels. `frame_outputs`: for a media replica, how many arrays of frames the
-        answer to a request may hold (the call's extra return values)."""
+                 policy: RayPolicy | None = None, frame_outputs: Callable[[Any], int] | None = None) -> None:
+        """`frame_outputs`: for a media replica, how many arrays of frames the answer to a request may hold
+        (the call's extra return values)."""
         self.request = request
-        self.frames = SharedFramesDir(frames_dir) if frames_dir is not None else None
         self.frame_outputs = frame_outputs
         self.bytes_moved = 0
         """Bytes of the arrays this process has put in Ray for the replica and got back from it (frames it
@@ -206,8 +202,6 @@ class RayWorker:
         if self.phase is not Phase.UP:
             raise WorkerDied(f"worker {self.label} takes no batches while {self.phase.value}")
         request_id = next(_ids) if request_id is None else request_id
-        if self.frames is not None:
-            payload = self.frames.materialized(payload)
         self.bytes_moved += payload_bytes(payload)
         n_frames = self.frame_outputs(payload) if self.frame_outputs is not None else 0
         refs = self._actor.call.options(num_returns=1 + n_frames).remote(self._ray.put(payload), items, n_frames)

@@ -41,8 +41,7 @@ class RayWorkers:
 
     def __init__(self, stages: Mapping[str, ResolvedStage], declarations: Mapping[str, ModelDeclarations],
                  threads: Mapping[str, int], cpus: Mapping[str, float], user_code_dirs: tuple[Path, ...],
-                 weights_from: str | None = None, cluster_has_gpus: bool = True,
-                 frames_dir: Path | None = None) -> None:
+                 weights_from: str | None = None, cluster_has_gpus: bool = True) -> None:
         """`cpus`: what one replica of each stage reserves. Without any GPU in the cluster
         (`cluster_has_gpus`), models that ask for one run on CPU, as the local executor does."""
         self.stages = stages
@@ -50,7 +49,6 @@ class RayWorkers:
         self.threads = threads
         self.user_code_dirs = user_code_dirs
         self.weights_from = weights_from
-        self.frames_dir = frames_dir
         self.policies: dict[str, WorkerPolicy] = {name: worker_policy(s.config) for name, s in stages.items()}
         self.placements = {
             name: StagePlacement(name, {"num_cpus": cpus[name],
@@ -66,7 +64,7 @@ class RayWorkers:
                               self.user_code_dirs, thread_environ(self.threads[stage.name]), {"input": stage.input},
                               self.policies[stage.name], self.weights_from, media=media)
         return RayWorker(request, self.placements[stage.name], self.policies[stage.name].max_in_flight,
-                         frames_dir=self.frames_dir, frame_outputs=frame_outputs if media else None)
+                         frame_outputs=frame_outputs if media else None)
 
 
 def ray_threads(stages: Sequence[StageConfig]) -> dict[str, int]:
@@ -76,8 +74,8 @@ def ray_threads(stages: Sequence[StageConfig]) -> dict[str, int]:
 
 def ray_workers(ray: Any, config: PipelineConfig, stages: Mapping[str, ResolvedStage],
                 declarations: Mapping[str, ModelDeclarations], user_code_dirs: tuple[Path, ...],
-                weights_from: str | None, warn: Callable[[str], None],
-                frames_dir: Path | None = None) -> tuple[RayWorkers, Resources, PipelineConfig]:
+                weights_from: str | None,
+                warn: Callable[[str], None]) -> tuple[RayWorkers, Resources, PipelineConfig]:
     """The factory of a run's Ray-hosted replicas, the cluster's totals for `replicas: auto`, and the config
     with the replicas the cluster holds at once (one of every stage first; ConfigError, in one line, when
     not even that fits)."""
@@ -94,8 +92,7 @@ def ray_workers(ray: Any, config: PipelineConfig, stages: Mapping[str, ResolvedS
     plan = plan_replicas(demands, alive_nodes(ray))
     for note in plan.notes:
         warn(note)
-    factory = RayWorkers(stages, declarations, threads, plan.cpus, user_code_dirs, weights_from, n_gpus > 0,
-                         frames_dir)
+    factory = RayWorkers(stages, declarations, threads, plan.cpus, user_code_dirs, weights_from, n_gpus > 0)
     planned = [s.model_copy(update={"replicas": plan.replicas[s.name]})
                if s.name in plan.replicas and not s.auto_replicas else s for s in config.stages]
     media = config.media
@@ -134,9 +131,8 @@ class RayCluster:
 
     def replicas(self, config: PipelineConfig, stages: Mapping[str, ResolvedStage],
                  declarations: Mapping[str, ModelDeclarations], user_code_dirs: tuple[Path, ...],
-                 frames_dir: Path | None, warn: Callable[[str], None]) -> tuple[WorkerFactory, Resources,
-                                                                                PipelineConfig]:
+                 warn: Callable[[str], None]) -> tuple[WorkerFactory, Resources, PipelineConfig]:
         self.join()
         factory, resources, planned = ray_workers(self._ray, config, stages, declarations, user_code_dirs,
-                                                  self.weights_from, warn, frames_dir)
+                                                  self.weights_from, warn)
         return factory.make, resources, planned

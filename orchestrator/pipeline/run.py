@@ -188,8 +188,7 @@ def _prepare(config: PipelineConfig, stages: dict[str, ResolvedStage], firsts: d
         close_all(list(firsts.values()), STOP_AT_ONCE)  # replicas live on the cluster's nodes
         media = {name: MEDIA_DECLARATIONS for name in workers.media}  # media replicas too: they read the videos
         on_cluster, resources, config = cluster.replicas(config, {**stages, **workers.media},
-                                                         {**declarations, **media}, workers.user_dirs,
-                                                         workers.frames_dir, warn)
+                                                         {**declarations, **media}, workers.user_dirs, warn)
         return Prepared(config, declarations, on_cluster, {}, resources)
     check_weights_present(list(declarations.values()))
     n_gpus = detect_gpu_count() if gpus is None else gpus

@@ -83,7 +83,7 @@ class LocalWorkers:
 
     def __init__(self, stages: dict[str, ResolvedStage], config_dir: Path, runtime_dir: Path, on_log: LogSink,
                  media: dict[str, ResolvedStage] | None = None, frames_dir: Path | None = None):
-        """`media`: the run's media steps, whose workers are always made here; `frames_dir`: the run's frames
+        """`media`: the run's media steps (a cluster makes them on its nodes instead); `frames_dir`: the run's frames
         folder, which every worker may read shared frames from."""
         self.media = media or {}
         self.stages = {**stages, **self.media}
@@ -154,8 +154,7 @@ class Cluster(Protocol):
 
     def replicas(self, config: PipelineConfig, stages: Mapping[str, ResolvedStage],
                  declarations: Mapping[str, ModelDeclarations], user_code_dirs: tuple[Path, ...],
-                 frames_dir: Path | None, warn: Callable[[str], None]) -> tuple[WorkerFactory, Resources,
-                                                                                PipelineConfig]:
+                 warn: Callable[[str], None]) -> tuple[WorkerFactory, Resources, PipelineConfig]:
         """The factory of the run's replicas on the cluster, its totals for `replicas: auto`, and the config
-        with the replica counts the cluster holds at once. Requests may name frames in `frames_dir` (this
-        host's): the replicas must get their pixels."""
+        with the replica counts the cluster holds at once; `stages` include the media steps, whose replicas
+        read the videos on their nodes and hand their frames on as the cluster's own references."""
