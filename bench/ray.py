@@ -7,8 +7,8 @@ our path against a plain Ray actor call, measured in one run on a local multi-no
 
     producer actor (node A) returns a batch of frames as a call's second return value (as a media replica
     does), the driver holding its object ref without fetching it, then hands it to node B:
-        ours:  RayFrames(ref) as the payload ─▶ WorkerHost.call on B fetches it ─▶ env worker (ipc + shared
-               memory) ─▶ model ─▶ small reply
+        ours:  {"frames": RayFrames(ref)} ─▶ the ref as WorkerHost.call's argument (Ray fetches it onto B)
+               ─▶ env worker (ipc + shared memory) ─▶ model ─▶ small reply
         plain: ReceiverActor.take(ref) (Ray resolves the argument on B) ─▶ small reply
         ─▶ RATIO ours / plain Ray frames/s
 
@@ -39,7 +39,7 @@ sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != BE
 import numpy as np  # noqa: E402
 
 from orchestrator.declarations import ModelDeclarations  # noqa: E402
-from orchestrator.on_ray.frames import RayFrames  # noqa: E402
+from orchestrator.on_ray.frames import RayFrames, unreffed  # noqa: E402
 from orchestrator.on_ray.host import HostRequest, WorkerHost  # noqa: E402
 from orchestrator.on_ray.replicas import RayCluster  # noqa: E402
 from orchestrator.supervisor.handle import ModelRef  # noqa: E402
@@ -86,9 +86,10 @@ def frames_per_s(ray: Any, producer: Any, target: Any, ours: bool, batches: int)
 
     def send() -> Any:
         _, frames = producer.produce.options(num_returns=2).remote()
-        if ours:  # what RayWorker.submit sends a model replica: the frames' ref as the payload's frames
-            shape = (FRAMES_PER_BATCH, *FRAME_SHAPE)
-            return target.call.remote(ray.put(RayFrames(frames, "|u1", shape)), False)
+        if ours:  # what RayWorker.submit sends a clip stage's replica: a slot in its payload, the ref beside
+            refs: list[Any] = []
+            payload = unreffed({"frames": RayFrames(frames, "|u1", (FRAMES_PER_BATCH, *FRAME_SHAPE))}, refs)
+            return target.call.remote(ray.put(payload), False, 0, *refs)
         return target.take.remote(frames)
 
     for count in (WARMUP, batches):

@@ -5,7 +5,9 @@
     driver: `call.options(num_returns=1 + n)` ─▶ gets the answer only ─▶ `filled`: each slot becomes
         RayFrames(the return's object ref, shape, node A)  (the driver made the call, so it owns the refs:
         they outlive the media actor, and go when the last item holding them is done)
-    model host (node B): `resolved` ─▶ ray.get of the refs (B's object store; from A's when B is another node)
+    driver, to a model replica: `unreffed` ─▶ slots in the payload, the refs as the call's own arguments,
+        which Ray resolves on node B before the call runs (fetched from A's store, ahead of the call)
+    model host (node B): `with_arrays` ─▶ each slot becomes the array its argument was resolved to
 
 The pipeline treats RayFrames like any frames it forwards: it reads `shape`, drops the item's reference
 when done, and asks the pool to prefer a replica on `node`.
@@ -64,27 +66,20 @@ def filled(value: Any, refs: list[Any], node: str | None) -> Any:
     return _mapped(value, lambda item: filled(item, refs, node))
 
 
-def frame_refs(value: Any) -> list[Any]:
-    """The object refs of every RayFrames in `value`, in order."""
+def unreffed(value: Any, refs: list[Any]) -> Any:
+    """`value` with each RayFrames replaced by a FramesSlot, its object ref appended to `refs`: passed as
+    a call's own arguments, refs are fetched by Ray ahead of the call, and nothing borrows them."""
     if isinstance(value, RayFrames):
-        return [value.ref]
-    if isinstance(value, dict):
-        return [ref for item in value.values() for ref in frame_refs(item)]
-    if isinstance(value, (list, tuple)):
-        return [ref for item in value for ref in frame_refs(item)]
-    return []
+        refs.append(value.ref)
+        return FramesSlot(len(refs) - 1, value.dtype, value.shape)
+    return _mapped(value, lambda item: unreffed(item, refs))
 
 
-def resolved(value: Any, arrays: list[np.ndarray]) -> Any:
-    """`value` with each RayFrames replaced, in order, by the arrays its refs were fetched as."""
-    position = iter(range(len(arrays)))
-
-    def swap(item: Any) -> Any:
-        if isinstance(item, RayFrames):
-            return arrays[next(position)]
-        return _mapped(item, swap)
-
-    return swap(value)
+def with_arrays(value: Any, arrays: tuple[Any, ...]) -> Any:
+    """`value` with each FramesSlot replaced by the array of that index."""
+    if isinstance(value, FramesSlot):
+        return arrays[value.index]
+    return _mapped(value, lambda item: with_arrays(item, arrays))
 
 
 def _mapped(value: Any, each: Callable[[Any], Any]) -> Any:

@@ -10,8 +10,8 @@ The actor runs the cluster's own Python (which has this package); the model runs
 so an env needs no Ray and may use another Python version. A dying env worker is reported as WorkerDied.
 A media replica (decode, cut, encode) runs in the node's own interpreter and writes its frames into a
 frames folder of the node's own; each call hands them back as extra return values of the call, which the
-driver owns and forwards to model replicas as object refs (orchestrator.on_ray.frames), whose hosts fetch
-them before the call.
+driver owns and forwards to model replicas as object refs (orchestrator.on_ray.frames), passed as a
+call's own arguments, so Ray fetches them onto the model replica's node before the call runs.
 
 `start` and `call` run one at a time, in the order sent, on the actor's default thread; `stop` runs on its
 own thread (the `control` concurrency group), so it never waits behind a call: it stops the worker's whole
@@ -21,6 +21,7 @@ itself is killed, the worker sees its parent gone and exits within a second.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import threading
@@ -31,11 +32,12 @@ from typing import Any
 from orchestrator.declarations import ModelDeclarations
 from orchestrator.envs import EnvRegistry
 from orchestrator.errors import OrchestratorError, WorkerDied, WorkerError
-from orchestrator.on_ray.frames import frame_refs, resolved, slotted
+from orchestrator.on_ray.frames import slotted, with_arrays
 from orchestrator.pipeline.media.steps import media_env
 from orchestrator.supervisor.handle import ModelRef, WorkerHandle, WorkerSpec
 from orchestrator.supervisor.policy import WorkerPolicy
 from orchestrator.supervisor.runtime_dir import make_runtime_dir
+from orchestrator.supervisor.worker_variables import storage_environ
 from orchestrator.weights.cache import WeightsCache, WeightsStatus
 from orchestrator.weights.preflight import check_weights_present
 from orchestrator.weights.requirements import merge_requirements, requirements_of
@@ -67,8 +69,6 @@ class HostRequest:
     media: bool = False
     """A media step's replica: it runs in the node's own interpreter (which has PyAV) and its frames go back
     as the call's extra return values."""
-    fetch_timeout_s: float = 120.0
-    """How long a call waits for the frames its request names to reach this node."""
 
 
 class WorkerHost:
@@ -114,8 +114,9 @@ class WorkerHost:
                 gpu = {"CUDA_VISIBLE_DEVICES": ",".join(gpu_ids),
                        MEMORY_FRACTION_VAR: f"{share:g}" if gpu_ids and 0 < share < 1 else ""}
                 self.runtime_dir = make_runtime_dir()
+                storage = storage_environ(os.environ) if request.media else {}  # this node's own credentials
                 spec = WorkerSpec(request.label, env, model, request.user_code_dirs,
-                                  {**request.extra_environ, **gpu}, request.setup_options,
+                                  {**request.extra_environ, **storage, **gpu}, request.setup_options,
                                   self.frames.path if self.frames is not None else None)
                 handle = WorkerHandle(spec, self.runtime_dir, request.policy)
                 handle.launch()
@@ -141,11 +142,13 @@ class WorkerHost:
         except OrchestratorError as exc:
             raise type(exc)(f"{exc} (or run with --weights-from so nodes fetch what they lack)") from None
 
-    def call(self, payload: Any, items: bool, n_frames: int = 0) -> Any:
+    def call(self, payload: Any, items: bool, n_frames: int = 0, *frames: Any) -> Any:
         """One request through the env worker: its result and, for items, the positions that failed; a media
         replica's call returns its `n_frames` arrays of frames after that (None for those it did not fill).
+        `frames`: the arrays the payload's slots stand for (Ray resolved them from their refs on this node).
         The model raising fails the call with WorkerError; the worker dying (or being stopped) with WorkerDied."""
-        payload = self._fetched(payload)
+        if frames:
+            payload = with_arrays(payload, frames)
         with self._busy:
             if self.handle is None or self._stopping:
                 raise WorkerDied(f"worker {self.request.label} on {self.node}: stopped")
@@ -163,20 +166,6 @@ class WorkerHost:
         if not n_frames:
             return answer, failed
         return ((answer, failed), *arrays, *([None] * (n_frames - len(arrays))))
-
-    def _fetched(self, payload: Any) -> Any:
-        """`payload` with the frames it names (object refs) fetched into this node's object store; frames
-        lost with the node that held them fail the request (the item), not this replica."""
-        import ray
-
-        refs = frame_refs(payload)
-        if not refs:
-            return payload
-        try:
-            return resolved(payload, ray.get(refs, timeout=self.request.fetch_timeout_s))
-        except (ray.exceptions.ObjectLostError, ray.exceptions.GetTimeoutError) as exc:
-            raise WorkerError(f"its frames did not reach node {self.node} ({type(exc).__name__}): the node "
-                              f"that read them is gone or unreachable; rerun to redo the video") from None
 
     def stop(self) -> None:
         """Stop the worker's process group now, even while a call runs (this runs on the control thread),

@@ -40,7 +40,7 @@ from orchestrator.errors import (
     WorkerDied,
     WorkerError,
 )
-from orchestrator.on_ray.frames import filled
+from orchestrator.on_ray.frames import filled, unreffed
 from orchestrator.on_ray.host import CONTROL, HostRequest, WorkerHost
 from orchestrator.on_ray.placement import RayPolicy, StagePlacement, alive_nodes, amounts, lacking
 from orchestrator.supervisor.events import Answer, Died, Event, Failed, Hello, Phase, SetUp, SetupFailed
@@ -204,7 +204,10 @@ class RayWorker:
         request_id = next(_ids) if request_id is None else request_id
         self.bytes_moved += payload_bytes(payload)
         n_frames = self.frame_outputs(payload) if self.frame_outputs is not None else 0
-        refs = self._actor.call.options(num_returns=1 + n_frames).remote(self._ray.put(payload), items, n_frames)
+        frames: list[Any] = []
+        payload = unreffed(payload, frames)  # the frames' refs go as the call's own arguments
+        refs = self._actor.call.options(num_returns=1 + n_frames).remote(self._ray.put(payload), items, n_frames,
+                                                                         *frames)
         ref = refs[0] if n_frames else refs
         if n_frames:
             self._frames_of[request_id] = list(refs[1:])
@@ -285,10 +288,15 @@ class RayWorker:
         self._answered_at = time.monotonic()
         try:
             payload, failed = self._ray.get(ref)
-        except Exception as exc:  # the model raised, its worker died, or the actor or its node is gone
+        except Exception as exc:  # the model raised, its worker died, its frames or the actor or node are gone
             cause = _cause(exc)
             if isinstance(cause, WorkerError):
                 return Failed(request_id, WorkerError(str(cause), request_id, "batch"))
+            if isinstance(exc, self._ray.exceptions.ObjectLostError) or isinstance(
+                    cause, self._ray.exceptions.ObjectLostError):  # the replica is fine: its input is gone
+                return Failed(request_id, WorkerError(f"its frames were lost with the node that read them "
+                                                      f"({type(cause).__name__}); rerun to redo the video",
+                                                      request_id, "batch"))
             self._calls[request_id] = (ref, items)
             return self._died(cause)
         self.bytes_moved += payload_bytes(payload)
