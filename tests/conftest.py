@@ -1,8 +1,10 @@
-"""Suite-wide guards (no test may leave a child process or a shared-memory segment behind) and the project envs."""
+"""Suite-wide guards (no test may leave a child process or a shared-memory segment behind), the project envs, and
+a real S3-compatible server on loopback."""
 
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from multiprocessing import resource_tracker
 from pathlib import Path
@@ -72,3 +74,30 @@ def parent_imports(tmp_path: Path) -> Iterator[Callable[[], list[str]]]:
     (tests/fixtures/sentinels): call the fixture's value to list those this process imported meanwhile."""
     with parent_watched(tmp_path / "sentinel-imports.log") as imported:
         yield imported
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3-compatible HTTP server (moto) on 127.0.0.1, one per session."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh bucket; boto3 reaches it through the standard environment variables only."""
+    aws = {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE":
+           "/nonexistent", "AWS_EC2_METADATA_DISABLED": "true"}
+    for key, value in aws.items():
+        monkeypatch.setenv(key, value)
+    import boto3.session
+
+    bucket = f"bucket-{uuid.uuid4().hex[:12]}"
+    boto3.session.Session().client("s3").create_bucket(Bucket=bucket)
+    return bucket

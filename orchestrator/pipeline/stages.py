@@ -9,6 +9,7 @@ its replicas to instead.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from orchestrator.supervisor.output import LogSink
 from orchestrator.supervisor.policy import STOP_AT_ONCE, WorkerPolicy
 from orchestrator.supervisor.shutdown import close_all
 from orchestrator.supervisor.threads import available_cores, default_budgets, thread_environ
+from orchestrator.supervisor.worker_variables import storage_environ
 
 NO_GPU = GpuAssignment(())
 
@@ -101,8 +103,10 @@ class LocalWorkers:
         resolved = self.stages[stage.name]
         placement = self.gpu_of.get((stage.name, replica), NO_GPU)
         environ = {**placement.environ(), **thread_environ(self.threads[stage.name])}
-        if stage.name in self.media and stage.params.get("hardware"):
-            environ.pop("CUDA_VISIBLE_DEVICES", None)  # NVDEC/NVENC on the GPUs the run sees, beside the models
+        if stage.name in self.media:
+            environ.update(storage_environ(os.environ))  # it reads s3:// inputs; a model worker never gets these
+            if stage.params.get("hardware"):
+                environ.pop("CUDA_VISIBLE_DEVICES", None)  # NVDEC/NVENC on the GPUs the run sees, beside the models
         spec = WorkerSpec(f"{stage.name}/{replica}", resolved.env, ModelRef(resolved.class_path, stage.params),
                           self.user_dirs, environ, {"input": stage.input}, self.frames_dir)
         return WorkerHandle(spec, self.runtime_dir, worker_policy(stage), on_log=self.on_log)

@@ -22,6 +22,7 @@ from PIL import Image
 
 from orchestrator.atomic import atomic_file
 from orchestrator.report.inputs import ClipRow
+from workers.media.s3 import is_s3
 
 IMAGES_DIR = "report_files"
 PREVIEW_FRAMES = 6
@@ -59,8 +60,9 @@ class Thumbnails:
         return self._made(name, lambda: _preview_frames(clip, duration))
 
     def source_still(self, row: ClipRow) -> str | None:
-        """A frame of a filtered clip, decoded from its source video at the clip's start, if still readable."""
-        if row.start_s is None:
+        """A frame of a filtered clip, decoded from its source video at the clip's start, if still readable
+        (a local file)."""
+        if row.start_s is None or is_s3(row.video):  # the report reads no video from object storage
             return None
         source = Path(row.video)
         name = self._name(row, source, f"{row.start_s:.3f}")

@@ -7,6 +7,9 @@ AWS_*, a password in a proxy URL, ...) stays with the parent, since a worker rea
 cache and needs none by default. The user adds what a model needs with ORCHESTRATOR_WORKER_PASS_ENV (names or
 shell-style patterns, separated by spaces or commas: `ORCHESTRATOR_WORKER_PASS_ENV="HF_TOKEN AWS_*"`).
 
+Media workers (the orchestrator's own code, which reads videos from object storage) also get the object
+store's settings and credentials, `STORAGE_VARIABLES` (`storage_environ`); model workers never do.
+
 Dynamic-loader injection never passes, not even when asked for: LD_PRELOAD, LD_AUDIT and every other LD_*
 variable but LD_LIBRARY_PATH (GPU stacks need it), and DYLD_*. A library that must be preloaded belongs in the
 env's own activation, which `Env.launch_environ` applies after this filter, together with the env's own
@@ -40,6 +43,9 @@ WORKER_VARIABLES = (
     "HF_HUB_DISABLE_TELEMETRY", "HF_HUB_DISABLE_PROGRESS_BARS", "TORCH_HOME",
 )  # fmt: skip
 """Names and shell-style patterns of the variables every worker gets from the parent."""
+
+STORAGE_VARIABLES = ("AWS_*",)
+"""What boto3's standard chain reads (credentials, profile, region, endpoint): for media workers only."""
 
 PROXY_VARIABLES = frozenset(
     name for base in ("http_proxy", "https_proxy", "all_proxy", "no_proxy") for name in (base, base.upper())
@@ -87,3 +93,8 @@ def _has_password(value: str) -> bool:
                    for part in value.split(","))
     except ValueError:
         return True
+
+
+def storage_environ(base: Mapping[str, str]) -> dict[str, str]:
+    """The object store's variables of `base`, for a media worker (never a model's)."""
+    return {name: value for name, value in base.items() if _matches(name, STORAGE_VARIABLES)}

@@ -24,7 +24,7 @@ ENCODE_ERRORS = (OSError, ValueError, av.error.FFmpegError, MemoryError)
 class ClipReader:
     """One video's frames at full size, read forward only, clip after clip."""
 
-    def __init__(self, path: Path, threads: int | None = None, hardware: bool = False) -> None:
+    def __init__(self, path: Path | str, threads: int | None = None, hardware: bool = False) -> None:
         self.path = path
         self.decoder = Decoder(path, threads, hardware)
         self._frames: Iterator[Frame] | None = None

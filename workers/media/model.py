@@ -26,7 +26,7 @@ import numpy as np
 
 from models.model_interface import ModelInterface, SplitWindow
 from workers.media.clips import ClipReader, read_clip
-from workers.media.video import Decoder, DiskFull, VideoError, frame_size
+from workers.media.video import Decoder, DiskFull, VideoError, frame_size, location
 from workers.media.windows import SplitWindows
 from workers.shared_frames import SharedFramesDir, SharedFramesFull
 from workers.threads import budget_from_environ
@@ -92,7 +92,7 @@ class MediaWorker(ModelInterface):
         key = ("split", path, str(size), str(window))
         reader = self._readers.get(key)
         if reader is None or not reader.serves(request["core_start"]):
-            reader = _SplitReader(Decoder(Path(path), self.threads, self.hardware), size, window)
+            reader = _SplitReader(Decoder(location(path), self.threads, self.hardware), size, window)
         self._keep(key, reader)
         try:
             frames, real = reader.window_frames(request["core_start"], request.get("core"))
@@ -117,7 +117,7 @@ class MediaWorker(ModelInterface):
     def _reader(self, key: tuple[str, str], start: int) -> ClipReader:
         reader = self._readers.get(key)
         if reader is None or reader.position > start:
-            reader = ClipReader(Path(key[1]), self.threads, self.hardware)
+            reader = ClipReader(location(key[1]), self.threads, self.hardware)
         self._keep(key, reader)
         return reader
 

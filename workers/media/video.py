@@ -20,6 +20,8 @@ from av.codec.hwaccel import HWAccel
 from av.video.frame import PictureType
 from av.video.reformatter import VideoReformatter
 
+from workers.media.s3 import ObjectError, ObjectReader, is_s3
+
 HW_DEVICE = "cuda"
 HW_ENCODERS = {"libx264": "h264_nvenc"}
 """The NVENC encoder that takes over each CPU encoder, where the run uses the GPU's video engines."""
@@ -33,11 +35,15 @@ class DiskFull(OSError):
     """The clip's folder has no space left: the run cannot go on."""
 
 
-def open_video(path: Path, hardware: bool = False) -> av.container.InputContainer:
-    """`path` opened for reading (decoded on the GPU's NVDEC with `hardware`, on the CPU where it cannot
-    take the stream), or a VideoError saying in one line why it cannot be."""
+def open_video(path: Path | str, hardware: bool = False) -> av.container.InputContainer:
+    """`path` (a file, or an s3:// object read in place) opened for reading (decoded on the GPU's NVDEC with
+    `hardware`, on the CPU where it cannot take the stream), or a VideoError saying in one line why not."""
+    hwaccel = HWAccel(HW_DEVICE, allow_software_fallback=True) if hardware else None
     try:
-        container = av.open(str(path), hwaccel=HWAccel(HW_DEVICE, allow_software_fallback=True) if hardware else None)
+        source = ObjectReader(path) if is_s3(path) else str(path)
+        container = av.open(source, hwaccel=hwaccel)
+    except ObjectError as exc:
+        raise VideoError(str(exc)) from None
     except FileNotFoundError:
         raise VideoError(f"{path}: file not found") from None
     except PermissionError:
@@ -48,6 +54,11 @@ def open_video(path: Path, hardware: bool = False) -> av.container.InputContaine
         container.close()
         raise VideoError(f"{path}: has no video stream")
     return container
+
+
+def location(text: str) -> Path | str:
+    """What a request names as its video: an s3:// URL as it is, anything else as a local path."""
+    return text if is_s3(text) else Path(text)
 
 
 def frame_size(value: object) -> tuple[int, int] | None:
@@ -88,7 +99,7 @@ class Decoder:
     video: `frame.to_ndarray(...)` would build a new one for every frame, which at 48x27 from 720p cost more
     than decoding the frame (see bench/decode.py); the pixels are the same either way."""
 
-    def __init__(self, path: Path, threads: int | None = None, hardware: bool = False) -> None:
+    def __init__(self, path: Path | str, threads: int | None = None, hardware: bool = False) -> None:
         self.path, self.threads, self.hardware = path, threads, hardware
         self.frames_read = 0
         self.damaged = False
@@ -127,6 +138,8 @@ class Decoder:
                 yield Frame(frame, pts, self.time_base)
         except av.error.FFmpegError as exc:
             raise VideoError(f"{self.path}: corrupt or truncated after frame {self.frames_read} ({exc})") from None
+        except ObjectError as exc:  # the store failed a read mid-video
+            raise VideoError(f"{exc} (after frame {self.frames_read})") from None
         finally:
             container.close()
         if self.frames_read == 0:

@@ -1,5 +1,6 @@
-"""Find input videos, open each once to read what its container declares, and pick the frames each clip stage
-samples. Decoding and encoding are the media workers' (workers.media); this process reads no frame.
+"""Find input videos (files, folders, globs, and s3:// prefixes, patterns and objects), open each once to read
+what its container declares, and pick the frames each clip stage samples. Decoding and encoding are the
+media workers' (workers.media); this process reads no frame.
 
 `VideoError` (a video that cannot be read) is the media workers' own, re-exported here for the run's code."""
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import av
 
+from workers.media import s3
 from workers.media.video import VideoError, average_rate, open_video
 
 __all__ = ["VIDEO_SUFFIXES", "VideoError", "VideoInput", "VideoMeta", "Truncation", "expand_inputs", "fingerprint",
@@ -29,7 +31,8 @@ class VideoInput:
     (`open_inputs`): the results are recorded under that fingerprint, so a file replaced while the run reads it
     is noticed instead of recorded as the new file."""
 
-    path: Path
+    path: Path | str
+    """A local file, or an `s3://bucket/key` object read in place."""
     video_id: str
     fingerprint: str = ""
     meta: VideoMeta | None = None
@@ -48,15 +51,27 @@ class VideoInput:
         """Whether the file is no longer the one opened (rewritten, replaced or gone)."""
         try:
             return fingerprint(self.path) != self.fingerprint
-        except OSError:
+        except OSError:  # s3.ObjectError too: gone, or no longer readable
             return True
 
 
 def expand_inputs(patterns: list[str], base: Path) -> tuple[list[VideoInput], list[tuple[str, str]]]:
-    """Files, folders (searched recursively) and globs -> videos in a stable order, plus (input, reason) misses."""
-    found: list[Path] = []
+    """Files, folders (searched recursively), globs and s3:// locations -> videos in a stable order, plus
+    (input, reason) misses."""
+    found: list[Path | str] = []
     missing: list[tuple[str, str]] = []
     for pattern in patterns:
+        if s3.is_s3(pattern):
+            try:
+                objects = [url for url, _ in s3.list_objects(pattern, VIDEO_SUFFIXES)]
+            except s3.ObjectError as exc:
+                missing.append((pattern, str(exc)))
+                continue
+            found += objects
+            if not objects:
+                endings = ", ".join(sorted(VIDEO_SUFFIXES))
+                missing.append((pattern, f"no video object matches {pattern} (looked for keys ending in {endings})"))
+            continue
         target = Path(pattern) if Path(pattern).is_absolute() else base / pattern
         if target.is_dir():
             found += sorted(p for p in target.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
@@ -66,22 +81,30 @@ def expand_inputs(patterns: list[str], base: Path) -> tuple[list[VideoInput], li
             found += [Path(m) for m in matches if Path(m).is_file()]
         else:
             missing.append((pattern, f"no such file, folder or glob match: {target}"))
-    unique = list(dict.fromkeys(p.resolve() for p in found))
+    unique = list(dict.fromkeys(p if isinstance(p, str) else p.resolve() for p in found))
     return [VideoInput(p, video_id(p)) for p in unique], missing
 
 
-def video_id(path: Path) -> str:
-    """`<folder>_<stem>-<hash of the absolute path>`: readable, the same for the same file in every run, and
-    different for `cam1/0001.mp4` and `cam2/0001.mp4`."""
-    absolute = path.resolve()
+def video_id(path: Path | str) -> str:
+    """`<folder>_<stem>-<hash of the absolute path or URL>`: readable, the same for the same file in every
+    run, and different for `cam1/0001.mp4` and `cam2/0001.mp4`."""
+    if isinstance(path, str):
+        bucket, key = s3.split_url(path)
+        parent, _, name = f"{bucket}/{key}".rpartition("/")
+        readable, identity = f"{parent.rpartition('/')[2]}_{name.rpartition('.')[0] or name}", path
+    else:
+        absolute = path.resolve()
+        readable, identity = f"{absolute.parent.name}_{absolute.stem}", str(absolute)
     # never a leading dot or underscore: Parquet readers skip such files in the clip table's folder
-    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{absolute.parent.name}_{absolute.stem}").strip("._")
-    return f"{readable}-{hashlib.sha256(str(absolute).encode()).hexdigest()[:8]}"
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", readable).strip("._")
+    return f"{readable}-{hashlib.sha256(identity.encode()).hexdigest()[:8]}"
 
 
-def fingerprint(path: Path) -> str:
+def fingerprint(path: Path | str) -> str:
     """Which file a path held when it was opened: the same path, size, modification time and inode give the
-    same fingerprint; a file rewritten or replaced gets another."""
+    same fingerprint; a file rewritten or replaced gets another. An object's is its ETag, size and version."""
+    if isinstance(path, str):
+        return s3.stat(path).fingerprint(path)
     stat = path.stat()
     key = f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ino}"
     return hashlib.sha256(key.encode()).hexdigest()[:20]
@@ -98,6 +121,9 @@ def open_inputs(videos: list[VideoInput]) -> tuple[list[VideoInput], list[tuple[
             container = open_video(video.path)
         except FileNotFoundError:
             unreadable.append((video, f"{video.path}: file not found"))
+            continue
+        except s3.ObjectError as exc:
+            unreadable.append((video, str(exc)))
             continue
         except VideoError as exc:
             unreadable.append((video, str(exc)))
@@ -155,7 +181,7 @@ def truncation(meta: VideoMeta, decoded_frames: int, decoded_s: float) -> Trunca
                       None if meta.declared_s is None else round(meta.declared_s, 3))
 
 
-def probe(path: Path) -> VideoMeta:
+def probe(path: Path | str) -> VideoMeta:
     container = open_video(path)
     try:
         return _declared(container)

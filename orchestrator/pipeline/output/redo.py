@@ -54,7 +54,7 @@ from orchestrator.pipeline.media.video import VideoError, VideoInput, probe, sam
 from orchestrator.pipeline.output.parts import PIPELINE_FILE, Part, read_parts
 from orchestrator.pipeline.output.writer import LAYOUT, OutputWriter
 from orchestrator.pipeline.summary import Failure
-from workers.media.video import Decoder
+from workers.media.video import Decoder, location
 
 JOURNAL = "redo.json"
 
@@ -112,7 +112,7 @@ class RedoPlan:
         """The finished videos not yet redone, as the folder names them (their files need not exist)."""
         done = set(self.journal.done)
         parts = sorted((p for p in self.parts.values() if p.video_id not in done), key=lambda p: (p.video, p.video_id))
-        return [VideoInput(Path(p.video), p.video_id, p.fingerprint) for p in parts]
+        return [VideoInput(location(p.video), p.video_id, p.fingerprint) for p in parts]
 
     def inputs(self) -> tuple[list[VideoInput], list[Failure], int, list[tuple[VideoInput, str]]]:
         """What `open_videos` gives a run: the videos to redo, no failure, how many there are, no unreadable one."""

@@ -1,4 +1,4 @@
-"""Weights tests: a private cache per test, mirrors on disk, and a real S3 server on loopback."""
+"""Weights tests: a private cache per test, mirrors on disk, and a slow or dropped link to the S3 server."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import contextlib
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,33 +21,6 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> WeightsCache:
     root = tmp_path / "weights"
     monkeypatch.setenv(WEIGHTS_DIR_VAR, str(root))
     return WeightsCache(root)
-
-
-@pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
-    """A real S3-compatible HTTP server (moto) on 127.0.0.1, one per session."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def s3_bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A fresh bucket; boto3 reaches it through the standard environment variables only."""
-    aws = {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE":
-           "/nonexistent", "AWS_EC2_METADATA_DISABLED": "true"}
-    for key, value in aws.items():
-        monkeypatch.setenv(key, value)
-    import boto3.session
-
-    bucket = f"weights-{uuid.uuid4().hex[:12]}"
-    boto3.session.Session().client("s3").create_bucket(Bucket=bucket)
-    return bucket
 
 
 class S3Link:

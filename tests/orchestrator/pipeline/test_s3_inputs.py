@@ -1,0 +1,142 @@
+"""Videos read in place from a real S3-compatible server on 127.0.0.1 (moto): listed by prefix, pattern or
+key, read through ranged GETs, fingerprinted by ETag. The same videos from local disk are the reference."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import boto3.session
+import pytest
+
+from orchestrator.pipeline.media.video import VIDEO_SUFFIXES, expand_inputs, open_inputs
+from tests.orchestrator.pipeline.media import write_shots
+from tests.orchestrator.pipeline.runs import comparable, outputs, run, write_pipeline
+from workers.media import s3
+
+SHOTS = {"a.mp4": [(30, (200, 40, 40)), (40, (40, 200, 40)), (26, (40, 40, 200))],
+         "b.mp4": [(50, (220, 220, 40)), (46, (40, 220, 220))]}
+SOURCE_FIELDS = ("video", "video_id", "clip_id", "path", "provenance")
+"""What names a row's source or file: differs between a video on disk and the same one in a bucket."""
+
+
+def store() -> Any:
+    return boto3.session.Session().client("s3")
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("s3-videos")
+    made = {}
+    for name, shots in SHOTS.items():
+        write_shots(folder / name, shots, size=(96, 64))
+        made[name] = folder / name
+    return made
+
+
+def upload(bucket: str, videos: dict[str, Path], prefix: str = "in/") -> None:
+    for name, path in videos.items():
+        store().upload_file(str(path), bucket, f"{prefix}{name}")
+
+
+def source_free(rows: list[dict]) -> list[dict]:
+    """Rows without the fields naming their source, in clip order."""
+    kept = [{k: v for k, v in row.items() if k not in SOURCE_FIELDS} for row in comparable(rows)]
+    return sorted(kept, key=lambda row: json.dumps(row, sort_keys=True))
+
+
+def test_a_seekable_object_reads_the_same_bytes_as_the_file_at_any_position(s3_bucket, videos) -> None:
+    """Seeded random seeks and reads through the ranged reader give the file's bytes; reading it through
+    once fetches each byte once."""
+    path = videos["a.mp4"]
+    upload(s3_bucket, {"a.mp4": path})
+    data = path.read_bytes()
+    reader = s3.ObjectReader(f"s3://{s3_bucket}/in/a.mp4", read_ahead=4096)
+    rng = random.Random(7)
+    for _ in range(200):
+        where = rng.choice([rng.randrange(len(data)), rng.randrange(len(data) - 100, len(data) + 50)])
+        size = rng.randrange(1, 9000)
+        reader.seek(where)
+        assert reader.read(size) == data[where:where + size]
+    whole = s3.ObjectReader(f"s3://{s3_bucket}/in/a.mp4", read_ahead=4096)
+    assert whole.read() == data and whole.fetched == len(data)
+    whole.seek(-10, 2)
+    assert whole.read() == data[-10:]
+
+
+def test_an_object_replaced_while_it_is_read_fails_the_read_in_one_line(s3_bucket, videos) -> None:
+    url = f"s3://{s3_bucket}/in/a.mp4"
+    upload(s3_bucket, {"a.mp4": videos["a.mp4"]})
+    reader = s3.ObjectReader(url, read_ahead=1024)
+    reader.read(100)
+    store().upload_file(str(videos["b.mp4"]), s3_bucket, "in/a.mp4")
+    reader.seek(videos["a.mp4"].stat().st_size // 2)  # past the block read: the next read fetches
+    with pytest.raises(s3.ObjectError, match=r"in/a.mp4: the object changed while the run read it \(GetObject\)"):
+        reader.read(10)
+
+
+def test_prefixes_patterns_and_keys_list_the_objects_they_name_page_by_page(s3_bucket) -> None:
+    """1,200 keys span two pages of a listing; a prefix takes the video keys under it, a pattern matches
+    level by level, a key names itself; a missing bucket is one line naming it."""
+    client = store()
+    for i in range(1200):
+        client.put_object(Bucket=s3_bucket, Key=f"many/{i:04d}.mp4", Body=b"x")
+    client.put_object(Bucket=s3_bucket, Key="many/notes.txt", Body=b"x")
+    client.put_object(Bucket=s3_bucket, Key="many/deeper/one.MOV", Body=b"x")
+    prefix = [url for url, _ in s3.list_objects(f"s3://{s3_bucket}/many/", VIDEO_SUFFIXES)]
+    assert len(prefix) == 1201 and f"s3://{s3_bucket}/many/deeper/one.MOV" in prefix
+    assert not any(url.endswith(".txt") for url in prefix)
+    assert [url for url, _ in s3.list_objects(f"s3://{s3_bucket}/many", VIDEO_SUFFIXES)] == prefix
+    pattern = [url for url, _ in s3.list_objects(f"s3://{s3_bucket}/many/00[0-1]?.mp4", VIDEO_SUFFIXES)]
+    assert pattern == [f"s3://{s3_bucket}/many/{i:04d}.mp4" for i in range(20)]
+    (key, stat), = s3.list_objects(f"s3://{s3_bucket}/many/0007.mp4", VIDEO_SUFFIXES)
+    assert key == f"s3://{s3_bucket}/many/0007.mp4" and stat.size == 1 and stat.etag
+    with pytest.raises(s3.ObjectError, match=r"the bucket 'no-such-bucket-x' does not exist \(ListObjectsV2\)"):
+        list(s3.list_objects("s3://no-such-bucket-x/in/", VIDEO_SUFFIXES))
+
+
+def test_inputs_in_a_bucket_are_fingerprinted_by_etag_and_an_unreadable_one_says_why(s3_bucket, videos,
+                                                                                    tmp_path) -> None:
+    upload(s3_bucket, videos)
+    store().put_object(Bucket=s3_bucket, Key="in/broken.mp4", Body=b"not a video at all")
+    found, missing = expand_inputs([f"s3://{s3_bucket}/in/", f"s3://{s3_bucket}/nothing/*.mp4"], tmp_path)
+    assert [v.path for v in found] == [f"s3://{s3_bucket}/in/{name}" for name in ("a.mp4", "b.mp4", "broken.mp4")]
+    assert missing == [(f"s3://{s3_bucket}/nothing/*.mp4", f"no video object matches s3://{s3_bucket}/nothing/"
+                        f"*.mp4 (looked for keys ending in {', '.join(sorted(VIDEO_SUFFIXES))})")]
+    readable, unreadable = open_inputs(found)
+    assert [v.path for v in readable] == [f"s3://{s3_bucket}/in/a.mp4", f"s3://{s3_bucket}/in/b.mp4"]
+    assert readable[0].meta is not None and readable[0].meta.declared_frames == 96
+    assert [(v.path, reason.split(":")[0:2]) for v, reason in unreadable] == [
+        (f"s3://{s3_bucket}/in/broken.mp4", ["s3", f"//{s3_bucket}/in/broken.mp4"])]
+    assert not readable[0].changed()
+    store().upload_file(str(videos["b.mp4"]), s3_bucket, "in/a.mp4")  # a new ETag: another video
+    assert readable[0].changed()
+
+
+def test_a_run_over_a_bucket_equals_the_same_run_over_local_files(s3_bucket, videos, tmp_path) -> None:
+    """The same rows (clip bounds, times, model results) whether the videos are read from disk or in place
+    from the bucket; a rerun after one object changed redoes that video alone."""
+    upload(s3_bucket, videos)
+    local_config, local_out = write_pipeline(tmp_path, "local", [videos["a.mp4"].parent])
+    bucket_config, bucket_out = write_pipeline(tmp_path, "bucket", [f"s3://{s3_bucket}/in/"])  # type: ignore[list-item]
+    for config in (local_config, bucket_config):
+        result = run(config)
+        assert result.returncode == 0, result.stderr[-3000:]
+    local_rows, _ = outputs(local_out)
+    bucket_rows, summary = outputs(bucket_out)
+    assert source_free(bucket_rows) == source_free(local_rows) and len(bucket_rows) > 2
+    assert {row["video"] for row in bucket_rows} == {f"s3://{s3_bucket}/in/{name}" for name in SHOTS}
+    assert summary["failures"] == [] and summary["videos_done"] == 2
+    assert sorted(p.name for p in (bucket_out / "clips").iterdir()) == sorted(
+        Path(row["path"]).name for row in bucket_rows if row["path"])
+
+    store().upload_file(str(videos["a.mp4"]), s3_bucket, "in/b.mp4")  # b's key now holds a's video
+    result = run(bucket_config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows, summary = outputs(bucket_out)
+    assert summary["resumed"] == 1 and summary["videos_done"] == 2  # a's kept, b's redone from its new object
+    b_rows = [row for row in rows if row["video"].endswith("/b.mp4")]
+    a_rows = [row for row in rows if row["video"].endswith("/a.mp4")]
+    assert source_free(b_rows) == source_free(a_rows)

@@ -1,0 +1,207 @@
+"""Videos read in place from S3 or an S3-compatible store (MinIO, Ceph, R2): listed, checked, and read
+through a seekable file that PyAV decodes from, one ranged GET per read-ahead block.
+
+    s3://bucket/prefix/        every video object under the prefix (paginated listing)
+    s3://bucket/a/*.mp4        the objects matching the pattern (`*`, `?`, `[..]` within one path level)
+    s3://bucket/a/b.mp4        that object
+
+Credentials, region and endpoint come from boto3's standard chain (AWS_ACCESS_KEY_ID / AWS_PROFILE /
+an instance role, AWS_ENDPOINT_URL for an S3-compatible server). Every read of an object names the ETag it
+was listed with (If-Match), so an object replaced while a run reads it fails that video instead of mixing
+two versions. Errors are one line naming the bucket, the key and the operation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import hashlib
+import io
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+S3_SCHEME = "s3://"
+READ_AHEAD = 4 << 20
+"""Bytes one ranged GET fetches at least: a decoder's small sequential reads cost one request per block."""
+_WILDCARD = re.compile(r"[*?\[]")
+_NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
+_DENIED = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "AllAccessDisabled"}
+_CHANGED = {"PreconditionFailed", "412"}
+
+
+class ObjectError(OSError):
+    """An object store refused or failed an operation: one line naming the bucket, key and operation."""
+
+
+def is_s3(location: object) -> bool:
+    return isinstance(location, str) and location.startswith(S3_SCHEME)
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """`s3://bucket/some/key` → ("bucket", "some/key")."""
+    bucket, _, key = url.removeprefix(S3_SCHEME).partition("/")
+    if not url.startswith(S3_SCHEME) or not bucket:
+        raise ObjectError(f"{url!r} is not an S3 location: write s3://bucket/prefix/ or s3://bucket/key")
+    return bucket, key
+
+
+@dataclass(frozen=True)
+class ObjectStat:
+    """Which version of an object a run read: a changed object (new ETag, size or version) is another video."""
+
+    size: int
+    etag: str
+    version: str = ""
+
+    def fingerprint(self, url: str) -> str:
+        key = f"{url}\0{self.size}\0{self.etag}\0{self.version}"
+        return hashlib.sha256(key.encode()).hexdigest()[:20]
+
+
+_local = threading.local()
+
+
+def client() -> Any:
+    """This thread's S3 client (boto3's clients are not to be shared across threads), made on first use
+    from the standard chain, with bounded timeouts and retries."""
+    made = getattr(_local, "client", None)
+    if made is None:
+        import boto3.session
+        from botocore.config import Config
+
+        with errors("s3://", "connect"):
+            session = boto3.session.Session()  # a fresh one: the default session caches credentials found earlier
+            made = _local.client = session.client("s3", config=Config(
+                connect_timeout=10, read_timeout=60, retries={"max_attempts": 5, "mode": "standard"}))
+    return made
+
+
+@contextlib.contextmanager
+def errors(url: str, operation: str) -> Iterator[None]:
+    """botocore's failures as ObjectError, in one line saying what failed where and what to do."""
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
+
+    try:
+        yield
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", "?"))
+        if code in _NOT_FOUND:
+            raise ObjectError(f"{url}: no such object ({operation})") from None
+        if code == "NoSuchBucket":
+            raise ObjectError(f"{url}: the bucket {split_url(url)[0]!r} does not exist ({operation}); check the "
+                              f"bucket name, and AWS_ENDPOINT_URL for an S3-compatible server") from None
+        if code in _DENIED:
+            raise ObjectError(f"{url}: access denied ({operation}, {code}); check the AWS credentials and the "
+                              f"bucket policy") from None
+        if code in _CHANGED:
+            raise ObjectError(f"{url}: the object changed while the run read it ({operation}); rerun the same "
+                              f"command to read its new version") from None
+        raise ObjectError(f"{url}: S3 refused {operation} ({code}: {error.get('Message', exc)})") from None
+    except (NoCredentialsError, PartialCredentialsError) as exc:
+        raise ObjectError(f"{url}: no usable AWS credentials for {operation} ({exc}); set AWS_ACCESS_KEY_ID and "
+                          f"AWS_SECRET_ACCESS_KEY or AWS_PROFILE") from None
+    except BotoCoreError as exc:
+        raise ObjectError(f"{url}: {operation} failed ({exc}); check AWS_ENDPOINT_URL and the network") from None
+
+
+def stat(url: str) -> ObjectStat:
+    """The object's size and version now (HEAD)."""
+    bucket, key = split_url(url)
+    with errors(url, "HeadObject"):
+        head = client().head_object(Bucket=bucket, Key=key)
+    return ObjectStat(int(head["ContentLength"]), head.get("ETag", ""), head.get("VersionId") or "")
+
+
+def list_objects(pattern: str, suffixes: frozenset[str]) -> Iterator[tuple[str, ObjectStat]]:
+    """The objects a pattern names, in key order as the store lists them, page by page: a key itself; a
+    prefix (every object under it whose name ends in one of `suffixes`); or a pattern with wildcards (the
+    objects under its fixed part that match it, level by level)."""
+    bucket, key = split_url(pattern)
+    if _WILDCARD.search(key) is None and key and not key.endswith("/"):
+        with contextlib.suppress(ObjectError):
+            yield pattern, stat(pattern)  # the object itself
+            return
+        key += "/"  # a prefix given without its slash
+    wild = _WILDCARD.search(key)
+    prefix = key[:wild.start()] if wild else key
+    levels = key.split("/")
+    for found, entry in _listed(bucket, prefix):
+        if wild is not None and not _matches(found.split("/"), levels):
+            continue
+        if wild is None and not found.lower().endswith(tuple(suffixes)):
+            continue
+        yield f"{S3_SCHEME}{bucket}/{found}", entry
+
+
+def _listed(bucket: str, prefix: str) -> Iterator[tuple[str, ObjectStat]]:
+    url = f"{S3_SCHEME}{bucket}/{prefix}"
+    with errors(url, "ListObjectsV2"):
+        for page in client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for entry in page.get("Contents", []):
+                if not entry["Key"].endswith("/"):
+                    yield entry["Key"], ObjectStat(int(entry["Size"]), entry.get("ETag", ""))
+
+
+def _matches(parts: list[str], levels: list[str]) -> bool:
+    if len(parts) != len(levels):
+        return False
+    return all(fnmatch.fnmatchcase(part, level) for part, level in zip(parts, levels, strict=True))
+
+
+class ObjectReader(io.RawIOBase):
+    """An object as a seekable, read-only file: each read outside the block held fetches the next
+    `read_ahead` bytes from there with one ranged GET naming the ETag first seen (a replaced object fails
+    the read). `fetched` counts the bytes transferred, to show no video is downloaded twice."""
+
+    def __init__(self, url: str, read_ahead: int = READ_AHEAD, version: ObjectStat | None = None) -> None:
+        super().__init__()
+        self.url = url
+        self.bucket, self.key = split_url(url)
+        self.version = version or stat(url)
+        self.read_ahead = read_ahead
+        self.fetched = 0
+        self._position = 0
+        self._block = b""
+        self._block_at = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self.version.size}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def readinto(self, buffer: Any) -> int:
+        """Fill `buffer` from the current position (less only at the object's end)."""
+        view = memoryview(buffer).cast("B")
+        filled = 0
+        while filled < len(view) and self._position < self.version.size:
+            offset = self._position - self._block_at
+            if not 0 <= offset < len(self._block):
+                self._fetch(self._position, max(len(view) - filled, self.read_ahead))
+                offset = 0
+            piece = self._block[offset:offset + len(view) - filled]
+            view[filled:filled + len(piece)] = piece
+            filled += len(piece)
+            self._position += len(piece)
+        return filled
+
+    def _fetch(self, start: int, length: int) -> None:
+        end = min(start + length, self.version.size) - 1
+        with errors(self.url, "GetObject"):
+            response = client().get_object(Bucket=self.bucket, Key=self.key, Range=f"bytes={start}-{end}",
+                                           **({"IfMatch": self.version.etag} if self.version.etag else {}))
+            self._block = response["Body"].read()
+        self._block_at = start
+        self.fetched += len(self._block)
