@@ -136,8 +136,9 @@ def report(local: PipelineRun, on_ray: PipelineRun, ours: float, plain: float, l
     print(f"  plain Ray actor call                            {plain:8.0f} frames/s")
     print(f"load average before / after: {load[0]:.2f} / {load[1]:.2f} on {os.cpu_count()} cores")
     driver, orchestrator = on_ray.usage.parent_cpu_s, local.usage.parent_cpu_s
-    print(f"driver CPU: {driver:.1f} s for {on_ray.clips} clips on Ray; the local orchestrator {orchestrator:.1f} s "
-          f"for {local.clips}")
+    streaming = on_ray.usage.cpu_since(on_ray.ready_at)[0]
+    print(f"driver CPU: {driver:.1f} s for {on_ray.clips} clips on Ray ({streaming:.1f} s of it after start-up: "
+          f"forwarding refs, writing rows); the local orchestrator {orchestrator:.1f} s for {local.clips}")
     print(f"RATIO ray / local clips/s: {clips_per_s(on_ray) / clips_per_s(local):.2f}")
     print(f"RATIO driver CPU s per clip (Ray): {driver / max(on_ray.clips, 1):.3f} "
           f"(local orchestrator: {orchestrator / max(local.clips, 1):.3f})")

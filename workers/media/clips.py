@@ -14,6 +14,7 @@ from typing import Any
 import av
 import numpy as np
 
+from workers.media.s3 import BlockCache
 from workers.media.video import ClipEncoder, Decoder, DiskFull, Frame, VideoError, frame_size
 from workers.shared_frames import SharedFramesDir
 
@@ -24,9 +25,10 @@ ENCODE_ERRORS = (OSError, ValueError, av.error.FFmpegError, MemoryError)
 class ClipReader:
     """One video's frames at full size, read forward only, clip after clip."""
 
-    def __init__(self, path: Path | str, threads: int | None = None, hardware: bool = False) -> None:
+    def __init__(self, path: Path | str, threads: int | None = None, hardware: bool = False,
+                 cache: BlockCache | None = None) -> None:
         self.path = path
-        self.decoder = Decoder(path, threads, hardware)
+        self.decoder = Decoder(path, threads, hardware, cache)
         self._frames: Iterator[Frame] | None = None
         self._ahead: Frame | None = None
         self.position = 0

@@ -26,6 +26,7 @@ import numpy as np
 
 from models.model_interface import ModelInterface, SplitWindow
 from workers.media.clips import ClipReader, read_clip
+from workers.media.s3 import BlockCache
 from workers.media.video import Decoder, DiskFull, VideoError, frame_size, location
 from workers.media.windows import SplitWindows
 from workers.shared_frames import SharedFramesDir, SharedFramesFull
@@ -33,6 +34,8 @@ from workers.threads import budget_from_environ
 
 OWN_ENV = "orchestrator"
 """The env media workers run in: the orchestrator's own (it has PyAV), never a model's."""
+OBJECT_BLOCKS = "objects"
+"""The frames folder's subfolder of cached object blocks (beside the segments, gone with the folder)."""
 MAX_READERS = 4
 """Videos a worker keeps its place in at once (open decoders), oldest dropped first."""
 
@@ -56,6 +59,8 @@ class MediaWorker(ModelInterface):
     def __init__(self, frames_dir: str, hardware: bool = False) -> None:
         """`hardware`: decode on NVDEC and encode on NVENC (the orchestrator checked that they open here)."""
         self.frames = SharedFramesDir(Path(frames_dir))
+        self.blocks = BlockCache(Path(frames_dir) / OBJECT_BLOCKS)
+        """Blocks of s3:// videos this run's media workers fetched, so each is read from the store once."""
         self.hardware = hardware
         self.threads = budget_from_environ()
         """FFmpeg's threads for each decode and encode: the thread budget the parent gave this worker."""
@@ -92,7 +97,7 @@ class MediaWorker(ModelInterface):
         key = ("split", path, str(size), str(window))
         reader = self._readers.get(key)
         if reader is None or not reader.serves(request["core_start"]):
-            reader = _SplitReader(Decoder(location(path), self.threads, self.hardware), size, window)
+            reader = _SplitReader(Decoder(location(path), self.threads, self.hardware, self.blocks), size, window)
         self._keep(key, reader)
         try:
             frames, real = reader.window_frames(request["core_start"], request.get("core"))
@@ -117,7 +122,7 @@ class MediaWorker(ModelInterface):
     def _reader(self, key: tuple[str, str], start: int) -> ClipReader:
         reader = self._readers.get(key)
         if reader is None or reader.position > start:
-            reader = ClipReader(location(key[1]), self.threads, self.hardware)
+            reader = ClipReader(location(key[1]), self.threads, self.hardware, self.blocks)
         self._keep(key, reader)
         return reader
 

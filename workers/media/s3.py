@@ -17,15 +17,19 @@ import contextlib
 import fnmatch
 import hashlib
 import io
+import os
 import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 S3_SCHEME = "s3://"
 READ_AHEAD = 4 << 20
-"""Bytes one ranged GET fetches at least: a decoder's small sequential reads cost one request per block."""
+"""Bytes one ranged GET fetches (a block): a decoder's small sequential reads cost one request per block."""
+BLOCK_CACHE_BYTES = 256 << 20
+"""What a run's media workers keep of the blocks they fetched, for the other steps reading the same video."""
 _WILDCARD = re.compile(r"[*?\[]")
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 _DENIED = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "AllAccessDisabled"}
@@ -152,21 +156,62 @@ def _matches(parts: list[str], levels: list[str]) -> bool:
     return all(fnmatch.fnmatchcase(part, level) for part, level in zip(parts, levels, strict=True))
 
 
-class ObjectReader(io.RawIOBase):
-    """An object as a seekable, read-only file: each read outside the block held fetches the next
-    `read_ahead` bytes from there with one ranged GET naming the ETag first seen (a replaced object fails
-    the read). `fetched` counts the bytes transferred, to show no video is downloaded twice."""
+class BlockCache:
+    """Blocks of objects kept in a folder the media workers of a run share, so a video that several steps
+    decode (the split's windows, the cut, the encode) is fetched from the store once. Files are named by
+    the object's URL and ETag and the block's index, written whole (rename) and evicted oldest first past
+    `limit` bytes; a block evicted under a reader is fetched again."""
 
-    def __init__(self, url: str, read_ahead: int = READ_AHEAD, version: ObjectStat | None = None) -> None:
+    def __init__(self, folder: Path, limit: int = BLOCK_CACHE_BYTES) -> None:
+        self.folder, self.limit = folder, limit
+
+    def get(self, name: str) -> bytes | None:
+        try:
+            return (self.folder / name).read_bytes()
+        except OSError:
+            return None
+
+    def put(self, name: str, data: bytes) -> None:
+        with contextlib.suppress(OSError):  # a full or vanished folder only costs a fetch later
+            self.folder.mkdir(parents=True, exist_ok=True)
+            partial = self.folder / f".{name}.{os.getpid()}.part"
+            partial.write_bytes(data)
+            partial.rename(self.folder / name)
+            self._evict()
+
+    def _evict(self) -> None:
+        entries = []
+        for entry in os.scandir(self.folder):
+            with contextlib.suppress(OSError):
+                info = entry.stat()
+                entries.append((info.st_mtime_ns, info.st_size, entry.path))
+        total = sum(size for _, size, _ in entries)
+        for _, size, path in sorted(entries):
+            if total <= self.limit:
+                return
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            total -= size
+
+
+class ObjectReader(io.RawIOBase):
+    """An object as a seekable, read-only file, read in aligned blocks of `block_size` bytes, one ranged GET
+    each, naming the ETag seen when it was opened (a replaced object fails the read), from `cache` where a
+    block is there. `fetched` counts the bytes transferred from the store."""
+
+    def __init__(self, url: str, block_size: int = READ_AHEAD, version: ObjectStat | None = None,
+                 cache: BlockCache | None = None) -> None:
         super().__init__()
         self.url = url
         self.bucket, self.key = split_url(url)
         self.version = version or stat(url)
-        self.read_ahead = read_ahead
+        self.block_size = block_size
+        self.cache = cache
         self.fetched = 0
         self._position = 0
         self._block = b""
-        self._block_at = 0
+        self._block_index = -1
+        self._tag = hashlib.sha256(f"{url}\0{self.version.etag}\0{block_size}".encode()).hexdigest()[:24]
 
     def readable(self) -> bool:
         return True
@@ -187,21 +232,28 @@ class ObjectReader(io.RawIOBase):
         view = memoryview(buffer).cast("B")
         filled = 0
         while filled < len(view) and self._position < self.version.size:
-            offset = self._position - self._block_at
-            if not 0 <= offset < len(self._block):
-                self._fetch(self._position, max(len(view) - filled, self.read_ahead))
-                offset = 0
+            index, offset = divmod(self._position, self.block_size)
+            if index != self._block_index:
+                self._block, self._block_index = self._read_block(index), index
             piece = self._block[offset:offset + len(view) - filled]
+            if not piece:
+                break  # the store holds less than it said: the decoder sees the end
             view[filled:filled + len(piece)] = piece
             filled += len(piece)
             self._position += len(piece)
         return filled
 
-    def _fetch(self, start: int, length: int) -> None:
-        end = min(start + length, self.version.size) - 1
+    def _read_block(self, index: int) -> bytes:
+        name = f"{self._tag}.{index}"
+        if self.cache is not None and (cached := self.cache.get(name)) is not None:
+            return cached
+        start = index * self.block_size
+        end = min(start + self.block_size, self.version.size) - 1
         with errors(self.url, "GetObject"):
             response = client().get_object(Bucket=self.bucket, Key=self.key, Range=f"bytes={start}-{end}",
                                            **({"IfMatch": self.version.etag} if self.version.etag else {}))
-            self._block = response["Body"].read()
-        self._block_at = start
-        self.fetched += len(self._block)
+            data = response["Body"].read()
+        self.fetched += len(data)
+        if self.cache is not None:
+            self.cache.put(name, data)
+        return data

@@ -20,7 +20,7 @@ from av.codec.hwaccel import HWAccel
 from av.video.frame import PictureType
 from av.video.reformatter import VideoReformatter
 
-from workers.media.s3 import ObjectError, ObjectReader, is_s3
+from workers.media.s3 import BlockCache, ObjectError, ObjectReader, is_s3
 
 HW_DEVICE = "cuda"
 HW_ENCODERS = {"libx264": "h264_nvenc"}
@@ -35,12 +35,14 @@ class DiskFull(OSError):
     """The clip's folder has no space left: the run cannot go on."""
 
 
-def open_video(path: Path | str, hardware: bool = False) -> av.container.InputContainer:
-    """`path` (a file, or an s3:// object read in place) opened for reading (decoded on the GPU's NVDEC with
-    `hardware`, on the CPU where it cannot take the stream), or a VideoError saying in one line why not."""
+def open_video(path: Path | str, hardware: bool = False, cache: BlockCache | None = None,
+               ) -> av.container.InputContainer:
+    """`path` (a file, or an s3:// object read in place, through `cache`) opened for reading (decoded on the
+    GPU's NVDEC with `hardware`, on the CPU where it cannot take the stream), or a VideoError saying in one
+    line why not."""
     hwaccel = HWAccel(HW_DEVICE, allow_software_fallback=True) if hardware else None
     try:
-        source = ObjectReader(path) if is_s3(path) else str(path)
+        source = ObjectReader(path, cache=cache) if is_s3(path) else str(path)
         container = av.open(source, hwaccel=hwaccel)
     except ObjectError as exc:
         raise VideoError(str(exc)) from None
@@ -99,8 +101,9 @@ class Decoder:
     video: `frame.to_ndarray(...)` would build a new one for every frame, which at 48x27 from 720p cost more
     than decoding the frame (see bench/decode.py); the pixels are the same either way."""
 
-    def __init__(self, path: Path | str, threads: int | None = None, hardware: bool = False) -> None:
-        self.path, self.threads, self.hardware = path, threads, hardware
+    def __init__(self, path: Path | str, threads: int | None = None, hardware: bool = False,
+                 cache: BlockCache | None = None) -> None:
+        self.path, self.threads, self.hardware, self.cache = path, threads, hardware, cache
         self.frames_read = 0
         self.damaged = False
         """The decode stopped at a packet FFmpeg found invalid."""
@@ -123,7 +126,7 @@ class Decoder:
                                      interpolation="BILINEAR").to_ndarray()
 
     def __iter__(self) -> Iterator[Frame]:
-        container = open_video(self.path, self.hardware)
+        container = open_video(self.path, self.hardware, self.cache)
         try:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"

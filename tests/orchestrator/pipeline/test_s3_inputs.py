@@ -3,17 +3,21 @@ key, read through ranged GETs, fingerprinted by ETag. The same videos from local
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import random
+import time
 from pathlib import Path
 from typing import Any
 
 import boto3.session
+import psutil
 import pytest
 
 from orchestrator.pipeline.media.video import VIDEO_SUFFIXES, expand_inputs, open_inputs
 from tests.orchestrator.pipeline.media import write_shots
-from tests.orchestrator.pipeline.runs import comparable, outputs, run, write_pipeline
+from tests.orchestrator.pipeline.runs import comparable, outputs, run, start, workers_of, write_pipeline
 from workers.media import s3
 
 SHOTS = {"a.mp4": [(30, (200, 40, 40)), (40, (40, 200, 40)), (26, (40, 40, 200))],
@@ -53,23 +57,36 @@ def test_a_seekable_object_reads_the_same_bytes_as_the_file_at_any_position(s3_b
     path = videos["a.mp4"]
     upload(s3_bucket, {"a.mp4": path})
     data = path.read_bytes()
-    reader = s3.ObjectReader(f"s3://{s3_bucket}/in/a.mp4", read_ahead=4096)
+    reader = s3.ObjectReader(f"s3://{s3_bucket}/in/a.mp4", block_size=4096)
     rng = random.Random(7)
     for _ in range(200):
         where = rng.choice([rng.randrange(len(data)), rng.randrange(len(data) - 100, len(data) + 50)])
         size = rng.randrange(1, 9000)
         reader.seek(where)
         assert reader.read(size) == data[where:where + size]
-    whole = s3.ObjectReader(f"s3://{s3_bucket}/in/a.mp4", read_ahead=4096)
+    whole = s3.ObjectReader(f"s3://{s3_bucket}/in/a.mp4", block_size=4096)
     assert whole.read() == data and whole.fetched == len(data)
     whole.seek(-10, 2)
     assert whole.read() == data[-10:]
 
 
+def test_readers_sharing_a_block_cache_fetch_each_block_once(s3_bucket, videos, tmp_path) -> None:
+    path = videos["b.mp4"]
+    upload(s3_bucket, {"b.mp4": path})
+    url, data = f"s3://{s3_bucket}/in/b.mp4", path.read_bytes()
+    cache = s3.BlockCache(tmp_path / "blocks", limit=len(data) * 2)
+    first, second = (s3.ObjectReader(url, block_size=2048, cache=cache) for _ in range(2))
+    assert first.read() == data and first.fetched == len(data)
+    assert second.read() == data and second.fetched == 0
+    small = s3.BlockCache(tmp_path / "small", limit=8192)  # holds four blocks: the rest are evicted
+    assert s3.ObjectReader(url, block_size=2048, cache=small).read() == data
+    assert sum(f.stat().st_size for f in (tmp_path / "small").iterdir()) <= 8192
+
+
 def test_an_object_replaced_while_it_is_read_fails_the_read_in_one_line(s3_bucket, videos) -> None:
     url = f"s3://{s3_bucket}/in/a.mp4"
     upload(s3_bucket, {"a.mp4": videos["a.mp4"]})
-    reader = s3.ObjectReader(url, read_ahead=1024)
+    reader = s3.ObjectReader(url, block_size=1024)
     reader.read(100)
     store().upload_file(str(videos["b.mp4"]), s3_bucket, "in/a.mp4")
     reader.seek(videos["a.mp4"].stat().st_size // 2)  # past the block read: the next read fetches
@@ -103,8 +120,9 @@ def test_inputs_in_a_bucket_are_fingerprinted_by_etag_and_an_unreadable_one_says
     store().put_object(Bucket=s3_bucket, Key="in/broken.mp4", Body=b"not a video at all")
     found, missing = expand_inputs([f"s3://{s3_bucket}/in/", f"s3://{s3_bucket}/nothing/*.mp4"], tmp_path)
     assert [v.path for v in found] == [f"s3://{s3_bucket}/in/{name}" for name in ("a.mp4", "b.mp4", "broken.mp4")]
-    assert missing == [(f"s3://{s3_bucket}/nothing/*.mp4", f"no video object matches s3://{s3_bucket}/nothing/"
-                        f"*.mp4 (looked for keys ending in {', '.join(sorted(VIDEO_SUFFIXES))})")]
+    endings = ", ".join(sorted(VIDEO_SUFFIXES))
+    pattern = f"s3://{s3_bucket}/nothing/*.mp4"
+    assert missing == [(pattern, f"no video object matches {pattern} (looked for keys ending in {endings})")]
     readable, unreadable = open_inputs(found)
     assert [v.path for v in readable] == [f"s3://{s3_bucket}/in/a.mp4", f"s3://{s3_bucket}/in/b.mp4"]
     assert readable[0].meta is not None and readable[0].meta.declared_frames == 96
@@ -115,9 +133,12 @@ def test_inputs_in_a_bucket_are_fingerprinted_by_etag_and_an_unreadable_one_says
     assert readable[0].changed()
 
 
-def test_a_run_over_a_bucket_equals_the_same_run_over_local_files(s3_bucket, videos, tmp_path) -> None:
+def test_a_run_over_a_bucket_equals_the_same_run_over_local_files(s3_bucket, videos, tmp_path, caplog) -> None:
     """The same rows (clip bounds, times, model results) whether the videos are read from disk or in place
-    from the bucket; a rerun after one object changed redoes that video alone."""
+    from the bucket, each video fetched from the store twice in all (the run's look at its container, and
+    the block the media steps share: three of them decode it); a rerun after one object changed redoes that
+    video alone."""
+    caplog.set_level(logging.INFO, logger="werkzeug")  # the server's request log
     upload(s3_bucket, videos)
     local_config, local_out = write_pipeline(tmp_path, "local", [videos["a.mp4"].parent])
     bucket_config, bucket_out = write_pipeline(tmp_path, "bucket", [f"s3://{s3_bucket}/in/"])  # type: ignore[list-item]
@@ -131,6 +152,9 @@ def test_a_run_over_a_bucket_equals_the_same_run_over_local_files(s3_bucket, vid
     assert summary["failures"] == [] and summary["videos_done"] == 2
     assert sorted(p.name for p in (bucket_out / "clips").iterdir()) == sorted(
         Path(row["path"]).name for row in bucket_rows if row["path"])
+    gets = {name: sum(f"GET /{s3_bucket}/in/{name} " in record.getMessage() for record in caplog.records)
+            for name in SHOTS}
+    assert gets == {name: 2 for name in SHOTS}, gets  # each object smaller than one block
 
     store().upload_file(str(videos["a.mp4"]), s3_bucket, "in/b.mp4")  # b's key now holds a's video
     result = run(bucket_config)
@@ -140,3 +164,31 @@ def test_a_run_over_a_bucket_equals_the_same_run_over_local_files(s3_bucket, vid
     b_rows = [row for row in rows if row["video"].endswith("/b.mp4")]
     a_rows = [row for row in rows if row["video"].endswith("/a.mp4")]
     assert source_free(b_rows) == source_free(a_rows)
+
+
+def test_media_workers_get_the_stores_credentials_and_model_workers_never(s3_bucket, videos, tmp_path) -> None:
+    """While a run reads from the bucket, its media workers hold the AWS variables it was given (they read
+    the objects) and its model workers hold none of them."""
+    upload(s3_bucket, videos)
+    config, out = write_pipeline(tmp_path, "creds", [f"s3://{s3_bucket}/in/"], delay_s=0.3)  # type: ignore[list-item]
+    proc = start(config)
+    seen: dict[str, dict[str, str]] = {}
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline and not {"cut/0", "stats/0"} <= set(seen):
+            for worker in workers_of(psutil.Process(proc.pid)):
+                with contextlib.suppress(psutil.Error):
+                    command = worker.cmdline()
+                    label = command[command.index("--name") + 1]
+                    seen.setdefault(label, worker.environ())
+            time.sleep(0.05)  # polls observable state: the run's worker processes
+        _, stderr = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == 0, stderr[-3000:]
+    assert {"cut/0", "stats/0"} <= set(seen), sorted(seen)
+    assert seen["cut/0"]["AWS_SECRET_ACCESS_KEY"] == "test" and seen["cut/0"]["AWS_ENDPOINT_URL"]
+    for label, environ in seen.items():
+        if label.split("/")[0] not in ("decode", "cut", "encode"):
+            assert not [name for name in environ if name.startswith("AWS_")], label

@@ -1,0 +1,157 @@
+"""The quickstart pipeline over videos read in place from a local S3-compatible server, against the same videos
+from local disk, measured in one run.
+
+    --videos generated videos ─▶ execute(quickstart.yaml, inputs: the files)          local disk
+                              ─▶ uploaded to moto_server (its own process, 127.0.0.1)
+                              ─▶ execute(quickstart.yaml, inputs: s3://bench/in/)    through a counting relay
+        clips/s after start-up of each ─▶ RATIO s3 / local clips/s
+        bytes the relay passed from the server ─▶ RATIO bytes read per video / its size (no whole re-download)
+
+The server shares this machine's cores with the run (it serves every ranged GET in Python), so the first
+ratio is a floor for a real store, which costs this machine nothing.
+
+    .venv/bin/python bench/s3.py [--videos 4] [--minutes 0.5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+_spec = importlib.util.spec_from_file_location("bench_pipeline", BENCH / "pipeline.py")
+assert _spec is not None and _spec.loader is not None
+bench_pipeline = importlib.util.module_from_spec(_spec)
+sys.modules["bench_pipeline"] = bench_pipeline  # its dataclasses look their module up by name
+_spec.loader.exec_module(bench_pipeline)
+PipelineRun = bench_pipeline.PipelineRun
+make_source, progress = bench_pipeline.make_source, bench_pipeline.progress
+run_pipeline, scratch_dir = bench_pipeline.run_pipeline, bench_pipeline.scratch_dir
+BUCKET = "bench"
+SERVER_START_S = 30.0
+
+
+class CountingRelay:
+    """A TCP hop between boto3 and the server that counts the bytes the server sends (bodies and headers)."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.from_server = 0
+        self._lock = threading.Lock()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            threading.Thread(target=self._pipe, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, True), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket, counted: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(1 << 16):
+                if counted:
+                    with self._lock:
+                        self.from_server += len(data)
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@contextlib.contextmanager
+def s3_server() -> Iterator[tuple[str, int]]:
+    """moto_server in its own process on a free port of 127.0.0.1."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    binary = Path(sys.executable).with_name("moto_server")
+    proc = subprocess.Popen([str(binary), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + SERVER_START_S
+        while True:
+            with contextlib.suppress(OSError):
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("moto_server did not start")
+            time.sleep(0.1)  # waits for the server's port to open
+        yield "127.0.0.1", port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def aws_environ(endpoint: str) -> dict[str, str]:
+    return {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}
+
+
+def clips_per_s(run: PipelineRun) -> float:
+    return run.clips / run.run_s
+
+
+def run(videos: int, minutes: float) -> None:
+    import boto3.session
+
+    load_before = os.getloadavg()[0]
+    with scratch_dir() as scratch, s3_server() as upstream:
+        progress(f"generating {videos} videos of {minutes:g} min")
+        source = make_source(scratch / "videos", minutes, videos)
+        progress("local disk")
+        local = run_pipeline(source, scratch / "out-local")
+        os.environ.update(aws_environ(f"http://{upstream[0]}:{upstream[1]}"))
+        client = boto3.session.Session().client("s3")
+        client.create_bucket(Bucket=BUCKET)
+        for path in source.paths:
+            client.upload_file(str(path), BUCKET, f"in/{path.name}")
+        relay = CountingRelay(upstream)
+        os.environ["AWS_ENDPOINT_URL"] = relay.endpoint  # the run's reads pass the relay, the upload did not
+        progress("s3 inputs")
+        urls = tuple(f"s3://{BUCKET}/in/{path.name}" for path in source.paths)
+        remote = run_pipeline(dataclasses.replace(source, paths=urls), scratch / "out-s3")
+        relay.close()
+        sizes = sum(path.stat().st_size for path in source.paths)
+        shutil.rmtree(scratch / "videos", ignore_errors=True)
+    print(f"quickstart over {source.describe()} ({local.clips} clips)")
+    for name, measured in (("local disk", local), ("s3 (moto_server)", remote)):
+        print(f"  {name:<17} start-up {measured.startup_s:6.1f} s   {clips_per_s(measured):6.2f} clips/s after it")
+    print(f"bytes from the server: {relay.from_server / 1e6:.2f} MB for {sizes / 1e6:.2f} MB of videos "
+          f"(listing, HEADs and response headers included)")
+    print(f"load average before / after: {load_before:.2f} / {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    print(f"RATIO s3 / local clips/s: {clips_per_s(remote) / clips_per_s(local):.2f}")
+    print(f"RATIO bytes read per video / its size: {relay.from_server / sizes:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--videos", type=int, default=4, help="input videos (default 4)")
+    parser.add_argument("--minutes", type=float, default=0.5, help="length of each (default 0.5)")
+    args = parser.parse_args()
+    if args.videos < 1 or args.minutes * 60 < 3:
+        parser.error("--videos must be at least 1, --minutes at least 0.05")
+    run(args.videos, args.minutes)
+
+
+if __name__ == "__main__":
+    main()
