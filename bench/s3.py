@@ -3,14 +3,15 @@ from local disk, measured in one run.
 
     --videos generated videos ─▶ execute(quickstart.yaml, inputs: the files)          local disk
                               ─▶ uploaded to moto_server (its own process, 127.0.0.1)
-                              ─▶ execute(quickstart.yaml, inputs: s3://bench/in/)    through a counting relay
+                              ─▶ execute(quickstart.yaml, inputs: s3://bench/in/)    through a counting hop
         clips/s after start-up of each ─▶ RATIO s3 / local clips/s
-        bytes the relay passed from the server ─▶ RATIO bytes read per video / its size (no whole re-download)
+        bytes the hop (tests/support/s3_link.py) passed from the server
+            ─▶ RATIO bytes read per video / its size (no whole re-download)
 
 The server shares this machine's cores with the run (it serves every ranged GET in Python), so the first
 ratio is a floor for a real store, which costs this machine nothing.
 
-    .venv/bin/python bench/s3.py [--videos 4] [--minutes 0.5]
+    .venv/bin/python bench/s3.py [--videos 4] [--minutes 0.5] [--size 1280 720]
 """
 
 from __future__ import annotations
@@ -24,10 +25,13 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
 
 BENCH = Path(__file__).resolve().parent
 _spec = importlib.util.spec_from_file_location("bench_pipeline", BENCH / "pipeline.py")
@@ -38,43 +42,12 @@ _spec.loader.exec_module(bench_pipeline)
 PipelineRun = bench_pipeline.PipelineRun
 make_source, progress = bench_pipeline.make_source, bench_pipeline.progress
 run_pipeline, scratch_dir = bench_pipeline.run_pipeline, bench_pipeline.scratch_dir
+_link_spec = importlib.util.spec_from_file_location("s3_link", BENCH.parent / "tests" / "support" / "s3_link.py")
+assert _link_spec is not None and _link_spec.loader is not None
+s3_link = importlib.util.module_from_spec(_link_spec)
+_link_spec.loader.exec_module(s3_link)
 BUCKET = "bench"
 SERVER_START_S = 30.0
-
-
-class CountingRelay:
-    """A TCP hop between boto3 and the server that counts the bytes the server sends (bodies and headers)."""
-
-    def __init__(self, upstream: tuple[str, int]) -> None:
-        self.upstream = upstream
-        self.from_server = 0
-        self._lock = threading.Lock()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.endpoint = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(self.upstream)
-            threading.Thread(target=self._pipe, args=(client, server, False), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(server, client, True), daemon=True).start()
-
-    def _pipe(self, source: socket.socket, sink: socket.socket, counted: bool) -> None:
-        with contextlib.suppress(OSError):
-            while data := source.recv(1 << 16):
-                if counted:
-                    with self._lock:
-                        self.from_server += len(data)
-                sink.sendall(data)
-        with contextlib.suppress(OSError):
-            sink.shutdown(socket.SHUT_WR)
-
-    def close(self) -> None:
-        self.listener.close()
 
 
 @contextlib.contextmanager
@@ -101,6 +74,27 @@ def s3_server() -> Iterator[tuple[str, int]]:
         proc.wait(10)
 
 
+def with_grain(source: Any) -> None:
+    """Re-encode the source's videos with a moving film grain, so they weigh what camera footage does (the
+    generated flat shots compress to a few KB per second, and would make a container's header look big)."""
+    first = source.paths[0]
+    grainy = first.with_name("grainy.mp4")
+    rng = np.random.default_rng(0)
+    with av.open(str(first)) as src, av.open(str(grainy), "w") as dst:
+        stream_in = src.streams.video[0]
+        out = dst.add_stream("libx264", rate=stream_in.average_rate)
+        out.width, out.height, out.pix_fmt = stream_in.width, stream_in.height, "yuv420p"
+        grain = rng.integers(-10, 11, (stream_in.height, stream_in.width * 2, 3), dtype=np.int16)
+        for index, frame in enumerate(src.decode(stream_in)):
+            shift = index % stream_in.width
+            rgb = np.clip(frame.to_ndarray(format="rgb24") + grain[:, shift:shift + stream_in.width], 0, 255)
+            dst.mux(out.encode(av.VideoFrame.from_ndarray(rgb.astype(np.uint8), format="rgb24")))
+        dst.mux(out.encode(None))
+    for path in source.paths:
+        shutil.copy(grainy, path)
+    grainy.unlink()
+
+
 def aws_environ(endpoint: str) -> dict[str, str]:
     return {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
             "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
@@ -111,13 +105,14 @@ def clips_per_s(run: PipelineRun) -> float:
     return run.clips / run.run_s
 
 
-def run(videos: int, minutes: float) -> None:
+def run(videos: int, minutes: float, size: tuple[int, int]) -> None:
     import boto3.session
 
     load_before = os.getloadavg()[0]
     with scratch_dir() as scratch, s3_server() as upstream:
         progress(f"generating {videos} videos of {minutes:g} min")
-        source = make_source(scratch / "videos", minutes, videos)
+        source = make_source(scratch / "videos", minutes, videos, size)
+        with_grain(source)
         progress("local disk")
         local = run_pipeline(source, scratch / "out-local")
         os.environ.update(aws_environ(f"http://{upstream[0]}:{upstream[1]}"))
@@ -125,7 +120,7 @@ def run(videos: int, minutes: float) -> None:
         client.create_bucket(Bucket=BUCKET)
         for path in source.paths:
             client.upload_file(str(path), BUCKET, f"in/{path.name}")
-        relay = CountingRelay(upstream)
+        relay = s3_link.S3Link(f"http://{upstream[0]}:{upstream[1]}")  # counts what the server replies
         os.environ["AWS_ENDPOINT_URL"] = relay.endpoint  # the run's reads pass the relay, the upload did not
         progress("s3 inputs")
         urls = tuple(f"s3://{BUCKET}/in/{path.name}" for path in source.paths)
@@ -133,24 +128,26 @@ def run(videos: int, minutes: float) -> None:
         relay.close()
         sizes = sum(path.stat().st_size for path in source.paths)
         shutil.rmtree(scratch / "videos", ignore_errors=True)
-    print(f"quickstart over {source.describe()} ({local.clips} clips)")
+    print(f"quickstart over {source.describe()} at {size[0]}x{size[1]} ({local.clips} clips)")
     for name, measured in (("local disk", local), ("s3 (moto_server)", remote)):
         print(f"  {name:<17} start-up {measured.startup_s:6.1f} s   {clips_per_s(measured):6.2f} clips/s after it")
-    print(f"bytes from the server: {relay.from_server / 1e6:.2f} MB for {sizes / 1e6:.2f} MB of videos "
+    print(f"bytes from the server: {relay.replied / 1e6:.2f} MB for {sizes / 1e6:.2f} MB of videos "
           f"(listing, HEADs and response headers included)")
     print(f"load average before / after: {load_before:.2f} / {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     print(f"RATIO s3 / local clips/s: {clips_per_s(remote) / clips_per_s(local):.2f}")
-    print(f"RATIO bytes read per video / its size: {relay.from_server / sizes:.2f}")
+    print(f"RATIO bytes read per video / its size: {relay.replied / sizes:.2f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--videos", type=int, default=4, help="input videos (default 4)")
     parser.add_argument("--minutes", type=float, default=0.5, help="length of each (default 0.5)")
+    parser.add_argument("--size", type=int, nargs=2, default=(1280, 720), metavar=("W", "H"),
+                        help="frame size of the generated videos (default 1280 720)")
     args = parser.parse_args()
     if args.videos < 1 or args.minutes * 60 < 3:
         parser.error("--videos must be at least 1, --minutes at least 0.05")
-    run(args.videos, args.minutes)
+    run(args.videos, args.minutes, tuple(args.size))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import pytest
 from orchestrator.envs import Env
 from tests.fixtures.sentinels import parent_watched
 from tests.support.envs import ensure_env
+from tests.support.s3_store import aws_environ
 from workers.shm_ring import NAME_PREFIX, SHM_DIR
 
 
@@ -91,10 +92,7 @@ def s3_endpoint() -> Iterator[str]:
 @pytest.fixture
 def s3_bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh bucket; boto3 reaches it through the standard environment variables only."""
-    aws = {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE":
-           "/nonexistent", "AWS_EC2_METADATA_DISABLED": "true"}
-    for key, value in aws.items():
+    for key, value in aws_environ(s3_endpoint).items():
         monkeypatch.setenv(key, value)
     import boto3.session
 

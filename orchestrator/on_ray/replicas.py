@@ -5,12 +5,13 @@
         ─▶ the config with those replica counts, and RayWorkers (the executor's worker factory)
 
 RayCluster is what a run is handed to put its replicas there (the pipeline's Cluster): it joins Ray when the
-run asks, once the run's cheap checks have passed.
+run asks, opens the run's inputs in a task on a node, and plans and makes the replicas.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from orchestrator.on_ray.ray_worker import RayWorker, connect
 from orchestrator.pipeline.config import PipelineConfig, StageConfig
 from orchestrator.pipeline.executor import WorkerFactory
 from orchestrator.pipeline.media.steps import MEDIA_MODEL
-from orchestrator.pipeline.media.video import VideoInput, open_inputs
+from orchestrator.pipeline.media.video import VideoInput, fingerprint, open_inputs
 from orchestrator.pipeline.scaling.autoscaler import Resources
 from orchestrator.pipeline.scaling.gpus import cpu_fallback_warning
 from orchestrator.pipeline.stages import ResolvedStage, worker_policy
@@ -31,8 +32,9 @@ from orchestrator.supervisor.policy import WorkerPolicy
 from orchestrator.supervisor.threads import thread_environ
 from workers.media.model import frame_outputs
 
-OPEN_TIMEOUT_S = 600.0
-"""How long opening the inputs on a node may take (every video's container read once)."""
+OPEN_TIMEOUT_S = 120.0
+OPEN_PER_VIDEO_S = 2.0
+"""How long opening the inputs on a node may take: a base, and per video (its container read once)."""
 
 
 class RayWorkers:
@@ -118,16 +120,26 @@ class RayCluster:
             self._ray = connect(self.address)
 
     def open_inputs(self, videos: list[VideoInput]) -> tuple[list[VideoInput], list[tuple[VideoInput, str]]]:
-        """The inputs opened (fingerprinted, their containers read) by a task on a node of the cluster: the
-        driver opens no video."""
+        """The inputs opened (their containers read) by a task on a node of the cluster: the driver opens no
+        video. A local file's fingerprint is taken again here, by stat alone: the run checks it here at the
+        end, and another host's mount may give the same file another inode or path."""
         self.join()
         opener = self._ray.remote(num_cpus=0, max_retries=1)(open_inputs)
         try:
-            return self._ray.get(opener.remote(videos), timeout=OPEN_TIMEOUT_S)
+            readable, unreadable = self._ray.get(opener.remote(videos),
+                                                 timeout=OPEN_TIMEOUT_S + OPEN_PER_VIDEO_S * len(videos))
         except Exception as exc:  # the task's node was lost, or the cluster is too busy to run it
             raise PipelineError(f"could not open the inputs on the Ray cluster ({type(exc).__name__}: "
                                 f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); "
                                 f"check the cluster and rerun") from None
+        here: list[VideoInput] = []
+        for video in readable:
+            try:
+                marks = video.fingerprint if isinstance(video.path, str) else fingerprint(video.path)
+                here.append(replace(video, fingerprint=marks))
+            except OSError as exc:
+                unreadable.append((video, f"{video.path}: not readable on the driver ({exc.strerror or exc})"))
+        return here, unreadable
 
     def replicas(self, config: PipelineConfig, stages: Mapping[str, ResolvedStage],
                  declarations: Mapping[str, ModelDeclarations], user_code_dirs: tuple[Path, ...],

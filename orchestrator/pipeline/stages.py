@@ -151,7 +151,8 @@ class Cluster(Protocol):
     The pipeline only asks; it never imports the executor behind it."""
 
     def join(self) -> None:
-        """Connect to the cluster; called once the run's cheap checks have passed, before any worker starts."""
+        """Connect to the cluster; called before the run opens its inputs (a node of the cluster opens them) and
+        before any worker starts."""
 
     def open_inputs(self, videos: list[VideoInput]) -> tuple[list[VideoInput], list[tuple[VideoInput, str]]]:
         """`open_inputs` on a node of the cluster (joining it first), so this process opens no video."""

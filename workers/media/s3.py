@@ -2,13 +2,14 @@
 through a seekable file that PyAV decodes from, one ranged GET per read-ahead block.
 
     s3://bucket/prefix/        every video object under the prefix (paginated listing)
-    s3://bucket/a/*.mp4        the objects matching the pattern (`*`, `?`, `[..]` within one path level)
+    s3://bucket/a/*.mp4        the objects matching the pattern (`*`, `?`, `[..]` within one path level,
+                               `**` across any number of them)
     s3://bucket/a/b.mp4        that object
 
 Credentials, region and endpoint come from boto3's standard chain (AWS_ACCESS_KEY_ID / AWS_PROFILE /
-an instance role, AWS_ENDPOINT_URL for an S3-compatible server). Every read of an object names the ETag it
-was listed with (If-Match), so an object replaced while a run reads it fails that video instead of mixing
-two versions. Errors are one line naming the bucket, the key and the operation.
+an instance role, AWS_ENDPOINT_URL for an S3-compatible server). Every read of an object names the ETag the
+reader saw when it opened it (If-Match), so an object replaced while a run reads it fails that video instead
+of mixing two versions. Errors are one line naming the bucket, the key and the operation.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import hashlib
 import io
 import os
 import re
+import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +32,10 @@ READ_AHEAD = 4 << 20
 """Bytes one ranged GET fetches (a block): a decoder's small sequential reads cost one request per block."""
 BLOCK_CACHE_BYTES = 256 << 20
 """What a run's media workers keep of the blocks they fetched, for the other steps reading the same video."""
+FREE_SHARE = 4
+"""The cache takes at most this fraction (1/4) of its file system's free room: frames come first there."""
+BODY_ATTEMPTS = 3
+"""Tries at one block's GET whose body broke off mid-read (botocore retries the request, not the body)."""
 _WILDCARD = re.compile(r"[*?\[]")
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 _DENIED = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "AllAccessDisabled"}
@@ -38,6 +44,14 @@ _CHANGED = {"PreconditionFailed", "412"}
 
 class ObjectError(OSError):
     """An object store refused or failed an operation: one line naming the bucket, key and operation."""
+
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        """What went wrong, for callers that act on it: "not_found", "denied", "changed", or ""."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 def is_s3(location: object) -> bool:
@@ -94,16 +108,16 @@ def errors(url: str, operation: str) -> Iterator[None]:
         error = exc.response.get("Error", {})
         code = str(error.get("Code", "?"))
         if code in _NOT_FOUND:
-            raise ObjectError(f"{url}: no such object ({operation})") from None
+            raise ObjectError(f"{url}: no such object ({operation})", "not_found") from None
         if code == "NoSuchBucket":
             raise ObjectError(f"{url}: the bucket {split_url(url)[0]!r} does not exist ({operation}); check the "
                               f"bucket name, and AWS_ENDPOINT_URL for an S3-compatible server") from None
         if code in _DENIED:
             raise ObjectError(f"{url}: access denied ({operation}, {code}); check the AWS credentials and the "
-                              f"bucket policy") from None
+                              f"bucket policy", "denied") from None
         if code in _CHANGED:
             raise ObjectError(f"{url}: the object changed while the run read it ({operation}); rerun the same "
-                              f"command to read its new version") from None
+                              f"command to read its new version", "changed") from None
         raise ObjectError(f"{url}: S3 refused {operation} ({code}: {error.get('Message', exc)})") from None
     except (NoCredentialsError, PartialCredentialsError) as exc:
         raise ObjectError(f"{url}: no usable AWS credentials for {operation} ({exc}); set AWS_ACCESS_KEY_ID and "
@@ -126,8 +140,13 @@ def list_objects(pattern: str, suffixes: frozenset[str]) -> Iterator[tuple[str, 
     objects under its fixed part that match it, level by level)."""
     bucket, key = split_url(pattern)
     if _WILDCARD.search(key) is None and key and not key.endswith("/"):
-        with contextlib.suppress(ObjectError):
-            yield pattern, stat(pattern)  # the object itself
+        try:
+            found = stat(pattern)  # the object itself
+        except ObjectError as exc:
+            if exc.code not in ("not_found", "denied"):  # a denied HEAD may still be a listable prefix
+                raise
+        else:
+            yield pattern, found
             return
         key += "/"  # a prefix given without its slash
     wild = _WILDCARD.search(key)
@@ -151,14 +170,18 @@ def _listed(bucket: str, prefix: str) -> Iterator[tuple[str, ObjectStat]]:
 
 
 def _matches(parts: list[str], levels: list[str]) -> bool:
-    if len(parts) != len(levels):
-        return False
-    return all(fnmatch.fnmatchcase(part, level) for part, level in zip(parts, levels, strict=True))
+    """A key's levels against a pattern's: `**` takes any number of levels (none too), as a local glob's."""
+    if not levels:
+        return not parts
+    if levels[0] == "**":
+        return any(_matches(parts[skip:], levels[1:]) for skip in range(len(parts) + 1))
+    return bool(parts) and fnmatch.fnmatchcase(parts[0], levels[0]) and _matches(parts[1:], levels[1:])
 
 
 class BlockCache:
-    """Blocks of objects kept in a folder the media workers of a run share, so a video that several steps
-    decode (the split's windows, the cut, the encode) is fetched from the store once. Files are named by
+    """Blocks of objects kept in a folder the media workers of a run on one host share (on Ray, one media
+    replica's), so a video that several steps decode (the split's windows, the cut, the encode) is fetched
+    from the store once. Files are named by
     the object's URL and ETag and the block's index, written whole (rename) and evicted oldest first past
     `limit` bytes; a block evicted under a reader is fetched again."""
 
@@ -172,14 +195,21 @@ class BlockCache:
             return None
 
     def put(self, name: str, data: bytes) -> None:
-        with contextlib.suppress(OSError):  # a full or vanished folder only costs a fetch later
+        partial = self.folder / f".{name}.{os.getpid()}.part"
+        try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            partial = self.folder / f".{name}.{os.getpid()}.part"
+            free = shutil.disk_usage(self.folder).free
+            if len(data) > free // FREE_SHARE:
+                return  # the folder's file system is short of room: the frames need it more
             partial.write_bytes(data)
             partial.rename(self.folder / name)
-            self._evict()
+            self._evict(free // FREE_SHARE)
+        except OSError:
+            partial.unlink(missing_ok=True)  # a full or vanished folder only costs a fetch later
 
-    def _evict(self) -> None:
+    def _evict(self, room: int) -> None:
+        """Oldest blocks out until the folder holds at most `limit` bytes, and at most `room`."""
+        limit = min(self.limit, room)
         entries = []
         for entry in os.scandir(self.folder):
             with contextlib.suppress(OSError):
@@ -187,7 +217,7 @@ class BlockCache:
                 entries.append((info.st_mtime_ns, info.st_size, entry.path))
         total = sum(size for _, size, _ in entries)
         for _, size, path in sorted(entries):
-            if total <= self.limit:
+            if total <= limit:
                 return
             with contextlib.suppress(OSError):
                 os.unlink(path)
@@ -249,11 +279,24 @@ class ObjectReader(io.RawIOBase):
             return cached
         start = index * self.block_size
         end = min(start + self.block_size, self.version.size) - 1
-        with errors(self.url, "GetObject"):
-            response = client().get_object(Bucket=self.bucket, Key=self.key, Range=f"bytes={start}-{end}",
-                                           **({"IfMatch": self.version.etag} if self.version.etag else {}))
-            data = response["Body"].read()
+        data = self._get(start, end)
         self.fetched += len(data)
         if self.cache is not None:
             self.cache.put(name, data)
         return data
+
+    def _get(self, start: int, end: int) -> bytes:
+        from botocore.exceptions import IncompleteReadError, ReadTimeoutError, ResponseStreamingError
+
+        for attempt in range(BODY_ATTEMPTS):
+            with errors(self.url, "GetObject"):
+                response = client().get_object(Bucket=self.bucket, Key=self.key, Range=f"bytes={start}-{end}",
+                                               **({"IfMatch": self.version.etag} if self.version.etag else {}))
+            try:
+                return response["Body"].read()
+            except (ResponseStreamingError, IncompleteReadError, ReadTimeoutError) as exc:
+                if attempt == BODY_ATTEMPTS - 1:
+                    raise ObjectError(f"{self.url}: the connection broke while reading bytes {start}-{end} "
+                                      f"({BODY_ATTEMPTS} tries, GetObject: {exc}); check the network and rerun "
+                                      f"(finished videos are kept)") from None
+        raise AssertionError("unreachable")

@@ -359,7 +359,7 @@ def _command_line(inputs: list[str] | None, output: str | None) -> dict[str, Any
     """The fields the command line sets, its paths made absolute against the current directory."""
     given: dict[str, Any] = {}
     if inputs:
-        given["inputs"] = [str(Path(i).absolute()) for i in inputs]
+        given["inputs"] = [i if i.startswith("s3://") else str(Path(i).absolute()) for i in inputs]
     if output:
         given["output"] = str(Path(output).absolute())
     return given

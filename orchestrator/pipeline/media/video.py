@@ -21,6 +21,8 @@ from workers.media.video import VideoError, average_rate, open_video
 __all__ = ["VIDEO_SUFFIXES", "VideoError", "VideoInput", "VideoMeta", "Truncation", "expand_inputs", "fingerprint",
            "open_inputs", "probe", "sample_indices", "truncation", "video_id"]
 
+PROBE_BLOCK = 16 << 10
+"""Bytes per ranged GET while a run reads an object's container header (its frames are the media steps')."""
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts"})
 
 
@@ -118,7 +120,7 @@ def open_inputs(videos: list[VideoInput]) -> tuple[list[VideoInput], list[tuple[
     for video in videos:
         try:
             marks = fingerprint(video.path)
-            container = open_video(video.path)
+            container = open_video(video.path, block_size=PROBE_BLOCK)  # an object's header, not its frames
         except FileNotFoundError:
             unreadable.append((video, f"{video.path}: file not found"))
             continue

@@ -18,6 +18,7 @@ import pytest
 from orchestrator.pipeline.media.video import VIDEO_SUFFIXES, expand_inputs, open_inputs
 from tests.orchestrator.pipeline.media import write_shots
 from tests.orchestrator.pipeline.runs import comparable, outputs, run, start, workers_of, write_pipeline
+from tests.support.s3_store import SECRET
 from workers.media import s3
 
 SHOTS = {"a.mp4": [(30, (200, 40, 40)), (40, (40, 200, 40)), (26, (40, 40, 200))],
@@ -167,11 +168,12 @@ def test_a_run_over_a_bucket_equals_the_same_run_over_local_files(s3_bucket, vid
 
 
 def test_media_workers_get_the_stores_credentials_and_model_workers_never(s3_bucket, videos, tmp_path) -> None:
-    """While a run reads from the bucket, its media workers hold the AWS variables it was given (they read
-    the objects) and its model workers hold none of them."""
+    """While a run reads from the bucket (given with --input), its media workers hold the AWS variables it
+    was given (they read the objects) and its model workers hold none of them; no file the run wrote and
+    none of its output holds the secret."""
     upload(s3_bucket, videos)
-    config, out = write_pipeline(tmp_path, "creds", [f"s3://{s3_bucket}/in/"], delay_s=0.3)  # type: ignore[list-item]
-    proc = start(config)
+    config, out = write_pipeline(tmp_path, "creds", [tmp_path / "replaced-by-the-command-line.mp4"], delay_s=0.3)
+    proc = start(config, "--input", f"s3://{s3_bucket}/in/")
     seen: dict[str, dict[str, str]] = {}
     try:
         deadline = time.monotonic() + 120
@@ -188,7 +190,10 @@ def test_media_workers_get_the_stores_credentials_and_model_workers_never(s3_buc
         proc.communicate()
     assert proc.returncode == 0, stderr[-3000:]
     assert {"cut/0", "stats/0"} <= set(seen), sorted(seen)
-    assert seen["cut/0"]["AWS_SECRET_ACCESS_KEY"] == "test" and seen["cut/0"]["AWS_ENDPOINT_URL"]
+    assert seen["cut/0"]["AWS_SECRET_ACCESS_KEY"] == SECRET and seen["cut/0"]["AWS_ENDPOINT_URL"]
     for label, environ in seen.items():
         if label.split("/")[0] not in ("decode", "cut", "encode"):
             assert not [name for name in environ if name.startswith("AWS_")], label
+    written = [p for p in out.rglob("*") if p.is_file() and p.suffix in (".json", ".jsonl", ".html", ".log")]
+    assert written and not [p for p in written if SECRET in p.read_text(errors="replace")]
+    assert SECRET not in stderr

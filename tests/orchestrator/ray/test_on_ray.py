@@ -298,15 +298,17 @@ def test_media_frames_are_object_refs_the_driver_owns_and_outlive_the_media_acto
     media = RayWorker(media_request, StagePlacement("decode", {"num_cpus": 0, "num_gpus": 0, "resources":
                                                               {"gpu_one": 1}, "max_concurrency": 1}),
                       max_in_flight=1, frame_outputs=frame_outputs)
-    window = {"op": "split", "path": str(videos[0]), "size": [48, 27], "core_start": 0, "core": 8, "step": 8,
-              "context": 2, "name": "0.split.0"}
+    window = {"op": "split", "path": str(videos[0]), "size": [320, 240], "core_start": 0, "core": 8, "step": 8,
+              "context": 2, "name": "0.split.0"}  # 2.8 MB: above Ray's inline size, so it stays in a store
     try:
         answer = _answer(media, window)
     finally:
         media.release()  # the actor and its node's frames folder are gone before the model reads the frames
     frames = answer["frames"]
-    assert isinstance(frames, RayFrames) and frames.shape == (12, 27, 48, 3) and answer["real"] == 8
+    assert isinstance(frames, RayFrames) and frames.shape == (12, 240, 320, 3) and answer["real"] == 8
     assert frames.node == nodes["gpu_one"].node_id and media.bytes_moved == 0
+    held = ray.experimental.get_object_locations([frames.ref])[frames.ref]
+    assert held["node_ids"] == [nodes["gpu_one"].node_id] and held["object_size"] >= frames.nbytes
     model = _host("stats", "ocr", 0, {"gpu_two": 1})
     model.request = dataclasses.replace(model.request, model=ModelRef("controlled_model.ControlledModel",
                                                                       {"env": "ocr", "returns": "frame_stats"}))

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,6 +9,7 @@ import pytest
 
 from models.model_utils import WEIGHTS_DIR_VAR
 from orchestrator.weights.cache import WeightsCache
+from tests.support.s3_link import S3Link
 
 
 @pytest.fixture
@@ -21,62 +18,6 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> WeightsCache:
     root = tmp_path / "weights"
     monkeypatch.setenv(WEIGHTS_DIR_VAR, str(root))
     return WeightsCache(root)
-
-
-class S3Link:
-    """A TCP hop between boto3 and the S3 server: replies pass at most `rate` bytes per second, and the
-    first connection whose replies pass `cut_after` bytes is closed there, mid-body (a dropped link)."""
-
-    PIECE = 64 * 1024
-
-    def __init__(self, upstream: str, rate: float | None = None, cut_after: int | None = None) -> None:
-        host, _, port = upstream.removeprefix("http://").partition(":")
-        self.upstream = (host, int(port))
-        self.rate, self.cut_after = rate, cut_after
-        self.cut = threading.Event()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.endpoint = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-        self.closed = threading.Event()
-        self.sockets: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self.closed.is_set():
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(self.upstream)
-            self.sockets += [client, server]
-            threading.Thread(target=self._pipe, args=(client, server, False), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(server, client, True), daemon=True).start()
-
-    def _pipe(self, source: socket.socket, sink: socket.socket, replies: bool) -> None:
-        passed = 0
-        try:
-            while data := source.recv(self.PIECE):
-                if replies and self.cut_after is not None and not self.cut.is_set() \
-                        and passed + len(data) > self.cut_after:
-                    sink.sendall(data[:self.cut_after - passed])
-                    self.cut.set()
-                    break
-                sink.sendall(data)
-                passed += len(data)
-                if replies and self.rate:
-                    time.sleep(len(data) / self.rate)  # the link's bandwidth, not a synchronisation
-        except OSError:
-            pass
-        for end in (source, sink):
-            with contextlib.suppress(OSError):
-                end.shutdown(socket.SHUT_RDWR)
-            end.close()
-
-    def close(self) -> None:
-        self.closed.set()
-        self.listener.close()
-        for end in self.sockets:
-            with contextlib.suppress(OSError):
-                end.close()
 
 
 @pytest.fixture

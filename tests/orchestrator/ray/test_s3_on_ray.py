@@ -1,0 +1,73 @@
+"""Inputs in S3 on a Ray cluster: each media replica reads its videos from the store on its own node, with
+that node's credentials; the driver lists the inputs and reads no video's bytes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3.session
+import pytest
+
+from tests.orchestrator.pipeline.media import write_shots
+from tests.orchestrator.pipeline.runs import outputs, run, write_pipeline
+from tests.support.ray_nodes import ray_node_ids
+from tests.support.s3_link import S3Link
+from tests.support.s3_store import SECRET, aws_environ
+
+ray = pytest.importorskip("ray", reason="the Ray executor's tests need the ray extra: bash scripts/setup.sh")
+from ray.cluster_utils import Cluster  # noqa: E402
+
+SHOTS = [(40, (200, 40, 40)), (40, (40, 200, 40)), (40, (40, 40, 200))]
+
+
+@pytest.fixture(scope="module")
+def s3_cluster(s3_endpoint: str) -> Iterator[tuple[Cluster, dict[str, Any]]]:
+    """Two one-CPU worker nodes under a head without CPUs, started with the store's settings in their
+    environment, so their replicas reach it directly."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in aws_environ(s3_endpoint).items():
+            patch.setenv(name, value)
+        patch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+        try:
+            nodes = {name: cluster.add_node(num_cpus=1) for name in ("one", "two")}
+            cluster.wait_for_nodes()
+        except BaseException:
+            cluster.shutdown()
+            raise
+    try:
+        yield cluster, nodes
+    finally:
+        cluster.shutdown()
+
+
+def test_the_driver_reads_no_video_bytes_while_the_nodes_read_the_bucket(s3_cluster, s3_endpoint,
+                                                                          tmp_path: Path) -> None:
+    """The driver reaches the store through a hop that counts what it replies: the listing and the checks
+    of each object pass it, no video does; the media steps ran on the worker nodes and every video is done."""
+    ray_cluster, nodes = s3_cluster
+    bucket = f"bucket-{uuid.uuid4().hex[:12]}"
+    client = boto3.session.Session().client("s3", **{"endpoint_url": s3_endpoint, "region_name": "us-east-1",
+                                                      "aws_access_key_id": "test", "aws_secret_access_key": SECRET})
+    client.create_bucket(Bucket=bucket)
+    sizes = 0
+    for name in ("a.mp4", "b.mp4"):
+        write_shots(tmp_path / name, SHOTS, size=(320, 240))
+        client.upload_file(str(tmp_path / name), bucket, f"in/{name}")
+        sizes += (tmp_path / name).stat().st_size
+    link = S3Link(s3_endpoint)
+    try:
+        config, out = write_pipeline(tmp_path, "ray-s3", [f"s3://{bucket}/in/"])  # type: ignore[list-item]
+        result = run(config, "--executor", "ray", "--address", ray_cluster.address, environ=aws_environ(link.endpoint))
+    finally:
+        link.close()
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows, summary = outputs(out)
+    assert summary["failures"] == [] and summary["videos_done"] == 2 and rows
+    workers = {node.node_id[:8] for node in nodes.values()}
+    for step in ("decode", "cut", "encode"):
+        assert ray_node_ids(summary["stages"][step]["nodes"]) <= workers, step
+    assert 0 < link.replied < 0.05 * sizes, (link.replied, sizes)  # it listed through the hop, read no video
