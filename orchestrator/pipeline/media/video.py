@@ -10,6 +10,7 @@ import glob
 import hashlib
 import re
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from workers.media.video import VideoError, average_rate, open_video
 __all__ = ["VIDEO_SUFFIXES", "VideoError", "VideoInput", "VideoMeta", "Truncation", "expand_inputs", "fingerprint",
            "open_inputs", "probe", "sample_indices", "truncation", "video_id"]
 
+OPENERS = 16
+"""Objects in a store opened at once when a run starts."""
 PROBE_BLOCK = 16 << 10
 """Bytes per ranged GET while a run reads an object's container header (its frames are the media steps')."""
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts"})
@@ -114,27 +117,29 @@ def fingerprint(path: Path | str) -> str:
 
 def open_inputs(videos: list[VideoInput]) -> tuple[list[VideoInput], list[tuple[VideoInput, str]]]:
     """Each video opened once, before any worker starts: the readable ones with their fingerprint and what
-    their container declares, and (video, reason) for those that cannot be read."""
-    readable: list[VideoInput] = []
-    unreadable: list[tuple[VideoInput, str]] = []
-    for video in videos:
-        try:
-            marks = fingerprint(video.path)
-            container = open_video(video.path, block_size=PROBE_BLOCK)  # an object's header, not its frames
-        except FileNotFoundError:
-            unreadable.append((video, f"{video.path}: file not found"))
-            continue
-        except s3.ObjectError as exc:
-            unreadable.append((video, str(exc)))
-            continue
-        except VideoError as exc:
-            unreadable.append((video, str(exc)))
-            continue
-        try:
-            readable.append(replace(video, fingerprint=marks, meta=_declared(container)))
-        finally:
-            container.close()
+    their container declares, and (video, reason) for those that cannot be read, both in input order.
+    Objects in a store are opened OPENERS at a time: each costs a few round trips, mostly waiting."""
+    remote = any(isinstance(video.path, str) for video in videos)
+    with ThreadPoolExecutor(OPENERS if remote else 1, thread_name_prefix="open-input") as pool:
+        opened = list(pool.map(_opened, videos))
+    readable = [video for video, reason in opened if reason is None]
+    unreadable = [(video, reason) for video, reason in opened if reason is not None]
     return readable, unreadable
+
+
+def _opened(video: VideoInput) -> tuple[VideoInput, str | None]:
+    """The video with its fingerprint and container's declarations, or why it cannot be read."""
+    try:
+        marks = fingerprint(video.path)
+        container = open_video(video.path, block_size=PROBE_BLOCK)  # an object's header, not its frames
+    except FileNotFoundError:
+        return video, f"{video.path}: file not found"
+    except (s3.ObjectError, VideoError) as exc:
+        return video, str(exc)
+    try:
+        return replace(video, fingerprint=marks, meta=_declared(container)), None
+    finally:
+        container.close()
 
 
 InputOpener = Callable[[list[VideoInput]], tuple[list[VideoInput], list[tuple[VideoInput, str]]]]
