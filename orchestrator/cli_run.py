@@ -58,6 +58,9 @@ def run(
                                                    "folder's kept clips and replace its results (the config may "
                                                    "differ from the folder's only in its model and params).")]
     = None,
+    cache_inputs: Annotated[Path | None, typer.Option("--cache-inputs", help="Copy each s3:// input whole into "
+                                                      "this folder (once per version, kept for later runs) and "
+                                                      "read it there, instead of in place.")] = None,
 ) -> None:
     """Run a pipeline: split videos into clips, annotate and filter them, write clips, metadata and a report.
 
@@ -72,7 +75,7 @@ def run(
         raise ConfigError("--redo-stage reruns a stage over the clips the output folder holds; drop --fresh and "
                           "--input")
     where = {"cluster": _ray_cluster(address, weights_from) if executor is Executor.ray else None,
-             "redo_stage": redo_stage}
+             "redo_stage": redo_stage, "cache_inputs": cache_inputs.absolute() if cache_inputs else None}
     # Set both explicitly: a run started in the background inherits SIGINT ignored, and must still stop on it.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)

@@ -119,14 +119,15 @@ class RayCluster:
         if self._ray is None:
             self._ray = connect(self.address)
 
-    def open_inputs(self, videos: list[VideoInput]) -> tuple[list[VideoInput], list[tuple[VideoInput, str]]]:
+    def open_inputs(self, videos: list[VideoInput], cache: Path | None = None,
+                    ) -> tuple[list[VideoInput], list[tuple[VideoInput, str]]]:
         """The inputs opened (their containers read) by a task on a node of the cluster: the driver opens no
         video. A local file's fingerprint is taken again here, by stat alone: the run checks it here at the
         end, and another host's mount may give the same file another inode or path."""
         self.join()
         opener = self._ray.remote(num_cpus=0, max_retries=1)(open_inputs)
         try:
-            readable, unreadable = self._ray.get(opener.remote(videos),
+            readable, unreadable = self._ray.get(opener.remote(videos, cache),
                                                  timeout=OPEN_TIMEOUT_S + OPEN_PER_VIDEO_S * len(videos))
         except Exception as exc:  # the task's node was lost, or the cluster is too busy to run it
             raise PipelineError(f"could not open the inputs on the Ray cluster ({type(exc).__name__}: "

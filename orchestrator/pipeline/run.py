@@ -88,10 +88,12 @@ class Prepared:
 
 def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_log: LogSink,
             warn: Callable[[str], None], display: Callable[[RunState], Any] | None = None,
-            fresh: bool = False, cluster: Cluster | None = None, redo_stage: str | None = None) -> RunSummary:
+            fresh: bool = False, cluster: Cluster | None = None, redo_stage: str | None = None,
+            cache_inputs: Path | None = None) -> RunSummary:
     """Run the pipeline, here or with every replica on `cluster` (the Ray executor); returns the run summary
     (also written to run.json). `redo_stage` reruns that stage over the output folder's clips instead (see
-    orchestrator.pipeline.output.redo). Raises RunStopped when interrupted or stopped by an error once running."""
+    orchestrator.pipeline.output.redo). `cache_inputs`: a folder each s3:// input is copied into whole, once per
+    version, and read from. Raises RunStopped when interrupted or stopped by an error once running."""
     out_dir = config_dir / config.output
     lock = OutputLock(out_dir)
     videos: list[VideoInput] = []
@@ -102,7 +104,8 @@ def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_lo
         if cluster is not None and redo is None:
             cluster.join()  # a node of it opens the inputs: the driver opens no video
         opener = cluster.open_inputs if cluster is not None else open_inputs
-        opened = redo.inputs() if redo else open_videos(config, config_dir, warn, opener)
+        opened = redo.inputs() if redo else open_videos(config, config_dir, warn,
+                                                         lambda found: opener(found, cache_inputs))
         videos, failures, found, unreadable = opened
         state = RunState(videos_total=found, failures=failures)
         registry = EnvRegistry()

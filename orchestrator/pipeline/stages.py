@@ -154,8 +154,10 @@ class Cluster(Protocol):
         """Connect to the cluster; called before the run opens its inputs (a node of the cluster opens them) and
         before any worker starts."""
 
-    def open_inputs(self, videos: list[VideoInput]) -> tuple[list[VideoInput], list[tuple[VideoInput, str]]]:
-        """`open_inputs` on a node of the cluster (joining it first), so this process opens no video."""
+    def open_inputs(self, videos: list[VideoInput], cache: Path | None = None,
+                    ) -> tuple[list[VideoInput], list[tuple[VideoInput, str]]]:
+        """`open_inputs` on a node of the cluster (joining it first), so this process opens no video; `cache`
+        (--cache-inputs) must be a folder every node sees at the same path."""
 
     def replicas(self, config: PipelineConfig, stages: Mapping[str, ResolvedStage],
                  declarations: Mapping[str, ModelDeclarations], user_code_dirs: tuple[Path, ...],

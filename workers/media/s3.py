@@ -1,5 +1,6 @@
 """Videos read in place from S3 or an S3-compatible store (MinIO, Ceph, R2): listed, checked, and read
-through a seekable file that PyAV decodes from, one ranged GET per read-ahead block.
+through a seekable file that PyAV decodes from, one ranged GET per block (or copied whole, `download`, for
+a run that caches its inputs).
 
     s3://bucket/prefix/        every video object under the prefix (paginated listing)
     s3://bucket/a/*.mp4        the objects matching the pattern (`*`, `?`, `[..]` within one path level,
@@ -132,6 +133,23 @@ def stat(url: str) -> ObjectStat:
     with errors(url, "HeadObject"):
         head = client().head_object(Bucket=bucket, Key=key)
     return ObjectStat(int(head["ContentLength"]), head.get("ETag", ""), head.get("VersionId") or "")
+
+
+def download(url: str, version: ObjectStat, target: Path) -> None:
+    """The object's version `version`, whole, into `target` (through `<target>.part`, renamed once complete;
+    a replaced object fails the download)."""
+    bucket, key = split_url(url)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.part")
+    try:
+        with errors(url, "GetObject"):
+            response = client().get_object(Bucket=bucket, Key=key,
+                                           **({"IfMatch": version.etag} if version.etag else {}))
+            with partial.open("wb") as sink:
+                for chunk in response["Body"].iter_chunks(1 << 20):
+                    sink.write(chunk)
+        partial.rename(target)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def list_objects(pattern: str, suffixes: frozenset[str]) -> Iterator[tuple[str, ObjectStat]]:

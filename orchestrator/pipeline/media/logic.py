@@ -45,7 +45,7 @@ class SplitDecodeLogic(StepLogic):
 
     def payload(self, item: SplitRequest) -> dict[str, Any]:
         video = item.video.video
-        return {"op": "split", "path": str(video.path), "size": self.size, "core_start": item.core_start,
+        return {"op": "split", "path": video.source, "size": self.size, "core_start": item.core_start,
                 "core": item.core, "step": item.step, "context": item.context,
                 "name": self._name(item)}
 
@@ -126,7 +126,7 @@ class ClipFramesLogic(_ClipsOfVideos):
         samples = {st.name: {"indices": sample_indices(item.start, item.end, fps, st.frames.sampling, st.frames.rate,
                                                        st.frames.max_frames), "size": st.frames.size}
                    for st in self.stages}
-        request = {"op": "clip", "path": str(item.video.video.path), "start": item.start, "end": item.end,
+        request = {"op": "clip", "path": item.video.video.source, "start": item.start, "end": item.end,
                    "samples": samples, "name": self._name(item)}
         if self.encode:
             request["encode"] = {"out": str(item.encode_to), "codec": self.codec, "fps": fps}
@@ -165,7 +165,7 @@ class EncodeLogic(_ClipsOfVideos):
         return item.active and item.encoded is None
 
     def payload(self, item: Clip) -> dict[str, Any]:
-        return {"op": "encode", "path": str(item.video.video.path), "start": item.start, "end": item.end,
+        return {"op": "encode", "path": item.video.video.source, "start": item.start, "end": item.end,
                 "samples": {}, "name": f"{item.video.seq}.{item.index:04d}",
                 "encode": {"out": str(item.encode_to), "codec": self.codec,
                            "fps": item.video.meta.fps if item.video.meta else 1.0}}

@@ -42,6 +42,13 @@ class VideoInput:
     fingerprint: str = ""
     meta: VideoMeta | None = None
     """What the container declares (rate, size, frames, duration), read when the file was opened."""
+    local: Path | None = None
+    """A whole local copy of an object (`--cache-inputs`), which the media steps read instead."""
+
+    @property
+    def source(self) -> str:
+        """What the media steps read: the local copy where there is one, else the file or object itself."""
+        return str(self.local or self.path)
 
     @property
     def frames(self) -> int:
@@ -115,23 +122,27 @@ def fingerprint(path: Path | str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
-def open_inputs(videos: list[VideoInput]) -> tuple[list[VideoInput], list[tuple[VideoInput, str]]]:
+def open_inputs(videos: list[VideoInput], cache: Path | None = None,
+                ) -> tuple[list[VideoInput], list[tuple[VideoInput, str]]]:
     """Each video opened once, before any worker starts: the readable ones with their fingerprint and what
-    their container declares, and (video, reason) for those that cannot be read, both in input order.
-    Objects in a store are opened OPENERS at a time: each costs a few round trips, mostly waiting."""
+    their container declares, and (video, reason) for those that cannot be read, both in input order. With
+    `cache`, each object is first copied whole into that folder (see `cached_copy`). Objects in a store are
+    opened OPENERS at a time: each costs a few round trips, mostly waiting."""
     remote = any(isinstance(video.path, str) for video in videos)
     with ThreadPoolExecutor(OPENERS if remote else 1, thread_name_prefix="open-input") as pool:
-        opened = list(pool.map(_opened, videos))
+        opened = list(pool.map(lambda video: _opened(video, cache), videos))
     readable = [video for video, reason in opened if reason is None]
     unreadable = [(video, reason) for video, reason in opened if reason is not None]
     return readable, unreadable
 
 
-def _opened(video: VideoInput) -> tuple[VideoInput, str | None]:
+def _opened(video: VideoInput, cache: Path | None) -> tuple[VideoInput, str | None]:
     """The video with its fingerprint and container's declarations, or why it cannot be read."""
     try:
-        marks = fingerprint(video.path)
-        container = open_video(video.path, block_size=PROBE_BLOCK)  # an object's header, not its frames
+        if cache is not None and isinstance(video.path, str):
+            video = cached_copy(video, cache)
+        marks = video.fingerprint or fingerprint(video.path)
+        container = open_video(video.local or video.path, block_size=PROBE_BLOCK)  # the header, not the frames
     except FileNotFoundError:
         return video, f"{video.path}: file not found"
     except (s3.ObjectError, VideoError) as exc:
@@ -140,6 +151,27 @@ def _opened(video: VideoInput) -> tuple[VideoInput, str | None]:
         return replace(video, fingerprint=marks, meta=_declared(container)), None
     finally:
         container.close()
+
+
+def cached_copy(video: VideoInput, folder: Path) -> VideoInput:
+    """The object copied whole into `folder` once per version (`<video id>-<fingerprint><suffix>`, kept for
+    later runs; an interrupted copy leaves only a `.part`), with its fingerprint; an OSError of the folder
+    is one line naming it."""
+    url = str(video.path)
+    version = s3.stat(url)
+    marks = version.fingerprint(url)
+    suffix = Path(s3.split_url(url)[1]).suffix
+    copy = folder / f"{video.video_id}-{marks}{suffix}"
+    if not copy.exists():
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            s3.download(url, version, copy)
+        except s3.ObjectError:
+            raise
+        except OSError as exc:
+            raise VideoError(f"{url}: cannot copy it into --cache-inputs {folder} ({exc.strerror or exc}); "
+                             f"free room there or pick another folder") from None
+    return replace(video, fingerprint=marks, local=copy)
 
 
 InputOpener = Callable[[list[VideoInput]], tuple[list[VideoInput], list[tuple[VideoInput, str]]]]

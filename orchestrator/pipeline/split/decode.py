@@ -44,7 +44,7 @@ def plan_split(videos: list[VideoInput], window: SplitWindow | None, resumable: 
         item = VideoItem(seq, video, resumed=resumable(video))
         if item.resumed is None:
             try:
-                item.meta = video.meta or probe(video.path)  # read when the run opened it
+                item.meta = video.meta or probe(video.local or video.path)  # read when the run opened it
             except VideoError as exc:
                 item.error = str(exc)
         if not put(outq, item, stop):

@@ -197,3 +197,32 @@ def test_media_workers_get_the_stores_credentials_and_model_workers_never(s3_buc
     written = [p for p in out.rglob("*") if p.is_file() and p.suffix in (".json", ".jsonl", ".html", ".log")]
     assert written and not [p for p in written if SECRET in p.read_text(errors="replace")]
     assert SECRET not in stderr
+
+
+def test_cache_inputs_copies_each_object_once_and_the_run_reads_the_copies(s3_bucket, videos, tmp_path,
+                                                                           caplog) -> None:
+    """With --cache-inputs, each object is fetched whole once (one GET) and the media steps read the copy;
+    a fresh rerun over the same folder fetches nothing (HEADs alone) and gives the same rows as a run that
+    reads in place."""
+    caplog.set_level(logging.INFO, logger="werkzeug")
+    upload(s3_bucket, videos)
+    cache = tmp_path / "cache"
+    place_config, place_out = write_pipeline(tmp_path, "in-place", [f"s3://{s3_bucket}/in/"])  # type: ignore[list-item]
+    result = run(place_config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    config, out = write_pipeline(tmp_path, "cached", [f"s3://{s3_bucket}/in/"])  # type: ignore[list-item]
+
+    def gets() -> dict[str, int]:
+        return {name: sum(f"GET /{s3_bucket}/in/{name} " in r.getMessage() for r in caplog.records) for name in SHOTS}
+
+    before = gets()
+    result = run(config, "--cache-inputs", str(cache))
+    assert result.returncode == 0, result.stderr[-3000:]
+    first = gets()
+    assert {name: first[name] - before[name] for name in SHOTS} == {name: 1 for name in SHOTS}
+    copies = sorted(p.name for p in cache.iterdir())
+    assert len(copies) == 2 and all(name.endswith(".mp4") and not name.startswith(".") for name in copies)
+    result = run(config, "--cache-inputs", str(cache), "--fresh")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert gets() == first  # the copies were read, the objects only checked
+    assert source_free(outputs(out)[0]) == source_free(outputs(place_out)[0])
