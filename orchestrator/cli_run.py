@@ -80,6 +80,8 @@ def run(
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for chatty in ("botocore", "boto3", "s3transfer"):  # where they found credentials is not the run's news
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
     def warn(line: str) -> None:
         error_console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)

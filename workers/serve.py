@@ -244,6 +244,8 @@ def main(argv: list[str] | None = None) -> None:
     faulthandler.enable()  # a segfault in a model's native code still leaves a traceback in the stderr tail
     # A model's logging records go to stderr, which the parent prints prefixed by stage and replica.
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    for chatty in ("botocore", "boto3"):  # a media worker's store client: where it found credentials is noise
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     worker = Worker(parse_args(argv))
     try:
         worker.run()
