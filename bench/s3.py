@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import importlib.util
 import os
 import shutil
 import socket
@@ -33,19 +32,12 @@ from typing import Any
 import av
 import numpy as np
 
-BENCH = Path(__file__).resolve().parent
-_spec = importlib.util.spec_from_file_location("bench_pipeline", BENCH / "pipeline.py")
-assert _spec is not None and _spec.loader is not None
-bench_pipeline = importlib.util.module_from_spec(_spec)
-sys.modules["bench_pipeline"] = bench_pipeline  # its dataclasses look their module up by name
-_spec.loader.exec_module(bench_pipeline)
-PipelineRun = bench_pipeline.PipelineRun
-make_source, progress = bench_pipeline.make_source, bench_pipeline.progress
-run_pipeline, scratch_dir = bench_pipeline.run_pipeline, bench_pipeline.scratch_dir
-_link_spec = importlib.util.spec_from_file_location("s3_link", BENCH.parent / "tests" / "support" / "s3_link.py")
-assert _link_spec is not None and _link_spec.loader is not None
-s3_link = importlib.util.module_from_spec(_link_spec)
-_link_spec.loader.exec_module(s3_link)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, for the tests' counting hop
+
+from pipeline import PipelineRun, make_source, progress, run_pipeline, scratch_dir  # noqa: E402
+
+from tests.support.s3_link import S3Link  # noqa: E402
+
 BUCKET = "bench"
 SERVER_START_S = 30.0
 
@@ -120,7 +112,7 @@ def run(videos: int, minutes: float, size: tuple[int, int]) -> None:
         client.create_bucket(Bucket=BUCKET)
         for path in source.paths:
             client.upload_file(str(path), BUCKET, f"in/{path.name}")
-        relay = s3_link.S3Link(f"http://{upstream[0]}:{upstream[1]}")  # counts what the server replies
+        relay = S3Link(f"http://{upstream[0]}:{upstream[1]}")  # counts what the server replies
         os.environ["AWS_ENDPOINT_URL"] = relay.endpoint  # the run's reads pass the relay, the upload did not
         progress("s3 inputs")
         urls = tuple(f"s3://{BUCKET}/in/{path.name}" for path in source.paths)
