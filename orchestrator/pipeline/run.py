@@ -101,7 +101,7 @@ def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_lo
         if out_dir.exists():
             lock.acquire()  # a second run into a folder in use is refused before it does anything
         redo = plan_redo(out_dir, config, redo_stage) if redo_stage else None
-        if cluster is not None and redo is None:
+        if cluster is not None:
             cluster.join()  # a node of it opens the inputs: the driver opens no video
         opener = cluster.open_inputs if cluster is not None else open_inputs
         opened = redo.inputs() if redo else open_videos(config, config_dir, warn,
@@ -113,8 +113,6 @@ def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_lo
         if not fresh and redo is None:
             check_results_key(out_dir, config.results_key())  # after the config's own errors, before any worker
             check_no_unfinished_redo(out_dir)
-        if cluster is not None:
-            cluster.join()  # joined already unless redoing a stage
         runtime_dir = make_runtime_dir()
         frames = SharedFramesDir.make()
         workers = LocalWorkers(stages, config_dir, runtime_dir, on_log, resolve_media(config, frames.path),

@@ -20,7 +20,7 @@ from av.codec.hwaccel import HWAccel
 from av.video.frame import PictureType
 from av.video.reformatter import VideoReformatter
 
-from workers.media.s3 import READ_AHEAD, BlockCache, ObjectError, ObjectReader, is_s3
+from workers.media.s3 import READ_AHEAD, BlockCache, ObjectError, ObjectReader, ObjectStat, is_s3
 
 HW_DEVICE = "cuda"
 HW_ENCODERS = {"libx264": "h264_nvenc"}
@@ -36,13 +36,14 @@ class DiskFull(OSError):
 
 
 def open_video(path: Path | str, hardware: bool = False, cache: BlockCache | None = None,
-               block_size: int = READ_AHEAD) -> av.container.InputContainer:
-    """`path` (a file, or an s3:// object read in place in blocks of `block_size`, through `cache`) opened for
-    reading (decoded on the GPU's NVDEC with `hardware`, on the CPU where it cannot take the stream), or a
-    VideoError saying in one line why not."""
+               block_size: int = READ_AHEAD, version: ObjectStat | None = None) -> av.container.InputContainer:
+    """`path` (a file, or an s3:// object read in place in blocks of `block_size`, through `cache`; `version`:
+    its size and ETag where the caller has them, else asked for) opened for reading (decoded on the GPU's
+    NVDEC with `hardware`, on the CPU where it cannot take the stream), or a VideoError saying in one line
+    why not."""
     hwaccel = HWAccel(HW_DEVICE, allow_software_fallback=True) if hardware else None
     try:
-        source = ObjectReader(path, block_size, cache=cache) if is_s3(path) else str(path)
+        source = ObjectReader(path, block_size, version, cache) if is_s3(path) else str(path)
         container = av.open(source, hwaccel=hwaccel)
     except ObjectError as exc:
         raise VideoError(str(exc)) from None

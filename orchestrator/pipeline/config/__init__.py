@@ -27,6 +27,7 @@ from orchestrator.model_source import absolute_class_path
 from orchestrator.pipeline.config.errors import ConfigProblem, Location, config_problems, problem_at
 from orchestrator.pipeline.config.model_paths import class_path_problem
 from orchestrator.yaml_errors import describe_yaml_error, line_of, load_with_nodes
+from workers.media.s3 import is_s3
 from workers.model_input import InputSpec
 
 
@@ -359,7 +360,7 @@ def _command_line(inputs: list[str] | None, output: str | None) -> dict[str, Any
     """The fields the command line sets, its paths made absolute against the current directory."""
     given: dict[str, Any] = {}
     if inputs:
-        given["inputs"] = [i if i.startswith("s3://") else str(Path(i).absolute()) for i in inputs]
+        given["inputs"] = [i if is_s3(i) else str(Path(i).absolute()) for i in inputs]
     if output:
         given["output"] = str(Path(output).absolute())
     return given

@@ -137,31 +137,34 @@ def open_inputs(videos: list[VideoInput], cache: Path | None = None,
 
 
 def _opened(video: VideoInput, cache: Path | None) -> tuple[VideoInput, str | None]:
-    """The video with its fingerprint and container's declarations, or why it cannot be read."""
+    """The video with its fingerprint and container's declarations, or why it cannot be read. An object is
+    asked for its version once: that version is fingerprinted, copied (with `cache`) and read."""
     try:
-        if cache is not None and isinstance(video.path, str):
-            video = cached_copy(video, cache)
-        marks = video.fingerprint or fingerprint(video.path)
-        container = open_video(video.local or video.path, block_size=PROBE_BLOCK)  # the header, not the frames
+        if isinstance(video.path, str):
+            version = s3.stat(video.path)
+            video = replace(video, fingerprint=version.fingerprint(video.path))
+            if cache is not None:
+                video = cached_copy(video, version, cache)
+            container = open_video(video.local or video.path, block_size=PROBE_BLOCK,  # the header, not the frames
+                                   version=None if video.local else version)
+        else:
+            video = replace(video, fingerprint=fingerprint(video.path))
+            container = open_video(video.path)
     except FileNotFoundError:
         return video, f"{video.path}: file not found"
     except (s3.ObjectError, VideoError) as exc:
         return video, str(exc)
     try:
-        return replace(video, fingerprint=marks, meta=_declared(container)), None
+        return replace(video, meta=_declared(container)), None
     finally:
         container.close()
 
 
-def cached_copy(video: VideoInput, folder: Path) -> VideoInput:
-    """The object copied whole into `folder` once per version (`<video id>-<fingerprint><suffix>`, kept for
-    later runs; an interrupted copy leaves only a `.part`), with its fingerprint; an OSError of the folder
-    is one line naming it."""
+def cached_copy(video: VideoInput, version: s3.ObjectStat, folder: Path) -> VideoInput:
+    """The object's `version` copied whole into `folder` once (`<video id>-<fingerprint><suffix>`, kept for
+    later runs; an interrupted copy leaves only a `.part`); an OSError of the folder is one line naming it."""
     url = str(video.path)
-    version = s3.stat(url)
-    marks = version.fingerprint(url)
-    suffix = Path(s3.split_url(url)[1]).suffix
-    copy = folder / f"{video.video_id}-{marks}{suffix}"
+    copy = folder / f"{video.video_id}-{video.fingerprint}{Path(s3.split_url(url)[1]).suffix}"
     if not copy.exists():
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -171,7 +174,7 @@ def cached_copy(video: VideoInput, folder: Path) -> VideoInput:
         except OSError as exc:
             raise VideoError(f"{url}: cannot copy it into --cache-inputs {folder} ({exc.strerror or exc}); "
                              f"free room there or pick another folder") from None
-    return replace(video, fingerprint=marks, local=copy)
+    return replace(video, local=copy)
 
 
 InputOpener = Callable[[list[VideoInput]], tuple[list[VideoInput], list[tuple[VideoInput, str]]]]
