@@ -18,6 +18,7 @@ from rich.markup import escape
 
 from orchestrator.errors import ConfigError, RunStopped
 from orchestrator.render import console, error_console
+from workers.media.s3 import is_s3
 
 if TYPE_CHECKING:
     from orchestrator.pipeline.config import PipelineConfig
@@ -89,13 +90,17 @@ def run(
     try:
         summary = _execute(pipeline, config_dir, quiet, gpus=gpus, warn=warn, fresh=fresh, **where)
     except RunStopped as stopped:
-        if stopped.cause is not None and not no_report:  # stopped by an error: its report shows what failed
+        # stopped by an error: its report shows what failed (a bucket output has none)
+        if stopped.cause is not None and not no_report and not is_s3(pipeline.output):
             _report(stopped.out_dir, warn)
         error_console.print(f"[bold red]{'error: ' if stopped.cause else ''}[/]{escape(str(stopped))}",
                             highlight=False, soft_wrap=True)
         raise typer.Exit(130 if stopped.cause is None else 1) from None
     console.print(summary_table(summary))
-    if not no_report:
+    if is_s3(pipeline.output):
+        console.print(f"results: {escape(pipeline.output)} (no report: its clips are in the bucket)",
+                      highlight=False, soft_wrap=True)
+    elif not no_report:
         _report(config_dir / pipeline.output, warn)
     for failure in summary.failures:
         error_console.print(f"[red]failed:[/] {escape(failure.line())}", highlight=False, soft_wrap=True)

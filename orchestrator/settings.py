@@ -17,7 +17,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CPUS_VAR = "ORCHESTRATOR_CPUS"
 
 
-def _cache_home() -> Path:
+def cache_home() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
 
 
@@ -70,7 +70,7 @@ class Settings:
 
     envs_dir: Path = PROJECT_ROOT / "envs"
     """Folder of environment declarations (`ORCHESTRATOR_ENVS_DIR`)."""
-    env_cache_dir: Path = field(default_factory=lambda: _cache_home() / "orchestrator" / "envs")
+    env_cache_dir: Path = field(default_factory=lambda: cache_home() / "orchestrator" / "envs")
     """Where built environments live (`ORCHESTRATOR_ENV_CACHE`)."""
     backend: str | None = None
     """Force one backend for every env: uv, conda or existing (`ORCHESTRATOR_ENV_BACKEND`)."""
@@ -83,7 +83,7 @@ class Settings:
     conda_mirrors: tuple[tuple[str, str], ...] = ()
     """Channel URL prefixes fetched from elsewhere, for air-gapped sites (`ORCHESTRATOR_CONDA_MIRRORS`:
     `URL=MIRROR` pairs separated by spaces)."""
-    conda_cache: Path = field(default_factory=lambda: _cache_home() / "orchestrator" / "conda")
+    conda_cache: Path = field(default_factory=lambda: cache_home() / "orchestrator" / "conda")
     """Conda downloads (`ORCHESTRATOR_CONDA_CACHE`): checked package archives in archives/ (what it holds
     builds without network), rattler's extracted packages in pkgs/ and channel indexes in repodata/."""
 
@@ -99,12 +99,12 @@ class Settings:
         return cls(
             envs_dir=Path(env.get("ORCHESTRATOR_ENVS_DIR") or cls.envs_dir),
             env_cache_dir=Path(env["ORCHESTRATOR_ENV_CACHE"]) if env.get("ORCHESTRATOR_ENV_CACHE")
-            else _cache_home() / "orchestrator" / "envs",
+            else cache_home() / "orchestrator" / "envs",
             backend=env.get("ORCHESTRATOR_ENV_BACKEND") or None,
             find_links=tuple(find_links.split()) if find_links is not None else _pip_find_links(),
             existing_pythons=existing,
             conda_channel_alias=env.get("ORCHESTRATOR_CONDA_CHANNEL_ALIAS") or cls.conda_channel_alias,
             conda_mirrors=_mirrors(env.get("ORCHESTRATOR_CONDA_MIRRORS", "")),
             conda_cache=Path(env["ORCHESTRATOR_CONDA_CACHE"]) if env.get("ORCHESTRATOR_CONDA_CACHE")
-            else _cache_home() / "orchestrator" / "conda",
+            else cache_home() / "orchestrator" / "conda",
         )

@@ -16,9 +16,10 @@ as it was; the lock (taken first when the folder exists) keeps a second run out 
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,8 @@ from orchestrator.pipeline.media.video import (
     expand_inputs,
     open_inputs,
 )
+from orchestrator.pipeline.output.bucket import BucketFolder
+from orchestrator.pipeline.output.bucket_lock import BucketOutputLock
 from orchestrator.pipeline.output.lock import OutputLock
 from orchestrator.pipeline.output.parts import count_kept
 from orchestrator.pipeline.output.redo import RedoPlan, RedoSource, check_no_unfinished_redo, plan_redo
@@ -69,6 +72,7 @@ from orchestrator.supervisor.policy import STOP_AT_ONCE
 from orchestrator.supervisor.runtime_dir import make_runtime_dir
 from orchestrator.supervisor.shutdown import close_all
 from orchestrator.weights.preflight import check_weights_present
+from workers.media.s3 import ObjectError, is_s3
 from workers.shared_frames import SharedFramesDir
 
 
@@ -94,11 +98,17 @@ def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_lo
     (also written to run.json). `redo_stage` reruns that stage over the output folder's clips instead (see
     orchestrator.pipeline.output.redo). `cache_inputs`: a folder each s3:// input is copied into whole, once per
     version, and read from. Raises RunStopped when interrupted or stopped by an error once running."""
-    out_dir = config_dir / config.output
-    lock = OutputLock(out_dir)
+    bucket = BucketFolder(config.output) if is_s3(config.output) else None
+    out_dir = bucket.local if bucket is not None else config_dir / config.output
+    lock: OutputLock | BucketOutputLock = BucketOutputLock(bucket) if bucket is not None else OutputLock(out_dir)
     videos: list[VideoInput] = []
     try:
-        if out_dir.exists():
+        if bucket is not None:
+            _check_bucket_output(config, redo_stage)
+            lock.acquire()  # the lock object is the only thing a run that fails early leaves, and it removes it
+            with _store_errors():
+                bucket.pull()
+        elif out_dir.exists():
             lock.acquire()  # a second run into a folder in use is refused before it does anything
         redo = plan_redo(out_dir, config, redo_stage) if redo_stage else None
         if cluster is not None:
@@ -128,7 +138,8 @@ def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_lo
                 if redo is not None:
                     redo.check_outputs(table.outputs[redo.stage.name])
                 writer = DedupingWriter(out_dir, redo.recorded_key if redo else config.results_key(), videos,
-                                        fresh, table, dedup=config.dedup_stages, unreadable=unreadable)
+                                        fresh, table, dedup=config.dedup_stages, unreadable=unreadable,
+                                        bucket=bucket)
                 source = redo.source(writer, prepared.config, made_by.stages[redo.stage.name]) if redo else None
                 return _run(videos, writer, prepared, state, display, warn, source, frames)
         finally:
@@ -136,9 +147,28 @@ def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_lo
             shutil.rmtree(runtime_dir, ignore_errors=True)
             frames.remove()
     except KeyboardInterrupt:
-        raise RunStopped(None, count_kept(out_dir, videos), len(videos), out_dir) from None
+        kept = count_kept(out_dir, videos, bucket.has if bucket is not None else None)
+        raise RunStopped(None, kept, len(videos), out_dir) from None
     finally:
         lock.release()
+
+
+def _check_bucket_output(config: PipelineConfig, redo_stage: str | None) -> None:
+    """What an s3:// output does not do yet, refused before anything is written."""
+    if redo_stage:
+        raise ConfigError(f"--redo-stage reads the clips of a local output folder; {config.output} is in a bucket")
+    if config.shards is not None:
+        raise ConfigError(f"shards: written from a local output folder's clips; {config.output} is in a bucket "
+                          f"(drop shards, or write to a local --output)")
+
+
+@contextlib.contextmanager
+def _store_errors() -> Iterator[None]:
+    """A store's refusal before the run writes anything: one line, as a config problem."""
+    try:
+        yield
+    except ObjectError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def run_provenance(stages: dict[str, ResolvedStage], declarations: dict[str, ModelDeclarations],

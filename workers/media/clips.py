@@ -7,6 +7,8 @@ clip it broke after is still whole and every later clip of the video fails with 
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ from typing import Any
 import av
 import numpy as np
 
-from workers.media.s3 import BlockCache
+from workers.media.s3 import BlockCache, ObjectError, is_s3, upload
 from workers.media.video import ClipEncoder, Decoder, DiskFull, Frame, VideoError, frame_size
 from workers.shared_frames import SharedFramesDir
 
@@ -82,6 +84,7 @@ def read_clip(reader: ClipReader, request: dict[str, Any], frames_dir: SharedFra
                for stage, spec in request["samples"].items()}
     picked: dict[str, list[np.ndarray]] = {stage: [] for stage in samples}
     encode = request.get("encode")
+    target = _encode_target(encode["out"]) if encode else None
     encoder: ClipEncoder | None = None
     first: Frame | None = None
     end_pts: int | None = None
@@ -90,7 +93,8 @@ def read_clip(reader: ClipReader, request: dict[str, Any], frames_dir: SharedFra
             if first is None:
                 first = frame
                 if encode:
-                    encoder = ClipEncoder(Path(encode["out"]), frame.time_base, encode["fps"], *frame.size,
+                    assert target is not None
+                    encoder = ClipEncoder(target, frame.time_base, encode["fps"], *frame.size,
                                           encode["codec"], threads, reader.decoder.hardware)
             if encoder is not None:
                 encoder.write_frame(frame.av_frame, frame.pts - first.pts)
@@ -108,9 +112,28 @@ def read_clip(reader: ClipReader, request: dict[str, Any], frames_dir: SharedFra
     finally:
         if encoder is not None:
             _close(encoder, end_pts)
+        if target is not None and encode and is_s3(encode["out"]) and (encoder is None or end_pts is None):
+            target.unlink(missing_ok=True)
+    if encoder is not None and target is not None and is_s3(encode["out"]):
+        try:
+            upload(target, encode["out"])  # from here: the clip's pixels never pass through the orchestrator
+        except ObjectError as exc:
+            return {"error": f"uploading the clip failed: {exc}"}
+        finally:
+            target.unlink(missing_ok=True)
     segments = {stage: frames_dir.write_stack(f"{request['name']}.{stage}", frames)
                 for stage, frames in picked.items() if frames}
     return {"frames": segments, "times": times, "encoded": encoder is not None}
+
+
+def _encode_target(out: str) -> Path:
+    """Where the clip's file is written: its place in the output folder, or, for an s3:// output, a local
+    file uploaded once whole."""
+    if not is_s3(out):
+        return Path(out)
+    handle, name = tempfile.mkstemp(prefix="clip-", suffix=".mp4")
+    os.close(handle)
+    return Path(name)
 
 
 def _broken(reader: ClipReader, exc: BaseException) -> str:

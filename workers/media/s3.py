@@ -1,6 +1,6 @@
 """Videos read in place from S3 or an S3-compatible store (MinIO, Ceph, R2): listed, checked, and read
 through a seekable file that PyAV decodes from, one ranged GET per block (or copied whole, `download`, for
-a run that caches its inputs).
+a run that caches its inputs); clips encoded for an s3:// output uploaded from where they were encoded.
 
     s3://bucket/prefix/        every video object under the prefix (paginated listing)
     s3://bucket/a/*.mp4        the objects matching the pattern (`*`, `?`, `[..]` within one path level,
@@ -37,6 +37,8 @@ FREE_SHARE = 4
 """The cache takes at most this fraction (1/4) of its file system's free room: frames come first there."""
 BODY_ATTEMPTS = 3
 """Tries at one block's GET whose body broke off mid-read (botocore retries the request, not the body)."""
+MULTIPART_BYTES = 16 << 20
+"""A clip larger than this is uploaded in parts of this size."""
 _WILDCARD = re.compile(r"[*?\[]")
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 _DENIED = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "AllAccessDisabled"}
@@ -150,6 +152,17 @@ def download(url: str, version: ObjectStat, target: Path) -> None:
         partial.rename(target)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def upload(path: Path, url: str) -> None:
+    """A local file into the object `url`: in one PUT, or in parts above `MULTIPART_BYTES` (boto3's managed
+    transfer). An object appears whole or not at all, so a killed upload leaves nothing under its name."""
+    from boto3.s3.transfer import TransferConfig
+
+    bucket, key = split_url(url)
+    with errors(url, "PutObject"):
+        client().upload_file(str(path), bucket, key, Config=TransferConfig(
+            multipart_threshold=MULTIPART_BYTES, multipart_chunksize=MULTIPART_BYTES, use_threads=False))
 
 
 def list_objects(pattern: str, suffixes: frozenset[str]) -> Iterator[tuple[str, ObjectStat]]:

@@ -362,7 +362,7 @@ def _command_line(inputs: list[str] | None, output: str | None) -> dict[str, Any
     if inputs:
         given["inputs"] = [i if is_s3(i) else str(Path(i).absolute()) for i in inputs]
     if output:
-        given["output"] = str(Path(output).absolute())
+        given["output"] = output if is_s3(output) else str(Path(output).absolute())
     return given
 
 

@@ -20,7 +20,7 @@ from orchestrator.pipeline.split.scenes import Scene, SceneStitcher
 class VideoCutter:
     """One video's clips, in order, from its scenes as they close."""
 
-    def __init__(self, video: VideoItem, clips_tmp: Path | None) -> None:
+    def __init__(self, video: VideoItem, clips_tmp: Path | str | None) -> None:
         self.video, self.clips_tmp = video, clips_tmp
         self.stitcher = SceneStitcher()
         self._clips = 0
@@ -48,12 +48,14 @@ class VideoCutter:
     def _clip(self, scene: Scene) -> Clip:
         clip = Clip(self.video, self._clips, *scene)
         if self.clips_tmp is not None:
-            clip.encode_to = self.clips_tmp / f"{self.video.video.video_id}_{clip.index:04d}.mp4"
+            name = f"{self.video.video.video_id}_{clip.index:04d}.mp4"
+            clip.encode_to = (f"{self.clips_tmp}{name}" if isinstance(self.clips_tmp, str)  # an s3:// prefix
+                              else self.clips_tmp / name)
         self._clips += 1
         return clip
 
 
-def cut_clips(clips_tmp: Path | None, inq: queue.Queue, outq: queue.Queue, stop: threading.Event) -> None:
+def cut_clips(clips_tmp: Path | str | None, inq: queue.Queue, outq: queue.Queue, stop: threading.Event) -> None:
     """The step between the split pool and the `cut` media step: VideoItem, its clips as they close,
     VideoDone. `clips_tmp`: where clip files are encoded (None: no clip files)."""
     cutter: VideoCutter | None = None

@@ -4,6 +4,7 @@ metadata.jsonl is rebuilt from. Reading them changes nothing, so a run may look 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -55,17 +56,20 @@ def read_parts(parts_dir: Path) -> dict[str, Part]:
     return parts
 
 
-def resumable_rows(part: Part | None, video: VideoInput, out_dir: Path) -> list[dict[str, Any]] | None:
-    """The part's rows if it finished `video`, as fingerprinted now, successfully and its clips are all there."""
+def resumable_rows(part: Part | None, video: VideoInput,
+                   has_clip: Callable[[str], bool]) -> list[dict[str, Any]] | None:
+    """The part's rows if it finished `video`, as fingerprinted now, successfully and its clips are all there
+    (`has_clip` of each row's path, relative to the folder)."""
     if part is None or not part.ok or part.fingerprint != video.fingerprint or not video.fingerprint:
         return None
-    if any(r.get("path") and not (out_dir / str(r["path"])).is_file() for r in part.rows):
+    if any(r.get("path") and not has_clip(str(r["path"])) for r in part.rows):
         return None
     return part.rows
 
 
-def count_kept(out_dir: Path, videos: list[VideoInput]) -> int:
+def count_kept(out_dir: Path, videos: list[VideoInput], has_clip: Callable[[str], bool] | None = None) -> int:
     """How many of `videos` the folder holds finished results for (read only, for a run stopped before it
-    could write)."""
+    could write); `has_clip`: whether a clip is there, when the clips are not files in `out_dir`."""
     parts = read_parts(out_dir / ".parts")
-    return sum(resumable_rows(parts.get(v.video_id), v, out_dir) is not None for v in videos)
+    present = has_clip or (lambda path: (out_dir / path).is_file())
+    return sum(resumable_rows(parts.get(v.video_id), v, present) is not None for v in videos)

@@ -11,6 +11,10 @@
     <out>/shards/                       WebDataset shards of the kept clips, when asked for (dataset/shards.py)
     <out>/.previous/<time>/             what `--fresh` set aside: the earlier results, never deleted
 
+An `s3://` output holds the same (`bucket`): the writer writes the small files into a local working copy as
+here and puts each in the bucket once written, clips moved into place in the store before the part that lists
+them (orchestrator/pipeline/output/bucket.py).
+
 The writer is made only once the run is known to be able to start (config valid, stages described, weights
 present, inputs opened) and while the run holds the folder's lock, so a run that fails early or a second run
 leaves the folder as it was. metadata.jsonl is never truncated: it is replaced, whole, by the rows of every
@@ -45,6 +49,7 @@ from orchestrator.dataset.table import INFERRED, TABLE_DIR, ClipTable, TableSpec
 from orchestrator.errors import ConfigError, OutputFull, PipelineError
 from orchestrator.pipeline.items import Clip, VideoItem
 from orchestrator.pipeline.media.video import VideoInput
+from orchestrator.pipeline.output.bucket import BucketFolder
 from orchestrator.pipeline.output.parts import PIPELINE_FILE, Part, read_parts, resumable_rows
 from orchestrator.pipeline.summary import RunSummary
 
@@ -93,17 +98,19 @@ class OutputWriter:
 
     def __init__(self, out_dir: Path, results_key: dict[str, Any], videos: list[VideoInput],
                  fresh: bool = False, table: TableSpec = INFERRED,
-                 unreadable: list[tuple[VideoInput, str]] | None = None) -> None:
+                 unreadable: list[tuple[VideoInput, str]] | None = None, bucket: BucketFolder | None = None) -> None:
         """`fresh` moves the earlier results aside (see `set_aside`) instead of refusing another pipeline's;
         `table` names the clip stages (each row has their keys) with their declared outputs, and what made them;
         `unreadable` are the input files that could not be opened, with why (a run to the end records a row
-        for each)."""
+        for each); `bucket`: the output is that bucket folder, `out_dir` its local working copy."""
         self.out_dir = out_dir
+        self.bucket = bucket
         self.unreadable = unreadable or []
         self.parts_dir = out_dir / ".parts"
-        self.clips_tmp = out_dir / ".tmp"
+        self.clips_tmp: Path | str = bucket.scratch() if bucket else out_dir / ".tmp"
+        """Where clips are encoded before they are kept or dropped (a prefix in the bucket for an s3:// output)."""
         self.videos = videos
-        self.set_aside: Path | None = None
+        self.set_aside: Path | str | None = None
         """Where `fresh` moved the earlier results, if there were any."""
         claim = _claim(results_key)
         with self._writing(ConfigError):
@@ -111,11 +118,12 @@ class OutputWriter:
                 self.set_aside = self._set_aside()
             else:
                 check_results_key(out_dir, results_key)
-            shutil.rmtree(self.clips_tmp, ignore_errors=True)
+            self._clear_scratch()
             for sub in ("clips", ".parts", ".tmp"):
                 (out_dir / sub).mkdir(parents=True, exist_ok=True)
             if not (self.parts_dir / PIPELINE_FILE).exists():
                 atomic_write_text(self.parts_dir / PIPELINE_FILE, json.dumps(claim, indent=2, sort_keys=True) + "\n")
+                self._publish(f".parts/{PIPELINE_FILE}")
         self.parts: dict[str, Part] = read_parts(self.parts_dir)
         self.stages = list(table.outputs)
         self.table = ClipTable(out_dir, table.outputs)
@@ -123,13 +131,39 @@ class OutputWriter:
             self.provenance = (record_provenance(out_dir, table.provenance) if table.provenance is not None
                                else None)
             self.table.sync(self.parts)
+            if bucket is not None:
+                bucket.publish_changed()
         self.changed = False
         """Whether this run finished a video: only then does it rewrite metadata.jsonl and run.json."""
         self._rebuilt_at = 0.0
         self._metadata_bytes = 0
 
-    def _set_aside(self) -> Path | None:
+    def _clear_scratch(self) -> None:
+        if self.bucket is not None:
+            self.bucket.clear_scratch()
+        else:
+            shutil.rmtree(self.clips_tmp, ignore_errors=True)
+
+    def _publish(self, relative: str) -> None:
+        """Put a small file just written into the bucket, for an s3:// output."""
+        if self.bucket is not None:
+            self.bucket.publish(relative)
+
+    def _has_clip(self, relative: str) -> bool:
+        return self.bucket.has(relative) if self.bucket is not None else (self.out_dir / relative).is_file()
+
+    def _remove_clip(self, relative: str) -> None:
+        if self.bucket is not None:
+            self.bucket.delete(relative)
+        else:
+            (self.out_dir / relative).unlink(missing_ok=True)
+
+    def _set_aside(self) -> Path | str | None:
         """Move the earlier results into `.previous/<UTC time>/`, so starting over never destroys them."""
+        if self.bucket is not None:
+            aside = self.bucket.set_aside()
+            self.bucket.pull()  # the working copy follows: nothing is left to resume from
+            return aside
         present = [name for name in RESULTS if (self.out_dir / name).exists()]
         if not present:
             return None
@@ -143,7 +177,7 @@ class OutputWriter:
     def resumable(self, video: VideoInput) -> list[dict[str, Any]] | None:
         """The rows of an earlier run that finished `video` (as opened now) successfully, whose clips are all
         still here."""
-        return resumable_rows(self.parts.get(video.video_id), video, self.out_dir)
+        return resumable_rows(self.parts.get(video.video_id), video, self._has_clip)
 
     def kept(self) -> int:
         """This run's videos whose finished results the folder holds."""
@@ -178,30 +212,34 @@ class OutputWriter:
         kept = {Path(row["path"]).name for row in rows if _is_clip_path(row["path"])}
         with self._writing(PipelineError):
             self._record(replace(earlier, rows=rows), None)
-            for path in self._clip_files(video_id):
-                if path.name not in kept:
-                    path.unlink(missing_ok=True)
+            for name in self._clip_files(video_id):
+                if name not in kept:
+                    self._remove_clip(f"clips/{name}")
 
-    def _clip_files(self, video_id: str) -> list[Path]:
-        """The clip files in the folder named for `video_id` (whatever its rows say: a step killed between a
-        video's update and its clean-up leaves one that the next update removes)."""
+    def _clip_files(self, video_id: str) -> list[str]:
+        """The names of the clip files in the folder named for `video_id` (whatever its rows say: a step killed
+        between a video's update and its clean-up leaves one that the next update removes)."""
         own = re.compile(rf"{re.escape(video_id)}_\d+\.mp4")
-        return [path for path in (self.out_dir / "clips").glob(f"{glob.escape(video_id)}_*.mp4")
-                if own.fullmatch(path.name)]
+        names = (sorted(self.bucket.clips) if self.bucket is not None
+                 else [p.name for p in (self.out_dir / "clips").glob(f"{glob.escape(video_id)}_*.mp4")])
+        return [name for name in names if own.fullmatch(name)]
 
     def record_results_key(self, results_key: dict[str, Any]) -> None:
         """Record that the folder's results are now those of `results_key` (after a step redid part of them)."""
         with self._writing(PipelineError):
             atomic_write_text(self.parts_dir / PIPELINE_FILE,
                               json.dumps(_claim(results_key), indent=2, sort_keys=True) + "\n")
+            self._publish(f".parts/{PIPELINE_FILE}")
 
     def _record(self, part: Part, results: list[dict[str, Any]] | None) -> None:
         if not self.changed:  # shards certify the rows they were written from: not these
             (self.out_dir / SHARDS_DIR / MANIFEST).unlink(missing_ok=True)
         atomic_write_text(self.parts_dir / f"{part.video_id}.json", json.dumps(part.to_json(), default=to_json)
                           + "\n")
+        self._publish(f".parts/{part.video_id}.json")  # after the clips it lists are in place
         self.parts[part.video_id] = part
         self.table.add(part, results, self.parts)
+        self._publish(f"{TABLE_DIR}/{part.video_id}.parquet")
         self.changed = True
         self._rebuild_metadata(force=False)
 
@@ -216,10 +254,15 @@ class OutputWriter:
         """The clip's row, its stages' results as the models returned them (numpy arrays still arrays)."""
         kept = clip.active and (clip.encoded is not None or clip.encode_to is None)  # None: no clip files wanted
         path = None
-        if kept and clip.encoded is not None:
-            target = self.out_dir / "clips" / Path(clip.encoded).name
+        name = f"{video.video.video_id}_{clip.index:04d}.mp4"
+        if kept and clip.encoded is not None and self.bucket is not None:
+            path = self.bucket.adopt(str(clip.encoded), name)
+        elif kept and clip.encoded is not None:
+            target = self.out_dir / "clips" / name
             os.replace(clip.encoded, target)
             path = str(target.relative_to(self.out_dir))
+        elif clip.encoded is not None and self.bucket is not None:
+            self.bucket.drop(str(clip.encoded))
         elif clip.encoded is not None:
             Path(clip.encoded).unlink(missing_ok=True)
         return {
@@ -248,7 +291,7 @@ class OutputWriter:
         for row in earlier.rows if earlier else []:
             path = row.get("path")
             if _is_clip_path(path) and path not in kept:
-                (self.out_dir / path).unlink(missing_ok=True)
+                self._remove_clip(path)
 
     def _rebuild_metadata(self, force: bool) -> None:
         """Replace metadata.jsonl with every part's rows: after each video, except that a large one (many
@@ -261,14 +304,15 @@ class OutputWriter:
         others = sorted((p for p in self.parts.values() if p.video_id not in mine), key=lambda p: (p.video, p.video_id))
         lines = "".join(json.dumps(row) + "\n" for part in [*ours, *others] for row in part.rows).encode()
         atomic_write_bytes(self.out_dir / "metadata.jsonl", lines)
+        self._publish("metadata.jsonl")
         self._rebuilt_at, self._metadata_bytes = now, len(lines)
 
     def finish_run(self, summary: RunSummary, completed: bool) -> None:
         """Drop the scratch folder (first: on a full disk that frees room), then write metadata.jsonl and
         run.json if this run finished a video or ran to the end (a run stopped before finishing anything
         leaves an earlier run's record as it was)."""
-        shutil.rmtree(self.clips_tmp, ignore_errors=True)
         with self._writing(PipelineError):
+            self._clear_scratch()
             if completed:
                 self._record_unreadable()
             if self.changed or completed or not (self.out_dir / "metadata.jsonl").exists():
@@ -276,6 +320,8 @@ class OutputWriter:
             if self.changed or completed or not (self.out_dir / "run.json").exists():
                 atomic_write_text(self.out_dir / "run.json",
                                   json.dumps(summary.to_json(), indent=2, default=to_json) + "\n")
+            if self.bucket is not None:
+                self.bucket.publish_changed()
 
     def _record_unreadable(self) -> None:
         """A failed part of one row for each input file that could not be opened, so the table names it too;
