@@ -31,7 +31,7 @@ from typing import Any, BinaryIO
 
 import av
 
-from orchestrator.atomic import atomic_file, atomic_write_text, fsync_directory
+from orchestrator.atomic import TMP_SUFFIX, atomic_file, atomic_write_text, fsync_directory
 from orchestrator.dataset.table import is_kept
 from orchestrator.errors import ConfigError, OutputFull, PipelineError
 from orchestrator.pipeline.output.parts import read_parts
@@ -235,7 +235,10 @@ def write_shards(out_dir: Path, max_bytes: int) -> ShardsManifest:
 
 
 def _remove_unplanned(root: Path, planned: set[str]) -> None:
-    """Tars (and temp files) an earlier write left that this one did not write, and groups left empty."""
+    """Tars (and temp files) an earlier write left that this one did not write, a killed write's temp
+    manifest, and groups left empty."""
+    for path in root.glob(f".*{TMP_SUFFIX}"):
+        path.unlink(missing_ok=True)
     for path in sorted(root.glob("*/*")):
         if path.is_file() and str(path.relative_to(root)) not in planned:
             path.unlink()
