@@ -61,8 +61,12 @@ class RayPolicy:
     """How long the driver waits on Ray for what, beside the stage's own WorkerPolicy."""
 
     placement_timeout_s: float = 120.0
-    """A replica Ray has not placed for this long, while no replica of its stage is placed, ends the run
-    (the cluster's resources are held by other work, or were lost with a node)."""
+    """A replica Ray has not placed for this long, while no replica of its stage is placed and no node has
+    the room for one free, ends the run (the cluster's resources are held by other work)."""
+    start_timeout_s: float = 600.0
+    """A replica not placed for this long, while no replica of its stage is placed though a node has room for
+    one, ends the run: Ray is failing to start its worker there (a loaded or broken node starts slowly, so
+    this is far longer than the placement timeout)."""
     placement_check_s: float = 2.0
     """How often a replica waiting to be placed checks that an alive node could still hold it."""
     host_margin_s: float = 10.0
@@ -211,6 +215,16 @@ def _notes(demands: Sequence[StageDemand], share: float, counts: Mapping[str, in
 def alive_nodes(ray: Any) -> list[dict[str, float]]:
     """Each alive node's total resources."""
     return [dict(node["Resources"]) for node in ray.nodes() if node.get("Alive")]
+
+
+def free_nodes(ray: Any) -> list[dict[str, float]]:
+    """Each alive node's resources not reserved now; the cluster's free total as one node where this Ray
+    cannot tell them apart."""
+    try:
+        from ray._private.state import available_resources_per_node
+        return [dict(free) for free in available_resources_per_node().values()]
+    except (ImportError, AttributeError):  # a Ray without the per-node view
+        return [dict(ray.available_resources())]
 
 
 def _total(nodes: Sequence[Mapping[str, float]], resource: str) -> float:

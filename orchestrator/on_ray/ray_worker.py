@@ -42,7 +42,7 @@ from orchestrator.errors import (
 )
 from orchestrator.on_ray.frames import filled, unreffed
 from orchestrator.on_ray.host import CONTROL, HostRequest, WorkerHost
-from orchestrator.on_ray.placement import RayPolicy, StagePlacement, alive_nodes, amounts, lacking
+from orchestrator.on_ray.placement import RayPolicy, StagePlacement, alive_nodes, amounts, free_nodes, lacking
 from orchestrator.supervisor.events import Answer, Died, Event, Failed, Hello, Phase, SetUp, SetupFailed
 from workers.headers import WorkerInfo
 from workers.shared_frames import payload_bytes
@@ -259,13 +259,21 @@ class RayWorker:
         if (missing := lacking(bundle, nodes)) is not None:
             raise PipelineError(f"stage {stage!r}: no alive node of the Ray cluster can hold a replica any more: "
                                 f"{missing}; add such a node and rerun (finished videos are kept)")
-        if now - self._launched_at >= self.policy.placement_timeout_s and not self.placement.placed:
+        waited = now - self._launched_at
+        if waited < self.policy.placement_timeout_s or self.placement.placed:
+            return
+        if lacking(bundle, free_nodes(self._ray)) is not None:
             free = ", ".join(f"{k}={v:g}" for k, v in sorted(self._ray.available_resources().items())
                              if k in bundle)
             raise PipelineError(f"stage {stage!r}: Ray placed none of its replicas within "
                                 f"{self.policy.placement_timeout_s:g} s (one needs {amounts(bundle)}; free "
                                 f"now: {free or 'none'}): other work holds the cluster's resources; free them "
                                 f"or add nodes and rerun (finished videos are kept)")
+        if waited >= self.policy.start_timeout_s:  # a node has room, yet Ray has not started it there
+            raise PipelineError(f"stage {stage!r}: Ray started none of its replicas within "
+                                f"{self.policy.start_timeout_s:g} s though a node has room for one "
+                                f"({amounts(bundle)}): its nodes are failing to start Ray workers; see `ray "
+                                f"status` and the nodes' Ray logs, then rerun (finished videos are kept)")
 
     def _started(self) -> Event:
         ref, self._start_ref = self._start_ref, None

@@ -1,6 +1,7 @@
 """A Ray replica's own deadlines, on the real cluster: a request queued behind a slow one gets its full
 deadline, closing busy replicas takes one grace period however many there are, and a replica Ray cannot place
-gives up after the placement timeout instead of waiting forever."""
+gives up after the placement timeout instead of waiting forever, unless a node has room for it (Ray is slow to
+start it there)."""
 
 from __future__ import annotations
 
@@ -112,6 +113,45 @@ def test_closing_busy_replicas_takes_one_grace_period_not_one_each(cluster, tmp_
     assert len(children) == replicas
     _, alive = psutil.wait_procs(children, timeout=5)
     assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], "a model's child outlived its worker"
+
+
+def test_a_replica_with_room_on_a_node_is_waited_for_past_the_placement_timeout(cluster) -> None:
+    """A placement timeout of 0 s has passed at the first check, long before Ray can start an actor; a node
+    has room for the replica (`spare` 2, it takes 1), so the run waits for Ray to start it instead of ending."""
+    policy = WorkerPolicy(request_timeout_s=60)
+    model = ModelRef("controlled_model.ControlledModel", {"env": "ocr"})
+    worker = _replica("roomy/0", model, policy, RayPolicy(placement_timeout_s=0, placement_check_s=0),
+                      {"spare": 1})
+    try:
+        worker.launch()
+        checks, hello = 0, False
+        limit = time.monotonic() + START_S
+        while not hello and time.monotonic() < limit:
+            events = worker.events()  # a PipelineError here is the run ending early
+            checks += 1
+            hello = any(isinstance(event, Hello) for event in events)
+            _wait([worker], 0.5)
+    finally:
+        worker.release()
+    assert hello, "the replica never started"
+    assert checks > 1, "the replica was placed before any check could see the timeout passed"
+
+
+def test_a_replica_ray_does_not_start_where_it_has_room_gives_up_after_the_start_timeout(cluster) -> None:
+    """Room on a node but no replica started once the start timeout has passed: the run ends, naming the
+    nodes' Ray workers rather than other work as the cause."""
+    policy = WorkerPolicy(request_timeout_s=60)
+    model = ModelRef("controlled_model.ControlledModel", {"env": "ocr"})
+    worker = _replica("stuck/0", model, policy,
+                      RayPolicy(placement_timeout_s=0, start_timeout_s=0, placement_check_s=0), {"spare": 1})
+    try:
+        worker.launch()
+        with pytest.raises(PipelineError) as raised:
+            worker.events()
+    finally:
+        worker.release()
+    assert str(raised.value).startswith("stage 'stuck': Ray started none of its replicas within 0 s though a "
+                                        "node has room for one (spare=1): its nodes are failing to start")
 
 
 def test_a_replica_ray_cannot_place_gives_up_after_the_placement_timeout(cluster) -> None:
