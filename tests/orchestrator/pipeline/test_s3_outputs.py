@@ -140,7 +140,7 @@ def test_a_run_killed_at_a_seeded_moment_resumes_from_the_bucket(s3_bucket, vide
 
 def test_a_folder_another_run_holds_is_refused_and_left_as_it_was(s3_bucket, videos, tmp_path) -> None:
     """A live lock object (this test's own process, unexpired) refuses the run in one line, and the folder
-    is unchanged; once the lock has expired, a run takes the folder over."""
+    is unchanged; once its lease has run out (by the store's clock), a run takes the folder over."""
     upload(s3_bucket, videos)
     config, _ = write_pipeline(tmp_path, "bucket", [f"s3://{s3_bucket}/in/"])  # type: ignore[list-item]
     owner = {"pid": os.getpid(), "host": socket.gethostname(), "expires": time.time() + 600}
@@ -150,7 +150,7 @@ def test_a_folder_another_run_holds_is_refused_and_left_as_it_was(s3_bucket, vid
     assert "in use by another run" in result.stderr and f"pid {os.getpid()}" in result.stderr
     assert "Traceback" not in result.stderr and list(keys(s3_bucket, "held/")) == [".lock"]
 
-    store().put_object(Bucket=s3_bucket, Key="held/.lock", Body=json.dumps({**owner, "expires": 0}).encode())
+    store().put_object(Bucket=s3_bucket, Key="held/.lock", Body=json.dumps({**owner, "lease_s": 0}).encode())
     result = run(config, "--output", f"s3://{s3_bucket}/held/")
     assert result.returncode == 0, result.stderr[-3000:]
     assert ".lock" not in keys(s3_bucket, "held/") and "metadata.jsonl" in keys(s3_bucket, "held/")
@@ -161,8 +161,11 @@ def test_fresh_sets_the_buckets_results_aside(s3_bucket, videos, tmp_path) -> No
     config, _ = write_pipeline(tmp_path, "bucket", [f"s3://{s3_bucket}/in/"])  # type: ignore[list-item]
     assert run(config, "--output", f"s3://{s3_bucket}/f/").returncode == 0
     first = {k for k in keys(s3_bucket, "f/")}
+    # a clip's multipart upload a killed run never completed: the store keeps it (and bills it) until aborted
+    store().create_multipart_upload(Bucket=s3_bucket, Key="f/.tmp/killed-upload.mp4")
     result = run(config, "--output", f"s3://{s3_bucket}/f/", "--fresh")
     assert result.returncode == 0, result.stderr[-3000:]
+    assert not store().list_multipart_uploads(Bucket=s3_bucket, Prefix="f/").get("Uploads")
     after = keys(s3_bucket, "f/")
     aside = {k.split("/", 2)[2] for k in after if k.startswith(".previous/")}
     assert first <= aside and {k for k in after if not k.startswith(".previous/")} == first
