@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+from orchestrator.pipeline.output.parts import PIPELINE_FILE
 from orchestrator.settings import cache_home
 from workers.media.s3 import S3_SCHEME, client, errors, split_url
 
@@ -49,6 +50,8 @@ class BucketFolder:
         """Each small file's (mtime, size) as the bucket has it, so only what changed is put again."""
         self.clips: set[str] = set()
         """The clip names (`clips/<name>`) the bucket holds, as listed at the start and kept up to date."""
+        self.guard: Callable[[], None] = lambda: None
+        """Asked before every write: raises once this run no longer owns the folder (its lock's `check`)."""
 
     def key(self, relative: str) -> str:
         return self.prefix + relative
@@ -86,6 +89,7 @@ class BucketFolder:
         if not path.exists():
             self.delete(relative)
             return
+        self.guard()
         version = _version(path)
         with errors(self.location(relative), "PutObject"):
             client().put_object(Bucket=self.bucket, Key=self.key(relative), Body=path.read_bytes())
@@ -103,6 +107,7 @@ class BucketFolder:
                     self.publish(relative)
 
     def delete(self, relative: str) -> None:
+        self.guard()
         with errors(self.location(relative), "DeleteObject"):
             client().delete_object(Bucket=self.bucket, Key=self.key(relative))
         self._sent.pop(relative, None)
@@ -114,12 +119,22 @@ class BucketFolder:
         return self.location(".tmp/")
 
     def clear_scratch(self) -> None:
-        """What a killed run left in the scratch prefix."""
+        """What a killed run left in the scratch prefix: its uploads, and its multipart uploads never completed
+        (which the store keeps, and bills, until aborted)."""
         for relative in list(self._listed(".tmp/")):
             self.delete(relative)
+        self.guard()
+        with errors(self.scratch(), "ListMultipartUploads"):
+            pages = client().get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket,
+                                                                              Prefix=self.key(".tmp/"))
+            unfinished = [(u["Key"], u["UploadId"]) for page in pages for u in page.get("Uploads", [])]
+        for key, upload in unfinished:
+            with errors(f"{S3_SCHEME}{self.bucket}/{key}", "AbortMultipartUpload"):
+                client().abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload)
 
     def adopt(self, uploaded: str, name: str) -> str:
         """Move an uploaded clip into `clips/<name>` (a copy in the store, then the upload deleted)."""
+        self.guard()
         bucket, key = split_url(uploaded)
         with errors(self.location(f"clips/{name}"), "CopyObject"):
             client().copy({"Bucket": bucket, "Key": key}, self.bucket, self.key(f"clips/{name}"))
@@ -129,6 +144,7 @@ class BucketFolder:
         return f"clips/{name}"
 
     def drop(self, uploaded: str) -> None:
+        self.guard()
         bucket, key = split_url(uploaded)
         with errors(uploaded, "DeleteObject"):
             client().delete_object(Bucket=bucket, Key=key)
@@ -141,12 +157,14 @@ class BucketFolder:
         present = [r for name in SET_ASIDE for r in self._listed(name) if r == name or name.endswith("/")]
         if not present:
             return None
+        self.guard()
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
         for relative in present:
             with errors(self.location(relative), "CopyObject"):
                 client().copy({"Bucket": self.bucket, "Key": self.key(relative)}, self.bucket,
                               self.key(f".previous/{stamp}/{relative}"))
-        for relative in present:
+        claim = f".parts/{PIPELINE_FILE}"  # last: while any earlier part is left, the claim refuses a plain rerun
+        for relative in sorted(present, key=lambda relative: relative == claim):
             self.delete(relative)
         self.clips.clear()
         return self.location(f".previous/{stamp}/")
