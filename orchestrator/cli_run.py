@@ -92,7 +92,7 @@ def run(
     except RunStopped as stopped:
         # stopped by an error: its report shows what failed (a bucket output has none)
         if stopped.cause is not None and not no_report and not is_s3(pipeline.output):
-            _report(stopped.out_dir, warn)
+            _report(Path(stopped.out_dir), warn)
         error_console.print(f"[bold red]{'error: ' if stopped.cause else ''}[/]{escape(str(stopped))}",
                             highlight=False, soft_wrap=True)
         raise typer.Exit(130 if stopped.cause is None else 1) from None

@@ -77,7 +77,8 @@ class RunStopped(OrchestratorError):
     cause: Exception | None
     kept: int
     total: int
-    out_dir: Path
+    out_dir: Path | str
+    """The output folder, or the bucket folder's URL."""
 
     def __str__(self) -> str:
         kept = f"{self.kept} of {self.total} videos kept in {self.out_dir}"

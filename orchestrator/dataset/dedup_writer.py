@@ -67,5 +67,6 @@ class DedupingWriter(OutputWriter):
         leaves one): the rows are the truth, and only a kept row has a file."""
         for video_id in videos:
             for row in self.parts[video_id].rows if video_id in self.parts else []:
-                if not is_kept(row) and row.get("clip_index") is not None:
-                    (self.out_dir / "clips" / f"{clip_id(video_id, row)}.mp4").unlink(missing_ok=True)
+                relative = f"clips/{clip_id(video_id, row)}.mp4"
+                if not is_kept(row) and row.get("clip_index") is not None and self._has_clip(relative):
+                    self._remove_clip(relative)

@@ -121,7 +121,8 @@ def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_lo
         registry = EnvRegistry()
         stages = resolve_stages(config, config_dir, registry, only=redo_stage)
         if not fresh and redo is None:
-            check_results_key(out_dir, config.results_key())  # after the config's own errors, before any worker
+            # after the config's own errors, before any worker
+            check_results_key(out_dir, config.results_key(), bucket.url if bucket else None)
             check_no_unfinished_redo(out_dir)
         runtime_dir = make_runtime_dir()
         frames = SharedFramesDir.make()
@@ -148,7 +149,7 @@ def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_lo
             frames.remove()
     except KeyboardInterrupt:
         kept = count_kept(out_dir, videos, bucket.has if bucket is not None else None)
-        raise RunStopped(None, kept, len(videos), out_dir) from None
+        raise RunStopped(None, kept, len(videos), bucket.url if bucket is not None else out_dir) from None
     finally:
         lock.release()
 
@@ -164,11 +165,15 @@ def _check_bucket_output(config: PipelineConfig, redo_stage: str | None) -> None
 
 @contextlib.contextmanager
 def _store_errors() -> Iterator[None]:
-    """A store's refusal before the run writes anything: one line, as a config problem."""
+    """A store's refusal before the run writes anything, or the working copy's disk failing: one line, as a
+    config problem."""
     try:
         yield
     except ObjectError as exc:
         raise ConfigError(str(exc)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot fill the output's local working copy ({exc.strerror}: {exc.filename}); free "
+                          f"space or fix permissions there and rerun") from None
 
 
 def run_provenance(stages: dict[str, ResolvedStage], declarations: dict[str, ModelDeclarations],
@@ -250,17 +255,17 @@ def _run(videos: list[VideoInput], writer: DedupingWriter, prepared: Prepared, s
         state.kept = writer.kept_clips()
     except KeyboardInterrupt:
         state.failures.append(Failure("", "interrupted (Ctrl-C): finished videos were kept"))
-        stopped = RunStopped(None, 0, len(videos), writer.out_dir)
+        stopped = RunStopped(None, 0, len(videos), writer.shown)
     except Exception as exc:  # the step's error (PipelineError) or any other: the summary is recorded anyway
         state.failures.append(Failure("", f"the run stopped: {exc}"))
-        stopped = RunStopped(exc, 0, len(videos), writer.out_dir)
+        stopped = RunStopped(exc, 0, len(videos), writer.shown)
     summary = _summary(state, time.monotonic() - state.started)
     try:
         writer.finish_run(summary, completed=stopped is None)
         if stopped is None:
             _after_run(writer, prepared.config, redo.plan if redo else None, warn)
     except PipelineError as exc:
-        stopped = stopped or RunStopped(exc, 0, len(videos), writer.out_dir)
+        stopped = stopped or RunStopped(exc, 0, len(videos), writer.shown)
     if stopped is not None:
         raise replace(stopped, kept=writer.kept())
     return summary

@@ -11,7 +11,8 @@ import time
 class S3Link:
     """A TCP hop between boto3 and the S3 server: replies pass at most `rate` bytes per second, and the
     first connection whose replies pass `cut_after` bytes is closed there, mid-body (a dropped link).
-    `replied` counts the reply bytes passed (bodies and headers), to show what a client read."""
+    `replied` counts the reply bytes passed (bodies and headers), to show what a client read; `sent` the
+    request bytes, to show what it wrote."""
 
     PIECE = 64 * 1024
 
@@ -24,7 +25,7 @@ class S3Link:
         self.endpoint = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
         self.closed = threading.Event()
         self.sockets: list[socket.socket] = []
-        self.replied = 0
+        self.replied = self.sent = 0
         self._counting = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -50,9 +51,11 @@ class S3Link:
                     break
                 sink.sendall(data)
                 passed += len(data)
-                if replies:
-                    with self._counting:
+                with self._counting:
+                    if replies:
                         self.replied += len(data)
+                    else:
+                        self.sent += len(data)
                 if replies and self.rate:
                     time.sleep(len(data) / self.rate)  # the link's bandwidth, not a synchronisation
         except OSError:

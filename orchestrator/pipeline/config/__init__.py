@@ -320,6 +320,15 @@ class PipelineConfig(_Strict):
     def dedup_stages(self) -> list[StageConfig]:
         return [s for s in self.stages if s.dedup is not None]
 
+    @field_validator("output")
+    @classmethod
+    def _output_location(cls, output: str) -> str:
+        if is_s3(output):
+            bucket, _, _ = output.removeprefix("s3://").partition("/")
+            if not bucket:
+                raise ValueError(f"{output!r} names no bucket: write s3://bucket/prefix/")
+        return output
+
     @field_validator("clip_codec")
     @classmethod
     def _known_codec(cls, codec: str) -> str:

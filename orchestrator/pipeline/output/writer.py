@@ -52,6 +52,7 @@ from orchestrator.pipeline.media.video import VideoInput
 from orchestrator.pipeline.output.bucket import BucketFolder
 from orchestrator.pipeline.output.parts import PIPELINE_FILE, Part, read_parts, resumable_rows
 from orchestrator.pipeline.summary import RunSummary
+from workers.media.s3 import ObjectError
 
 LAYOUT = 3
 """Bumped when the folder's layout (part names, clip names) changes: older results are not mixed in."""
@@ -76,16 +77,19 @@ def _claim(results_key: dict[str, Any]) -> dict[str, Any]:
     return {"layout": LAYOUT, "results": results_key}
 
 
-def check_results_key(out_dir: Path, results_key: dict[str, Any]) -> None:
+def check_results_key(out_dir: Path, results_key: dict[str, Any], shown: str | None = None) -> None:
     """Refuse a folder whose parts another pipeline config made: they must not be mixed into these results.
-    Only reads, so a run can ask before it may write."""
+    Only reads, so a run can ask before it may write. `shown`: the folder as the user named it (a bucket
+    output's URL; `out_dir` is then its working copy)."""
     with contextlib.suppress(FileNotFoundError, NotADirectoryError):
         earlier = json.loads((out_dir / ".parts" / PIPELINE_FILE).read_text())
         if earlier != _claim(results_key):
             what = ("an older orchestrator's layout" if earlier.get("layout") != LAYOUT
                     else "a different pipeline (stages, params or codec changed)")
-            raise ConfigError(f"{out_dir} holds results of {what}; rerun with --fresh to start over there (the "
-                              f"earlier results are moved to {out_dir / '.previous'}), or choose another --output")
+            where = shown or str(out_dir)
+            aside = f"{where.rstrip('/')}/.previous"
+            raise ConfigError(f"{where} holds results of {what}; rerun with --fresh to start over there (the "
+                              f"earlier results are moved to {aside}), or choose another --output")
 
 
 def _is_clip_path(path: Any) -> bool:
@@ -105,6 +109,8 @@ class OutputWriter:
         for each); `bucket`: the output is that bucket folder, `out_dir` its local working copy."""
         self.out_dir = out_dir
         self.bucket = bucket
+        self.shown: Path | str = bucket.url if bucket is not None else out_dir
+        """The folder as the user named it, for messages."""
         self.unreadable = unreadable or []
         self.parts_dir = out_dir / ".parts"
         self.clips_tmp: Path | str = bucket.scratch() if bucket else out_dir / ".tmp"
@@ -117,7 +123,7 @@ class OutputWriter:
             if fresh:
                 self.set_aside = self._set_aside()
             else:
-                check_results_key(out_dir, results_key)
+                check_results_key(out_dir, results_key, str(self.shown))
             self._clear_scratch()
             for sub in ("clips", ".parts", ".tmp"):
                 (out_dir / sub).mkdir(parents=True, exist_ok=True)
@@ -339,6 +345,8 @@ class OutputWriter:
         """A file system error as one line naming the folder: a full disk stops the run (OutputFull)."""
         try:
             yield
+        except ObjectError as exc:  # the bucket's refusal says what failed where
+            raise error(str(exc)) from None
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise OutputFull(f"{self.out_dir}: no space left on device; free some space and rerun the same "

@@ -1,8 +1,10 @@
-"""Inputs in S3 on a Ray cluster: each media replica reads its videos from the store on its own node, with
-that node's credentials; the driver lists the inputs and reads no video's bytes."""
+"""Inputs and outputs in S3 on a Ray cluster: each media replica reads its videos from the store on its own
+node, with that node's credentials, and uploads the clips it encodes from there; the driver lists the inputs,
+reads no video's bytes and writes only the small files (parts, table, metadata)."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,20 +46,26 @@ def s3_cluster(s3_endpoint: str) -> Iterator[tuple[Cluster, dict[str, Any]]]:
         cluster.shutdown()
 
 
-def test_the_driver_reads_no_video_bytes_while_the_nodes_read_the_bucket(s3_cluster, s3_endpoint,
-                                                                          tmp_path: Path) -> None:
-    """The driver reaches the store through a hop that counts what it replies: the listing and the checks
-    of each object pass it, no video does; the media steps ran on the worker nodes and every video is done."""
-    ray_cluster, nodes = s3_cluster
+def _bucket_of_videos(s3_endpoint: str, folder: Path, size: tuple[int, int] = (320, 240)) -> tuple[Any, str, int]:
+    """A new bucket holding two videos under in/: its client, its name and the videos' bytes."""
     bucket = f"bucket-{uuid.uuid4().hex[:12]}"
     client = boto3.session.Session().client("s3", **{"endpoint_url": s3_endpoint, "region_name": "us-east-1",
                                                       "aws_access_key_id": "test", "aws_secret_access_key": SECRET})
     client.create_bucket(Bucket=bucket)
     sizes = 0
     for name in ("a.mp4", "b.mp4"):
-        write_shots(tmp_path / name, SHOTS, size=(320, 240))
-        client.upload_file(str(tmp_path / name), bucket, f"in/{name}")
-        sizes += (tmp_path / name).stat().st_size
+        write_shots(folder / name, SHOTS, size=size)
+        client.upload_file(str(folder / name), bucket, f"in/{name}")
+        sizes += (folder / name).stat().st_size
+    return client, bucket, sizes
+
+
+def test_the_driver_reads_no_video_bytes_while_the_nodes_read_the_bucket(s3_cluster, s3_endpoint,
+                                                                          tmp_path: Path) -> None:
+    """The driver reaches the store through a hop that counts what it replies: the listing and the checks
+    of each object pass it, no video does; the media steps ran on the worker nodes and every video is done."""
+    ray_cluster, nodes = s3_cluster
+    _, bucket, sizes = _bucket_of_videos(s3_endpoint, tmp_path)
     link = S3Link(s3_endpoint)
     try:
         config, out = write_pipeline(tmp_path, "ray-s3", [f"s3://{bucket}/in/"])  # type: ignore[list-item]
@@ -71,3 +79,34 @@ def test_the_driver_reads_no_video_bytes_while_the_nodes_read_the_bucket(s3_clus
     for step in ("decode", "cut", "encode"):
         assert ray_node_ids(summary["stages"][step]["nodes"]) <= workers, step
     assert 0 < link.replied < 0.05 * sizes, (link.replied, sizes)  # it listed through the hop, read no video
+
+
+def test_clips_go_to_the_bucket_from_the_nodes_that_encoded_them(s3_cluster, s3_endpoint, tmp_path: Path) -> None:
+    """s3 -> s3 on Ray, the driver behind the counting hop: the bucket holds every clip its rows list and the
+    parts resume reads; what the driver sent the store is a small share of the clips' bytes (it wrote the
+    small files and moved each clip into place by a server-side copy, never uploading one)."""
+    ray_cluster, nodes = s3_cluster
+    client, bucket, _ = _bucket_of_videos(s3_endpoint, tmp_path, size=(640, 480))  # clips outweigh the small files
+    link = S3Link(s3_endpoint)
+    try:
+        config, _ = write_pipeline(tmp_path, "ray-s3-out", [f"s3://{bucket}/in/"])  # type: ignore[list-item]
+        result = run(config, "--executor", "ray", "--address", ray_cluster.address,
+                     "--output", f"s3://{bucket}/out/", environ=aws_environ(link.endpoint))
+    finally:
+        link.close()
+    assert result.returncode == 0, result.stderr[-3000:]
+    objects = {entry["Key"].removeprefix("out/"): entry["Size"]
+               for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="out/")
+               for entry in page.get("Contents", [])}
+    rows = [json.loads(line) for line in
+            client.get_object(Bucket=bucket, Key="out/metadata.jsonl")["Body"].read().decode().splitlines()]
+    summary = json.loads(client.get_object(Bucket=bucket, Key="out/run.json")["Body"].read())
+    assert summary["failures"] == [] and summary["videos_done"] == 2
+    clips = sorted(key for key in objects if key.startswith("clips/"))
+    assert clips and clips == sorted(row["path"] for row in rows if row["path"])
+    assert {f".parts/{row['video_id']}.json" for row in rows} <= set(objects)
+    assert not [key for key in objects if key.startswith(".tmp/") or key == ".lock"]
+    workers = {node.node_id[:8] for node in nodes.values()}
+    assert ray_node_ids(summary["stages"]["encode"]["nodes"]) <= workers
+    clip_bytes = sum(objects[key] for key in clips)
+    assert 0 < link.sent < 0.25 * clip_bytes, (link.sent, clip_bytes)
