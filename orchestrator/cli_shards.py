@@ -5,7 +5,6 @@ or again after its rows changed. It takes the folder's lock, so it never writes 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -23,24 +22,26 @@ def _size(value: str) -> int:
 
 
 def shards(
-    out: Annotated[Path, typer.Argument(help="Output folder of a run.")],
+    out: Annotated[str, typer.Argument(help="Output folder of a run.")],
     max_bytes: Annotated[str, typer.Option("--max-bytes", help="The most bytes of one tar (e.g. 500MB, 1GB, 2GiB); "
                                                                "a larger clip gets a tar of its own.")] = "1GB",
 ) -> None:
     """Write WebDataset shards of the kept clips into OUT/shards/, grouped by frame size, replacing any there."""
     from orchestrator.dataset.shards import SHARDS_DIR, write_shards
     from orchestrator.errors import ConfigError
+    from orchestrator.pipeline.output.bucket import local_output_folder
     from orchestrator.pipeline.output.lock import OutputLock
 
     limit = _size(max_bytes)
-    if not out.is_dir():
+    folder = local_output_folder(out, "shards")
+    if not folder.is_dir():
         raise ConfigError(f"{out}: no such output folder; give the output folder of an `orchestrator run`")
-    lock = OutputLock(out)
+    lock = OutputLock(folder)
     lock.acquire()
     try:
-        manifest = write_shards(out, limit)
+        manifest = write_shards(folder, limit)
     finally:
         lock.release()
     groups = ", ".join(f"{name}: {g['samples']}" for name, g in manifest.groups.items()) or "no kept clips"
-    console.print(f"wrote {len(manifest.shards)} shards of {manifest.samples} clips to {out / SHARDS_DIR} "
+    console.print(f"wrote {len(manifest.shards)} shards of {manifest.samples} clips to {folder / SHARDS_DIR} "
                   f"({groups})", highlight=False, soft_wrap=True)

@@ -33,6 +33,17 @@ SET_ASIDE = ("clips/", ".parts/", "clips.parquet/", "metadata.jsonl", "provenanc
 """What `--fresh` moves under `.previous/<time>/` (by copies in the store, then deletes)."""
 
 
+def local_output_folder(out: str, command: str) -> Path:
+    """The output folder a command that reads clips as local files was given; a bucket folder is refused in
+    one line saying how to get a local copy."""
+    from orchestrator.errors import ConfigError
+
+    if out.startswith(S3_SCHEME):
+        raise ConfigError(f"orchestrator {command} reads a local output folder, and {out} is in a bucket: copy it "
+                          f"down first (e.g. aws s3 sync {out} DIR) and give DIR")
+    return Path(out)
+
+
 def working_copy(url: str) -> Path:
     """The local folder a run into `url` writes its small files in (one per output URL on this machine)."""
     digest = hashlib.sha256(url.rstrip("/").encode()).hexdigest()[:16]

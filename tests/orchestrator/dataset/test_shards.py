@@ -194,7 +194,12 @@ def test_the_cli_writes_shards_and_refuses_a_bad_size_in_one_line(folder, tmp_pa
     bad = run_cli("shards", str(out), "--max-bytes", "2XB")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "'2XB' is not a size" in bad.stderr
     with pytest.raises(ConfigError, match="no such output folder"):
-        shards(tmp_path / "nowhere", "1GB")
+        shards(str(tmp_path / "nowhere"), "1GB")
+    for command in ("shards", "report"):  # they read clips as local files: a bucket folder is refused
+        refused = run_cli(command, "s3://curated/run1/")
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+        assert f"orchestrator {command} reads a local output folder, and s3://curated/run1/ is in a bucket" \
+            in refused.stderr
 
 
 @pytest.mark.parametrize(("text", "size"), [("1GB", 10**9), ("2GiB", 2 * 2**30), ("500 mb", 5 * 10**8),
