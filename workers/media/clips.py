@@ -110,10 +110,15 @@ def read_clip(reader: ClipReader, request: dict[str, Any], frames_dir: SharedFra
     except (VideoError, *ENCODE_ERRORS) as exc:
         return {"error": _broken(reader, exc)}
     finally:
-        if encoder is not None:
-            _close(encoder, end_pts)
-        if target is not None and encode and is_s3(encode["out"]) and (encoder is None or end_pts is None):
-            target.unlink(missing_ok=True)
+        closed = False
+        try:
+            if encoder is not None:
+                _close(encoder, end_pts)
+            closed = True
+        finally:  # a clip for a bucket that will not be uploaded leaves no local file (not even on a full disk)
+            if target is not None and encode and is_s3(encode["out"]) and (encoder is None or end_pts is None
+                                                                            or not closed):
+                target.unlink(missing_ok=True)
     if encoder is not None and target is not None and is_s3(encode["out"]):
         try:
             upload(target, encode["out"])  # from here: the clip's pixels never pass through the orchestrator

@@ -108,7 +108,7 @@ class BucketFolder:
 
     def publish_changed(self) -> None:
         """Every small file of the working copy the bucket does not have as it is, parts first (the table and
-        metadata are made from them)."""
+        metadata are made from them); then the objects of files the working copy no longer has."""
         for name in SMALL_FILES:
             path = self.local / name
             files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
@@ -116,6 +116,8 @@ class BucketFolder:
                 relative = str(file.relative_to(self.local))
                 if file.exists() and self._sent.get(relative) != _version(file):
                     self.publish(relative)
+        for relative in [r for r in self._sent if not (self.local / r).exists()]:
+            self.delete(relative)
 
     def delete(self, relative: str) -> None:
         self.guard()

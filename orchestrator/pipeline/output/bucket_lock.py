@@ -106,6 +106,10 @@ class BucketLock:
             owner, etag, age = self._read()
             if owner is None or etag is None:
                 continue  # released between the two calls: create it again
+            if owner.get("token") == self._token:  # our create landed, its answer was lost: ours
+                with self._mutex:
+                    self._etag = etag
+                return
             if not _gone(owner, age):
                 raise OutputBusy(f"output {self.folder.url} is in use by another run (pid {owner.get('pid')} "
                                  f"on {owner.get('host')}); wait for it to end, or choose another --output")

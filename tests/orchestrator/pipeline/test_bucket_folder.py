@@ -53,3 +53,21 @@ def test_a_set_aside_cut_off_anywhere_loses_nothing_and_keeps_the_claim_last(s3_
     for key in (key for key in left if key.startswith(".previous/")):
         relative = key.split("/", 2)[2]
         assert store().get_object(Bucket=s3_bucket, Key=prefix + key)["Body"].read() == relative.encode()
+
+
+def test_the_bucket_follows_the_working_copy_in_what_it_changes_and_what_it_removes(s3_bucket) -> None:
+    """A table part the working copy dropped (an orphan the table removed) leaves the bucket too, so a
+    reader of the bucket's table never sees it; a changed file is put again, an unchanged one is not."""
+    prefix = "mirror/"
+    for relative in ("clips.parquet/a.parquet", "clips.parquet/b.parquet", "run.json"):
+        store().put_object(Bucket=s3_bucket, Key=prefix + relative, Body=relative.encode())
+    folder = BucketFolder(f"s3://{s3_bucket}/{prefix}")
+    folder.pull()
+    (folder.local / "clips.parquet" / "b.parquet").unlink()
+    (folder.local / "run.json").write_text("{}")
+    writes: list[str] = []
+    folder.guard = lambda: writes.append("write")
+    folder.publish_changed()
+    assert _listing(s3_bucket, prefix) == {"clips.parquet/a.parquet", "run.json"}
+    assert store().get_object(Bucket=s3_bucket, Key=f"{prefix}run.json")["Body"].read() == b"{}"
+    assert len(writes) == 2, "only the changed file and the removed one are written"
