@@ -42,7 +42,7 @@ MULTIPART_BYTES = 16 << 20
 _WILDCARD = re.compile(r"[*?\[]")
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 _DENIED = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "AllAccessDisabled"}
-_CHANGED = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
+_CHANGED = {"PreconditionFailed", "412", "ConditionalRequestConflict"}
 
 
 class ObjectError(OSError):

@@ -18,6 +18,7 @@ bucket_lock.py`).
 from __future__ import annotations
 
 import hashlib
+import logging
 import shutil
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -25,8 +26,9 @@ from pathlib import Path
 
 from orchestrator.pipeline.output.parts import PIPELINE_FILE
 from orchestrator.settings import cache_home
-from workers.media.s3 import S3_SCHEME, client, errors, split_url
+from workers.media.s3 import S3_SCHEME, ObjectError, client, errors, split_url
 
+_log = logging.getLogger(__name__)
 SMALL_FILES = (".parts/", "clips.parquet/", "metadata.jsonl", "provenance.jsonl", "run.json")
 """What the working copy holds of the bucket's folder (the clips stay in the bucket)."""
 SET_ASIDE = ("clips/", ".parts/", "clips.parquet/", "metadata.jsonl", "provenance.jsonl", "run.json", "shards/")
@@ -137,13 +139,16 @@ class BucketFolder:
         for relative in list(self._listed(".tmp/")):
             self.delete(relative)
         self.guard()
-        with errors(self.scratch(), "ListMultipartUploads"):
-            pages = client().get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket,
-                                                                              Prefix=self.key(".tmp/"))
-            unfinished = [(u["Key"], u["UploadId"]) for page in pages for u in page.get("Uploads", [])]
-        for key, upload in unfinished:
-            with errors(f"{S3_SCHEME}{self.bucket}/{key}", "AbortMultipartUpload"):
-                client().abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload)
+        try:
+            with errors(self.scratch(), "ListMultipartUploads"):
+                pages = client().get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket,
+                                                                                  Prefix=self.key(".tmp/"))
+                unfinished = [(u["Key"], u["UploadId"]) for page in pages for u in page.get("Uploads", [])]
+            for key, upload in unfinished:
+                with errors(f"{S3_SCHEME}{self.bucket}/{key}", "AbortMultipartUpload"):
+                    client().abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload)
+        except ObjectError as exc:  # credentials without these permissions: only a leftover's cost, not results
+            _log.warning("left unfinished uploads under %s: %s", self.scratch(), exc)
 
     def adopt(self, uploaded: str, name: str) -> str:
         """Move an uploaded clip into `clips/<name>` (a copy in the store, then the upload deleted)."""

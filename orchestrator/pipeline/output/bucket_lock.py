@@ -1,13 +1,14 @@
 """One run at a time per bucket output folder: a lock object with an owner and a lease.
 
-    <folder>/.lock   {"token", "pid", "host", "boot", "started", "lease_s", "renewals"} of the run that owns the folder:
-                     created only if absent (a conditional PUT, If-None-Match), renewed while the run lives
-                     (If-Match its own ETag), taken over from a gone run by a PUT conditional on the ETag seen
+    <folder>/.lock   {"token", "pid", "host", "boot", "pids", "started", "lease_s", "renewals"} of the run
+                     that owns the folder: created only if absent (a conditional PUT, If-None-Match),
+                     renewed while the run lives (If-Match its own ETag), taken over from a gone run by a
+                     PUT conditional on the ETag seen
 
 A second run is refused with who holds the folder. A lock is gone once the store's own clock says it was
 last renewed more than its `lease_s` ago (no two machines' clocks are compared), or at once when its process
-is dead on this very machine (same boot, same process start). Two runs taking over the same gone lock cannot
-both win: the conditional PUT lets one through.
+is dead on this very machine (same boot, pid namespace and host; same process start). Two runs taking over
+the same gone lock cannot both win: the conditional PUT lets one through.
 
 The run checks its lease before every write to the folder (`BucketFolder.guard`): once another run took the
 lock, or renewing it failed for most of a lease, the run stops writing rather than share the folder. A store
@@ -16,12 +17,14 @@ that ignores conditional writes cannot hold such a lock, and the run refuses it 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import threading
 import time
 import uuid
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import cache
 from typing import Any
@@ -66,20 +69,21 @@ class BucketLock:
         if self.held:
             return
         self._token, self._lost = uuid.uuid4().hex, None
+        self._stop.clear()
+        asked_at = _now()
         try:
             self._take()
             self._check_conditions_hold()
         except ObjectError as exc:
             raise ConfigError(f"{exc}") from None
-        self._renewed_at = time.monotonic()
-        self._stop.clear()
+        self._renewed_at = asked_at
         self._renewer = threading.Thread(target=self._renew_while_held, name="output-lock", daemon=True)
         self._renewer.start()
 
     def check(self) -> None:
         """Raise PipelineError unless this run still owns the folder: what every write to it asks first."""
-        if self._lost is None and time.monotonic() - self._renewed_at > TRUST_SHARE * self.lease_s:
-            self._lost = f"renewing its lock object failed for {time.monotonic() - self._renewed_at:.0f} s"
+        if self._lost is None and _now() - self._renewed_at > TRUST_SHARE * self.lease_s:
+            self._lost = f"renewing its lock object failed for {_now() - self._renewed_at:.0f} s"
         if self._lost is not None:
             raise PipelineError(f"output {self.folder.url}: this run no longer owns the folder ({self._lost}), "
                                 f"so it stopped writing there; finished videos are kept: rerun once no other "
@@ -121,16 +125,21 @@ class BucketLock:
         """A second create of the lock must be refused; a store that accepts it ignores conditional writes,
         and no lock holds there."""
         etag = self._etag
-        if self._put(IfNoneMatch="*", keep_etag=False):
-            self._delete_ours(etag or "")
+        ignored = [name for name, condition in (("If-None-Match", {"IfNoneMatch": "*"}),
+                                                ("If-Match", {"IfMatch": '"0123456789abcdef0123456789abcdef"'}))
+                   if self._put(keep_etag=False, **condition)]
+        if ignored:
+            with contextlib.suppress(ObjectError):
+                self._delete_ours(self._etag or etag or "")
             self._etag = None
-            raise ConfigError(f"output {self.folder.url}: the store ignores conditional writes (If-None-Match), so "
+            raise ConfigError(f"output {self.folder.url}: the store ignores conditional writes ({ignored[0]}), so "
                               f"no run could keep another out of the folder; use a store that has them (AWS S3, "
                               f"MinIO, R2) or a local --output")
 
     def _body(self) -> bytes:
         return json.dumps({"token": self._token, "pid": os.getpid(), "host": socket.gethostname(),
-                           "boot": _boot_id(), "started": _started(), "lease_s": self.lease_s,
+                           "boot": _boot_id(), "pids": _pid_namespace(), "started": _started(),
+                           "lease_s": self.lease_s,
                            "renewals": self._renewals}).encode()
 
     def _put(self, keep_etag: bool = True, **condition: str) -> bool:
@@ -143,7 +152,7 @@ class BucketLock:
             if exc.code in ("changed", "not_found"):
                 return False
             raise
-        if keep_etag:
+        if keep_etag and not self._stop.is_set():  # a renewal answered after release keeps nothing
             with self._mutex:
                 self._etag = answer["ETag"]
         return True
@@ -192,9 +201,12 @@ class BucketLock:
                 return
 
     def _renew(self) -> None:
+        if self._etag is None:  # released meanwhile: nothing to renew (an empty If-Match is no condition)
+            return
         self._renewals += 1  # each renewal's body, so its ETag, differs from the last
-        if self._put(IfMatch=self._etag or ""):
-            self._renewed_at = time.monotonic()
+        asked_at = _now()  # the store starts the lease when it takes the request, not when its answer arrives
+        if self._put(IfMatch=self._etag):
+            self._renewed_at = asked_at
             return
         owner, etag, _ = self._read()  # refused: our last renewal's answer was lost, or another run took it
         if owner is not None and etag is not None and owner.get("token") == self._token:
@@ -212,21 +224,31 @@ def _gone(owner: dict[str, Any], age: float | None) -> bool:
     if not isinstance(lease, (int, float)) or (age is not None and age >= lease):
         return True
     pid, started = owner.get("pid"), owner.get("started")
-    if owner.get("boot") != _boot_id() or not _boot_id() or not isinstance(pid, int):
-        return False  # another machine's run: only its lease tells
+    here = {"boot": _boot_id(), "pids": _pid_namespace(), "host": socket.gethostname()}
+    if not all(here.values()) or any(owner.get(name) != value for name, value in here.items()) \
+            or not isinstance(pid, int):
+        return False  # another machine's or container's run (its pids are not ours to look up): the lease tells
     try:
         return isinstance(started, (int, float)) and abs(psutil.Process(pid).create_time() - started) > 1
     except psutil.NoSuchProcess:
         return True
+    except psutil.Error:  # not ours to inspect (hidden /proc): alive as far as this run can tell
+        return False
 
 
 def _age(answer: dict[str, Any]) -> float | None:
     """Seconds since the object was last written, both times the store's."""
     date = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
     modified = answer.get("LastModified")
-    if not date or modified is None:
+    if modified is None:
         return None
-    return (parsedate_to_datetime(date) - modified).total_seconds()
+    try:
+        now = parsedate_to_datetime(date) if date else None
+        if now is None or now.tzinfo is None:  # no usable store clock: this machine's, in UTC
+            now = datetime.now(UTC)
+        return (now - modified).total_seconds()
+    except (TypeError, ValueError):
+        return None
 
 
 @cache
@@ -237,6 +259,20 @@ def _boot_id() -> str:
             return boot.read().strip()
     except OSError:
         return ""
+
+
+@cache
+def _pid_namespace() -> str:
+    """This process's pid namespace: containers on one machine share its boot, not their pids."""
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return ""
+
+
+def _now() -> float:
+    """Seconds on a clock that keeps counting while the machine sleeps (a lease runs on meanwhile)."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME) if hasattr(time, "CLOCK_BOOTTIME") else time.monotonic()
 
 
 @cache
