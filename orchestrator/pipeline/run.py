@@ -100,6 +100,7 @@ def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_lo
     version, and read from. Raises RunStopped when interrupted or stopped by an error once running."""
     bucket = BucketFolder(config.output) if is_s3(config.output) else None
     out_dir = bucket.local if bucket is not None else config_dir / config.output
+    shown = bucket.url if bucket is not None else out_dir  # the folder as the user named it, for messages
     lock: OutputLock | BucketOutputLock = BucketOutputLock(bucket) if bucket is not None else OutputLock(out_dir)
     videos: list[VideoInput] = []
     try:
@@ -122,7 +123,7 @@ def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_lo
         stages = resolve_stages(config, config_dir, registry, only=redo_stage)
         if not fresh and redo is None:
             # after the config's own errors, before any worker
-            check_results_key(out_dir, config.results_key(), bucket.url if bucket else None)
+            check_results_key(out_dir, config.results_key(), str(shown))
             check_no_unfinished_redo(out_dir)
         runtime_dir = make_runtime_dir()
         frames = SharedFramesDir.make()
@@ -149,7 +150,7 @@ def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_lo
             frames.remove()
     except KeyboardInterrupt:
         kept = count_kept(out_dir, videos, bucket.has if bucket is not None else None)
-        raise RunStopped(None, kept, len(videos), bucket.url if bucket is not None else out_dir) from None
+        raise RunStopped(None, kept, len(videos), shown) from None
     finally:
         lock.release()
 

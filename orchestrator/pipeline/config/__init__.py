@@ -27,7 +27,7 @@ from orchestrator.model_source import absolute_class_path
 from orchestrator.pipeline.config.errors import ConfigProblem, Location, config_problems, problem_at
 from orchestrator.pipeline.config.model_paths import class_path_problem
 from orchestrator.yaml_errors import describe_yaml_error, line_of, load_with_nodes
-from workers.media.s3 import is_s3
+from workers.media.s3 import ObjectError, is_s3, split_url
 from workers.model_input import InputSpec
 
 
@@ -324,9 +324,10 @@ class PipelineConfig(_Strict):
     @classmethod
     def _output_location(cls, output: str) -> str:
         if is_s3(output):
-            bucket, _, _ = output.removeprefix("s3://").partition("/")
-            if not bucket:
-                raise ValueError(f"{output!r} names no bucket: write s3://bucket/prefix/")
+            try:
+                split_url(output)
+            except ObjectError as exc:
+                raise ValueError(str(exc)) from None
         return output
 
     @field_validator("clip_codec")

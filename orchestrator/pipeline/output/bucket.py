@@ -26,7 +26,7 @@ from pathlib import Path
 
 from orchestrator.pipeline.output.parts import PIPELINE_FILE
 from orchestrator.settings import cache_home
-from workers.media.s3 import S3_SCHEME, ObjectError, client, errors, split_url
+from workers.media.s3 import S3_SCHEME, ObjectError, client, errors, is_s3, split_url
 
 _log = logging.getLogger(__name__)
 SMALL_FILES = (".parts/", "clips.parquet/", "metadata.jsonl", "provenance.jsonl", "run.json")
@@ -40,7 +40,7 @@ def local_output_folder(out: str, command: str) -> Path:
     one line saying how to get a local copy."""
     from orchestrator.errors import ConfigError
 
-    if out.startswith(S3_SCHEME):
+    if is_s3(out):
         raise ConfigError(f"orchestrator {command} reads a local output folder, and {out} is in a bucket: copy it "
                           f"down first (e.g. aws s3 sync {out} DIR) and give DIR")
     return Path(out)

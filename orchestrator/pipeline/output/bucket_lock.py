@@ -122,15 +122,14 @@ class BucketLock:
         raise OutputBusy(f"output {self.folder.url} was just taken by another run; choose another --output")
 
     def _check_conditions_hold(self) -> None:
-        """A second create of the lock must be refused; a store that accepts it ignores conditional writes,
-        and no lock holds there."""
-        etag = self._etag
+        """A second create of the lock, and a write naming a version it never had, must both be refused; a
+        store that accepts either ignores conditional writes, and no lock holds there."""
         ignored = [name for name, condition in (("If-None-Match", {"IfNoneMatch": "*"}),
                                                 ("If-Match", {"IfMatch": '"0123456789abcdef0123456789abcdef"'}))
                    if self._put(keep_etag=False, **condition)]
         if ignored:
             with contextlib.suppress(ObjectError):
-                self._delete_ours(self._etag or etag or "")
+                self._delete_ours(self._etag or "")
             self._etag = None
             raise ConfigError(f"output {self.folder.url}: the store ignores conditional writes ({ignored[0]}), so "
                               f"no run could keep another out of the folder; use a store that has them (AWS S3, "
