@@ -26,6 +26,8 @@ import contextlib
 import itertools
 import os
 import shutil
+import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -75,6 +77,8 @@ MIN_SHOT_FRAMES = 24
 RSS_INTERVAL_S = 0.5
 """Sampling the process tree costs this process CPU time the pipeline would use: not more often."""
 LOG_TAIL = 200
+SERVER_START_S = 30.0
+"""How long moto_server may take to open its port."""
 MiB = 1024 * 1024
 
 
@@ -538,6 +542,37 @@ def report(main: PipelineRun, memory: list[PipelineRun], models: list[Timed], me
 
 def run_label(run: PipelineRun) -> str:
     return f"{run.source.describe()}, {run.run_s:.1f} s after start-up"
+
+
+@contextlib.contextmanager
+def s3_server() -> Iterator[tuple[str, int]]:
+    """moto_server (an S3-compatible server) in its own process on a free port of 127.0.0.1."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    binary = Path(sys.executable).with_name("moto_server")
+    proc = subprocess.Popen([str(binary), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + SERVER_START_S
+        while True:
+            with contextlib.suppress(OSError):
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("moto_server did not start")
+            time.sleep(0.1)  # waits for the server's port to open
+        yield "127.0.0.1", port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def aws_environ(endpoint: str) -> dict[str, str]:
+    """boto3's standard variables pointing at `endpoint` alone (no profile, no instance metadata)."""
+    return {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}
 
 
 def progress(line: str) -> None:

@@ -15,6 +15,10 @@ our path against a plain Ray actor call, measured in one run on a local multi-no
     driver CPU seconds per clip of the Ray run (this process: it plans, forwards refs and writes metadata;
     the media steps decode and encode on the nodes), beside the local run's orchestrator for scale.
 
+    the same videos in a local S3 server (moto_server), the nodes reaching it directly and this process (the
+    driver) through a counting hop (tests/support/s3_link.py): bytes the driver read per clip (the listing,
+    each object's check, response headers), over the video bytes per clip ─▶ RATIO driver bytes read per clip
+
 On one machine the cluster's nodes share its cores and memory, so the quickstart ratio shows the executor's
 own overhead (actor calls, object store copies), not a cluster's speed-up.
 
@@ -24,17 +28,20 @@ own overhead (actor calls, object store copies), not a cluster's speed-up.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import os
 import sys
 import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 # This file is named ray.py: with its folder first on sys.path, `import ray` would import it again.
 sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != BENCH]
+sys.path.insert(0, str(BENCH.parent))  # the checkout, for the tests' counting hop
 
 import numpy as np  # noqa: E402
 
@@ -44,6 +51,7 @@ from orchestrator.on_ray.host import HostRequest, WorkerHost  # noqa: E402
 from orchestrator.on_ray.replicas import RayCluster  # noqa: E402
 from orchestrator.supervisor.handle import ModelRef  # noqa: E402
 from orchestrator.supervisor.policy import WorkerPolicy  # noqa: E402
+from tests.support.s3_link import S3Link  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("bench_pipeline", BENCH / "pipeline.py")
 assert _spec is not None and _spec.loader is not None
@@ -53,6 +61,8 @@ _spec.loader.exec_module(bench_pipeline)
 PipelineRun = bench_pipeline.PipelineRun
 make_source, progress = bench_pipeline.make_source, bench_pipeline.progress
 run_pipeline, scratch_dir = bench_pipeline.run_pipeline, bench_pipeline.scratch_dir
+s3_server, aws_environ = bench_pipeline.s3_server, bench_pipeline.aws_environ
+BUCKET = "bench"
 FRAMES_PER_BATCH = 32
 FRAME_SHAPE = (240, 320, 3)
 IN_FLIGHT = 2
@@ -125,7 +135,18 @@ def clips_per_s(run: PipelineRun) -> float:
     return run.clips / run.run_s
 
 
-def report(local: PipelineRun, on_ray: PipelineRun, ours: float, plain: float, load: tuple[float, float]) -> None:
+@dataclass(frozen=True)
+class DriverReads:
+    """What the driver read from the store during a Ray run over inputs in it."""
+
+    run: PipelineRun
+    replied: int
+    """Bytes the store replied to the driver."""
+    video_bytes: int
+
+
+def report(local: PipelineRun, on_ray: PipelineRun, ours: float, plain: float, load: tuple[float, float],
+           reads: DriverReads) -> None:
     mb = FRAMES_PER_BATCH * int(np.prod(FRAME_SHAPE)) / 1e6
     print(f"quickstart over {local.source.describe()} ({local.clips} clips)")
     for name, run in (("local executor", local), ("ray executor", on_ray)):
@@ -143,19 +164,31 @@ def report(local: PipelineRun, on_ray: PipelineRun, ours: float, plain: float, l
     print(f"RATIO driver CPU s per clip (Ray): {driver / max(on_ray.clips, 1):.3f} "
           f"(local orchestrator: {orchestrator / max(local.clips, 1):.3f})")
     print(f"RATIO ours / plain Ray frames/s between nodes: {ours / plain:.2f}")
+    clips = max(reads.run.clips, 1)
+    print(f"inputs in S3 on Ray: the driver read {reads.replied / 1e3:.1f} kB from the store for "
+          f"{reads.run.clips} clips of {reads.video_bytes / 1e6:.2f} MB of videos")
+    print(f"RATIO driver bytes read per clip / video bytes per clip (Ray, inputs in S3): "
+          f"{reads.replied / reads.video_bytes:.4f} ({reads.replied / clips:.0f} bytes per clip)")
 
 
 def run(videos: int, minutes: float, batches: int) -> None:
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # every node on 127.0.0.1
+    import boto3.session
     import ray
     from ray.cluster_utils import Cluster
 
     load_before = os.getloadavg()[0]
-    with scratch_dir() as scratch:
+    with scratch_dir() as scratch, s3_server() as (host, port):
         progress(f"generating {videos} videos of {minutes:g} min")
         source = make_source(scratch / "videos", minutes, videos)
         progress("local executor")
         local = run_pipeline(source, scratch / "out-local")
+        store = f"http://{host}:{port}"
+        os.environ.update(aws_environ(store))  # the nodes started below reach the store directly
+        client = boto3.session.Session().client("s3")
+        client.create_bucket(Bucket=BUCKET)
+        for path in source.paths:
+            client.upload_file(str(path), BUCKET, f"in/{path.name}")
         progress("starting a two-node Ray cluster on 127.0.0.1")
         cores = os.cpu_count() or 2
         cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": cores, "resources": {"node_a": 1},
@@ -166,12 +199,20 @@ def run(videos: int, minutes: float, batches: int) -> None:
             ray.init(address=cluster.address, include_dashboard=False, logging_level="WARNING")
             progress("ray executor")
             on_ray = run_pipeline(source, scratch / "out-ray", cluster=RayCluster(cluster.address))
+            progress("ray executor, inputs in S3 (the driver through a counting hop)")
+            link = S3Link(store)
+            os.environ["AWS_ENDPOINT_URL"] = link.endpoint
+            urls = tuple(f"s3://{BUCKET}/in/{path.name}" for path in source.paths)
+            from_s3 = run_pipeline(dataclasses.replace(source, paths=urls), scratch / "out-ray-s3",
+                                   cluster=RayCluster(cluster.address))
+            link.close()
+            reads = DriverReads(from_s3, link.replied, sum(path.stat().st_size for path in source.paths))
             progress("frames between two nodes")
             ours, plain = between_nodes(ray, batches)
         finally:
             ray.shutdown()
             cluster.shutdown()
-    report(local, on_ray, ours, plain, (load_before, os.getloadavg()[0]))
+    report(local, on_ray, ours, plain, (load_before, os.getloadavg()[0]), reads)
 
 
 def main() -> None:

@@ -18,15 +18,10 @@ ratio is a floor for a real store, which costs this machine nothing.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import os
 import shutil
-import socket
-import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,36 +30,19 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, for the tests' counting hop
 
-from pipeline import PipelineRun, make_source, progress, run_pipeline, scratch_dir  # noqa: E402
+from pipeline import (  # noqa: E402
+    PipelineRun,
+    aws_environ,
+    make_source,
+    progress,
+    run_pipeline,
+    s3_server,
+    scratch_dir,
+)
 
 from tests.support.s3_link import S3Link  # noqa: E402
 
 BUCKET = "bench"
-SERVER_START_S = 30.0
-
-
-@contextlib.contextmanager
-def s3_server() -> Iterator[tuple[str, int]]:
-    """moto_server in its own process on a free port of 127.0.0.1."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    binary = Path(sys.executable).with_name("moto_server")
-    proc = subprocess.Popen([str(binary), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + SERVER_START_S
-        while True:
-            with contextlib.suppress(OSError):
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("moto_server did not start")
-            time.sleep(0.1)  # waits for the server's port to open
-        yield "127.0.0.1", port
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def with_grain(source: Any) -> None:
@@ -86,12 +64,6 @@ def with_grain(source: Any) -> None:
     for path in source.paths:
         shutil.copy(grainy, path)
     grainy.unlink()
-
-
-def aws_environ(endpoint: str) -> dict[str, str]:
-    return {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-            "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
-            "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}
 
 
 def clips_per_s(run: PipelineRun) -> float:

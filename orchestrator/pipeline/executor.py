@@ -17,7 +17,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -30,6 +30,7 @@ from orchestrator.pipeline.config import PipelineConfig, StageConfig
 from orchestrator.pipeline.filters import run_filter
 from orchestrator.pipeline.items import END, Clip, VideoDone, VideoItem
 from orchestrator.pipeline.media.cutting import cut_clips
+from orchestrator.pipeline.media.feed import InputFeed
 from orchestrator.pipeline.media.logic import ClipFramesLogic, EncodeLogic, SplitDecodeLogic
 from orchestrator.pipeline.media.steps import CUT, DECODE, ENCODE, MEDIA_DECLARATIONS, media_stages
 from orchestrator.pipeline.media.video import VideoInput
@@ -69,6 +70,7 @@ class RunState:
     """What the progress display reads while the run goes on, and what its summary is made of."""
 
     videos_total: int
+    """Input videos found so far (all of them once `listing` is over)."""
     videos_done: int = 0
     resumed: int = 0
     clips: int = 0
@@ -80,8 +82,12 @@ class RunState:
     """Each replica `replicas: auto` added, and what held a stage back, with the speeds measured."""
     warnings: list[dict[str, Any]] = field(default_factory=list)
     """Videos that decoded short of what their container declares: kept with a note (failed too, when strict)."""
+    listing: bool = False
+    """The inputs are still being listed: `videos_total` will grow."""
+    videos_planned: int = 0
+    """Videos the run has started on (resumed ones included)."""
     frames_total: int = 0
-    """Frames (as the containers declare them) of the videos this run works on; resumed ones are not counted."""
+    """Frames (as the containers declare them) of the videos started on so far; resumed ones are not counted."""
     frames_done: int = 0
     """Frames of those videos that every step is through with: finished videos, and the current one so far."""
     current: VideoProgress | None = None
@@ -89,6 +95,22 @@ class RunState:
     """When the first clip reached the writer: the ETA does not count the start-up before it."""
     frames_at_start: int = 0
     timeline: Timeline = field(default_factory=Timeline)
+
+    def inputs_found(self, found: int, listing: bool) -> None:
+        self.videos_total, self.listing = found, listing
+
+    def video_planned(self, video: VideoItem) -> None:
+        """A video the run starts on: its declared frames count towards the total, unless it was resumed."""
+        self.videos_planned += 1
+        if video.resumed is None:
+            self.frames_total += video.video.frames
+
+    def frames_expected(self) -> float:
+        """Frames the run is expected to work on: those of the videos started on, and as many again per
+        video for the ones found but not started yet (their containers are read as the run reaches them)."""
+        if not self.videos_planned or self.videos_planned >= self.videos_total:
+            return self.frames_total
+        return self.frames_total * self.videos_total / self.videos_planned
 
     def sample(self, force: bool = False) -> None:
         """Add the stages' progress to the timeline, about once per its interval (and at the end, `force`)."""
@@ -115,10 +137,11 @@ class RunState:
 
     def eta_s(self, now: float) -> float | None:
         """Seconds left at the speed measured since the first clip, over the frames still to do."""
-        if self.work_started is None or now <= self.work_started or self.frames_done >= self.frames_total:
+        expected = self.frames_expected()
+        if self.work_started is None or now <= self.work_started or self.frames_done >= expected:
             return None
         speed = (self.frames_done - self.frames_at_start) / (now - self.work_started)
-        return (self.frames_total - self.frames_done) / speed if speed > 0 else None
+        return (expected - self.frames_done) / speed if speed > 0 else None
 
 
 @dataclass
@@ -135,7 +158,7 @@ class PipelineExecutor:
     replica runs is the `make_worker` factory's business (local processes, or Ray actors), so both executors
     share these pools, their retry rules and the writer."""
 
-    def __init__(self, config: PipelineConfig, videos: list[VideoInput], writer: OutputWriter,
+    def __init__(self, config: PipelineConfig, videos: Sequence[VideoInput] | InputFeed, writer: OutputWriter,
                  make_worker: WorkerFactory, state: RunState, declarations: Mapping[str, ModelDeclarations],
                  adopt: Mapping[str, Mapping[int, Worker]] | None = None, resources: Resources | None = None,
                  source: ClipSource | None = None, frames: SharedFramesDir | None = None,
@@ -220,7 +243,8 @@ class PipelineExecutor:
         split, *rest = self.config.stages
         window = self.declarations[split.name].split_window
         planned, decoded, answered, clips = (Channel(QUEUE_DEPTH) for _ in range(4))
-        self._spawn("plan", plan_split, self.videos, window, self.writer.resumable, planned, self.stop)
+        self._spawn("plan", plan_split, self.videos, window, self.writer.resumable, planned, self.stop,
+                    self.state.video_planned)
         decoding = SplitDecodeLogic(split, self.config.strict, self.frames)
         self._spawn(DECODE, self._pool(self.media[DECODE], decoding).run, planned, decoded)
         self._spawn(split.name, self._pool(split, SplitLogic(split, window, self.frames)).run, decoded, answered)

@@ -19,7 +19,8 @@ def render(state: RunState) -> Group:
     frames = f"   frames {state.frames_done}/{state.frames_total}" if state.frames_total else ""
     current = state.current
     video = f"   this video {current.done}/{current.total} frames" if current and current.total else ""
-    header = Text(f"videos {state.videos_done}/{state.videos_total}{frames}{video}   clips {state.clips} "
+    listing = "+ (listing)" if state.listing else ""
+    header = Text(f"videos {state.videos_done}/{state.videos_total}{listing}{frames}{video}   clips {state.clips} "
                   f"(kept {state.kept})   failures {len(state.failures)}   elapsed {now - state.started:.0f}s   "
                   f"ETA {'-' if eta is None else f'{eta:.0f}s'}")
     table = Table("stage", "done", "failed", "items/s", "queue", "workers", "restarts", box=None)

@@ -1,11 +1,14 @@
 """`orchestrator run`: open the inputs, resolve the config into stages and envs, describe each model in its
 env, check weights, place replicas on GPUs, then (only then) write into the output folder, execute, summarise.
 
-    output lock ─▶ inputs opened ─▶ env per stage ─▶ first worker per stage (no GPU) ─▶ DESCRIBE ─▶ declarations
+    output lock ─▶ first input opened ─▶ env per stage ─▶ first worker per stage (no GPU) ─▶ DESCRIBE ─▶ declarations
         local: ─▶ weights present? ─▶ GPU shares ─▶ writer ─▶ PipelineExecutor with local workers (adopting each
                   first worker whose place fits)
         cluster: ─▶ writer ─▶ PipelineExecutor with the cluster's workers (on Ray each node checks its env
                     and weights)
+
+The inputs are found and opened while the run works (orchestrator/pipeline/media/feed.py): the run waits
+only for the first readable one, so a bucket of 10,000 keys starts its first video before its listing ends.
 
 With `--redo-stage NAME` the videos are the folder's finished ones and only NAME's workers start; the executor
 runs NAME (and the filters on its fields) over the clips the folder keeps (pipeline/output/redo.py).
@@ -21,6 +24,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +41,10 @@ from orchestrator.errors import (
 )
 from orchestrator.pipeline.config import PipelineConfig
 from orchestrator.pipeline.executor import PipelineExecutor, RunState, WorkerFactory
+from orchestrator.pipeline.media.feed import InputFeed
 from orchestrator.pipeline.media.hardware import use_hardware
 from orchestrator.pipeline.media.steps import MEDIA_DECLARATIONS
-from orchestrator.pipeline.media.video import (
-    VIDEO_SUFFIXES,
-    InputOpener,
-    VideoInput,
-    expand_inputs,
-    open_inputs,
-)
+from orchestrator.pipeline.media.video import VIDEO_SUFFIXES, VideoInput, find_inputs, open_inputs
 from orchestrator.pipeline.output.bucket import BucketFolder
 from orchestrator.pipeline.output.bucket_lock import BucketOutputLock
 from orchestrator.pipeline.output.lock import OutputLock
@@ -102,7 +101,7 @@ def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_lo
     out_dir = bucket.local if bucket is not None else config_dir / config.output
     shown = bucket.url if bucket is not None else out_dir  # the folder as the user named it, for messages
     lock: OutputLock | BucketOutputLock = BucketOutputLock(bucket) if bucket is not None else OutputLock(out_dir)
-    videos: list[VideoInput] = []
+    feed: InputFeed | None = None
     try:
         if bucket is not None:
             _check_bucket_output(config, redo_stage)
@@ -114,11 +113,14 @@ def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_lo
         redo = plan_redo(out_dir, config, redo_stage) if redo_stage else None
         if cluster is not None:
             cluster.join()  # a node of it opens the inputs: the driver opens no video
-        opener = cluster.open_inputs if cluster is not None else open_inputs
-        opened = redo.inputs() if redo else open_videos(config, config_dir, warn,
-                                                         lambda found: opener(found, cache_inputs))
-        videos, failures, found, unreadable = opened
-        state = RunState(videos_total=found, failures=failures)
+        state = RunState(videos_total=0)
+        if redo is not None:
+            feed = InputFeed.opened(redo.videos(), state.inputs_found)
+        else:
+            open_batch = cluster.open_inputs if cluster is not None else open_inputs
+            feed = InputFeed(_find_inputs(config, config_dir, warn), partial(open_batch, cache=cache_inputs), warn,
+                             state.failures, state.inputs_found).start()
+            _wait_first_video(config, feed)
         registry = EnvRegistry()
         stages = resolve_stages(config, config_dir, registry, only=redo_stage)
         if not fresh and redo is None:
@@ -139,19 +141,22 @@ def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_lo
                 table = table_spec(config, prepared.declarations, None if redo else made_by)
                 if redo is not None:
                     redo.check_outputs(table.outputs[redo.stage.name])
-                writer = DedupingWriter(out_dir, redo.recorded_key if redo else config.results_key(), videos,
-                                        fresh, table, dedup=config.dedup_stages, unreadable=unreadable,
-                                        bucket=bucket)
+                writer = DedupingWriter(out_dir, redo.recorded_key if redo else config.results_key(),
+                                        feed.videos, fresh, table, dedup=config.dedup_stages,
+                                        unreadable=feed.unreadable, bucket=bucket)
                 source = redo.source(writer, prepared.config, made_by.stages[redo.stage.name]) if redo else None
-                return _run(videos, writer, prepared, state, display, warn, source, frames)
+                return _run(feed, writer, prepared, state, display, warn, source, frames)
         finally:
             close_all(list(firsts.values()), STOP_AT_ONCE)
             shutil.rmtree(runtime_dir, ignore_errors=True)
             frames.remove()
     except KeyboardInterrupt:
+        videos = feed.videos if feed is not None else []
         kept = count_kept(out_dir, videos, bucket.has if bucket is not None else None)
-        raise RunStopped(None, kept, len(videos), shown) from None
+        raise RunStopped(None, kept, feed.to_do() if feed is not None else 0, shown) from None
     finally:
+        if feed is not None:
+            feed.close()
         lock.release()
 
 
@@ -194,27 +199,25 @@ def table_spec(config: PipelineConfig, declarations: dict[str, ModelDeclarations
                       for s in config.stages if s.model}, provenance)
 
 
-def open_videos(config: PipelineConfig, config_dir: Path, warn: Callable[[str], None],
-                opener: InputOpener = open_inputs) -> tuple[list[VideoInput], list[Failure], int,
-                                                           list[tuple[VideoInput, str]]]:
-    """The readable input videos, each opened once (fingerprinted) before any worker starts, a failure for each
-    input that cannot be read (also warned of at once), how many video files were found, and the video files
-    that cannot be read, with why (the run records a row for each). No readable video at all is a ConfigError."""
+def _find_inputs(config: PipelineConfig, config_dir: Path,
+                 warn: Callable[[str], None]) -> Iterator[VideoInput | tuple[str, str]]:
+    """The config's inputs as they are found (the bundled sample made first, when they name it)."""
     if ensure_bundled_sample([config_dir / i for i in config.inputs]):
         warn(f"generated the bundled sample video {BUNDLED_SAMPLE} (python -m orchestrator.sample_video makes it)")
-    found, missing = expand_inputs(config.inputs, config_dir)
-    videos, unreadable = opener(found)
-    failures = [Failure(pattern, reason) for pattern, reason in missing]
-    failures += [Failure(str(video.path), reason) for video, reason in unreadable]
-    if not videos:
-        if not failures:
-            raise ConfigError(f"no video in the inputs {', '.join(config.inputs)} (looked for files ending in "
-                              f"{', '.join(sorted(VIDEO_SUFFIXES))}); check inputs: or --input")
-        shown = "; ".join(f.line() for f in failures[:3]) + (f"; and {len(failures) - 3} more" if failures[3:] else "")
-        raise ConfigError(f"no readable video in the inputs: {shown}")
-    for failure in failures:
-        warn(f"skipped {failure.line()}")
-    return videos, failures, len(found), unreadable
+    return find_inputs(config.inputs, config_dir)
+
+
+def _wait_first_video(config: PipelineConfig, feed: InputFeed) -> None:
+    """Wait, before any worker starts, until the feed has a readable video: the rest are found and opened
+    while the run works. Inputs that name no readable video at all are a ConfigError."""
+    if feed.wait_first():
+        return
+    if not feed.failures:
+        raise ConfigError(f"no video in the inputs {', '.join(config.inputs)} (looked for files ending in "
+                          f"{', '.join(sorted(VIDEO_SUFFIXES))}); check inputs: or --input")
+    failures = feed.failures
+    shown = "; ".join(f.line() for f in failures[:3]) + (f"; and {len(failures) - 3} more" if failures[3:] else "")
+    raise ConfigError(f"no readable video in the inputs: {shown}")
 
 
 def _prepare(config: PipelineConfig, stages: dict[str, ResolvedStage], firsts: dict[str, WorkerHandle],
@@ -239,15 +242,14 @@ def _prepare(config: PipelineConfig, stages: dict[str, ResolvedStage], firsts: d
                     use_hardware(config.media.hardware, n_gpus, warn))
 
 
-def _run(videos: list[VideoInput], writer: DedupingWriter, prepared: Prepared, state: RunState,
+def _run(feed: InputFeed, writer: DedupingWriter, prepared: Prepared, state: RunState,
          display: Callable[[RunState], Any] | None, warn: Callable[[str], None],
          redo: RedoSource | None, frames: SharedFramesDir) -> RunSummary:
     """Execute with the writer (which dedups after each batch of videos; for a redo, with the clips it reads
     back), dedup once more when every video is done, and record the summary however the run ends."""
     if writer.set_aside is not None:
         warn(f"--fresh: moved the earlier results to {writer.set_aside} (delete it when no longer needed)")
-    state.frames_total = sum(v.frames for v in videos if writer.resumable(v) is None)
-    executor = PipelineExecutor(prepared.config, videos, writer, prepared.make, state, prepared.declarations,
+    executor = PipelineExecutor(prepared.config, feed, writer, prepared.make, state, prepared.declarations,
                                 prepared.adopt, prepared.resources, redo, frames, prepared.hardware)
     stopped: RunStopped | None = None
     try:
@@ -256,17 +258,17 @@ def _run(videos: list[VideoInput], writer: DedupingWriter, prepared: Prepared, s
         state.kept = writer.kept_clips()
     except KeyboardInterrupt:
         state.failures.append(Failure("", "interrupted (Ctrl-C): finished videos were kept"))
-        stopped = RunStopped(None, 0, len(videos), writer.shown)
+        stopped = RunStopped(None, 0, feed.to_do(), writer.shown)
     except Exception as exc:  # the step's error (PipelineError) or any other: the summary is recorded anyway
         state.failures.append(Failure("", f"the run stopped: {exc}"))
-        stopped = RunStopped(exc, 0, len(videos), writer.shown)
+        stopped = RunStopped(exc, 0, feed.to_do(), writer.shown)
     summary = _summary(state, time.monotonic() - state.started)
     try:
         writer.finish_run(summary, completed=stopped is None)
         if stopped is None:
             _after_run(writer, prepared.config, redo.plan if redo else None, warn)
     except PipelineError as exc:
-        stopped = stopped or RunStopped(exc, 0, len(videos), writer.shown)
+        stopped = stopped or RunStopped(exc, 0, feed.to_do(), writer.shown)
     if stopped is not None:
         raise replace(stopped, kept=writer.kept())
     return summary

@@ -9,7 +9,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,8 +19,8 @@ import av
 from workers.media import s3
 from workers.media.video import VideoError, average_rate, open_video
 
-__all__ = ["VIDEO_SUFFIXES", "VideoError", "VideoInput", "VideoMeta", "Truncation", "expand_inputs", "fingerprint",
-           "open_inputs", "probe", "sample_indices", "truncation", "video_id"]
+__all__ = ["VIDEO_SUFFIXES", "VideoError", "VideoInput", "VideoMeta", "Truncation", "expand_inputs", "find_inputs",
+           "fingerprint", "open_inputs", "probe", "sample_indices", "truncation", "video_id"]
 
 OPENERS = 16
 """Objects in a store opened at once when a run starts."""
@@ -69,32 +69,56 @@ class VideoInput:
 
 def expand_inputs(patterns: list[str], base: Path) -> tuple[list[VideoInput], list[tuple[str, str]]]:
     """Files, folders (searched recursively), globs and s3:// locations -> videos in a stable order, plus
-    (input, reason) misses."""
-    found: list[Path | str] = []
+    (input, reason) misses: all of `find_inputs` at once."""
+    videos: list[VideoInput] = []
     missing: list[tuple[str, str]] = []
-    for pattern in patterns:
-        if s3.is_s3(pattern):
-            try:
-                objects = [url for url, _ in s3.list_objects(pattern, VIDEO_SUFFIXES)]
-            except s3.ObjectError as exc:
-                missing.append((pattern, str(exc)))
-                continue
-            found += objects
-            if not objects:
-                endings = ", ".join(sorted(VIDEO_SUFFIXES))
-                missing.append((pattern, f"no video object matches {pattern} (looked for keys ending in {endings})"))
-            continue
-        target = Path(pattern) if Path(pattern).is_absolute() else base / pattern
-        if target.is_dir():
-            found += sorted(p for p in target.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
-        elif target.exists():
-            found.append(target)
-        elif matches := sorted(glob.glob(str(target), recursive=True)):
-            found += [Path(m) for m in matches if Path(m).is_file()]
+    for found in find_inputs(patterns, base):
+        if isinstance(found, VideoInput):
+            videos.append(found)
         else:
-            missing.append((pattern, f"no such file, folder or glob match: {target}"))
-    unique = list(dict.fromkeys(p if isinstance(p, str) else p.resolve() for p in found))
-    return [VideoInput(p, video_id(p)) for p in unique], missing
+            missing.append(found)
+    return videos, missing
+
+
+def find_inputs(patterns: list[str], base: Path) -> Iterator[VideoInput | tuple[str, str]]:
+    """The videos the inputs name, as they are found (an s3:// listing page by page), each once, in a stable
+    order; and (input, reason) for an input that names none or cannot be listed."""
+    seen: set[Path | str] = set()
+    for pattern in patterns:
+        for found in _matches(pattern, base):
+            if isinstance(found, tuple):
+                yield found
+                continue
+            key = found if isinstance(found, str) else found.resolve()
+            if key not in seen:
+                seen.add(key)
+                yield VideoInput(key, video_id(key))
+
+
+def _matches(pattern: str, base: Path) -> Iterator[Path | str | tuple[str, str]]:
+    """One input's video files or objects (a listing as it goes), or (input, reason) when it names none."""
+    if s3.is_s3(pattern):
+        listed = False
+        try:
+            for url, _ in s3.list_objects(pattern, VIDEO_SUFFIXES):
+                listed = True
+                yield url
+        except s3.ObjectError as exc:
+            yield pattern, str(exc)
+            return
+        if not listed:
+            endings = ", ".join(sorted(VIDEO_SUFFIXES))
+            yield pattern, f"no video object matches {pattern} (looked for keys ending in {endings})"
+        return
+    target = Path(pattern) if Path(pattern).is_absolute() else base / pattern
+    if target.is_dir():
+        yield from sorted(p for p in target.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+    elif target.exists():
+        yield target
+    elif matches := sorted(glob.glob(str(target), recursive=True)):
+        yield from (Path(m) for m in matches if Path(m).is_file())
+    else:
+        yield pattern, f"no such file, folder or glob match: {target}"
 
 
 def video_id(path: Path | str) -> str:

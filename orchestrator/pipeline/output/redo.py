@@ -53,7 +53,6 @@ from orchestrator.pipeline.items import END, Clip, VideoDone, VideoItem, put
 from orchestrator.pipeline.media.video import VideoError, VideoInput, probe, sample_indices
 from orchestrator.pipeline.output.parts import PIPELINE_FILE, Part, read_parts
 from orchestrator.pipeline.output.writer import LAYOUT, OutputWriter
-from orchestrator.pipeline.summary import Failure
 from workers.media.video import Decoder, location
 
 JOURNAL = "redo.json"
@@ -113,11 +112,6 @@ class RedoPlan:
         done = set(self.journal.done)
         parts = sorted((p for p in self.parts.values() if p.video_id not in done), key=lambda p: (p.video, p.video_id))
         return [VideoInput(location(p.video), p.video_id, p.fingerprint) for p in parts]
-
-    def inputs(self) -> tuple[list[VideoInput], list[Failure], int, list[tuple[VideoInput, str]]]:
-        """What `open_videos` gives a run: the videos to redo, no failure, how many there are, no unreadable one."""
-        videos = self.videos()
-        return videos, [], len(videos), []
 
     def source(self, writer: OutputWriter, config: PipelineConfig, made_by: StageProvenance) -> RedoSource:
         """The executor's clip source; `config` is the one the executor runs (on Ray, with planned replicas),

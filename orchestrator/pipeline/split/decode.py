@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,7 @@ import numpy as np
 from models.model_interface import SplitWindow
 from orchestrator.pipeline.config import StageConfig
 from orchestrator.pipeline.items import END, SplitDone, SplitRequest, VideoItem, put
+from orchestrator.pipeline.media.feed import InputFeed, follow
 from orchestrator.pipeline.media.video import VideoError, VideoInput, probe
 from orchestrator.pipeline.pool import StepLogic
 from orchestrator.pipeline.split.scenes import check_scenes
@@ -36,17 +37,20 @@ CHUNK_STEPS = 4
 their overhead stays small, short enough that the first clip is cut seconds into a long video."""
 
 
-def plan_split(videos: list[VideoInput], window: SplitWindow | None, resumable: Callable[[VideoInput], Any],
-               outq: queue.Queue, stop: threading.Event) -> None:
-    """For each video: its VideoItem, its split requests, then SplitDone. A video an earlier run finished
-    goes on with its rows; one that cannot be read carries its error."""
-    for seq, video in enumerate(videos):
+def plan_split(videos: Sequence[VideoInput] | InputFeed, window: SplitWindow | None,
+               resumable: Callable[[VideoInput], Any], outq: queue.Queue, stop: threading.Event,
+               planned: Callable[[VideoItem], None] = lambda item: None) -> None:
+    """For each video (as the feed opens it): its VideoItem, its split requests, then SplitDone. A video an
+    earlier run finished goes on with its rows; one that cannot be read carries its error. `planned` hears of
+    each VideoItem before it is sent on."""
+    for seq, video in enumerate(follow(videos, stop)):
         item = VideoItem(seq, video, resumed=resumable(video))
         if item.resumed is None:
             try:
                 item.meta = video.meta or probe(video.local or video.path)  # read when the run opened it
             except VideoError as exc:
                 item.error = str(exc)
+        planned(item)
         if not put(outq, item, stop):
             return
         for request in (split_requests(item, window) if item.needs_work else []):

@@ -8,7 +8,8 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import psutil
@@ -41,6 +42,17 @@ def write_pipeline(tmp_path: Path, name: str, inputs: list[Path], *, replicas: i
                                       batch=batch, fail_in=fail_in, marker=tmp_path / f"{name}.died", size=size,
                                       extra="".join(f", {k}: {json.dumps(v)}" for k, v in params.items())))
     return config, out
+
+
+DEADLINE_S = 120.0
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout: float = DEADLINE_S) -> None:
+    """Poll `condition` until it holds, failing after `timeout` (never a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
 
 
 def _default_signals() -> None:

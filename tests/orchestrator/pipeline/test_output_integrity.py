@@ -10,25 +10,15 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
 from orchestrator.sample_video import SampleSpec, generate_sample
-from tests.orchestrator.pipeline.runs import outputs, run, start, workers_of, write_pipeline
+from tests.orchestrator.pipeline.runs import DEADLINE_S, outputs, run, start, wait_for, workers_of, write_pipeline
 from workers.shm_ring import NAME_PREFIX, SHM_DIR
-
-DEADLINE_S = 120.0
-
-
-def wait_for(condition: Callable[[], object], what: str, timeout: float = DEADLINE_S) -> None:
-    """Poll `condition` until it holds, failing after `timeout` (never a fixed sleep)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def snapshot(out: Path) -> dict[str, bytes]:

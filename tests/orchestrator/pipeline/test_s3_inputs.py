@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import random
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,10 @@ import psutil
 import pytest
 
 from orchestrator.pipeline.media.video import VIDEO_SUFFIXES, expand_inputs, open_inputs
+from orchestrator.pipeline.output.parts import PIPELINE_FILE
 from tests.orchestrator.pipeline.media import write_shots
-from tests.orchestrator.pipeline.runs import comparable, outputs, run, start, workers_of, write_pipeline
+from tests.orchestrator.pipeline.runs import comparable, outputs, run, start, wait_for, workers_of, write_pipeline
+from tests.support.s3_gate import ListingGate
 from tests.support.s3_store import SECRET
 from workers.media import s3
 
@@ -226,3 +229,48 @@ def test_cache_inputs_copies_each_object_once_and_the_run_reads_the_copies(s3_bu
     assert result.returncode == 0, result.stderr[-3000:]
     assert gets() == first  # the copies were read, the objects only checked
     assert source_free(outputs(out)[0]) == source_free(outputs(place_out)[0])
+
+
+MANY = 10_000
+PAGE = 1_000
+"""Keys per listing page: the store's most, and what boto3's paginator asks for."""
+
+
+def test_a_listing_of_10000_keys_starts_the_first_video_before_the_listing_ends(
+        s3_bucket, s3_endpoint, videos, tmp_path, monkeypatch) -> None:
+    """10,000 video keys (one small video's bytes each, put into the server's store directly: 10,000 PUTs
+    would be most of the test's time) read through a hop that answers the listing's first page and holds
+    the next: the run finishes a video while the listing waits, then lists all ten pages as it works, and
+    counts every key it found."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+
+    data = videos["a.mp4"].read_bytes()
+    backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
+    for index in range(MANY):
+        backend.put_object(s3_bucket, f"many/v{index:05d}.mp4", data)
+    gate = ListingGate(s3_endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", gate.endpoint)
+    config, out = write_pipeline(tmp_path, "many", [tmp_path / "replaced-by-the-command-line.mp4"])
+
+    def finished() -> int:
+        return len([p for p in (out / ".parts").glob("*.json") if p.name != PIPELINE_FILE])
+
+    proc = start(config, "--input", f"s3://{s3_bucket}/many/")
+    try:
+        wait_for(lambda: finished() >= 1 or proc.poll() is not None, "the first video to finish")
+        assert proc.poll() is None and gate.held.is_set() and gate.answered == 1  # page 2 still waits
+        gate.release()
+        wait_for(lambda: gate.answered == MANY // PAGE or proc.poll() is not None, "the listing's end")
+        done = finished()
+        wait_for(lambda: finished() > done or proc.poll() is not None, "a video after the listing's end")
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.communicate()
+        gate.close()
+    assert proc.returncode == 130, stderr[-3000:]
+    _, summary = outputs(out)
+    assert gate.asked == MANY // PAGE and summary["videos"] == MANY
+    assert summary["videos_done"] >= 2 and f"of {MANY} videos kept" in stderr
