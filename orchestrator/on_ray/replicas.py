@@ -114,6 +114,7 @@ class RayCluster:
         self.address = address
         self.weights_from = weights_from
         self._ray: Any = None
+        self._opener: Any = None
 
     def join(self) -> None:
         if self._ray is None:
@@ -125,9 +126,10 @@ class RayCluster:
         video. A local file's fingerprint is taken again here, by stat alone: the run checks it here at the
         end, and another host's mount may give the same file another inode or path."""
         self.join()
-        opener = self._ray.remote(num_cpus=0, max_retries=1)(open_inputs)
+        if self._opener is None:  # made once: the run opens its inputs a batch at a time
+            self._opener = self._ray.remote(num_cpus=0, max_retries=1)(open_inputs)
         try:
-            readable, unreadable = self._ray.get(opener.remote(videos, cache),
+            readable, unreadable = self._ray.get(self._opener.remote(videos, cache),
                                                  timeout=OPEN_TIMEOUT_S + OPEN_PER_VIDEO_S * len(videos))
         except Exception as exc:  # the task's node was lost, or the cluster is too busy to run it
             raise PipelineError(f"could not open the inputs on the Ray cluster ({type(exc).__name__}: "

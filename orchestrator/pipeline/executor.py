@@ -82,6 +82,8 @@ class RunState:
     """Each replica `replicas: auto` added, and what held a stage back, with the speeds measured."""
     warnings: list[dict[str, Any]] = field(default_factory=list)
     """Videos that decoded short of what their container declares: kept with a note (failed too, when strict)."""
+    videos_unreadable: int = 0
+    """Of those, the ones found unreadable when opened: the run skips them."""
     listing: bool = False
     """The inputs are still being listed: `videos_total` will grow."""
     videos_planned: int = 0
@@ -96,8 +98,8 @@ class RunState:
     frames_at_start: int = 0
     timeline: Timeline = field(default_factory=Timeline)
 
-    def inputs_found(self, found: int, listing: bool) -> None:
-        self.videos_total, self.listing = found, listing
+    def inputs_found(self, found: int, unreadable: int, listing: bool) -> None:
+        self.videos_total, self.videos_unreadable, self.listing = found, unreadable, listing
 
     def video_planned(self, video: VideoItem) -> None:
         """A video the run starts on: its declared frames count towards the total, unless it was resumed."""
@@ -108,9 +110,10 @@ class RunState:
     def frames_expected(self) -> float:
         """Frames the run is expected to work on: those of the videos started on, and as many again per
         video for the ones found but not started yet (their containers are read as the run reaches them)."""
-        if not self.videos_planned or self.videos_planned >= self.videos_total:
+        to_do = self.videos_total - self.videos_unreadable
+        if not self.videos_planned or self.videos_planned >= to_do:
             return self.frames_total
-        return self.frames_total * self.videos_total / self.videos_planned
+        return self.frames_total * to_do / self.videos_planned
 
     def sample(self, force: bool = False) -> None:
         """Add the stages' progress to the timeline, about once per its interval (and at the end, `force`)."""

@@ -151,9 +151,10 @@ def execute(config: PipelineConfig, config_dir: Path, *, gpus: int | None, on_lo
             shutil.rmtree(runtime_dir, ignore_errors=True)
             frames.remove()
     except KeyboardInterrupt:
-        videos = feed.videos if feed is not None else []
-        kept = count_kept(out_dir, videos, bucket.has if bucket is not None else None)
-        raise RunStopped(None, kept, feed.to_do() if feed is not None else 0, shown) from None
+        if feed is None:
+            raise RunStopped(None, 0, 0, shown) from None
+        kept = count_kept(out_dir, feed.videos, bucket.has if bucket is not None else None, feed.unopened())
+        raise RunStopped(None, kept, feed.to_do(), shown) from None
     finally:
         if feed is not None:
             feed.close()
@@ -270,7 +271,7 @@ def _run(feed: InputFeed, writer: DedupingWriter, prepared: Prepared, state: Run
     except PipelineError as exc:
         stopped = stopped or RunStopped(exc, 0, feed.to_do(), writer.shown)
     if stopped is not None:
-        raise replace(stopped, kept=writer.kept())
+        raise replace(stopped, kept=writer.kept(feed.unopened()))
     return summary
 
 

@@ -13,13 +13,13 @@ _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length
 
 class ListingGate:
     """Forwards every request to `upstream`; a ListObjectsV2 request past the first `open_pages` waits for
-    `release()` (at most `hold_s`). `answered` counts the listing pages passed back; `held` is set once a
-    page request waits."""
+    `release()` (at most `hold_s`), or with `refuse` is answered AccessDenied at once (a listing cut off
+    midway). `answered` counts the listing pages passed back; `held` is set once a page request waits."""
 
-    def __init__(self, upstream: str, open_pages: int = 1, hold_s: float = 120.0) -> None:
+    def __init__(self, upstream: str, open_pages: int = 1, hold_s: float = 600.0, refuse: bool = False) -> None:
         host, _, port = upstream.removeprefix("http://").partition(":")
         self.upstream = (host, int(port))
-        self.open_pages, self.hold_s = open_pages, hold_s
+        self.open_pages, self.hold_s, self.refuse = open_pages, hold_s, refuse
         self.asked = self.answered = 0
         self.held, self.released = threading.Event(), threading.Event()
         self._counting = threading.Lock()
@@ -49,12 +49,25 @@ class ListingGate:
         self.server.shutdown()
         self.server.server_close()
 
+    @staticmethod
+    def _deny(request: BaseHTTPRequestHandler) -> None:
+        body = (b"<?xml version='1.0' encoding='UTF-8'?>"
+                b"<Error><Code>AccessDenied</Code><Message>denied</Message></Error>")
+        request.send_response(403)
+        request.send_header("Content-Type", "application/xml")
+        request.send_header("Content-Length", str(len(body)))
+        request.end_headers()
+        request.wfile.write(body)
+
     def forward(self, request: BaseHTTPRequestHandler) -> None:
         listing = request.command == "GET" and "list-type=2" in request.path
         if listing:
             with self._counting:
                 self.asked += 1
                 wait = self.asked > self.open_pages
+            if wait and self.refuse:
+                self._deny(request)
+                return
             if wait:
                 self.held.set()
                 self.released.wait(self.hold_s)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -28,6 +29,8 @@ OPEN_AHEAD = 64
 """Readable videos opened and not yet taken by the run, at most."""
 POLL_S = 0.2
 """How often a wait here looks whether the feed was closed or the run stopped."""
+CLOSE_S = 5.0
+"""How long closing waits for the feed's threads (a batch of opens under way ends on its own after it)."""
 
 Opener = Callable[[list[VideoInput]], tuple[list[VideoInput], list[tuple[VideoInput, str]]]]
 """Opens a batch of videos: the readable ones (fingerprinted, with what their container declares) and
@@ -43,14 +46,16 @@ class InputFeed:
 
     def __init__(self, found: Iterable[VideoInput | tuple[str, str]], opener: Opener, warn: Callable[[str], None],
                  failures: list[Failure] | None = None,
-                 on_found: Callable[[int, bool], None] = lambda found, listing: None, *,
+                 on_found: Callable[[int, int, bool], None] = lambda found, unreadable, listing: None, *,
                  list_ahead: int = LIST_AHEAD, open_ahead: int = OPEN_AHEAD) -> None:
-        """`found`: what `find_inputs` yields; `on_found(count, still_listing)` hears of each video found and
-        of the listing's end."""
+        """`found`: what `find_inputs` yields; `on_found(found, unreadable, still_listing)` hears of each video
+        found, of those found unreadable, and of the listing's end."""
         self.videos: list[VideoInput] = []
         self.unreadable: list[tuple[VideoInput, str]] = []
         self.failures = failures if failures is not None else []
         self.found = 0
+        self.found_videos: list[VideoInput] = []
+        """Every video found so far, opened or not."""
         self._source, self._opener, self._warn, self._on_found = found, opener, warn, on_found
         self._listed: queue.Queue[Any] = queue.Queue(list_ahead)
         self._ready: queue.Queue[Any] = queue.Queue(open_ahead)
@@ -61,21 +66,24 @@ class InputFeed:
         self._warning = threading.Lock()
         self._warn_now = False
         self._error: BaseException | None = None
+        self._listing_over = False
+        self._reporting = threading.Lock()
         self.done = threading.Event()
         """Set once every input was found and opened (or the feed failed)."""
 
     @classmethod
     def opened(cls, videos: list[VideoInput],
-               on_found: Callable[[int, bool], None] = lambda found, listing: None) -> InputFeed:
+               on_found: Callable[[int, int, bool], None] = lambda found, unreadable, listing: None) -> InputFeed:
         """A feed whose videos are all known and open already (a redo's, from the output folder)."""
         feed = cls((), lambda batch: (batch, []), lambda line: None, on_found=on_found, open_ahead=len(videos) + 1)
         feed.videos += videos
+        feed.found_videos += videos
         feed.found = len(videos)
         for video in [*videos, _END]:
             feed._ready.put(video)
         feed._first.set()
         feed.done.set()
-        on_found(feed.found, False)
+        on_found(feed.found, 0, False)
         return feed
 
     def to_do(self) -> int:
@@ -88,9 +96,18 @@ class InputFeed:
             self.threads[-1].start()
         return self
 
-    def close(self) -> None:
-        """Stop listing and opening (a thread inside one request ends with it, on its own)."""
+    def unopened(self) -> list[VideoInput]:
+        """The videos found that were not opened yet (a run stopped early counts their finished parts)."""
+        opened = {video.video_id for video in self.videos} | {video.video_id for video, _ in self.unreadable}
+        return [video for video in self.found_videos if video.video_id not in opened]
+
+    def close(self, wait_s: float = CLOSE_S) -> None:
+        """Stop listing and opening, waiting at most `wait_s` for the threads to end (one inside a request
+        or a batch ends with it); nothing is warned of once closed."""
         self._closed.set()
+        deadline = time.monotonic() + wait_s
+        for thread in self.threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def wait_first(self) -> bool:
         """Wait until the first readable video is open (True; the inputs skipped so far are warned of then,
@@ -147,10 +164,12 @@ class InputFeed:
                 self._fail(Failure(*found))
                 continue
             self.found += 1
-            self._on_found(self.found, True)
+            self.found_videos.append(found)
+            self._report()
             if not self._put(self._listed, found):
                 return
-        self._on_found(self.found, False)
+        self._listing_over = True
+        self._report()
         self._put(self._listed, _END)
 
     def _open(self) -> None:
@@ -171,6 +190,8 @@ class InputFeed:
             self.unreadable += unreadable
             for video, reason in unreadable:
                 self._fail(Failure(str(video.path), reason))
+            if unreadable:
+                self._report()
             for video in readable:
                 self.videos.append(video)
                 self._first.set()
@@ -181,10 +202,16 @@ class InputFeed:
             self._first.set()
             self._put(self._ready, _END)
 
+    def _report(self) -> None:
+        """Tell `on_found` the counts as they are now: the last call always has the latest (both threads call
+        it after each change, and the counts are read under the lock)."""
+        with self._reporting:
+            self._on_found(self.found, len(self.unreadable), not self._listing_over)
+
     def _fail(self, failure: Failure) -> None:
         with self._warning:
             self.failures.append(failure)
-            if self._warn_now:
+            if self._warn_now and not self._closed.is_set():
                 self._warn(f"skipped {failure.line()}")
 
 

@@ -6,6 +6,7 @@ media workers' (workers.media); this process reads no frame.
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import re
@@ -98,13 +99,14 @@ def find_inputs(patterns: list[str], base: Path) -> Iterator[VideoInput | tuple[
 def _matches(pattern: str, base: Path) -> Iterator[Path | str | tuple[str, str]]:
     """One input's video files or objects (a listing as it goes), or (input, reason) when it names none."""
     if s3.is_s3(pattern):
-        listed = False
+        listed = 0
         try:
             for url, _ in s3.list_objects(pattern, VIDEO_SUFFIXES):
-                listed = True
+                listed += 1
                 yield url
         except s3.ObjectError as exc:
-            yield pattern, str(exc)
+            cut = f" (the listing stopped after {listed} videos; the rest were not read: rerun to do them)"
+            yield pattern, f"{exc}{cut if listed else ''}"
             return
         if not listed:
             endings = ", ".join(sorted(VIDEO_SUFFIXES))
@@ -148,16 +150,23 @@ def fingerprint(path: Path | str) -> str:
 
 def open_inputs(videos: list[VideoInput], cache: Path | None = None,
                 ) -> tuple[list[VideoInput], list[tuple[VideoInput, str]]]:
-    """Each video opened once, before any worker starts: the readable ones with their fingerprint and what
-    their container declares, and (video, reason) for those that cannot be read, both in input order. With
-    `cache`, each object is first copied whole into that folder (see `cached_copy`). Objects in a store are
-    opened OPENERS at a time: each costs a few round trips, mostly waiting."""
-    remote = any(isinstance(video.path, str) for video in videos)
-    with ThreadPoolExecutor(OPENERS if remote else 1, thread_name_prefix="open-input") as pool:
-        opened = list(pool.map(lambda video: _opened(video, cache), videos))
+    """Each video opened once (the run's inputs, a batch at a time as it goes): the readable ones with their
+    fingerprint and what their container declares, and (video, reason) for those that cannot be read, both
+    in input order. With `cache`, each object is first copied whole into that folder (see `cached_copy`).
+    Objects in a store are opened OPENERS at a time (each costs a few round trips, mostly waiting), by
+    threads that live on from batch to batch, each keeping its store client."""
+    if any(isinstance(video.path, str) for video in videos):
+        opened = list(_opening_pool().map(lambda video: _opened(video, cache), videos))
+    else:
+        opened = [_opened(video, cache) for video in videos]
     readable = [video for video, reason in opened if reason is None]
     unreadable = [(video, reason) for video, reason in opened if reason is not None]
     return readable, unreadable
+
+
+@functools.cache
+def _opening_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(OPENERS, thread_name_prefix="open-input")
 
 
 def _opened(video: VideoInput, cache: Path | None) -> tuple[VideoInput, str | None]:

@@ -21,6 +21,7 @@ import hashlib
 import logging
 import shutil
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,6 +30,8 @@ from orchestrator.settings import cache_home
 from workers.media.s3 import S3_SCHEME, ObjectError, client, errors, is_s3, split_url
 
 _log = logging.getLogger(__name__)
+PULLERS = 16
+"""Small files fetched at once when a run starts from the bucket (a part per finished video)."""
 SMALL_FILES = (".parts/", "clips.parquet/", "metadata.jsonl", "provenance.jsonl", "run.json")
 """What the working copy holds of the bucket's folder (the clips stay in the bucket)."""
 SET_ASIDE = ("clips/", ".parts/", "clips.parquet/", "metadata.jsonl", "provenance.jsonl", "run.json", "shards/")
@@ -88,13 +91,18 @@ class BucketFolder:
                 shutil.rmtree(target)
             else:
                 target.unlink(missing_ok=True)
-        for relative in (r for name in SMALL_FILES for r in self._listed(name) if r == name or name.endswith("/")):
-            target = self.local / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with errors(self.location(relative), "GetObject"):
-                client().download_file(self.bucket, self.key(relative), str(target))
-            self._sent[relative] = _version(target)
+        wanted = [r for name in SMALL_FILES for r in self._listed(name) if r == name or name.endswith("/")]
+        with ThreadPoolExecutor(max(1, min(PULLERS, len(wanted))), thread_name_prefix="pull") as pool:
+            for _ in pool.map(self._fetch, wanted):  # one GET each, mostly waiting: PULLERS at once
+                pass
         self.clips = {r.removeprefix("clips/") for r in self._listed("clips/")}
+
+    def _fetch(self, relative: str) -> None:
+        target = self.local / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with errors(self.location(relative), "GetObject"):
+            client().download_file(self.bucket, self.key(relative), str(target))
+        self._sent[relative] = _version(target)
 
     def publish(self, relative: str) -> None:
         """Put the working copy's file `relative` in the bucket (or delete the object, the file being gone)."""

@@ -4,8 +4,8 @@ metadata.jsonl is rebuilt from. Reading them changes nothing, so a run may look 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,9 +67,18 @@ def resumable_rows(part: Part | None, video: VideoInput,
     return part.rows
 
 
-def count_kept(out_dir: Path, videos: list[VideoInput], has_clip: Callable[[str], bool] | None = None) -> int:
+def finished_part(part: Part | None, video: VideoInput, has_clip: Callable[[str], bool]) -> bool:
+    """Whether `part` finished `video` successfully with its clips all there, for a video not opened yet (so
+    not fingerprinted now): as the part's own fingerprint has it."""
+    return part is not None and resumable_rows(part, replace(video, fingerprint=part.fingerprint), has_clip) is not None
+
+
+def count_kept(out_dir: Path, videos: Iterable[VideoInput], has_clip: Callable[[str], bool] | None = None,
+               unopened: Iterable[VideoInput] = ()) -> int:
     """How many of `videos` the folder holds finished results for (read only, for a run stopped before it
-    could write); `has_clip`: whether a clip is there, when the clips are not files in `out_dir`."""
+    could write), and of `unopened` (found, not opened yet: see `finished_part`); `has_clip`: whether a clip
+    is there, when the clips are not files in `out_dir`."""
     parts = read_parts(out_dir / ".parts")
     present = has_clip or (lambda path: (out_dir / path).is_file())
-    return sum(resumable_rows(parts.get(v.video_id), v, present) is not None for v in videos)
+    return (sum(resumable_rows(parts.get(v.video_id), v, present) is not None for v in videos)
+            + sum(finished_part(parts.get(v.video_id), v, present) for v in unopened))

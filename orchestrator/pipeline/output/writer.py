@@ -34,7 +34,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,7 +50,7 @@ from orchestrator.errors import ConfigError, OutputFull, PipelineError
 from orchestrator.pipeline.items import Clip, VideoItem
 from orchestrator.pipeline.media.video import VideoInput
 from orchestrator.pipeline.output.bucket import BucketFolder
-from orchestrator.pipeline.output.parts import PIPELINE_FILE, Part, read_parts, resumable_rows
+from orchestrator.pipeline.output.parts import PIPELINE_FILE, Part, finished_part, read_parts, resumable_rows
 from orchestrator.pipeline.summary import RunSummary
 from workers.media.s3 import ObjectError
 
@@ -106,12 +106,14 @@ class OutputWriter:
         """`fresh` moves the earlier results aside (see `set_aside`) instead of refusing another pipeline's;
         `table` names the clip stages (each row has their keys) with their declared outputs, and what made them;
         `unreadable` are the input files that could not be opened, with why (a run to the end records a row
-        for each); `bucket`: the output is that bucket folder, `out_dir` its local working copy."""
+        for each); `bucket`: the output is that bucket folder, `out_dir` its local working copy. `videos` and
+        `unreadable` may grow while the run goes (its inputs are opened as it works): the writer reads the
+        lists it was given, never copies."""
         self.out_dir = out_dir
         self.bucket = bucket
         self.shown: Path | str = bucket.url if bucket is not None else out_dir
         """The folder as the user named it, for messages."""
-        self.unreadable = unreadable or []
+        self.unreadable = unreadable if unreadable is not None else []
         self.parts_dir = out_dir / ".parts"
         self.clips_tmp: Path | str = bucket.scratch() if bucket else out_dir / ".tmp"
         """Where clips are encoded before they are kept or dropped (a prefix in the bucket for an s3:// output)."""
@@ -185,9 +187,11 @@ class OutputWriter:
         still here."""
         return resumable_rows(self.parts.get(video.video_id), video, self._has_clip)
 
-    def kept(self) -> int:
-        """This run's videos whose finished results the folder holds."""
-        return sum(self.resumable(video) is not None for video in self.videos)
+    def kept(self, unopened: Iterable[VideoInput] = ()) -> int:
+        """This run's videos whose finished results the folder holds; `unopened`: videos found that the run
+        had not opened yet, counted when the folder holds a finished part of them (as last fingerprinted)."""
+        return (sum(self.resumable(video) is not None for video in self.videos)
+                + sum(finished_part(self.parts.get(video.video_id), video, self._has_clip) for video in unopened))
 
     def finish_video(self, video: VideoItem, clips: list[Clip]) -> list[dict[str, Any]]:
         """Keep or drop each clip's file, record the video's part atomically, then its table part, then rebuild

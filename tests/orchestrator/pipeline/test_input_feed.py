@@ -54,8 +54,9 @@ def test_readable_videos_come_in_input_order_and_skipped_inputs_are_warned_once_
         yield video(files["b.mp4"])
 
     warned: list[str] = []
-    counts: list[tuple[int, bool]] = []
-    feed = InputFeed(listing(), open_inputs, warned.append, on_found=lambda n, listing: counts.append((n, listing)))
+    counts: list[tuple[int, int, bool]] = []
+    feed = InputFeed(listing(), open_inputs, warned.append,
+                     on_found=lambda found, unreadable, listing: counts.append((found, unreadable, listing)))
     feed.start()
     wait_for(lambda: len(feed.failures) == 2, "the two skipped inputs", BOUND_S)
     assert warned == []  # nothing is warned of before the run knows it has a video
@@ -63,10 +64,10 @@ def test_readable_videos_come_in_input_order_and_skipped_inputs_are_warned_once_
     assert any("broken.mp4" in line for line in warned) and any("gone/*.mp4" in line for line in warned)
     followed = feed.follow(stop_never())
     assert next(followed).path == files["a.mp4"]
-    assert not feed.done.is_set() and counts[-1] == (2, True)  # the listing waits: the run has its first video
+    assert not feed.done.is_set() and counts[-1][::2] == (2, True)  # the listing waits: the run has a video
     more.set()
     assert [v.path for v in followed] == [files["b.mp4"]]
-    assert feed.done.is_set() and counts[-1] == (4, False) and feed.to_do() == 2
+    assert feed.done.is_set() and counts[-1] == (4, 2, False) and feed.to_do() == 2 and feed.unopened() == []
     assert [v.path for v in feed.videos] == [files["a.mp4"], files["b.mp4"]]
     assert [v.path for v, _ in feed.unreadable] == [files["broken.mp4"], files["broken-later.mp4"]]
     assert len(warned) == 3 and "broken-later.mp4" in warned[2] and len(feed.failures) == 3
@@ -122,12 +123,12 @@ def test_a_closed_feed_stops_listing_and_opening_and_never_runs_far_ahead(files)
     assert feed.wait_first()
     taken = list(itertools.islice(feed.follow(stop), 5))
     assert [v.video_id for v in taken] == [f"v{i}" for i in range(5)]
-    feed.close()
-    for thread in feed.threads:
-        thread.join(BOUND_S)
-        assert not thread.is_alive(), thread.name
+    feed.close(BOUND_S)
+    assert not [thread.name for thread in feed.threads if thread.is_alive()]
     # taken + ready to take + one batch in hand + found ahead + one in hand
     assert 5 <= feed.found <= 5 + 10 + 16 + 50 + 1
+    assert {v.video_id for v in feed.unopened()} == {f"v{i}" for i in range(feed.found)} - {
+        v.video_id for v in feed.videos}
     stop.set()
     assert list(feed.follow(stop)) == []
 
@@ -136,7 +137,7 @@ def test_a_feed_of_videos_already_open_holds_them_all_at_once(files) -> None:
     """A redo's videos (read from the output folder) are all the writer's at once, however many there are,
     whether or not the run takes them from the feed."""
     known = [VideoInput(files["a.mp4"], f"v{index}") for index in range(500)]
-    counts: list[tuple[int, bool]] = []
-    feed = InputFeed.opened(known, lambda n, listing: counts.append((n, listing)))
-    assert feed.videos == known and feed.done.is_set() and counts == [(500, False)] and feed.wait_first()
+    counts: list[tuple[int, int, bool]] = []
+    feed = InputFeed.opened(known, lambda found, unreadable, listing: counts.append((found, unreadable, listing)))
+    assert feed.videos == known and feed.done.is_set() and counts == [(500, 0, False)] and feed.wait_first()
     assert list(feed.follow(stop_never())) == known

@@ -37,3 +37,20 @@ def test_the_eta_is_measured_from_the_first_clip_over_the_frames_left_of_the_vid
     assert "frames 300/1000" in text and "this video 300/1000 frames" in text and "videos 1/2" in text
     state.video_finished(long)
     assert state.frames_done == 1000 and state.eta_s(first_clip + 20) is None
+
+
+def test_while_inputs_are_still_listed_the_eta_counts_the_readable_videos_found_and_not_started() -> None:
+    """Four videos found so far, one of them unreadable, one started (100 frames): the ETA expects as many
+    frames again of each of the other two, and the line says the listing goes on."""
+    state = RunState(videos_total=0)
+    state.inputs_found(4, 1, True)
+    first = VideoItem(0, VideoInput(Path("a.mp4"), "a", "f0", VideoMeta(25.0, 64, 48, 100)))
+    state.video_planned(first)
+    state.clip_written(Clip(first, 0, 0, 49))
+    assert state.work_started is not None
+    state.clip_written(Clip(first, 1, 50, 99))
+    # 50 frames in 10 s since the first clip; 300 frames expected in all, 200 left: 40 s
+    assert state.frames_expected() == 300 and state.eta_s(state.work_started + 10) == 40.0
+    assert "videos 0/4+ (listing)" in shown(state)
+    state.inputs_found(4, 1, False)
+    assert "videos 0/4 " in shown(state) and "listing" not in shown(state)

@@ -236,19 +236,25 @@ PAGE = 1_000
 """Keys per listing page: the store's most, and what boto3's paginator asks for."""
 
 
+def put_many(bucket: str, video: Path, count: int) -> None:
+    """`count` keys under many/ holding the video's bytes, put into the server's store directly (this
+    process runs it): that many PUTs would take most of a test's time."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+
+    data = video.read_bytes()
+    backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
+    for index in range(count):
+        backend.put_object(bucket, f"many/v{index:05d}.mp4", data)
+
+
 def test_a_listing_of_10000_keys_starts_the_first_video_before_the_listing_ends(
         s3_bucket, s3_endpoint, videos, tmp_path, monkeypatch) -> None:
     """10,000 video keys (one small video's bytes each, put into the server's store directly: 10,000 PUTs
     would be most of the test's time) read through a hop that answers the listing's first page and holds
     the next: the run finishes a video while the listing waits, then lists all ten pages as it works, and
     counts every key it found."""
-    from moto.core import DEFAULT_ACCOUNT_ID
-    from moto.s3.models import s3_backends
-
-    data = videos["a.mp4"].read_bytes()
-    backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
-    for index in range(MANY):
-        backend.put_object(s3_bucket, f"many/v{index:05d}.mp4", data)
+    put_many(s3_bucket, videos["a.mp4"], MANY)
     gate = ListingGate(s3_endpoint)
     monkeypatch.setenv("AWS_ENDPOINT_URL", gate.endpoint)
     config, out = write_pipeline(tmp_path, "many", [tmp_path / "replaced-by-the-command-line.mp4"])
@@ -258,8 +264,9 @@ def test_a_listing_of_10000_keys_starts_the_first_video_before_the_listing_ends(
 
     proc = start(config, "--input", f"s3://{s3_bucket}/many/")
     try:
+        wait_for(lambda: gate.held.is_set() or proc.poll() is not None, "the listing's second page")
         wait_for(lambda: finished() >= 1 or proc.poll() is not None, "the first video to finish")
-        assert proc.poll() is None and gate.held.is_set() and gate.answered == 1  # page 2 still waits
+        assert proc.poll() is None and gate.answered == 1  # page 2 still waits
         gate.release()
         wait_for(lambda: gate.answered == MANY // PAGE or proc.poll() is not None, "the listing's end")
         done = finished()
@@ -274,3 +281,19 @@ def test_a_listing_of_10000_keys_starts_the_first_video_before_the_listing_ends(
     _, summary = outputs(out)
     assert gate.asked == MANY // PAGE and summary["videos"] == MANY
     assert summary["videos_done"] >= 2 and f"of {MANY} videos kept" in stderr
+
+
+def test_a_listing_cut_off_midway_says_how_far_it_got(s3_bucket, s3_endpoint, videos, tmp_path, monkeypatch) -> None:
+    """The store refuses the listing's second page: the videos of the first are found, and the failure says
+    the listing stopped after them (not that the whole input was skipped)."""
+    put_many(s3_bucket, videos["a.mp4"], PAGE + 10)
+    gate = ListingGate(s3_endpoint, refuse=True)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", gate.endpoint)
+    try:
+        found, missing = expand_inputs([f"s3://{s3_bucket}/many/"], tmp_path)
+    finally:
+        gate.close()
+    assert len(found) == PAGE and len(missing) == 1
+    pattern, reason = missing[0]
+    assert pattern == f"s3://{s3_bucket}/many/" and "access denied (ListObjectsV2, AccessDenied)" in reason
+    assert reason.endswith(f"(the listing stopped after {PAGE} videos; the rest were not read: rerun to do them)")

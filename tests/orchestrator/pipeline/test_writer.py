@@ -66,6 +66,28 @@ def test_clips_kept_or_dropped_and_rows_in_the_order_videos_finish(tmp_path: Pat
     assert not (out / ".tmp").exists() and json.loads((out / "run.json").read_text())["videos"] == 2
 
 
+def test_inputs_found_unreadable_after_the_writer_was_made_get_their_row(tmp_path: Path) -> None:
+    """The run's inputs are opened as it goes: the lists the writer was given grow after it was made, and a
+    file found unreadable then still gets its row when the run ends (and a video found then is counted)."""
+    out = tmp_path / "out"
+    a = video_file(tmp_path, "a")
+    videos: list[VideoInput] = [a]
+    unreadable: list[tuple[VideoInput, str]] = []
+    writer = OutputWriter(out, KEY, videos, unreadable=unreadable)
+    finished_video(writer, 0, a, [True])
+    b = video_file(tmp_path, "b")
+    videos.append(b)
+    unreadable.append((video_file(tmp_path, "broken"), "broken.mp4: not a video"))
+    finished_video(writer, 1, b, [True])
+    writer.finish_run(SUMMARY, completed=True)
+    assert [(Path(r["video"]).stem, [e["reason"] for e in r["errors"] or []]) for r in rows(out)] == [
+        ("a", []), ("b", []), ("broken", ["broken.mp4: not a video"])]
+    assert writer.kept() == 2
+    rerun = OutputWriter(out, KEY, [])  # a rerun stopped before it opened these: their finished parts count
+    unopened = [VideoInput(video.path, video.video_id) for video in (a, b, video_file(tmp_path, "new"))]
+    assert rerun.kept(unopened) == 2
+
+
 def test_metadata_holds_every_finished_video_in_the_folder_this_runs_first(tmp_path: Path) -> None:
     out = tmp_path / "out"
     old, new = video_file(tmp_path, "old"), video_file(tmp_path, "new")
