@@ -9,6 +9,7 @@ import logging
 import random
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -289,8 +290,9 @@ def test_a_listing_cut_off_midway_says_how_far_it_got(s3_bucket, s3_endpoint, vi
     put_many(s3_bucket, videos["a.mp4"], PAGE + 10)
     gate = ListingGate(s3_endpoint, refuse=True)
     monkeypatch.setenv("AWS_ENDPOINT_URL", gate.endpoint)
-    try:
-        found, missing = expand_inputs([f"s3://{s3_bucket}/many/"], tmp_path)
+    try:  # in a thread of its own: a thread keeps the store client it first made, with the endpoint then set
+        with ThreadPoolExecutor(1) as thread:
+            found, missing = thread.submit(expand_inputs, [f"s3://{s3_bucket}/many/"], tmp_path).result()
     finally:
         gate.close()
     assert len(found) == PAGE and len(missing) == 1
