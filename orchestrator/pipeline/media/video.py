@@ -10,7 +10,7 @@ import functools
 import glob
 import hashlib
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -208,10 +208,6 @@ def cached_copy(video: VideoInput, version: s3.ObjectStat, folder: Path) -> Vide
             raise VideoError(f"{url}: cannot copy it into --cache-inputs {folder} ({exc.strerror or exc}); "
                              f"free room there or pick another folder") from None
     return replace(video, local=copy)
-
-
-InputOpener = Callable[[list[VideoInput]], tuple[list[VideoInput], list[tuple[VideoInput, str]]]]
-"""What opens a run's inputs: `open_inputs` here, or a cluster's, which opens them on one of its nodes."""
 
 
 @dataclass(frozen=True)
