@@ -53,7 +53,6 @@ class InputFeed:
         self.videos: list[VideoInput] = []
         self.unreadable: list[tuple[VideoInput, str]] = []
         self.failures = failures if failures is not None else []
-        self.found = 0
         self.found_videos: list[VideoInput] = []
         """Every video found so far, opened or not."""
         self._source, self._opener, self._warn, self._on_found = found, opener, warn, on_found
@@ -78,13 +77,17 @@ class InputFeed:
         feed = cls((), lambda batch: (batch, []), lambda line: None, on_found=on_found, open_ahead=len(videos) + 1)
         feed.videos += videos
         feed.found_videos += videos
-        feed.found = len(videos)
         for video in [*videos, _END]:
             feed._ready.put(video)
         feed._first.set()
         feed.done.set()
         on_found(feed.found, 0, False)
         return feed
+
+    @property
+    def found(self) -> int:
+        """Videos found so far."""
+        return len(self.found_videos)
 
     def to_do(self) -> int:
         """The run's videos: those found, less the ones found unreadable (all of them once the feed is done)."""
@@ -163,7 +166,6 @@ class InputFeed:
             if isinstance(found, tuple):
                 self._fail(Failure(*found))
                 continue
-            self.found += 1
             self.found_videos.append(found)
             self._report()
             if not self._put(self._listed, found):
